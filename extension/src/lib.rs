@@ -1,0 +1,36 @@
+//! `oauth_provider`: the Rust core behind the `oauth` SQL façade.
+//!
+//! Protocol state and decisions live in SQL (`sql/*.sql`), where application transactions can see
+//! them. Rust supplies what SQL does badly: token material from the OS RNG, constant-time
+//! comparison, and URI parsing that must follow RFC 3986 / RFC 8252 exactly.
+
+
+mod pkce;
+mod randomness;
+mod uris;
+
+::pgrx::pg_module_magic!(name, version);
+
+pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+pgrx::extension_sql_file!(
+    "../sql/internal.sql",
+    name = "internal",
+    requires = [
+        "schema",
+        randomness::random_token,
+        randomness::secure_equal,
+        uris::redirect_uri_allowed,
+        uris::redirect_uri_problem,
+        uris::resource_problem,
+        uris::append_query,
+        uris::uri_host,
+        uris::is_loopback_redirect,
+        pkce::pkce_s256_matches,
+        pkce::pkce_challenge_valid
+    ]
+);
+pgrx::extension_sql_file!("../sql/clients.sql", name = "clients", requires = ["internal"]);
+pgrx::extension_sql_file!("../sql/authorize.sql", name = "authorize", requires = ["clients"]);
+pgrx::extension_sql_file!("../sql/tokens.sql", name = "tokens", requires = ["authorize"]);
+pgrx::extension_sql_file!("../sql/revocation.sql", name = "revocation", requires = ["tokens"]);
+pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

@@ -1,0 +1,279 @@
+-- The authorization endpoint's decisions: validate a request, hold it while the user decides,
+-- and turn the decision into a redirect carrying a code or an error (with RFC 9207 `iss`).
+
+-- A redirect URL to the client carrying `params` and `iss`.
+CREATE FUNCTION oauth._client_redirect(redirect_uri text, params jsonb) RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT oauth.append_query(redirect_uri,
+        array_agg(key ORDER BY ord), array_agg(value ORDER BY ord))
+      FROM (SELECT key, value, ord
+              FROM jsonb_each_text(params || jsonb_build_object('iss', (oauth._settings()).issuer))
+                   WITH ORDINALITY AS p(key, value, ord)
+             WHERE value IS NOT NULL) p
+$$;
+
+-- An authorization error that may be sent to the validated redirect URI.
+CREATE FUNCTION oauth._redirect_error(redirect_uri text, state text, error text, description text) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT oauth._error(error, description) || jsonb_build_object(
+        'redirect', true,
+        'redirect_uri', redirect_uri,
+        'state', state,
+        'iss', (oauth._settings()).issuer,
+        'location', oauth._client_redirect(redirect_uri,
+            jsonb_build_object('error', error, 'error_description', description, 'state', state)))
+$$;
+
+-- Validates an authorization request (RFC 6749 §4.1.1, RFC 7636, RFC 8707, OIDC Core §3.1.2.1) and
+-- stores it for the consent step. `params` maps each parameter name to its value, or to an array
+-- of values when the parameter was repeated. Until client_id and redirect_uri are validated an
+-- error is never redirected (`"redirect": false`): that would make us an open redirector.
+CREATE FUNCTION oauth.begin_authorization(params jsonb, now timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    settings oauth.settings := oauth._settings();
+    client oauth.clients;
+    name text;
+    redirect_uri text;
+    state text;
+    scopes text[];
+    resource text;
+    prompt text;
+    request_id text;
+BEGIN
+    IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
+        RETURN oauth._error('invalid_request', 'missing parameters') || '{"redirect": false}';
+    END IF;
+    FOREACH name IN ARRAY ARRAY['client_id', 'redirect_uri'] LOOP
+        IF jsonb_typeof(params->name) = 'array' THEN
+            RETURN oauth._error('invalid_request', format('%s is repeated', name)) || '{"redirect": false}';
+        END IF;
+    END LOOP;
+    IF coalesce(params->>'client_id', '') = '' THEN
+        RETURN oauth._error('invalid_request', 'client_id is required') || '{"redirect": false}';
+    END IF;
+    SELECT * INTO client FROM oauth.clients c WHERE c.client_id = params->>'client_id'
+       AND (c.expires_at IS NULL OR c.expires_at > now);
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_client', 'unknown client') || '{"redirect": false}';
+    END IF;
+
+    redirect_uri := params->>'redirect_uri';
+    IF redirect_uri IS NULL THEN
+        -- Only an unambiguous registration lets the parameter be omitted; a loopback one needs its port.
+        IF cardinality(client.redirect_uris) <> 1 OR oauth.is_loopback_redirect(client.redirect_uris[1]) THEN
+            RETURN oauth._error('invalid_request', 'redirect_uri is required') || '{"redirect": false}';
+        END IF;
+        redirect_uri := client.redirect_uris[1];
+    ELSIF NOT oauth.redirect_uri_allowed(client.redirect_uris, redirect_uri) THEN
+        RETURN oauth._error('invalid_request', 'redirect_uri is not registered for this client') || '{"redirect": false}';
+    END IF;
+
+    -- From here on errors go back to the client.
+    IF jsonb_typeof(params->'state') = 'array' THEN
+        RETURN oauth._redirect_error(redirect_uri, NULL, 'invalid_request', 'state is repeated');
+    END IF;
+    state := params->>'state';
+    FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) = 'array' ORDER BY key LOOP
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is repeated', name));
+    END LOOP;
+    FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) <> 'string' OR length(value #>> '{}') > 2048 ORDER BY key LOOP
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is not a string of at most 2048 characters', name));
+    END LOOP;
+    IF params ? 'request' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'request_not_supported', 'request objects are not supported');
+    END IF;
+    IF params ? 'request_uri' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'request_uri_not_supported', 'request_uri is not supported');
+    END IF;
+    IF params->>'response_type' IS NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'response_type is required');
+    END IF;
+    IF params->>'response_type' <> 'code' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'unsupported_response_type', 'only response_type=code is supported');
+    END IF;
+    IF coalesce(params->>'response_mode', 'query') <> 'query' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'only response_mode=query is supported');
+    END IF;
+    IF NOT 'authorization_code' = ANY (client.grant_types) THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'unauthorized_client', 'client may not use the authorization code grant');
+    END IF;
+    IF params->>'code_challenge' IS NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is required (PKCE)');
+    END IF;
+    IF coalesce(params->>'code_challenge_method', 'plain') <> 'S256' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge_method must be S256');
+    END IF;
+    IF NOT oauth.pkce_challenge_valid(params->>'code_challenge') THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is not a base64url SHA-256 digest');
+    END IF;
+
+    IF params ? 'scope' THEN
+        scopes := oauth._parse_scope(params->>'scope');
+        IF scopes IS NULL THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is malformed');
+        END IF;
+    END IF;
+    IF scopes IS NULL OR cardinality(scopes) = 0 THEN
+        SELECT coalesce(array_agg(s), '{}') INTO scopes FROM unnest(settings.default_scopes) s WHERE s = ANY (client.allowed_scopes);
+        IF cardinality(scopes) = 0 THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is required');
+        END IF;
+    ELSIF NOT scopes <@ client.allowed_scopes THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope',
+            format('scope not allowed for this client: %s',
+                   (SELECT string_agg(s, ' ') FROM unnest(scopes) s WHERE NOT s = ANY (client.allowed_scopes))));
+    END IF;
+
+    resource := params->>'resource';
+    IF resource IS NOT NULL THEN
+        IF oauth.resource_problem(resource) IS NOT NULL THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', oauth.resource_problem(resource));
+        END IF;
+        IF client.allowed_resources IS NOT NULL AND NOT resource = ANY (client.allowed_resources) THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', 'resource not allowed for this client');
+        END IF;
+    END IF;
+
+    prompt := params->>'prompt';
+    IF prompt IS NOT NULL THEN
+        IF prompt !~ '^(none|login|consent|select_account)( (none|login|consent|select_account))*$' THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'prompt has an unsupported value');
+        END IF;
+        -- The user is always shown the application's login/consent step; silent authorization is not offered.
+        IF prompt ~ '\mnone\M' THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'login_required', 'prompt=none is not supported');
+        END IF;
+    END IF;
+
+    request_id := oauth.random_token(24);
+    INSERT INTO oauth.authorization_requests (request_id, client_id, redirect_uri, redirect_uri_sent, scopes, resource,
+                                              state, nonce, code_challenge, prompt, created_at, expires_at)
+    VALUES (request_id, client.client_id, redirect_uri, params ? 'redirect_uri', scopes, resource, state,
+            params->>'nonce', params->>'code_challenge', prompt, now, now + settings.authorization_request_ttl);
+    RETURN jsonb_build_object('request_id', request_id, 'client_id', client.client_id,
+                              'client_name', client.client_name, 'prompt', prompt);
+END
+$$;
+
+-- What a consent screen shows. Raises not_found for an unknown or expired request.
+CREATE FUNCTION oauth.get_authorization_request(request_id text, now timestamptz DEFAULT now())
+RETURNS TABLE (
+    client_id text, client_name text, client_uri text, scopes text[], resource text,
+    redirect_uri text, redirect_host text, prompt text, expires_at timestamptz
+)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT c.client_id, c.client_name, c.metadata->>'client_uri', r.scopes, r.resource,
+           r.redirect_uri, oauth.uri_host(r.redirect_uri), r.prompt, r.expires_at
+      FROM oauth.authorization_requests r
+      JOIN oauth.clients c ON c.client_id = r.client_id
+     WHERE r.request_id = get_authorization_request.request_id AND r.expires_at > now;
+    IF NOT FOUND THEN
+        PERFORM oauth._raise('not_found', 'no such authorization request, or it has expired');
+    END IF;
+END
+$$;
+
+-- The pending request, consumed: a request completes at most once (one atomic DELETE decides).
+CREATE FUNCTION oauth._take_request(request_id text, now timestamptz) RETURNS oauth.authorization_requests
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    taken oauth.authorization_requests;
+BEGIN
+    DELETE FROM oauth.authorization_requests r
+     WHERE r.request_id = _take_request.request_id AND r.expires_at > now
+    RETURNING * INTO taken;
+    IF NOT FOUND THEN
+        PERFORM oauth._raise('not_found', 'no such authorization request, or it has expired or was already completed');
+    END IF;
+    RETURN taken;
+END
+$$;
+
+-- Completes consent: records (or widens) the user's grant for the client and returns the
+-- redirect URL carrying a fresh code, `state` and `iss`.
+CREATE FUNCTION oauth.issue_code(
+    request_id text,
+    user_id text,
+    granted_scopes text[] DEFAULT NULL,
+    props jsonb DEFAULT '{}',
+    now timestamptz DEFAULT now()
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    request oauth.authorization_requests;
+    chosen_scopes text[];
+    granted_id uuid;
+    code text := oauth.random_token(32);
+BEGIN
+    IF user_id IS NULL OR length(user_id) NOT BETWEEN 1 AND 255 THEN
+        PERFORM oauth._raise('invalid_request', 'user_id must be 1 to 255 characters');
+    END IF;
+    IF props IS NULL OR jsonb_typeof(props) <> 'object' THEN
+        PERFORM oauth._raise('invalid_request', 'props must be a JSON object');
+    END IF;
+    request := oauth._take_request(request_id, now);
+    chosen_scopes := coalesce(granted_scopes, request.scopes);
+    IF array_position(chosen_scopes, NULL) IS NOT NULL OR NOT chosen_scopes <@ request.scopes THEN
+        PERFORM oauth._raise('invalid_scope', 'granted scopes must be a subset of the requested scopes');
+    END IF;
+    IF cardinality(chosen_scopes) = 0 THEN
+        PERFORM oauth._raise('invalid_scope', 'at least one scope must be granted');
+    END IF;
+
+    -- Concurrent consents for one user and client converge on one live grant (the partial unique index).
+    INSERT INTO oauth.grants AS g (user_id, client_id, scopes, resource, props, auth_time, created_at, updated_at)
+    VALUES (issue_code.user_id, request.client_id, chosen_scopes, request.resource, issue_code.props, now, now, now)
+    ON CONFLICT (user_id, client_id) WHERE revoked_at IS NULL DO UPDATE
+       SET scopes = (SELECT array_agg(DISTINCT s ORDER BY s) FROM unnest(g.scopes || EXCLUDED.scopes) s),
+           resource = EXCLUDED.resource, props = EXCLUDED.props, auth_time = EXCLUDED.auth_time,
+           updated_at = EXCLUDED.updated_at
+    RETURNING g.grant_id INTO granted_id;
+
+    INSERT INTO oauth.codes (code_hash, client_id, grant_id, user_id, redirect_uri, redirect_uri_sent, scopes,
+                             resource, nonce, code_challenge, created_at, expires_at)
+    VALUES (oauth._hash(code), request.client_id, granted_id, issue_code.user_id, request.redirect_uri,
+            request.redirect_uri_sent, chosen_scopes, request.resource, request.nonce, request.code_challenge,
+            now, now + (oauth._settings()).code_ttl);
+    PERFORM oauth._event('consent_granted', request.client_id, issue_code.user_id, granted_id, NULL,
+                         jsonb_build_object('scopes', to_jsonb(chosen_scopes), 'resource', request.resource), now);
+    RETURN oauth._client_redirect(request.redirect_uri, jsonb_build_object('code', code, 'state', request.state));
+END
+$$;
+
+CREATE FUNCTION oauth.deny_authorization(
+    request_id text,
+    error text DEFAULT 'access_denied',
+    error_description text DEFAULT NULL,
+    now timestamptz DEFAULT now()
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    request oauth.authorization_requests;
+BEGIN
+    -- OIDC Core §3.1.2.6 codes an application's login step may answer with, plus access_denied.
+    IF error IS NULL OR error NOT IN ('access_denied', 'login_required', 'consent_required', 'interaction_required',
+                                      'account_selection_required', 'temporarily_unavailable', 'server_error') THEN
+        PERFORM oauth._raise('invalid_request', 'unsupported authorization error code');
+    END IF;
+    request := oauth._take_request(request_id, now);
+    PERFORM oauth._event('authorization_denied', request.client_id, NULL, NULL, NULL,
+                         jsonb_build_object('error', error), now);
+    RETURN oauth._client_redirect(request.redirect_uri,
+        jsonb_build_object('error', error, 'error_description', error_description, 'state', request.state));
+END
+$$;

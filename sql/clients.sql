@@ -1,0 +1,433 @@
+-- Clients: registration by an administrator (SQL) or by the client itself (RFC 7591), and lookup.
+
+-- Why a client definition is unacceptable, as an error object, or NULL. One rule set for
+-- administrator-created and dynamically registered clients.
+CREATE FUNCTION oauth._client_problem(
+    redirect_uris text[], allowed_scopes text[], grant_types text[], token_endpoint_auth_method text,
+    application_type text, allowed_resources text[]
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    uri text;
+    problem text;
+    unsupported text[];
+BEGIN
+    IF application_type IS NULL OR application_type NOT IN ('web', 'native') THEN
+        RETURN oauth._error('invalid_client_metadata', 'application_type must be "web" or "native"');
+    END IF;
+    IF token_endpoint_auth_method IS NULL
+       OR token_endpoint_auth_method NOT IN ('none', 'client_secret_basic', 'client_secret_post') THEN
+        RETURN oauth._error('invalid_client_metadata',
+            'token_endpoint_auth_method must be one of none, client_secret_basic, client_secret_post');
+    END IF;
+    IF grant_types IS NULL OR pg_catalog.cardinality(grant_types) = 0
+       OR NOT grant_types <@ '{authorization_code,refresh_token}'::text[]
+       OR NOT 'authorization_code' = ANY (grant_types) THEN
+        RETURN oauth._error('invalid_client_metadata',
+            'grant_types must include authorization_code and may add refresh_token');
+    END IF;
+    IF redirect_uris IS NULL OR pg_catalog.cardinality(redirect_uris) = 0 THEN
+        RETURN oauth._error('invalid_redirect_uri', 'at least one redirect URI is required');
+    END IF;
+    IF pg_catalog.cardinality(redirect_uris) > 20 THEN
+        RETURN oauth._error('invalid_redirect_uri', 'at most 20 redirect URIs may be registered');
+    END IF;
+    FOREACH uri IN ARRAY redirect_uris LOOP
+        problem := coalesce(oauth.redirect_uri_problem(uri, application_type), CASE WHEN uri IS NULL THEN 'null URI' END);
+        IF problem IS NOT NULL THEN
+            RETURN oauth._error('invalid_redirect_uri', pg_catalog.format('redirect URI %s: %s', pg_catalog.left(uri, 200), problem));
+        END IF;
+    END LOOP;
+    IF allowed_scopes IS NULL OR pg_catalog.array_position(allowed_scopes, NULL) IS NOT NULL THEN
+        RETURN oauth._error('invalid_client_metadata', 'scopes must be a list of scope names');
+    END IF;
+    SELECT pg_catalog.array_agg(s) INTO unsupported
+      FROM pg_catalog.unnest(allowed_scopes) s
+     WHERE NOT s = ANY ((oauth._settings()).scopes_supported);
+    IF unsupported IS NOT NULL THEN
+        RETURN oauth._error('invalid_client_metadata',
+            pg_catalog.format('unsupported scope(s): %s', pg_catalog.array_to_string(unsupported, ' ')));
+    END IF;
+    IF allowed_resources IS NOT NULL THEN
+        FOREACH uri IN ARRAY allowed_resources LOOP
+            problem := oauth.resource_problem(uri);
+            IF problem IS NOT NULL THEN
+                RETURN oauth._error('invalid_client_metadata', problem);
+            END IF;
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION oauth.create_client(
+    client_name text,
+    redirect_uris text[],
+    allowed_scopes text[],
+    token_endpoint_auth_method text DEFAULT 'client_secret_basic',
+    grant_types text[] DEFAULT '{authorization_code,refresh_token}',
+    application_type text DEFAULT 'web',
+    allowed_resources text[] DEFAULT NULL,
+    metadata jsonb DEFAULT '{}',
+    now timestamptz DEFAULT now()
+) RETURNS TABLE (client_id text, client_secret text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    problem jsonb;
+    new_id text := oauth.random_token(16);
+    secret text;
+BEGIN
+    IF client_name IS NULL OR length(client_name) NOT BETWEEN 1 AND 200 THEN
+        PERFORM oauth._raise('invalid_client_metadata', 'client_name must be 1 to 200 characters');
+    END IF;
+    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+        PERFORM oauth._raise('invalid_client_metadata', 'metadata must be a JSON object');
+    END IF;
+    problem := oauth._client_problem(redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
+                                     application_type, allowed_resources);
+    IF problem IS NOT NULL THEN
+        PERFORM oauth._raise(problem->>'error', problem->>'error_description');
+    END IF;
+    IF token_endpoint_auth_method <> 'none' THEN
+        secret := oauth.random_token(32);
+    END IF;
+    INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes, grant_types,
+                               token_endpoint_auth_method, application_type, allowed_resources, metadata,
+                               created_at, updated_at)
+    VALUES (new_id, oauth._hash(secret), create_client.client_name, create_client.redirect_uris,
+            create_client.allowed_scopes, create_client.grant_types, create_client.token_endpoint_auth_method,
+            create_client.application_type, create_client.allowed_resources, create_client.metadata, now, now);
+    PERFORM oauth._event('client_created', new_id, NULL, NULL, NULL, NULL, now);
+    client_id := new_id;
+    client_secret := secret;
+    RETURN NEXT;
+END
+$$;
+
+-- NULL arguments keep the current value.
+CREATE FUNCTION oauth.update_client(
+    client_id text,
+    client_name text DEFAULT NULL,
+    redirect_uris text[] DEFAULT NULL,
+    allowed_scopes text[] DEFAULT NULL,
+    grant_types text[] DEFAULT NULL,
+    allowed_resources text[] DEFAULT NULL,
+    metadata jsonb DEFAULT NULL,
+    now timestamptz DEFAULT now()
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    existing oauth.clients;
+    problem jsonb;
+BEGIN
+    SELECT * INTO existing FROM oauth.clients c WHERE c.client_id = update_client.client_id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM oauth._raise('not_found', 'no such client');
+    END IF;
+    existing.client_name := coalesce(update_client.client_name, existing.client_name);
+    existing.redirect_uris := coalesce(update_client.redirect_uris, existing.redirect_uris);
+    existing.allowed_scopes := coalesce(update_client.allowed_scopes, existing.allowed_scopes);
+    existing.grant_types := coalesce(update_client.grant_types, existing.grant_types);
+    existing.allowed_resources := coalesce(update_client.allowed_resources, existing.allowed_resources);
+    existing.metadata := coalesce(update_client.metadata, existing.metadata);
+    IF length(existing.client_name) NOT BETWEEN 1 AND 200 THEN
+        PERFORM oauth._raise('invalid_client_metadata', 'client_name must be 1 to 200 characters');
+    END IF;
+    IF jsonb_typeof(existing.metadata) <> 'object' THEN
+        PERFORM oauth._raise('invalid_client_metadata', 'metadata must be a JSON object');
+    END IF;
+    problem := oauth._client_problem(existing.redirect_uris, existing.allowed_scopes, existing.grant_types,
+                                     existing.token_endpoint_auth_method, existing.application_type,
+                                     existing.allowed_resources);
+    IF problem IS NOT NULL THEN
+        PERFORM oauth._raise(problem->>'error', problem->>'error_description');
+    END IF;
+    UPDATE oauth.clients c
+       SET client_name = existing.client_name, redirect_uris = existing.redirect_uris,
+           allowed_scopes = existing.allowed_scopes, grant_types = existing.grant_types,
+           allowed_resources = existing.allowed_resources, metadata = existing.metadata, updated_at = now
+     WHERE c.client_id = update_client.client_id;
+    PERFORM oauth._event('client_updated', update_client.client_id, NULL, NULL, NULL, NULL, now);
+END
+$$;
+
+CREATE FUNCTION oauth.rotate_client_secret(client_id text, now timestamptz DEFAULT now()) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    secret text := oauth.random_token(32);
+BEGIN
+    UPDATE oauth.clients c SET secret_hash = oauth._hash(secret), updated_at = now
+     WHERE c.client_id = rotate_client_secret.client_id AND c.secret_hash IS NOT NULL;
+    IF NOT FOUND THEN
+        PERFORM oauth._raise('not_found', 'no confidential client with this client_id');
+    END IF;
+    PERFORM oauth._event('client_secret_rotated', rotate_client_secret.client_id, NULL, NULL, NULL, NULL, now);
+    RETURN secret;
+END
+$$;
+
+-- Revokes every grant (and so every token) of the client, then removes it.
+CREATE FUNCTION oauth.delete_client(client_id text, now timestamptz DEFAULT now()) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    live_grant uuid;
+BEGIN
+    PERFORM 1 FROM oauth.clients c WHERE c.client_id = delete_client.client_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    FOR live_grant IN SELECT g.grant_id FROM oauth.grants g
+                       WHERE g.client_id = delete_client.client_id AND g.revoked_at IS NULL LOOP
+        PERFORM oauth._revoke_grant(live_grant, 'client_deleted', now);
+    END LOOP;
+    DELETE FROM oauth.clients c WHERE c.client_id = delete_client.client_id;
+    PERFORM oauth._event('client_deleted', delete_client.client_id, NULL, NULL, NULL, NULL, now);
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION oauth.list_clients() RETURNS TABLE (
+    client_id text, client_name text, redirect_uris text[], allowed_scopes text[], grant_types text[],
+    token_endpoint_auth_method text, application_type text, allowed_resources text[], metadata jsonb,
+    registered_dynamically boolean, created_at timestamptz, updated_at timestamptz, expires_at timestamptz
+)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.client_id, c.client_name, c.redirect_uris, c.allowed_scopes, c.grant_types,
+           c.token_endpoint_auth_method, c.application_type, c.allowed_resources, c.metadata,
+           c.registered_dynamically, c.created_at, c.updated_at, c.expires_at
+      FROM oauth.clients c
+     ORDER BY c.created_at, c.client_id
+$$;
+
+-- Public metadata of a live client, for the gateway (consent page, registration echo).
+CREATE FUNCTION oauth._client_json(client oauth.clients) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT client.metadata || pg_catalog.jsonb_build_object(
+        'client_id', client.client_id,
+        'client_name', client.client_name,
+        'redirect_uris', pg_catalog.to_jsonb(client.redirect_uris),
+        'scope', oauth._scope_string(client.allowed_scopes),
+        'grant_types', pg_catalog.to_jsonb(client.grant_types),
+        'response_types', '["code"]'::jsonb,
+        'token_endpoint_auth_method', client.token_endpoint_auth_method,
+        'application_type', client.application_type,
+        'client_id_issued_at', pg_catalog.floor(pg_catalog.date_part('epoch', client.created_at))::bigint)
+$$;
+
+CREATE FUNCTION oauth.get_client(client_id text, now timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        (SELECT oauth._client_json(c) FROM oauth.clients c
+          WHERE c.client_id = get_client.client_id AND (c.expires_at IS NULL OR c.expires_at > now)),
+        oauth._error('invalid_client', 'unknown client'))
+$$;
+
+-- RFC 7591 dynamic registration. Each field is checked for its type and value; unknown fields are
+-- ignored (§2). application_type defaults to "native" when every redirect URI is loopback or a
+-- private-use scheme (what MCP clients register), else "web".
+CREATE FUNCTION oauth.register_client(metadata jsonb, now timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    settings oauth.settings := oauth._settings();
+    field text;
+    redirect_uris text[];
+    grant_types text[] := '{authorization_code,refresh_token}';
+    scopes text[];
+    method text := 'client_secret_basic';
+    app_type text;
+    client_name text;
+    extra jsonb := '{}';
+    problem jsonb;
+    new_client oauth.clients;
+    secret text;
+BEGIN
+    IF NOT settings.registration_enabled THEN
+        RETURN oauth._error('access_denied', 'dynamic client registration is disabled');
+    END IF;
+    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+        RETURN oauth._error('invalid_client_metadata', 'the registration request must be a JSON object');
+    END IF;
+
+    IF jsonb_typeof(metadata->'redirect_uris') IS DISTINCT FROM 'array'
+       OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'redirect_uris') e WHERE jsonb_typeof(e) <> 'string') THEN
+        RETURN oauth._error('invalid_redirect_uri', 'redirect_uris must be an array of strings');
+    END IF;
+    SELECT array_agg(e) INTO redirect_uris FROM jsonb_array_elements_text(metadata->'redirect_uris') e;
+
+    IF metadata ? 'token_endpoint_auth_method' THEN
+        IF jsonb_typeof(metadata->'token_endpoint_auth_method') <> 'string' THEN
+            RETURN oauth._error('invalid_client_metadata', 'token_endpoint_auth_method must be a string');
+        END IF;
+        method := metadata->>'token_endpoint_auth_method';
+    END IF;
+
+    IF metadata ? 'grant_types' THEN
+        IF jsonb_typeof(metadata->'grant_types') <> 'array'
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'grant_types') e WHERE jsonb_typeof(e) <> 'string') THEN
+            RETURN oauth._error('invalid_client_metadata', 'grant_types must be an array of strings');
+        END IF;
+        SELECT array_agg(DISTINCT e) INTO grant_types FROM jsonb_array_elements_text(metadata->'grant_types') e;
+    END IF;
+
+    IF metadata ? 'response_types' THEN
+        IF jsonb_typeof(metadata->'response_types') <> 'array'
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'response_types') e WHERE e <> '"code"') THEN
+            RETURN oauth._error('invalid_client_metadata', 'response_types may only contain "code"');
+        END IF;
+    END IF;
+
+    IF metadata ? 'scope' THEN
+        IF jsonb_typeof(metadata->'scope') <> 'string' THEN
+            RETURN oauth._error('invalid_client_metadata', 'scope must be a string');
+        END IF;
+        scopes := oauth._parse_scope(metadata->>'scope');
+        IF scopes IS NULL THEN
+            RETURN oauth._error('invalid_client_metadata', 'scope is not a space-separated list of scope tokens');
+        END IF;
+    ELSE
+        scopes := settings.scopes_supported;
+    END IF;
+
+    IF metadata ? 'application_type' THEN
+        IF jsonb_typeof(metadata->'application_type') <> 'string' THEN
+            RETURN oauth._error('invalid_client_metadata', 'application_type must be a string');
+        END IF;
+        app_type := metadata->>'application_type';
+    ELSIF redirect_uris IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM unnest(redirect_uris) u
+         WHERE NOT oauth.is_loopback_redirect(u) AND u ~* '^https?:') THEN
+        app_type := 'native';
+    ELSE
+        app_type := 'web';
+    END IF;
+
+    IF metadata ? 'client_name' THEN
+        IF jsonb_typeof(metadata->'client_name') <> 'string' OR length(metadata->>'client_name') NOT BETWEEN 1 AND 200 THEN
+            RETURN oauth._error('invalid_client_metadata', 'client_name must be a string of 1 to 200 characters');
+        END IF;
+        client_name := metadata->>'client_name';
+    END IF;
+
+    -- Informational URIs are shown to users, so they must be web URLs, never script.
+    FOREACH field IN ARRAY ARRAY['client_uri', 'logo_uri', 'tos_uri', 'policy_uri'] LOOP
+        IF metadata ? field THEN
+            IF jsonb_typeof(metadata->field) <> 'string' OR oauth.resource_problem(metadata->>field) IS NOT NULL
+               OR (metadata->>field) !~ '^https?://' THEN
+                RETURN oauth._error('invalid_client_metadata', format('%s must be an http(s) URL', field));
+            END IF;
+            extra := extra || jsonb_build_object(field, metadata->field);
+        END IF;
+    END LOOP;
+    FOREACH field IN ARRAY ARRAY['software_id', 'software_version'] LOOP
+        IF metadata ? field THEN
+            IF jsonb_typeof(metadata->field) <> 'string' OR length(metadata->>field) > 200 THEN
+                RETURN oauth._error('invalid_client_metadata', format('%s must be a string of at most 200 characters', field));
+            END IF;
+            extra := extra || jsonb_build_object(field, metadata->field);
+        END IF;
+    END LOOP;
+    IF metadata ? 'contacts' THEN
+        IF jsonb_typeof(metadata->'contacts') <> 'array' OR jsonb_array_length(metadata->'contacts') > 10
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'contacts') e
+                       WHERE jsonb_typeof(e) <> 'string' OR length(e #>> '{}') > 200) THEN
+            RETURN oauth._error('invalid_client_metadata', 'contacts must be an array of at most 10 strings');
+        END IF;
+        extra := extra || jsonb_build_object('contacts', metadata->'contacts');
+    END IF;
+    IF metadata ? 'jwks' OR metadata ? 'jwks_uri' THEN
+        RETURN oauth._error('invalid_client_metadata', 'jwks and jwks_uri are not supported (no private_key_jwt)');
+    END IF;
+
+    problem := oauth._client_problem(redirect_uris, scopes, grant_types, method, app_type, NULL);
+    IF problem IS NOT NULL THEN
+        RETURN problem;
+    END IF;
+
+    IF method <> 'none' THEN
+        secret := oauth.random_token(32);
+    END IF;
+    INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes, grant_types,
+                               token_endpoint_auth_method, application_type, metadata, registered_dynamically,
+                               created_at, updated_at, expires_at)
+    VALUES (oauth.random_token(16), oauth._hash(secret),
+            coalesce(client_name, oauth.uri_host(redirect_uris[1]), 'unnamed client'),
+            redirect_uris, scopes, grant_types, method, app_type, extra, true, now, now,
+            now + settings.registered_client_ttl)
+    RETURNING * INTO new_client;
+    PERFORM oauth._event('client_registered', new_client.client_id, NULL, NULL, NULL, NULL, now);
+    RETURN oauth._client_json(new_client)
+        || jsonb_build_object('client_secret_expires_at',
+               coalesce(floor(date_part('epoch', new_client.expires_at))::bigint, 0))
+        || CASE WHEN secret IS NOT NULL THEN jsonb_build_object('client_secret', secret) ELSE '{}' END;
+END
+$$;
+
+-- Operator settings; NULL keeps the current value.
+CREATE FUNCTION oauth.configure(
+    issuer text DEFAULT NULL,
+    access_token_ttl interval DEFAULT NULL,
+    code_ttl interval DEFAULT NULL,
+    refresh_token_ttl interval DEFAULT NULL,
+    refresh_reuse_grace interval DEFAULT NULL,
+    scopes_supported text[] DEFAULT NULL,
+    default_scopes text[] DEFAULT NULL,
+    registration_enabled boolean DEFAULT NULL,
+    registered_client_ttl interval DEFAULT NULL,
+    authorization_request_ttl interval DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF issuer IS NOT NULL AND (oauth.resource_problem(issuer) IS NOT NULL OR issuer ~ '[?]' OR issuer !~ '^https?://') THEN
+        PERFORM oauth._raise('invalid_request', 'issuer must be an http(s) URL without query or fragment');
+    END IF;
+    INSERT INTO oauth.settings SELECT * FROM oauth.default_settings ON CONFLICT DO NOTHING;
+    UPDATE oauth.settings s SET
+        issuer = coalesce(configure.issuer, s.issuer),
+        access_token_ttl = coalesce(configure.access_token_ttl, s.access_token_ttl),
+        code_ttl = coalesce(configure.code_ttl, s.code_ttl),
+        refresh_token_ttl = coalesce(configure.refresh_token_ttl, s.refresh_token_ttl),
+        refresh_reuse_grace = coalesce(configure.refresh_reuse_grace, s.refresh_reuse_grace),
+        scopes_supported = coalesce(configure.scopes_supported, s.scopes_supported),
+        default_scopes = coalesce(configure.default_scopes, s.default_scopes),
+        registration_enabled = coalesce(configure.registration_enabled, s.registration_enabled),
+        registered_client_ttl = coalesce(configure.registered_client_ttl, s.registered_client_ttl),
+        authorization_request_ttl = coalesce(configure.authorization_request_ttl, s.authorization_request_ttl);
+    RETURN oauth.settings();
+END
+$$;
+
+CREATE FUNCTION oauth.settings() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'issuer', s.issuer,
+        'access_token_ttl', floor(date_part('epoch', s.access_token_ttl))::bigint,
+        'code_ttl', floor(date_part('epoch', s.code_ttl))::bigint,
+        'refresh_token_ttl', floor(date_part('epoch', s.refresh_token_ttl))::bigint,
+        'refresh_reuse_grace', floor(date_part('epoch', s.refresh_reuse_grace))::bigint,
+        'scopes_supported', to_jsonb(s.scopes_supported),
+        'default_scopes', to_jsonb(s.default_scopes),
+        'registration_enabled', s.registration_enabled,
+        'registered_client_ttl', floor(date_part('epoch', s.registered_client_ttl))::bigint,
+        'authorization_request_ttl', floor(date_part('epoch', s.authorization_request_ttl))::bigint)
+      FROM oauth._settings() s
+$$;

@@ -1,0 +1,197 @@
+-- Internal helpers. Not granted to anyone: they run inside the SECURITY DEFINER API functions.
+
+CREATE FUNCTION oauth._settings() RETURNS oauth.settings
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s FROM (
+        SELECT s, 0 AS preference FROM oauth.settings s
+        UNION ALL
+        SELECT ROW(d.*)::oauth.settings, 1 FROM oauth.default_settings d
+    ) candidates ORDER BY preference LIMIT 1
+$$;
+
+CREATE FUNCTION oauth._hash(token text) RETURNS bytea
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$ SELECT pg_catalog.sha256(pg_catalog.convert_to(token, 'UTF8')) $$;
+
+-- The SQLSTATE (class OA) of each RFC 6749 / 7591 error, so callers map errors without parsing text.
+CREATE FUNCTION oauth.error_sqlstate(error text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT CASE error
+        WHEN 'invalid_request' THEN 'OA400'
+        WHEN 'invalid_client' THEN 'OA401'
+        WHEN 'invalid_grant' THEN 'OA402'
+        WHEN 'unauthorized_client' THEN 'OA403'
+        WHEN 'unsupported_grant_type' THEN 'OA404'
+        WHEN 'invalid_scope' THEN 'OA405'
+        WHEN 'invalid_target' THEN 'OA406'
+        WHEN 'access_denied' THEN 'OA407'
+        WHEN 'invalid_client_metadata' THEN 'OA408'
+        WHEN 'invalid_redirect_uri' THEN 'OA409'
+        WHEN 'unsupported_response_type' THEN 'OA410'
+        WHEN 'not_found' THEN 'OA411'
+    END
+$$;
+
+CREATE FUNCTION oauth._raise(error text, description text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = oauth.error_sqlstate(error), MESSAGE = description, HINT = error;
+END
+$$;
+
+CREATE FUNCTION oauth._error(error text, description text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT pg_catalog.jsonb_build_object('error', error, 'error_description', description) $$;
+
+CREATE FUNCTION oauth._event(
+    kind text, client_id text, user_id text, grant_id uuid, family_id uuid, detail jsonb, now timestamptz
+) RETURNS void
+LANGUAGE sql
+AS $$
+    INSERT INTO oauth.events (occurred_at, kind, client_id, user_id, grant_id, family_id, detail)
+    VALUES (now, kind, client_id, user_id, grant_id, family_id, coalesce(detail, '{}'))
+$$;
+
+-- RFC 6749 §3.3: scope = scope-token *( SP scope-token ). NULL when the syntax is wrong; duplicates collapse.
+CREATE FUNCTION oauth._parse_scope(scope text) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN scope IS NULL OR scope = '' THEN '{}'::text[]
+        WHEN scope !~ '^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$' THEN NULL
+        ELSE (SELECT pg_catalog.array_agg(t ORDER BY first_position)
+              FROM (SELECT t, min(ord) AS first_position
+                    FROM pg_catalog.unnest(pg_catalog.string_to_array(scope, ' ')) WITH ORDINALITY AS u(t, ord)
+                    GROUP BY t) tokens)
+    END
+$$;
+
+CREATE FUNCTION oauth._scope_string(scopes text[]) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT pg_catalog.array_to_string(scopes, ' ') $$;
+
+-- The client row when client_id/secret authenticate it, else NULL. Public clients (method `none`)
+-- must not present a secret; confidential ones must present the right one.
+CREATE FUNCTION oauth._authenticate_client(client_id text, client_secret text, now timestamptz)
+RETURNS oauth.clients
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    client oauth.clients;
+BEGIN
+    IF client_id IS NULL OR client_id = '' THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO client FROM oauth.clients c WHERE c.client_id = _authenticate_client.client_id;
+    IF NOT FOUND OR (client.expires_at IS NOT NULL AND client.expires_at <= now) THEN
+        RETURN NULL;
+    END IF;
+    IF client.secret_hash IS NULL THEN
+        IF client_secret IS NOT NULL AND client_secret <> '' THEN
+            RETURN NULL;
+        END IF;
+        RETURN client;
+    END IF;
+    IF client_secret IS NULL OR NOT oauth.secure_equal(oauth._hash(client_secret), client.secret_hash) THEN
+        RETURN NULL;
+    END IF;
+    RETURN client;
+END
+$$;
+
+CREATE FUNCTION oauth._notify_revocation(grant_id uuid, family_id uuid) RETURNS void
+LANGUAGE sql
+AS $$
+    SELECT pg_catalog.pg_notify('oauth_revocations',
+        pg_catalog.jsonb_build_object('grant_id', grant_id, 'family_id', family_id)::text)
+$$;
+
+-- Revokes one family; true when it was live.
+CREATE FUNCTION oauth._revoke_family(family_id uuid, reason text, now timestamptz) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    family oauth.refresh_families;
+BEGIN
+    UPDATE oauth.refresh_families f
+       SET revoked_at = now, revoked_reason = reason, current_hash = NULL
+     WHERE f.family_id = _revoke_family.family_id AND f.revoked_at IS NULL
+    RETURNING * INTO family;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM oauth._event('family_revoked', family.client_id, family.user_id, family.grant_id, family.family_id,
+                         pg_catalog.jsonb_build_object('reason', reason), now);
+    PERFORM oauth._notify_revocation(family.grant_id, family.family_id);
+    RETURN true;
+END
+$$;
+
+-- Revokes a grant, every family under it and its unredeemed codes; true when it was live.
+CREATE FUNCTION oauth._revoke_grant(grant_id uuid, reason text, now timestamptz) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    revoked oauth.grants;
+BEGIN
+    UPDATE oauth.grants g
+       SET revoked_at = now, revoked_reason = reason, updated_at = now
+     WHERE g.grant_id = _revoke_grant.grant_id AND g.revoked_at IS NULL
+    RETURNING * INTO revoked;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE oauth.refresh_families f
+       SET revoked_at = now, revoked_reason = reason, current_hash = NULL
+     WHERE f.grant_id = revoked.grant_id AND f.revoked_at IS NULL;
+    DELETE FROM oauth.codes c WHERE c.grant_id = revoked.grant_id AND c.redeemed_at IS NULL;
+    PERFORM oauth._event('grant_revoked', revoked.client_id, revoked.user_id, revoked.grant_id, NULL,
+                         pg_catalog.jsonb_build_object('reason', reason), now);
+    PERFORM oauth._notify_revocation(revoked.grant_id, NULL);
+    RETURN true;
+END
+$$;
+
+-- Is an access token that names this grant and family still backed by live state?
+CREATE FUNCTION oauth._token_live(grant_id uuid, family_id uuid, now timestamptz) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT EXISTS (
+        SELECT 1
+          FROM oauth.grants g
+          JOIN oauth.clients c ON c.client_id = g.client_id
+          LEFT JOIN oauth.refresh_families f ON f.family_id = _token_live.family_id
+         WHERE g.grant_id = _token_live.grant_id
+           AND g.revoked_at IS NULL
+           AND (c.expires_at IS NULL OR c.expires_at > now)
+           AND (_token_live.family_id IS NULL OR (f.grant_id = g.grant_id AND f.revoked_at IS NULL))
+    )
+$$;
+
+-- What the gateway needs to mint tokens after a successful code exchange or rotation.
+CREATE FUNCTION oauth._token_response(
+    family oauth.refresh_families, props jsonb, auth_time timestamptz, scopes text[],
+    nonce text, refresh_token text, now timestamptz
+) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'grant_id', family.grant_id,
+        'family_id', family.family_id,
+        'user_id', family.user_id,
+        'client_id', family.client_id,
+        'scope', oauth._scope_string(scopes),
+        'resource', family.resource,
+        'nonce', nonce,
+        'auth_time', pg_catalog.floor(pg_catalog.date_part('epoch', auth_time))::bigint,
+        'props', props,
+        'access_token_ttl', pg_catalog.date_part('epoch', s.access_token_ttl)::bigint,
+        'refresh_token', refresh_token,
+        'refresh_expires_in', CASE WHEN refresh_token IS NOT NULL
+            THEN pg_catalog.floor(pg_catalog.date_part('epoch', family.expires_at - now))::bigint END)
+      FROM oauth._settings() s
+$$;

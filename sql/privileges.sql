@@ -1,0 +1,47 @@
+-- Privileges, applied last. PUBLIC gets nothing; each role gets exactly the functions it calls.
+
+REVOKE ALL ON ALL TABLES IN SCHEMA oauth FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA oauth FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA oauth FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    oauth.settings(),
+    oauth.begin_authorization(jsonb, timestamptz),
+    oauth.exchange_code(text, text, text, text, text, text, timestamptz),
+    oauth.rotate_refresh_token(text, text, text, text, text, timestamptz),
+    oauth.register_client(jsonb, timestamptz),
+    oauth.revoke_token(text, text, text, uuid, uuid, timestamptz),
+    oauth.introspect(text, text, text, uuid, uuid, timestamptz),
+    oauth.userinfo(uuid, uuid, timestamptz),
+    oauth.get_client(text, timestamptz),
+    -- The built-in consent page completes consent on the application's behalf.
+    oauth.get_authorization_request(text, timestamptz),
+    oauth.issue_code(text, text, text[], jsonb, timestamptz),
+    oauth.deny_authorization(text, text, text, timestamptz),
+    oauth.error_sqlstate(text)
+TO oauth_gateway;
+
+GRANT EXECUTE ON FUNCTION
+    oauth.settings(),
+    oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean, interval, interval),
+    oauth.create_client(text, text[], text[], text, text[], text, text[], jsonb, timestamptz),
+    oauth.update_client(text, text, text[], text[], text[], text[], jsonb, timestamptz),
+    oauth.rotate_client_secret(text, timestamptz),
+    oauth.delete_client(text, timestamptz),
+    oauth.list_clients(),
+    oauth.get_client(text, timestamptz),
+    oauth.get_authorization_request(text, timestamptz),
+    oauth.issue_code(text, text, text[], jsonb, timestamptz),
+    oauth.deny_authorization(text, text, text, timestamptz),
+    oauth.list_user_grants(text),
+    oauth.revoke_grant(uuid, text, timestamptz),
+    oauth.cleanup(timestamptz, integer),
+    oauth.error_sqlstate(text)
+TO oauth_admin;
+
+-- Applications read consent and audit rows in their own queries (secret digests stay hidden).
+GRANT SELECT ON oauth.grants, oauth.events TO oauth_admin;
+GRANT SELECT (client_id, client_name, redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
+              application_type, allowed_resources, metadata, registered_dynamically, created_at, updated_at,
+              expires_at)
+    ON oauth.clients TO oauth_admin;

@@ -1,0 +1,211 @@
+-- The token endpoint's decisions: redeem a code (RFC 6749 §4.1.3, RFC 7636 §4.6) and rotate a
+-- refresh token (RFC 6749 §6, OAuth 2.1 §4.3.1). Each returns what the gateway needs to mint tokens.
+
+-- Opens a family for a redeemed code; with a refresh token when the client may refresh.
+CREATE FUNCTION oauth._open_family(code oauth.codes, with_refresh boolean, now timestamptz,
+                                   OUT family oauth.refresh_families, OUT refresh_token text)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF with_refresh THEN
+        refresh_token := oauth.random_token(32);
+    END IF;
+    INSERT INTO oauth.refresh_families (grant_id, client_id, user_id, scopes, resource, current_hash,
+                                        created_at, expires_at)
+    VALUES (code.grant_id, code.client_id, code.user_id, code.scopes, code.resource, oauth._hash(refresh_token),
+            now, now + (oauth._settings()).refresh_token_ttl)
+    RETURNING * INTO family;
+    IF with_refresh THEN
+        INSERT INTO oauth.refresh_tokens (token_hash, family_id, generation)
+        VALUES (family.current_hash, family.family_id, 0);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION oauth.exchange_code(
+    client_id text,
+    client_secret text,
+    code text,
+    code_verifier text,
+    redirect_uri text,
+    resource text,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients;
+    redeemed oauth.codes;
+    previous oauth.codes;
+    granted oauth.grants;
+    opened record;
+BEGIN
+    client := oauth._authenticate_client(client_id, client_secret, now);
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_client', 'client authentication failed');
+    END IF;
+    IF NOT 'authorization_code' = ANY (client.grant_types) THEN
+        RETURN oauth._error('unauthorized_client', 'client may not use the authorization code grant');
+    END IF;
+    IF code IS NULL OR code = '' THEN
+        RETURN oauth._error('invalid_request', 'code is required');
+    END IF;
+    IF code_verifier IS NULL OR code_verifier = '' THEN
+        RETURN oauth._error('invalid_request', 'code_verifier is required (PKCE)');
+    END IF;
+
+    -- Single use is decided here, by one statement: of concurrent redemptions exactly one sees
+    -- redeemed_at IS NULL. A failed check below still burns the code, so a verifier cannot be guessed.
+    UPDATE oauth.codes c SET redeemed_at = now
+     WHERE c.code_hash = oauth._hash(exchange_code.code) AND c.redeemed_at IS NULL
+    RETURNING * INTO redeemed;
+    IF NOT FOUND THEN
+        SELECT * INTO previous FROM oauth.codes c WHERE c.code_hash = oauth._hash(exchange_code.code);
+        IF FOUND AND previous.client_id = client.client_id THEN
+            -- RFC 6749 §4.1.2: a replayed code revokes what it issued.
+            IF previous.family_id IS NOT NULL THEN
+                PERFORM oauth._revoke_family(previous.family_id, 'code_replayed', now);
+            END IF;
+            PERFORM oauth._event('code_replayed', previous.client_id, previous.user_id, previous.grant_id,
+                                 previous.family_id, NULL, now);
+        END IF;
+        RETURN oauth._error('invalid_grant', 'code is invalid, expired or already used');
+    END IF;
+    IF redeemed.client_id <> client.client_id THEN
+        RETURN oauth._error('invalid_grant', 'code was issued to another client');
+    END IF;
+    IF redeemed.expires_at <= now THEN
+        RETURN oauth._error('invalid_grant', 'code is invalid, expired or already used');
+    END IF;
+    IF redeemed.redirect_uri_sent OR exchange_code.redirect_uri IS NOT NULL THEN
+        IF exchange_code.redirect_uri IS DISTINCT FROM redeemed.redirect_uri THEN
+            RETURN oauth._error('invalid_grant', 'redirect_uri does not match the authorization request');
+        END IF;
+    END IF;
+    IF NOT oauth.pkce_s256_matches(code_verifier, redeemed.code_challenge) THEN
+        RETURN oauth._error('invalid_grant', 'code_verifier does not match the code_challenge');
+    END IF;
+    -- RFC 8707 §2.2: the token request may repeat the authorized resource, never add one.
+    IF exchange_code.resource IS NOT NULL AND exchange_code.resource IS DISTINCT FROM redeemed.resource THEN
+        RETURN oauth._error('invalid_target', 'resource was not part of the authorization request');
+    END IF;
+    SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = redeemed.grant_id AND g.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_grant', 'the grant behind this code has been revoked');
+    END IF;
+
+    opened := oauth._open_family(redeemed, 'refresh_token' = ANY (client.grant_types), now);
+    UPDATE oauth.codes c SET family_id = (opened.family).family_id WHERE c.code_hash = redeemed.code_hash;
+    RETURN oauth._token_response(opened.family, granted.props, granted.auth_time, redeemed.scopes,
+                                 redeemed.nonce, opened.refresh_token, now);
+END
+$$;
+
+CREATE FUNCTION oauth.rotate_refresh_token(
+    client_id text,
+    client_secret text,
+    refresh_token text,
+    scope text,
+    resource text,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients;
+    presented bytea;
+    successor text := oauth.random_token(32);
+    requested text[];
+    family oauth.refresh_families;
+    granted oauth.grants;
+    known_family uuid;
+BEGIN
+    client := oauth._authenticate_client(client_id, client_secret, now);
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_client', 'client authentication failed');
+    END IF;
+    IF NOT 'refresh_token' = ANY (client.grant_types) THEN
+        RETURN oauth._error('unauthorized_client', 'client may not use the refresh token grant');
+    END IF;
+    IF refresh_token IS NULL OR refresh_token = '' THEN
+        RETURN oauth._error('invalid_request', 'refresh_token is required');
+    END IF;
+    requested := oauth._parse_scope(scope);
+    IF requested IS NULL THEN
+        RETURN oauth._error('invalid_scope', 'scope is malformed');
+    END IF;
+    presented := oauth._hash(refresh_token);
+
+    -- Rotation is decided by this one statement: the family's single live token is swapped for its
+    -- successor only if the presented token is still that live token, so concurrent rotations of one
+    -- token cannot both succeed. Scope may narrow (this response only) and the resource may repeat.
+    UPDATE oauth.refresh_families f
+       SET current_hash = oauth._hash(successor), previous_hash = f.current_hash,
+           generation = f.generation + 1, rotated_at = now
+      FROM oauth.grants g
+     WHERE f.current_hash = presented
+       AND g.grant_id = f.grant_id
+       AND f.client_id = client.client_id
+       AND f.revoked_at IS NULL AND g.revoked_at IS NULL
+       AND f.expires_at > now
+       AND requested <@ f.scopes
+       AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = f.resource)
+    RETURNING f.* INTO family;
+    IF FOUND THEN
+        INSERT INTO oauth.refresh_tokens (token_hash, family_id, generation)
+        VALUES (family.current_hash, family.family_id, family.generation);
+        SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = family.grant_id;
+        RETURN oauth._token_response(family, granted.props, granted.auth_time,
+            CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL, successor, now);
+    END IF;
+
+    -- Not rotated: say why, and treat a token that is no longer live as stolen.
+    SELECT t.family_id INTO known_family FROM oauth.refresh_tokens t WHERE t.token_hash = presented;
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_grant', 'refresh token is invalid');
+    END IF;
+    SELECT * INTO family FROM oauth.refresh_families f WHERE f.family_id = known_family FOR UPDATE;
+    IF family.client_id <> client.client_id THEN
+        RETURN oauth._error('invalid_grant', 'refresh token was issued to another client');
+    END IF;
+    IF family.revoked_at IS NOT NULL THEN
+        RETURN oauth._error('invalid_grant', 'refresh token has been revoked');
+    END IF;
+    IF family.expires_at <= now THEN
+        RETURN oauth._error('invalid_grant', 'refresh token has expired');
+    END IF;
+    IF family.current_hash = presented THEN
+        IF NOT requested <@ family.scopes THEN
+            RETURN oauth._error('invalid_scope', 'scope exceeds what was granted');
+        END IF;
+        IF rotate_refresh_token.resource IS NOT NULL AND rotate_refresh_token.resource IS DISTINCT FROM family.resource THEN
+            RETURN oauth._error('invalid_target', 'resource differs from the one this token is bound to');
+        END IF;
+        RETURN oauth._error('invalid_grant', 'the grant has been revoked');
+    END IF;
+
+    -- A rotated token came back. Within the grace window (a client retrying a lost response) it
+    -- replaces the family's live token once more, which kills the successor handed out before;
+    -- otherwise it is reuse (OAuth 2.1 §4.3.1): revoke the family and the grant.
+    IF family.previous_hash = presented
+       AND family.rotated_at > now - (oauth._settings()).refresh_reuse_grace
+       AND requested <@ family.scopes
+       AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = family.resource) THEN
+        UPDATE oauth.refresh_families f
+           SET current_hash = oauth._hash(successor), generation = f.generation + 1, rotated_at = now
+         WHERE f.family_id = family.family_id AND f.previous_hash = presented AND f.revoked_at IS NULL
+        RETURNING f.* INTO family;
+        INSERT INTO oauth.refresh_tokens (token_hash, family_id, generation)
+        VALUES (family.current_hash, family.family_id, family.generation);
+        SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = family.grant_id;
+        RETURN oauth._token_response(family, granted.props, granted.auth_time,
+            CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL, successor, now);
+    END IF;
+    PERFORM oauth._event('refresh_reused', family.client_id, family.user_id, family.grant_id, family.family_id, NULL, now);
+    PERFORM oauth._revoke_family(family.family_id, 'refresh_token_reused', now);
+    PERFORM oauth._revoke_grant(family.grant_id, 'refresh_token_reused', now);
+    RETURN oauth._error('invalid_grant', 'refresh token was already used; the grant has been revoked');
+END
+$$;

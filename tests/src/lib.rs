@@ -1,0 +1,1 @@
+//! Shared harness for the extension's integration tests: real connections to a real PostgreSQL.
