@@ -3,27 +3,33 @@
 
 -- A redirect URL to the client carrying `params` and `iss`.
 CREATE FUNCTION oauth._client_redirect(redirect_uri text, params jsonb) RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT oauth.append_query(redirect_uri,
-        array_agg(key ORDER BY ord), array_agg(value ORDER BY ord))
-      FROM (SELECT key, value, ord
-              FROM jsonb_each_text(params || jsonb_build_object('iss', (oauth._settings()).issuer))
-                   WITH ORDINALITY AS p(key, value, ord)
-             WHERE value IS NOT NULL) p
+DECLARE
+    names text[];
+    vals text[];
+BEGIN
+    SELECT array_agg(key ORDER BY ord), array_agg(value ORDER BY ord) INTO names, vals
+      FROM jsonb_each_text(params) WITH ORDINALITY AS p(key, value, ord)
+     WHERE value IS NOT NULL;
+    RETURN oauth.append_query(redirect_uri, coalesce(names, '{}') || 'iss'::text,
+                              coalesce(vals, '{}') || (oauth._settings()).issuer);
+END
 $$;
 
 -- An authorization error that may be sent to the validated redirect URI.
 CREATE FUNCTION oauth._redirect_error(redirect_uri text, state text, error text, description text) RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT oauth._error(error, description) || jsonb_build_object(
+BEGIN
+    RETURN oauth._error(error, description) || jsonb_build_object(
         'redirect', true,
         'redirect_uri', redirect_uri,
         'state', state,
         'iss', (oauth._settings()).issuer,
         'location', oauth._client_redirect(redirect_uri,
-            jsonb_build_object('error', error, 'error_description', description, 'state', state)))
+            jsonb_build_object('error', error, 'error_description', description, 'state', state)));
+END
 $$;
 
 -- Validates an authorization request (RFC 6749 §4.1.1, RFC 7636, RFC 8707, OIDC Core §3.1.2.1) and
@@ -113,7 +119,7 @@ BEGIN
     END IF;
 
     IF params ? 'scope' THEN
-        scopes := oauth._parse_scope(params->>'scope');
+        scopes := oauth.parse_scope(params->>'scope');
         IF scopes IS NULL THEN
             RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is malformed');
         END IF;
@@ -244,7 +250,7 @@ BEGIN
 
     INSERT INTO oauth.codes (code_hash, client_id, grant_id, user_id, redirect_uri, redirect_uri_sent, scopes,
                              resource, nonce, code_challenge, created_at, expires_at)
-    VALUES (oauth._hash(code), request.client_id, granted_id, issue_code.user_id, request.redirect_uri,
+    VALUES (oauth.token_hash(code), request.client_id, granted_id, issue_code.user_id, request.redirect_uri,
             request.redirect_uri_sent, chosen_scopes, request.resource, request.nonce, request.code_challenge,
             now, now + (oauth._settings()).code_ttl);
     PERFORM oauth._event('consent_granted', request.client_id, issue_code.user_id, granted_id, NULL,

@@ -97,7 +97,7 @@ BEGIN
     INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes, grant_types,
                                token_endpoint_auth_method, application_type, allowed_resources, metadata,
                                created_at, updated_at)
-    VALUES (new_id, oauth._hash(secret), create_client.client_name, create_client.redirect_uris,
+    VALUES (new_id, oauth.token_hash(secret), create_client.client_name, create_client.redirect_uris,
             create_client.allowed_scopes, create_client.grant_types, create_client.token_endpoint_auth_method,
             create_client.application_type, create_client.allowed_resources, create_client.metadata, now, now);
     PERFORM oauth._event('client_created', new_id, NULL, NULL, NULL, NULL, now);
@@ -163,7 +163,7 @@ AS $$
 DECLARE
     secret text := oauth.random_token(32);
 BEGIN
-    UPDATE oauth.clients c SET secret_hash = oauth._hash(secret), updated_at = now
+    UPDATE oauth.clients c SET secret_hash = oauth.token_hash(secret), updated_at = now
      WHERE c.client_id = rotate_client_secret.client_id AND c.secret_hash IS NOT NULL;
     IF NOT FOUND THEN
         PERFORM oauth._raise('not_found', 'no confidential client with this client_id');
@@ -212,28 +212,36 @@ $$;
 
 -- Public metadata of a live client, for the gateway (consent page, registration echo).
 CREATE FUNCTION oauth._client_json(client oauth.clients) RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT client.metadata || pg_catalog.jsonb_build_object(
+BEGIN
+    RETURN client.metadata || jsonb_build_object(
         'client_id', client.client_id,
         'client_name', client.client_name,
-        'redirect_uris', pg_catalog.to_jsonb(client.redirect_uris),
+        'redirect_uris', to_jsonb(client.redirect_uris),
         'scope', oauth._scope_string(client.allowed_scopes),
-        'grant_types', pg_catalog.to_jsonb(client.grant_types),
+        'grant_types', to_jsonb(client.grant_types),
         'response_types', '["code"]'::jsonb,
         'token_endpoint_auth_method', client.token_endpoint_auth_method,
         'application_type', client.application_type,
-        'client_id_issued_at', pg_catalog.floor(pg_catalog.date_part('epoch', client.created_at))::bigint)
+        'client_id_issued_at', floor(date_part('epoch', client.created_at))::bigint);
+END
 $$;
 
 CREATE FUNCTION oauth.get_client(client_id text, now timestamptz DEFAULT now()) RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(
-        (SELECT oauth._client_json(c) FROM oauth.clients c
-          WHERE c.client_id = get_client.client_id AND (c.expires_at IS NULL OR c.expires_at > now)),
-        oauth._error('invalid_client', 'unknown client'))
+DECLARE
+    found_client oauth.clients;
+BEGIN
+    SELECT * INTO found_client FROM oauth.clients c
+     WHERE c.client_id = get_client.client_id AND (c.expires_at IS NULL OR c.expires_at > now);
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_client', 'unknown client');
+    END IF;
+    RETURN oauth._client_json(found_client);
+END
 $$;
 
 -- RFC 7591 dynamic registration. Each field is checked for its type and value; unknown fields are
@@ -296,7 +304,7 @@ BEGIN
         IF jsonb_typeof(metadata->'scope') <> 'string' THEN
             RETURN oauth._error('invalid_client_metadata', 'scope must be a string');
         END IF;
-        scopes := oauth._parse_scope(metadata->>'scope');
+        scopes := oauth.parse_scope(metadata->>'scope');
         IF scopes IS NULL THEN
             RETURN oauth._error('invalid_client_metadata', 'scope is not a space-separated list of scope tokens');
         END IF;
@@ -365,7 +373,7 @@ BEGIN
     INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes, grant_types,
                                token_endpoint_auth_method, application_type, metadata, registered_dynamically,
                                created_at, updated_at, expires_at)
-    VALUES (oauth.random_token(16), oauth._hash(secret),
+    VALUES (oauth.random_token(16), oauth.token_hash(secret),
             coalesce(client_name, oauth.uri_host(redirect_uris[1]), 'unnamed client'),
             redirect_uris, scopes, grant_types, method, app_type, extra, true, now, now,
             now + settings.registered_client_ttl)

@@ -1,19 +1,21 @@
 -- Internal helpers. Not granted to anyone: they run inside the SECURITY DEFINER API functions.
 
+-- plpgsql rather than SQL for this and the other hot helpers: a non-inlined SQL function is parsed
+-- and planned on every call, a plpgsql one caches its plans per session.
 CREATE FUNCTION oauth._settings() RETURNS oauth.settings
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 AS $$
-    SELECT s FROM (
-        SELECT s, 0 AS preference FROM oauth.settings s
-        UNION ALL
-        SELECT ROW(d.*)::oauth.settings, 1 FROM oauth.default_settings d
-    ) candidates ORDER BY preference LIMIT 1
+DECLARE
+    configured oauth.settings;
+BEGIN
+    SELECT * INTO configured FROM oauth.settings;
+    IF NOT FOUND THEN
+        SELECT * INTO configured FROM oauth.default_settings;
+    END IF;
+    RETURN configured;
+END
 $$;
 
-CREATE FUNCTION oauth._hash(token text) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$ SELECT pg_catalog.sha256(pg_catalog.convert_to(token, 'UTF8')) $$;
 
 -- The SQLSTATE (class OA) of each RFC 6749 / 7591 error, so callers map errors without parsing text.
 CREATE FUNCTION oauth.error_sqlstate(error text) RETURNS text
@@ -44,35 +46,31 @@ END
 $$;
 
 CREATE FUNCTION oauth._error(error text, description text) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT pg_catalog.jsonb_build_object('error', error, 'error_description', description) $$;
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+BEGIN
+    RETURN pg_catalog.jsonb_build_object('error', error, 'error_description', description);
+END
+$$;
 
 CREATE FUNCTION oauth._event(
     kind text, client_id text, user_id text, grant_id uuid, family_id uuid, detail jsonb, now timestamptz
 ) RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 AS $$
+BEGIN
     INSERT INTO oauth.events (occurred_at, kind, client_id, user_id, grant_id, family_id, detail)
-    VALUES (now, kind, client_id, user_id, grant_id, family_id, coalesce(detail, '{}'))
-$$;
-
--- RFC 6749 §3.3: scope = scope-token *( SP scope-token ). NULL when the syntax is wrong; duplicates collapse.
-CREATE FUNCTION oauth._parse_scope(scope text) RETURNS text[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE
-        WHEN scope IS NULL OR scope = '' THEN '{}'::text[]
-        WHEN scope !~ '^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$' THEN NULL
-        ELSE (SELECT pg_catalog.array_agg(t ORDER BY first_position)
-              FROM (SELECT t, min(ord) AS first_position
-                    FROM pg_catalog.unnest(pg_catalog.string_to_array(scope, ' ')) WITH ORDINALITY AS u(t, ord)
-                    GROUP BY t) tokens)
-    END
+    VALUES (now, kind, client_id, user_id, grant_id, family_id, coalesce(detail, '{}'));
+END
 $$;
 
 CREATE FUNCTION oauth._scope_string(scopes text[]) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT pg_catalog.array_to_string(scopes, ' ') $$;
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+BEGIN
+    RETURN pg_catalog.array_to_string(scopes, ' ');
+END
+$$;
 
 -- The client row when client_id/secret authenticate it, else NULL. Public clients (method `none`)
 -- must not present a secret; confidential ones must present the right one.
@@ -96,7 +94,7 @@ BEGIN
         END IF;
         RETURN client;
     END IF;
-    IF client_secret IS NULL OR NOT oauth.secure_equal(oauth._hash(client_secret), client.secret_hash) THEN
+    IF client_secret IS NULL OR NOT oauth.secure_equal(oauth.token_hash(client_secret), client.secret_hash) THEN
         RETURN NULL;
     END IF;
     RETURN client;
@@ -104,10 +102,12 @@ END
 $$;
 
 CREATE FUNCTION oauth._notify_revocation(grant_id uuid, family_id uuid) RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 AS $$
-    SELECT pg_catalog.pg_notify('oauth_revocations',
-        pg_catalog.jsonb_build_object('grant_id', grant_id, 'family_id', family_id)::text)
+BEGIN
+    PERFORM pg_catalog.pg_notify('oauth_revocations',
+        pg_catalog.jsonb_build_object('grant_id', grant_id, 'family_id', family_id)::text);
+END
 $$;
 
 -- Revokes one family; true when it was live.
@@ -158,9 +158,10 @@ $$;
 
 -- Is an access token that names this grant and family still backed by live state?
 CREATE FUNCTION oauth._token_live(grant_id uuid, family_id uuid, now timestamptz) RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT EXISTS (
+BEGIN
+    RETURN EXISTS (
         SELECT 1
           FROM oauth.grants g
           JOIN oauth.clients c ON c.client_id = g.client_id
@@ -168,8 +169,8 @@ AS $$
          WHERE g.grant_id = _token_live.grant_id
            AND g.revoked_at IS NULL
            AND (c.expires_at IS NULL OR c.expires_at > now)
-           AND (_token_live.family_id IS NULL OR (f.grant_id = g.grant_id AND f.revoked_at IS NULL))
-    )
+           AND (_token_live.family_id IS NULL OR (f.grant_id = g.grant_id AND f.revoked_at IS NULL)));
+END
 $$;
 
 -- What the gateway needs to mint tokens after a successful code exchange or rotation.
@@ -177,21 +178,22 @@ CREATE FUNCTION oauth._token_response(
     family oauth.refresh_families, props jsonb, auth_time timestamptz, scopes text[],
     nonce text, refresh_token text, now timestamptz
 ) RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT pg_catalog.jsonb_build_object(
+BEGIN
+    RETURN pg_catalog.jsonb_build_object(
         'grant_id', family.grant_id,
         'family_id', family.family_id,
         'user_id', family.user_id,
         'client_id', family.client_id,
-        'scope', oauth._scope_string(scopes),
+        'scope', pg_catalog.array_to_string(scopes, ' '),
         'resource', family.resource,
         'nonce', nonce,
         'auth_time', pg_catalog.floor(pg_catalog.date_part('epoch', auth_time))::bigint,
         'props', props,
-        'access_token_ttl', pg_catalog.date_part('epoch', s.access_token_ttl)::bigint,
+        'access_token_ttl', pg_catalog.date_part('epoch', (oauth._settings()).access_token_ttl)::bigint,
         'refresh_token', refresh_token,
         'refresh_expires_in', CASE WHEN refresh_token IS NOT NULL
-            THEN pg_catalog.floor(pg_catalog.date_part('epoch', family.expires_at - now))::bigint END)
-      FROM oauth._settings() s
+            THEN pg_catalog.floor(pg_catalog.date_part('epoch', family.expires_at - now))::bigint END);
+END
 $$;

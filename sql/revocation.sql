@@ -47,7 +47,7 @@ BEGIN
     IF refresh_token IS NOT NULL THEN
         SELECT f.family_id INTO target
           FROM oauth.refresh_tokens t JOIN oauth.refresh_families f ON f.family_id = t.family_id
-         WHERE t.token_hash = oauth._hash(refresh_token) AND f.client_id = client.client_id;
+         WHERE t.token_hash = oauth.token_hash(refresh_token) AND f.client_id = client.client_id;
     ELSIF revoke_token.family_id IS NOT NULL THEN
         SELECT f.family_id INTO target FROM oauth.refresh_families f
          WHERE f.family_id = revoke_token.family_id AND f.grant_id = revoke_token.grant_id
@@ -90,7 +90,7 @@ BEGIN
                    'exp', floor(date_part('epoch', f.expires_at))::bigint)
           INTO answer
           FROM oauth.refresh_families f JOIN oauth.grants g ON g.grant_id = f.grant_id
-         WHERE f.current_hash = oauth._hash(refresh_token) AND f.revoked_at IS NULL AND g.revoked_at IS NULL
+         WHERE f.current_hash = oauth.token_hash(refresh_token) AND f.revoked_at IS NULL AND g.revoked_at IS NULL
            AND f.expires_at > now;
     ELSIF oauth._token_live(introspect.grant_id, introspect.family_id, now) THEN
         SELECT jsonb_build_object('active', true, 'token_type', 'access_token', 'grant_id', g.grant_id,
@@ -105,15 +105,20 @@ $$;
 
 -- Claims source for the userinfo endpoint: live only while the access token's grant and family are.
 CREATE FUNCTION oauth.userinfo(grant_id uuid, family_id uuid, now timestamptz DEFAULT now()) RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(
-        (SELECT jsonb_build_object('active', true, 'user_id', g.user_id, 'client_id', g.client_id,
-                                   'scope', oauth._scope_string(g.scopes), 'props', g.props)
-           FROM oauth.grants g
-          WHERE g.grant_id = userinfo.grant_id AND oauth._token_live(userinfo.grant_id, userinfo.family_id, now)),
-        '{"active": false}'::jsonb)
+DECLARE
+    answer jsonb;
+BEGIN
+    IF oauth._token_live(userinfo.grant_id, userinfo.family_id, now) THEN
+        SELECT jsonb_build_object('active', true, 'user_id', g.user_id, 'client_id', g.client_id,
+                                  'scope', oauth._scope_string(g.scopes), 'props', g.props)
+          INTO answer
+          FROM oauth.grants g WHERE g.grant_id = userinfo.grant_id;
+    END IF;
+    RETURN coalesce(answer, '{"active": false}'::jsonb);
+END
 $$;
 
 -- Removes what can no longer matter, in batches that skip rows other transactions hold, so it can

@@ -12,7 +12,7 @@ BEGIN
     END IF;
     INSERT INTO oauth.refresh_families (grant_id, client_id, user_id, scopes, resource, current_hash,
                                         created_at, expires_at)
-    VALUES (code.grant_id, code.client_id, code.user_id, code.scopes, code.resource, oauth._hash(refresh_token),
+    VALUES (code.grant_id, code.client_id, code.user_id, code.scopes, code.resource, oauth.token_hash(refresh_token),
             now, now + (oauth._settings()).refresh_token_ttl)
     RETURNING * INTO family;
     IF with_refresh THEN
@@ -58,10 +58,10 @@ BEGIN
     -- Single use is decided here, by one statement: of concurrent redemptions exactly one sees
     -- redeemed_at IS NULL. A failed check below still burns the code, so a verifier cannot be guessed.
     UPDATE oauth.codes c SET redeemed_at = now
-     WHERE c.code_hash = oauth._hash(exchange_code.code) AND c.redeemed_at IS NULL
+     WHERE c.code_hash = oauth.token_hash(exchange_code.code) AND c.redeemed_at IS NULL
     RETURNING * INTO redeemed;
     IF NOT FOUND THEN
-        SELECT * INTO previous FROM oauth.codes c WHERE c.code_hash = oauth._hash(exchange_code.code);
+        SELECT * INTO previous FROM oauth.codes c WHERE c.code_hash = oauth.token_hash(exchange_code.code);
         IF FOUND AND previous.client_id = client.client_id THEN
             -- RFC 6749 §4.1.2: a replayed code revokes what it issued.
             IF previous.family_id IS NOT NULL THEN
@@ -119,6 +119,7 @@ DECLARE
     successor text := oauth.random_token(32);
     requested text[];
     family oauth.refresh_families;
+    rotated record;
     granted oauth.grants;
     known_family uuid;
 BEGIN
@@ -132,17 +133,17 @@ BEGIN
     IF refresh_token IS NULL OR refresh_token = '' THEN
         RETURN oauth._error('invalid_request', 'refresh_token is required');
     END IF;
-    requested := oauth._parse_scope(scope);
+    requested := oauth.parse_scope(scope);
     IF requested IS NULL THEN
         RETURN oauth._error('invalid_scope', 'scope is malformed');
     END IF;
-    presented := oauth._hash(refresh_token);
+    presented := oauth.token_hash(refresh_token);
 
     -- Rotation is decided by this one statement: the family's single live token is swapped for its
     -- successor only if the presented token is still that live token, so concurrent rotations of one
     -- token cannot both succeed. Scope may narrow (this response only) and the resource may repeat.
     UPDATE oauth.refresh_families f
-       SET current_hash = oauth._hash(successor), previous_hash = f.current_hash,
+       SET current_hash = oauth.token_hash(successor), previous_hash = f.current_hash,
            generation = f.generation + 1, rotated_at = now
       FROM oauth.grants g
      WHERE f.current_hash = presented
@@ -152,12 +153,12 @@ BEGIN
        AND f.expires_at > now
        AND requested <@ f.scopes
        AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = f.resource)
-    RETURNING f.* INTO family;
+    RETURNING f AS family, g.props, g.auth_time INTO rotated;
     IF FOUND THEN
+        family := rotated.family;
         INSERT INTO oauth.refresh_tokens (token_hash, family_id, generation)
         VALUES (family.current_hash, family.family_id, family.generation);
-        SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = family.grant_id;
-        RETURN oauth._token_response(family, granted.props, granted.auth_time,
+        RETURN oauth._token_response(family, rotated.props, rotated.auth_time,
             CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL, successor, now);
     END IF;
 
@@ -194,7 +195,7 @@ BEGIN
        AND requested <@ family.scopes
        AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = family.resource) THEN
         UPDATE oauth.refresh_families f
-           SET current_hash = oauth._hash(successor), generation = f.generation + 1, rotated_at = now
+           SET current_hash = oauth.token_hash(successor), generation = f.generation + 1, rotated_at = now
          WHERE f.family_id = family.family_id AND f.previous_hash = presented AND f.revoked_at IS NULL
         RETURNING f.* INTO family;
         INSERT INTO oauth.refresh_tokens (token_hash, family_id, generation)

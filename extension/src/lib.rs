@@ -7,6 +7,7 @@
 
 mod pkce;
 mod randomness;
+mod scopes;
 mod uris;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -19,6 +20,8 @@ pgrx::extension_sql_file!(
         "schema",
         randomness::random_token,
         randomness::secure_equal,
+        randomness::token_hash,
+        scopes::parse_scope,
         uris::redirect_uri_allowed,
         uris::redirect_uri_problem,
         uris::resource_problem,

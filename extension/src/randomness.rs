@@ -3,6 +3,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pgrx::prelude::*;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// Largest token we mint; anything above is a caller bug, not a policy.
@@ -31,4 +32,10 @@ fn secure_equal(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
         (Some(a), Some(b)) => a.ct_eq(b).into(),
         _ => false,
     }
+}
+
+/// SHA-256 of a token's bytes: the only form in which tokens, codes and secrets are stored.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
 }
