@@ -89,8 +89,11 @@ BEGIN
                    'iat', floor(date_part('epoch', coalesce(f.rotated_at, f.created_at)))::bigint,
                    'exp', floor(date_part('epoch', f.expires_at))::bigint)
           INTO answer
-          FROM oauth.refresh_families f JOIN oauth.grants g ON g.grant_id = f.grant_id
-         WHERE f.current_hash = oauth.token_hash(refresh_token) AND f.revoked_at IS NULL AND g.revoked_at IS NULL
+          FROM oauth.refresh_tokens t
+          JOIN oauth.refresh_families f ON f.family_id = t.family_id
+          JOIN oauth.grants g ON g.grant_id = f.grant_id
+         WHERE t.token_hash = oauth.token_hash(refresh_token) AND f.current_hash = t.token_hash
+           AND f.revoked_at IS NULL AND g.revoked_at IS NULL
            AND f.expires_at > now;
     ELSIF oauth._token_live(introspect.grant_id, introspect.family_id, now) THEN
         SELECT jsonb_build_object('active', true, 'token_type', 'access_token', 'grant_id', g.grant_id,

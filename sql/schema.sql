@@ -106,6 +106,9 @@ CREATE INDEX ON oauth.grants (revoked_at) WHERE revoked_at IS NOT NULL;
 
 -- One family per code exchange: every access and refresh token descends from exactly one. A family
 -- has at most one live refresh token (current_hash), so two live successors cannot exist by construction.
+-- The columns a rotation changes are deliberately not indexed (tokens are found through
+-- oauth.refresh_tokens), so a rotation is a HOT update that touches no index; fillfactor leaves
+-- room on the page for it.
 CREATE TABLE oauth.refresh_families (
     family_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     grant_id uuid NOT NULL REFERENCES oauth.grants ON DELETE CASCADE,
@@ -113,7 +116,7 @@ CREATE TABLE oauth.refresh_families (
     user_id text NOT NULL,
     scopes text[] NOT NULL,
     resource text,
-    current_hash bytea UNIQUE,
+    current_hash bytea,
     previous_hash bytea,
     generation integer NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL,
@@ -121,7 +124,7 @@ CREATE TABLE oauth.refresh_families (
     expires_at timestamptz NOT NULL,
     revoked_at timestamptz,
     revoked_reason text
-);
+) WITH (fillfactor = 70);
 CREATE INDEX ON oauth.refresh_families (grant_id);
 CREATE INDEX ON oauth.refresh_families (expires_at);
 
@@ -149,7 +152,7 @@ CREATE TABLE oauth.codes (
     redeemed_at timestamptz,
     -- What the redemption issued, so that a replay can revoke it (RFC 6749 §4.1.2).
     family_id uuid
-);
+) WITH (fillfactor = 70);
 CREATE INDEX ON oauth.codes (expires_at);
 CREATE INDEX ON oauth.codes (grant_id);
 

@@ -10,9 +10,9 @@ BEGIN
     IF with_refresh THEN
         refresh_token := oauth.random_token(32);
     END IF;
-    INSERT INTO oauth.refresh_families (grant_id, client_id, user_id, scopes, resource, current_hash,
+    INSERT INTO oauth.refresh_families (family_id, grant_id, client_id, user_id, scopes, resource, current_hash,
                                         created_at, expires_at)
-    VALUES (code.grant_id, code.client_id, code.user_id, code.scopes, code.resource, oauth.token_hash(refresh_token),
+    VALUES (code.family_id, code.grant_id, code.client_id, code.user_id, code.scopes, code.resource, oauth.token_hash(refresh_token),
             now, now + (oauth._settings()).refresh_token_ttl)
     RETURNING * INTO family;
     IF with_refresh THEN
@@ -40,6 +40,8 @@ DECLARE
     previous oauth.codes;
     granted oauth.grants;
     opened record;
+    -- Named before redemption so that the one redeeming statement also records what it will issue.
+    new_family_id uuid := gen_random_uuid();
 BEGIN
     client := oauth._authenticate_client(client_id, client_secret, now);
     IF client.client_id IS NULL THEN
@@ -57,7 +59,7 @@ BEGIN
 
     -- Single use is decided here, by one statement: of concurrent redemptions exactly one sees
     -- redeemed_at IS NULL. A failed check below still burns the code, so a verifier cannot be guessed.
-    UPDATE oauth.codes c SET redeemed_at = now
+    UPDATE oauth.codes c SET redeemed_at = now, family_id = new_family_id
      WHERE c.code_hash = oauth.token_hash(exchange_code.code) AND c.redeemed_at IS NULL
     RETURNING * INTO redeemed;
     IF NOT FOUND THEN
@@ -96,7 +98,6 @@ BEGIN
     END IF;
 
     opened := oauth._open_family(redeemed, 'refresh_token' = ANY (client.grant_types), now);
-    UPDATE oauth.codes c SET family_id = (opened.family).family_id WHERE c.code_hash = redeemed.code_hash;
     RETURN oauth._token_response(opened.family, granted.props, granted.auth_time, redeemed.scopes,
                                  redeemed.nonce, opened.refresh_token, now);
 END
@@ -145,8 +146,10 @@ BEGIN
     UPDATE oauth.refresh_families f
        SET current_hash = oauth.token_hash(successor), previous_hash = f.current_hash,
            generation = f.generation + 1, rotated_at = now
-      FROM oauth.grants g
-     WHERE f.current_hash = presented
+      FROM oauth.refresh_tokens t, oauth.grants g
+     WHERE t.token_hash = presented
+       AND f.family_id = t.family_id
+       AND f.current_hash = presented
        AND g.grant_id = f.grant_id
        AND f.client_id = client.client_id
        AND f.revoked_at IS NULL AND g.revoked_at IS NULL
