@@ -26,3 +26,18 @@ fn parse_scope(scope: Option<&str>) -> Option<Vec<String>> {
     }
     Some(tokens)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_syntax_follows_rfc6749_section_3_3() {
+        assert_eq!(parse_scope(Some("mcp openid mcp")), Some(vec!["mcp".into(), "openid".into()]));
+        assert_eq!(parse_scope(None), Some(vec![]));
+        assert_eq!(parse_scope(Some("")), Some(vec![]));
+        for bad in ["mcp  openid", " mcp", "mcp ", "a\"b", "a\\b", "é", "a\tb"] {
+            assert_eq!(parse_scope(Some(bad)), None, "{bad:?}");
+        }
+    }
+}
