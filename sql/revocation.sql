@@ -81,6 +81,10 @@ BEGIN
     IF client.client_id IS NULL THEN
         RETURN oauth._error('invalid_client', 'client authentication failed');
     END IF;
+    -- A public client authenticates with its id alone, which anyone can copy: it may not probe tokens.
+    IF client.secret_hash IS NULL THEN
+        RETURN oauth._error('invalid_client', 'introspection requires a confidential client');
+    END IF;
     IF refresh_token IS NOT NULL THEN
         SELECT jsonb_build_object(
                    'active', true, 'token_type', 'refresh_token', 'grant_id', f.grant_id, 'family_id', f.family_id,

@@ -1,0 +1,35 @@
+//! What every request handler shares: configuration, keys, the pool, and the database's settings.
+
+use std::sync::RwLock;
+
+use ring::hmac;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::keys::KeySet;
+
+pub struct App {
+    pub config: Config,
+    pub keys: KeySet,
+    pub db: Db,
+    /// `oauth.settings()` (scopes, registration switch) for metadata, refreshed in the background
+    /// so an operator's `oauth.configure` reaches every gateway without a restart.
+    pub settings: RwLock<Value>,
+    /// Binds consent forms to their request and user. Derived from the signing key, so every
+    /// gateway sharing the keys accepts every other gateway's forms.
+    pub csrf_key: hmac::Key,
+}
+
+impl App {
+    pub fn registration_enabled(&self) -> bool {
+        self.settings.read().expect("settings lock")["registration_enabled"].as_bool().unwrap_or(false)
+    }
+
+    pub fn scopes_supported(&self) -> Vec<String> {
+        self.settings.read().expect("settings lock")["scopes_supported"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+}

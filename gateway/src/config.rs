@@ -1,0 +1,122 @@
+//! Gateway configuration: a TOML file, overridden by environment variables and flags (see main.rs).
+//! Protocol settings (TTLs, scopes, registration policy) live in the database (`oauth.configure`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::keys::Alg;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub path: PathBuf,
+    pub alg: Alg,
+    pub kid: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The issuer identifier, byte for byte as clients will compare it (may have a path).
+    pub issuer: String,
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub pool_size: usize,
+    /// How long a request waits for a database connection before answering 503.
+    #[serde(with = "seconds")]
+    pub pool_wait: Duration,
+    /// Signing keys; the first signs, all are published and accepted.
+    pub keys: Vec<KeyConfig>,
+    /// `aud` of access tokens requested without a `resource`.
+    pub default_audience: Option<String>,
+    /// An application's own login/consent page; the browser arrives with `?request_id=…` and the
+    /// application completes with `oauth.issue_code` / `oauth.deny_authorization`.
+    pub login_url: Option<String>,
+    /// Built-in consent page: request header carrying the authenticated user id, set by a trusted
+    /// authenticating proxy in front of the gateway.
+    pub trusted_user_header: Option<String>,
+    /// Development only: allow `dev_user` as the user of the built-in consent page.
+    pub dev_mode: bool,
+    pub dev_user: Option<String>,
+    /// Development/benchmark only: the consent page approves at once for `dev_user`.
+    pub dev_auto_approve: bool,
+    /// Origins allowed by CORS on metadata, JWKS, token, register and revoke (`*` for any).
+    pub cors_origins: Vec<String>,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            issuer: "http://127.0.0.1:8080".into(),
+            listen: "127.0.0.1:8080".parse().expect("literal address"),
+            database_url: "host=127.0.0.1 port=54315 user=oauth_gateway_login dbname=oauth_dev".into(),
+            pool_size: 32,
+            pool_wait: Duration::from_secs(2),
+            keys: Vec::new(),
+            default_audience: None,
+            login_url: None,
+            trusted_user_header: None,
+            dev_mode: false,
+            dev_user: None,
+            dev_auto_approve: false,
+            cors_origins: vec!["*".into()],
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks what can be checked before touching the network.
+    pub fn validate(&self) -> Result<(), String> {
+        let issuer = url::Url::parse(&self.issuer).map_err(|e| format!("issuer: {e}"))?;
+        if issuer.query().is_some() || issuer.fragment().is_some() {
+            return Err("issuer must not have a query or fragment".into());
+        }
+        if issuer.scheme() != "https" && !self.dev_mode && !is_loopback(&issuer) {
+            return Err("issuer must be https (or loopback, or dev_mode)".into());
+        }
+        if self.keys.is_empty() {
+            return Err("at least one signing key is required (oauth-gateway keys generate)".into());
+        }
+        if (self.dev_user.is_some() || self.dev_auto_approve) && !self.dev_mode {
+            return Err("dev_user and dev_auto_approve require dev_mode".into());
+        }
+        if self.dev_auto_approve && self.dev_user.is_none() {
+            return Err("dev_auto_approve needs dev_user".into());
+        }
+        Ok(())
+    }
+
+    /// The issuer's path without a trailing slash ("" for an origin issuer): endpoints live under it.
+    pub fn base_path(&self) -> String {
+        url::Url::parse(&self.issuer)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default()
+    }
+
+    /// `issuer` + `path`, without doubling the slash.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{}", self.issuer.trim_end_matches('/'), path)
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
+}
+
+mod seconds {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs_f64(f64::deserialize(d)?))
+    }
+}

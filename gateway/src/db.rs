@@ -1,0 +1,95 @@
+//! The database side of every request: one extension function call through the pool.
+//!
+//! Unavailability (pool timeout, connection refused, a connection lost mid-call) becomes
+//! `temporarily_unavailable` (503); an `OAxxx` SQLSTATE becomes its OAuth error; anything else is
+//! a bug, logged here and answered as `server_error` without the database's text.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts};
+use serde_json::Value;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+use crate::error::OAuthError;
+
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl Db {
+    pub fn connect(database_url: &str, pool_size: usize, wait: Duration) -> Result<Self, String> {
+        let mut pg: tokio_postgres::Config = database_url.parse().map_err(|e| format!("database_url: {e}"))?;
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(Duration::from_secs(2));
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("oauth-gateway");
+        }
+        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts { wait: Some(wait), create: Some(Duration::from_secs(2)), recycle: Some(wait) })
+            .build()
+            .map_err(|e| format!("database pool: {e}"))?;
+        Ok(Self { pool })
+    }
+
+    /// Calls `sql` (one statement returning one jsonb value) and returns that value as-is:
+    /// expected failures are in it as `{"error", ...}`.
+    pub async fn call(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, OAuthError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client.prepare_cached(sql).await.map_err(query_error)?;
+        let row = client.query_one(&statement, params).await.map_err(query_error)?;
+        row.try_get::<_, Value>(0).map_err(query_error)
+    }
+
+    /// Like `call`, but an `{"error"}` result becomes `Err`.
+    pub async fn call_ok(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, OAuthError> {
+        let value = self.call(sql, params).await?;
+        match OAuthError::from_sql_result(&value) {
+            Some(error) => Err(error),
+            None => Ok(value),
+        }
+    }
+
+    /// Rows of a set-returning call, for the few functions that are not jsonb-shaped.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, OAuthError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client.prepare_cached(sql).await.map_err(query_error)?;
+        client.query(&statement, params).await.map_err(query_error)
+    }
+}
+
+fn pool_error(error: PoolError) -> OAuthError {
+    tracing::warn!(%error, "database unavailable");
+    OAuthError::unavailable()
+}
+
+fn query_error(error: tokio_postgres::Error) -> OAuthError {
+    if let Some(db) = error.as_db_error() {
+        if let Some(mapped) = OAuthError::from_sqlstate(db.code().code(), db.message()) {
+            return mapped;
+        }
+        // Class 08 (connection), 53 (resources), 57P (shutdown): the database, not the request.
+        let code = db.code().code();
+        if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") {
+            tracing::warn!(sqlstate = code, "database unavailable");
+            return OAuthError::unavailable();
+        }
+        tracing::error!(sqlstate = code, message = db.message(), "unexpected database error");
+        return OAuthError::server_error();
+    }
+    if error.is_closed() || error.to_string().contains("connection") {
+        tracing::warn!(%error, "database connection lost");
+        return OAuthError::unavailable();
+    }
+    tracing::error!(%error, "unexpected database client error");
+    OAuthError::server_error()
+}

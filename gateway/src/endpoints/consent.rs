@@ -1,0 +1,161 @@
+//! The built-in login/consent step, for deployments without their own page (`login_url`).
+//!
+//! The user is whoever a trusted authenticating proxy names in `trusted_user_header`, or in
+//! development the configured `dev_user`. The form is bound to the request and the user by an HMAC
+//! token (CSRF), and the page can never be framed (clickjacking).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hyper::header::HeaderMap;
+use hyper::{Method, StatusCode};
+use ring::hmac;
+
+use crate::app::App;
+use crate::error::OAuthError;
+use crate::http::{self, Params, Req, Resp, escape_html};
+
+fn current_user(app: &App, headers: &HeaderMap) -> Option<String> {
+    if let Some(name) = &app.config.trusted_user_header {
+        if let Some(user) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
+            let user = user.trim();
+            if !user.is_empty() && user.len() <= 255 {
+                return Some(user.to_owned());
+            }
+        }
+    }
+    if app.config.dev_mode { app.config.dev_user.clone() } else { None }
+}
+
+fn csrf_token(app: &App, request_id: &str, user: &str) -> String {
+    let tag = hmac::sign(&app.csrf_key, format!("consent\0{request_id}\0{user}").as_bytes());
+    URL_SAFE_NO_PAD.encode(tag.as_ref())
+}
+
+fn csrf_valid(app: &App, request_id: &str, user: &str, presented: &str) -> bool {
+    let Ok(tag) = URL_SAFE_NO_PAD.decode(presented) else { return false };
+    hmac::verify(&app.csrf_key, format!("consent\0{request_id}\0{user}").as_bytes(), &tag).is_ok()
+}
+
+fn failure_page(e: &OAuthError) -> Resp {
+    match e.code.as_str() {
+        "not_found" => http::error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in request is no longer valid",
+            "It has expired or was already completed. Go back to the application and start again.",
+        ),
+        "temporarily_unavailable" | "server_error" => super::authorize::unavailable_page(e),
+        _ => http::error_page(StatusCode::BAD_REQUEST, "Invalid request", &e.description),
+    }
+}
+
+async fn issue_code(app: &App, request_id: &str, user: &str) -> Result<String, OAuthError> {
+    let rows = app
+        .db
+        .query("SELECT oauth.issue_code($1, $2)", &[&request_id, &user])
+        .await?;
+    rows.first().and_then(|r| r.try_get::<_, String>(0).ok()).ok_or_else(OAuthError::server_error)
+}
+
+pub async fn handle(app: &App, req: Req) -> Resp {
+    let Some(user) = current_user(app, req.headers()) else {
+        return http::error_page(StatusCode::UNAUTHORIZED, "Sign-in required", "No authenticated user reached the consent page.");
+    };
+    match *req.method() {
+        Method::GET => show(app, req, &user).await,
+        Method::POST => decide(app, req, &user).await,
+        _ => http::error_page(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", "Use GET or POST."),
+    }
+}
+
+async fn show(app: &App, req: Req, user: &str) -> Resp {
+    let params = match Params::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return failure_page(&e),
+    };
+    let request_id = match params.required("request_id") {
+        Ok(id) => id.to_owned(),
+        Err(e) => return failure_page(&e),
+    };
+    if app.config.dev_auto_approve {
+        return match issue_code(app, &request_id, user).await {
+            Ok(location) => http::redirect(&location, StatusCode::FOUND),
+            Err(e) => failure_page(&e),
+        };
+    }
+    let rows = match app
+        .db
+        .query(
+            "SELECT client_name, client_id, redirect_host, redirect_uri, scopes, resource \
+             FROM oauth.get_authorization_request($1)",
+            &[&request_id],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => return failure_page(&e),
+    };
+    let Some(row) = rows.first() else {
+        return failure_page(&OAuthError::new("not_found", "no such request"));
+    };
+    let client_name: String = row.get(0);
+    let client_id: String = row.get(1);
+    let redirect_host: Option<String> = row.get(2);
+    let redirect_uri: String = row.get(3);
+    let scopes: Vec<String> = row.get(4);
+    let resource: Option<String> = row.get(5);
+    let destination = redirect_host.unwrap_or_else(|| redirect_uri.split(':').next().unwrap_or_default().to_owned());
+    let scope_items: String = scopes.iter().map(|s| format!("<li><code>{}</code></li>", escape_html(s))).collect();
+    let resource_line = resource
+        .map(|r| format!("<p>for the service <strong>{}</strong></p>", escape_html(&r)))
+        .unwrap_or_default();
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Allow access?</title></head>\
+         <body style=\"font-family:sans-serif;max-width:36em;margin:3em auto\">\
+         <h1>Allow <em>{name}</em> to access your account?</h1>\
+         <p>Signed in as <strong>{user}</strong>.</p>\
+         <p>After you decide you will be sent to <strong>{destination}</strong> (client <code>{client_id}</code>).</p>\
+         {resource_line}<p>It asks for:</p><ul>{scope_items}</ul>\
+         <form method=\"post\" action=\"{action}\">\
+         <input type=\"hidden\" name=\"request_id\" value=\"{request_id}\">\
+         <input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+         <button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button> \
+         <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button>\
+         </form></body></html>",
+        name = escape_html(&client_name),
+        user = escape_html(user),
+        destination = escape_html(&destination),
+        client_id = escape_html(&client_id),
+        action = escape_html(&app.config.endpoint("/consent")),
+        request_id = escape_html(&request_id),
+        csrf = csrf_token(app, &request_id, user),
+    );
+    http::html(StatusCode::OK, page)
+}
+
+async fn decide(app: &App, req: Req, user: &str) -> Resp {
+    let params = match http::read_form(req, app.config.max_body_bytes).await {
+        Ok((_, p)) => p,
+        Err(e) => return failure_page(&e),
+    };
+    let fields = (|| Ok::<_, OAuthError>((params.required("request_id")?, params.required("csrf_token")?, params.required("decision")?)))();
+    let (request_id, csrf, decision) = match fields {
+        Ok(f) => f,
+        Err(e) => return failure_page(&e),
+    };
+    if !csrf_valid(app, request_id, user, csrf) {
+        return http::error_page(StatusCode::FORBIDDEN, "Request not accepted", "The form was not issued to you for this request.");
+    }
+    let outcome = match decision {
+        "approve" => issue_code(app, request_id, user).await,
+        "deny" => app
+            .db
+            .query("SELECT oauth.deny_authorization($1)", &[&request_id])
+            .await
+            .and_then(|rows| rows.first().and_then(|r| r.try_get::<_, String>(0).ok()).ok_or_else(OAuthError::server_error)),
+        _ => Err(OAuthError::invalid_request("decision must be approve or deny")),
+    };
+    match outcome {
+        Ok(location) => http::redirect(&location, StatusCode::SEE_OTHER),
+        Err(e) => failure_page(&e),
+    }
+}

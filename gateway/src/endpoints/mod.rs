@@ -1,0 +1,116 @@
+//! Routing: which handler answers which path, under an issuer that may have a path.
+
+mod authorize;
+mod consent;
+mod introspect;
+pub mod metadata;
+mod register;
+mod revoke;
+mod token;
+mod userinfo;
+
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, StatusCode};
+use serde_json::json;
+
+use crate::app::App;
+use crate::http::{self, Req, Resp};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Metadata,
+    Jwks,
+    Authorize,
+    Consent,
+    Token,
+    Register,
+    Revoke,
+    Introspect,
+    Userinfo,
+}
+
+impl Route {
+    /// Browser-based MCP clients call these cross-origin; authorize and consent are navigations
+    /// and must stay same-origin.
+    fn allows_cors(self) -> bool {
+        matches!(self, Route::Metadata | Route::Jwks | Route::Token | Route::Register | Route::Revoke)
+    }
+}
+
+fn route(app: &App, path: &str) -> Option<Route> {
+    let base = app.config.base_path();
+    // RFC 8414 §3.1 path insertion, plus OIDC's `<issuer>/.well-known/openid-configuration`.
+    if path == format!("/.well-known/oauth-authorization-server{base}")
+        || path == format!("/.well-known/openid-configuration{base}")
+        || path == format!("{base}/.well-known/openid-configuration")
+        || path == format!("{base}/.well-known/oauth-authorization-server")
+    {
+        return Some(Route::Metadata);
+    }
+    let rest = path.strip_prefix(base.as_str())?;
+    Some(match rest {
+        "/.well-known/jwks.json" => Route::Jwks,
+        "/authorize" => Route::Authorize,
+        "/consent" => Route::Consent,
+        "/token" => Route::Token,
+        "/register" if app.registration_enabled() => Route::Register,
+        "/revoke" => Route::Revoke,
+        "/introspect" => Route::Introspect,
+        "/userinfo" => Route::Userinfo,
+        _ => return None,
+    })
+}
+
+fn allowed_origin(app: &App, req: &Req) -> Option<HeaderValue> {
+    let origin = req.headers().get(header::ORIGIN)?;
+    let origins = &app.config.cors_origins;
+    if origins.iter().any(|o| o == "*") {
+        return Some(HeaderValue::from_static("*"));
+    }
+    let text = origin.to_str().ok()?;
+    origins.iter().any(|o| o == text).then(|| origin.clone())
+}
+
+pub async fn dispatch(app: &App, req: Req) -> Resp {
+    let Some(route) = route(app, req.uri().path()) else {
+        return http::json_no_store(StatusCode::NOT_FOUND, &json!({"error": "not_found", "error_description": "no such endpoint"}));
+    };
+    let cors = if route.allows_cors() { allowed_origin(app, &req) } else { None };
+    if req.method() == Method::OPTIONS && route.allows_cors() {
+        let mut resp = http::empty(StatusCode::NO_CONTENT);
+        if let Some(origin) = cors {
+            let h = resp.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("Authorization, Content-Type, MCP-Protocol-Version"),
+            );
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        return resp;
+    }
+    let mut resp = match route {
+        Route::Metadata | Route::Jwks if req.method() != Method::GET && req.method() != Method::HEAD => {
+            http::json_no_store(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "invalid_request", "error_description": "use GET"}),
+            )
+        }
+        Route::Metadata => metadata::serve_document(app),
+        Route::Jwks => metadata::serve_jwks(app),
+        Route::Authorize => authorize::handle(app, req).await,
+        Route::Consent => consent::handle(app, req).await,
+        Route::Token => token::handle(app, req).await,
+        Route::Register => register::handle(app, req).await,
+        Route::Revoke => revoke::handle(app, req).await,
+        Route::Introspect => introspect::handle(app, req).await,
+        Route::Userinfo => userinfo::handle(app, req).await,
+    };
+    if let Some(origin) = cors {
+        resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
+}

@@ -1,0 +1,262 @@
+//! HTTP plumbing shared by the endpoints: bodies, forms, client credentials, responses.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde_json::Value;
+
+use crate::error::OAuthError;
+
+pub type Req = Request<Incoming>;
+pub type Resp = Response<Full<Bytes>>;
+
+/// The request body, refused beyond `limit` bytes.
+pub async fn read_body(req: Req, limit: usize) -> Result<Bytes, OAuthError> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(OAuthError::invalid_request(format!("request body exceeds {limit} bytes")))
+        }
+        Err(_) => Err(OAuthError::invalid_request("request body could not be read")),
+    }
+}
+
+/// Parameters of a form or query string, in order, with repeats kept so they can be refused.
+#[derive(Debug, Default)]
+pub struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(input: &[u8]) -> Result<Self, OAuthError> {
+        let mut params = Vec::new();
+        for (name, value) in form_urlencoded::parse(input) {
+            // form_urlencoded decodes invalid UTF-8 lossily; a replacement character means the
+            // client sent bytes that are not text, which no OAuth parameter may contain.
+            if name.contains('\u{FFFD}') || value.contains('\u{FFFD}') {
+                return Err(OAuthError::invalid_request("parameters must be UTF-8"));
+            }
+            params.push((name.into_owned(), value.into_owned()));
+        }
+        Ok(Self(params))
+    }
+
+    /// One parameter: absent, or present once (RFC 6749 §3.1: parameters must not repeat).
+    /// An empty value counts as absent (§3.1: "treated as if they were omitted").
+    pub fn single(&self, name: &str) -> Result<Option<&str>, OAuthError> {
+        let mut values = self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(OAuthError::invalid_request(format!("{name} is repeated")));
+        }
+        Ok(first.filter(|v| !v.is_empty()))
+    }
+
+    pub fn required(&self, name: &str) -> Result<&str, OAuthError> {
+        self.single(name)?.ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
+    }
+
+    /// As JSON for the extension: a name maps to its value, or to an array when repeated, so the
+    /// extension (which knows whether it may redirect yet) decides what a repeat means.
+    pub fn to_json(&self) -> Value {
+        let mut map = serde_json::Map::new();
+        for (name, value) in &self.0 {
+            match map.get_mut(name) {
+                None => {
+                    map.insert(name.clone(), Value::String(value.clone()));
+                }
+                Some(Value::Array(values)) => values.push(Value::String(value.clone())),
+                Some(existing) => {
+                    let first = existing.take();
+                    *existing = Value::Array(vec![first, Value::String(value.clone())]);
+                }
+            }
+        }
+        Value::Object(map)
+    }
+}
+
+/// The form body of a POST, which must be `application/x-www-form-urlencoded`.
+pub async fn read_form(req: Req, limit: usize) -> Result<(HeaderMap, Params), OAuthError> {
+    let headers = req.headers().clone();
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"));
+    }
+    let body = read_body(req, limit).await?;
+    Ok((headers, Params::parse(&body)?))
+}
+
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub secret: Option<String>,
+    pub via_basic: bool,
+}
+
+/// Client authentication per RFC 6749 §2.3.1: HTTP Basic (form-encoded id and secret) or the
+/// body; never both. A public client sends only `client_id`.
+pub fn client_credentials(headers: &HeaderMap, params: &Params) -> Result<ClientCredentials, OAuthError> {
+    let body_id = params.single("client_id")?;
+    let body_secret = params.single("client_secret")?;
+    let basic = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (scheme, rest) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("basic").then(|| rest.trim())
+    });
+    let invalid_client = |d: &str| OAuthError { basic_challenge: true, ..OAuthError::new("invalid_client", d) };
+    if let Some(encoded) = basic {
+        if body_secret.is_some() {
+            return Err(OAuthError::invalid_request("use one client authentication method, not two"));
+        }
+        let decoded = STANDARD.decode(encoded).map_err(|_| invalid_client("malformed Basic credentials"))?;
+        let decoded = String::from_utf8(decoded).map_err(|_| invalid_client("malformed Basic credentials"))?;
+        let (id, secret) = decoded.split_once(':').ok_or_else(|| invalid_client("malformed Basic credentials"))?;
+        let decode = |s: &str| -> Result<String, OAuthError> {
+            let joined: String = form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            if joined.contains('\u{FFFD}') {
+                return Err(invalid_client("malformed Basic credentials"));
+            }
+            Ok(joined)
+        };
+        let id = decode(id)?;
+        if body_id.is_some_and(|b| b != id) {
+            return Err(OAuthError::invalid_request("client_id in the body differs from the Basic credentials"));
+        }
+        return Ok(ClientCredentials { client_id: id, secret: Some(decode(secret)?), via_basic: true });
+    }
+    match body_id {
+        Some(id) => Ok(ClientCredentials {
+            client_id: id.to_owned(),
+            secret: body_secret.map(str::to_owned),
+            via_basic: false,
+        }),
+        None => Err(invalid_client("client authentication is required")),
+    }
+}
+
+/// The bearer token of an `Authorization: Bearer` header (RFC 6750 §2.1).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+fn base(status: StatusCode) -> hyper::http::response::Builder {
+    Response::builder().status(status)
+}
+
+pub fn json(status: StatusCode, body: &Value) -> Resp {
+    base(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("static response parts")
+}
+
+/// JSON that must never be cached: token, introspection, registration and every OAuth error.
+pub fn json_no_store(status: StatusCode, body: &Value) -> Resp {
+    let mut resp = json(status, body);
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+pub fn error(err: &OAuthError) -> Resp {
+    let mut resp = json_no_store(err.status(), &err.body());
+    if err.basic_challenge && err.status() == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"oauth\""));
+    }
+    if err.status() == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+pub fn redirect(location: &str, status: StatusCode) -> Resp {
+    match HeaderValue::from_str(location) {
+        Ok(value) => base(status)
+            .header(header::LOCATION, value)
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(Full::new(Bytes::new()))
+            .expect("static response parts"),
+        Err(_) => error(&OAuthError::server_error()),
+    }
+}
+
+pub fn empty(status: StatusCode) -> Resp {
+    base(status).header(header::CACHE_CONTROL, "no-store").body(Full::new(Bytes::new())).expect("static response parts")
+}
+
+/// HTML for the browser-facing endpoints (authorize errors, consent): never framed, never cached.
+pub fn html(status: StatusCode, body: String) -> Resp {
+    base(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+        )
+        .header("x-frame-options", "DENY")
+        .header("x-content-type-options", "nosniff")
+        .header("referrer-policy", "no-referrer")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts")
+}
+
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn error_page(status: StatusCode, title: &str, detail: &str) -> Resp {
+    html(
+        status,
+        format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+             <body style=\"font-family:sans-serif;max-width:36em;margin:3em auto\"><h1>{t}</h1><p>{d}</p></body></html>",
+            t = escape_html(title),
+            d = escape_html(detail)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_and_non_utf8_parameters_are_refused() {
+        let p = Params::parse(b"a=1&b=2&a=3").unwrap();
+        assert!(p.single("a").is_err());
+        assert_eq!(p.single("b").unwrap(), Some("2"));
+        assert_eq!(p.to_json(), serde_json::json!({"a": ["1", "3"], "b": "2"}));
+        assert!(Params::parse(b"a=%FF").is_err());
+        assert_eq!(Params::parse(b"a=").unwrap().single("a").unwrap(), None);
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let mut headers = HeaderMap::new();
+        let encoded = STANDARD.encode("my%20client:s%3Acret");
+        headers.insert(header::AUTHORIZATION, format!("Basic {encoded}").parse().unwrap());
+        let creds = client_credentials(&headers, &Params::default()).unwrap();
+        assert_eq!(creds.client_id, "my client");
+        assert_eq!(creds.secret.as_deref(), Some("s:cret"));
+        let both = Params::parse(b"client_secret=x").unwrap();
+        assert!(client_credentials(&headers, &both).is_err());
+    }
+}

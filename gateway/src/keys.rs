@@ -1,0 +1,190 @@
+//! Signing keys: loaded once from PKCS#8 PEM files, held parsed (signing must not re-parse a key per
+//! token), published as a JWKS. Several keys may be loaded; one signs, all verify (rotation).
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::SystemRandom;
+use ring::signature::{
+    self, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+pub enum Alg {
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+impl Alg {
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::RS256 => "RS256",
+            Alg::ES256 => "ES256",
+            Alg::EdDSA => "EdDSA",
+        }
+    }
+
+    pub fn jsonwebtoken(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Alg::RS256 => jsonwebtoken::Algorithm::RS256,
+            Alg::ES256 => jsonwebtoken::Algorithm::ES256,
+            Alg::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+        }
+    }
+}
+
+enum Pair {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
+pub struct SigningKey {
+    pub kid: String,
+    pub alg: Alg,
+    pair: Pair,
+    /// Public JWK without `kid`/`alg`/`use` (the RFC 7638 thumbprint input and the JWKS entry base).
+    public_jwk: Value,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl SigningKey {
+    /// Parses a PKCS#8 private key (PEM `PRIVATE KEY`, or PKCS#1 `RSA PRIVATE KEY`) of the given
+    /// algorithm. `kid` defaults to the RFC 7638 thumbprint.
+    pub fn from_pem(pem_text: &[u8], alg: Alg, kid: Option<String>) -> Result<Self, String> {
+        let parsed = pem::parse(pem_text).map_err(|e| format!("not a PEM file: {e}"))?;
+        let der = parsed.contents();
+        let rng = SystemRandom::new();
+        let (pair, public_jwk) = match alg {
+            Alg::RS256 => {
+                let pair = match parsed.tag() {
+                    "RSA PRIVATE KEY" => RsaKeyPair::from_der(der),
+                    _ => RsaKeyPair::from_pkcs8(der),
+                }
+                .map_err(|e| format!("not an RSA private key: {e}"))?;
+                if pair.public().modulus_len() < 256 {
+                    return Err("RSA keys must have at least 2048 bits".into());
+                }
+                let components = signature::RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
+                let jwk = json!({ "e": b64(&components.e), "kty": "RSA", "n": b64(&components.n) });
+                (Pair::Rsa(pair), jwk)
+            }
+            Alg::ES256 => {
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
+                    .map_err(|e| format!("not a P-256 PKCS#8 private key: {e}"))?;
+                let point = pair.public_key().as_ref();
+                let jwk = json!({ "crv": "P-256", "kty": "EC", "x": b64(&point[1..33]), "y": b64(&point[33..65]) });
+                (Pair::Ec(pair), jwk)
+            }
+            Alg::EdDSA => {
+                let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+                    .map_err(|e| format!("not an Ed25519 PKCS#8 private key: {e}"))?;
+                let jwk = json!({ "crv": "Ed25519", "kty": "OKP", "x": b64(pair.public_key().as_ref()) });
+                (Pair::Ed(pair), jwk)
+            }
+        };
+        // serde_json's map is ordered, so this is RFC 7638's lexicographic member order.
+        let kid = kid.unwrap_or_else(|| b64(&Sha256::digest(public_jwk.to_string().as_bytes())));
+        Ok(Self { kid, alg, pair, public_jwk })
+    }
+
+    pub fn from_file(path: &Path, alg: Alg, kid: Option<String>) -> Result<Self, String> {
+        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_pem(&text, alg, kid).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let rng = SystemRandom::new();
+        match &self.pair {
+            Pair::Rsa(pair) => {
+                let mut sig = vec![0; pair.public().modulus_len()];
+                pair.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig)
+                    .expect("RSA signing with a validated key");
+                sig
+            }
+            Pair::Ec(pair) => pair.sign(&rng, message).expect("ECDSA signing with a validated key").as_ref().to_vec(),
+            Pair::Ed(pair) => pair.sign(message).as_ref().to_vec(),
+        }
+    }
+
+    pub fn jwk(&self) -> Value {
+        let mut jwk = self.public_jwk.clone();
+        jwk["kid"] = json!(self.kid);
+        jwk["alg"] = json!(self.alg.name());
+        jwk["use"] = json!("sig");
+        jwk
+    }
+
+    /// The public key in the form jsonwebtoken verifies with.
+    pub fn decoding_key(&self) -> jsonwebtoken::DecodingKey {
+        let s = |k: &str| self.public_jwk[k].as_str().unwrap_or_default().to_owned();
+        match self.alg {
+            Alg::RS256 => jsonwebtoken::DecodingKey::from_rsa_components(&s("n"), &s("e")),
+            Alg::ES256 => jsonwebtoken::DecodingKey::from_ec_components(&s("x"), &s("y")),
+            Alg::EdDSA => jsonwebtoken::DecodingKey::from_ed_components(&s("x")),
+        }
+        .expect("components of a key we parsed")
+    }
+}
+
+/// The keys in use: `keys[0]` signs; all are published and accepted.
+pub struct KeySet {
+    pub keys: Vec<SigningKey>,
+}
+
+impl KeySet {
+    pub fn signing(&self) -> &SigningKey {
+        &self.keys[0]
+    }
+
+    pub fn find(&self, kid: &str) -> Option<&SigningKey> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": self.keys.iter().map(SigningKey::jwk).collect::<Vec<_>>() })
+    }
+}
+
+/// A new private key as PKCS#8 PEM.
+pub fn generate_pem(alg: Alg) -> Result<String, String> {
+    let rng = SystemRandom::new();
+    let der = match alg {
+        Alg::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|e| e.to_string())?
+            .as_ref()
+            .to_vec(),
+        Alg::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| e.to_string())?.as_ref().to_vec(),
+        Alg::RS256 => {
+            // ring cannot generate RSA keys; the RustCrypto `rsa` crate can, from the OS RNG.
+            use rsa::pkcs8::EncodePrivateKey;
+            let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| e.to_string())?;
+            key.to_pkcs8_der().map_err(|e| e.to_string())?.as_bytes().to_vec()
+        }
+    };
+    Ok(pem::encode(&pem::Pem::new("PRIVATE KEY", der)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_load_sign_and_publish() {
+        for alg in [Alg::ES256, Alg::EdDSA, Alg::RS256] {
+            let pem = generate_pem(alg).unwrap();
+            let key = SigningKey::from_pem(pem.as_bytes(), alg, None).unwrap();
+            assert_eq!(key.kid.len(), 43, "thumbprint kid");
+            assert!(!key.sign(b"message").is_empty());
+            assert_eq!(key.jwk()["alg"], alg.name());
+            assert!(SigningKey::from_pem(pem.as_bytes(), if alg == Alg::ES256 { Alg::EdDSA } else { Alg::ES256 }, None).is_err());
+        }
+    }
+}

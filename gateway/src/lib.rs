@@ -1,0 +1,19 @@
+//! oauth-gateway: the OAuth 2.1 / OpenID Connect HTTP surface of oauth_provider.
+//!
+//! Each request becomes one call of an `oauth.*` SQL function (the extension holds every
+//! protocol decision and all state); the gateway parses HTTP, signs JWTs and answers. Any number
+//! of gateways can serve one database.
+
+pub mod app;
+pub mod config;
+pub mod db;
+mod endpoints;
+pub mod error;
+pub mod http;
+pub mod jwt;
+pub mod keys;
+pub mod server;
+
+pub use config::Config;
+pub use jwt::{Expectations, VerifyError, verify_access_token};
+pub use server::{ServerHandle, build, serve};

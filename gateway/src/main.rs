@@ -1,0 +1,266 @@
+//! `oauth-gateway`: serve, keys generate, client create|list|delete, migrate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use oauth_gateway::Config;
+use oauth_gateway::config::KeyConfig;
+use oauth_gateway::keys::{Alg, generate_pem};
+use tokio_postgres::NoTls;
+
+#[derive(Parser)]
+#[command(version, about = "OAuth 2.1 / OpenID Connect gateway for the oauth_provider PostgreSQL extension")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// TOML configuration file (keys as in `Config`); flags and environment override it.
+    #[arg(long, env = "OAUTH_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "OAUTH_ISSUER")]
+    issuer: Option<String>,
+    #[arg(long, env = "OAUTH_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Connection string of a role that is a member of `oauth_gateway`.
+    #[arg(long, env = "OAUTH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Signing key `ALG:PATH` (repeatable; the first signs).
+    #[arg(long = "key", env = "OAUTH_KEYS", value_delimiter = ',')]
+    keys: Vec<String>,
+    #[arg(long, env = "OAUTH_LOGIN_URL")]
+    login_url: Option<String>,
+    #[arg(long, env = "OAUTH_DEV_MODE")]
+    dev_mode: bool,
+    #[arg(long, env = "OAUTH_DEV_USER")]
+    dev_user: Option<String>,
+    #[arg(long, env = "OAUTH_DEV_AUTO_APPROVE")]
+    dev_auto_approve: bool,
+    #[arg(long, env = "OAUTH_TRUSTED_USER_HEADER")]
+    trusted_user_header: Option<String>,
+    #[arg(long, env = "OAUTH_POOL_SIZE")]
+    pool_size: Option<usize>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config, String> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_toml(
+                &std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            )
+            .map_err(|e| format!("{}: {e}", path.display()))?,
+            None => Config::default(),
+        };
+        if let Some(v) = &self.issuer {
+            config.issuer = v.clone();
+        }
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &self.database_url {
+            config.database_url = v.clone();
+        }
+        if !self.keys.is_empty() {
+            config.keys = self
+                .keys
+                .iter()
+                .map(|spec| {
+                    let (alg, path) = spec.split_once(':').ok_or(format!("--key {spec}: expected ALG:PATH"))?;
+                    let alg = <Alg as clap::ValueEnum>::from_str(alg, true).map_err(|e| format!("--key {spec}: {e}"))?;
+                    Ok(KeyConfig { path: path.into(), alg, kid: None })
+                })
+                .collect::<Result<_, String>>()?;
+        }
+        if let Some(v) = &self.login_url {
+            config.login_url = Some(v.clone());
+        }
+        config.dev_mode |= self.dev_mode;
+        config.dev_auto_approve |= self.dev_auto_approve;
+        if let Some(v) = &self.dev_user {
+            config.dev_user = Some(v.clone());
+        }
+        if let Some(v) = &self.trusted_user_header {
+            config.trusted_user_header = Some(v.clone());
+        }
+        if let Some(v) = self.pool_size {
+            config.pool_size = v;
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the OAuth/OIDC endpoints.
+    Serve(ConfigArgs),
+    /// Signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Clients, through the application/admin SQL functions.
+    Client {
+        /// An administrator's connection string (member of oauth_admin, or the extension owner).
+        #[arg(long, env = "OAUTH_ADMIN_DATABASE_URL")]
+        admin_database_url: String,
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Create or upgrade the extension and set the issuer (as an administrator).
+    Migrate {
+        #[arg(long, env = "OAUTH_ADMIN_DATABASE_URL")]
+        admin_database_url: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new private key (PKCS#8 PEM, mode 0600).
+    Generate {
+        #[arg(long, value_enum, default_value = "RS256")]
+        alg: Alg,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        #[arg(long = "scope", default_values = ["mcp"])]
+        scopes: Vec<String>,
+        /// A public client (PKCE only, no secret).
+        #[arg(long)]
+        public: bool,
+        #[arg(long, default_value = "web")]
+        application_type: String,
+    },
+    List,
+    Delete {
+        client_id: String,
+    },
+}
+
+async fn admin(url: &str) -> Result<tokio_postgres::Client, String> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(|e| format!("connect: {e}"))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+fn db_error(e: tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string())
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.load()?;
+            let app = oauth_gateway::build(config).await?;
+            let handle = oauth_gateway::serve(app.clone()).await?;
+            tracing::info!(addr = %handle.addr, issuer = %app.config.issuer, "oauth-gateway listening");
+            println!("oauth-gateway listening on http://{} (issuer {})", handle.addr, app.config.issuer);
+            shutdown_signal().await;
+            tracing::info!("shutting down: draining in-flight requests");
+            handle.shutdown(std::time::Duration::from_secs(10)).await;
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Generate { alg, out } } => {
+            let pem = generate_pem(alg)?;
+            write_private(&out, pem.as_bytes())?;
+            println!("wrote {} key to {}", alg.name(), out.display());
+            Ok(())
+        }
+        Command::Migrate { admin_database_url, config } => {
+            let config = config.load()?;
+            let db = admin(&admin_database_url).await?;
+            db.batch_execute("CREATE EXTENSION IF NOT EXISTS oauth_provider; ALTER EXTENSION oauth_provider UPDATE;")
+                .await
+                .map_err(db_error)?;
+            db.execute("SELECT oauth.configure(issuer => $1)", &[&config.issuer]).await.map_err(db_error)?;
+            println!("oauth_provider is installed and its issuer is {}", config.issuer);
+            Ok(())
+        }
+        Command::Client { admin_database_url, command } => {
+            let db = admin(&admin_database_url).await?;
+            match command {
+                ClientCommand::Create { name, redirect_uris, scopes, public, application_type } => {
+                    let method = if public { "none" } else { "client_secret_basic" };
+                    let row = db
+                        .query_one(
+                            "SELECT client_id, client_secret FROM oauth.create_client($1, $2, $3, $4, application_type => $5)",
+                            &[&name, &redirect_uris, &scopes, &method, &application_type],
+                        )
+                        .await
+                        .map_err(db_error)?;
+                    let id: String = row.get(0);
+                    let secret: Option<String> = row.get(1);
+                    println!("client_id={id}");
+                    if let Some(secret) = secret {
+                        println!("client_secret={secret}");
+                    }
+                }
+                ClientCommand::List => {
+                    for row in db
+                        .query("SELECT client_id, client_name, token_endpoint_auth_method FROM oauth.list_clients()", &[])
+                        .await
+                        .map_err(db_error)?
+                    {
+                        println!("{}\t{}\t{}", row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, String>(2));
+                    }
+                }
+                ClientCommand::Delete { client_id } => {
+                    let deleted: bool =
+                        db.query_one("SELECT oauth.delete_client($1)", &[&client_id]).await.map_err(db_error)?.get(0);
+                    println!("{}", if deleted { "deleted" } else { "no such client" });
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, contents: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(contents).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "oauth_gateway=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("oauth-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

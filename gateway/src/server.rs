@@ -1,0 +1,146 @@
+//! Building the gateway and serving HTTP/1.1 with bounded header reads and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ring::hmac;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::db::Db;
+use crate::keys::{KeySet, SigningKey};
+
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, lets in-flight requests finish (up to `grace`), then returns.
+    pub async fn shutdown(mut self, grace: Duration) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(grace + Duration::from_secs(1), &mut self.done).await;
+    }
+
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+pub fn load_keys(config: &Config) -> Result<KeySet, String> {
+    let keys = config
+        .keys
+        .iter()
+        .map(|k| SigningKey::from_file(&k.path, k.alg, k.kid.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() {
+        return Err("no signing keys configured".into());
+    }
+    Ok(KeySet { keys })
+}
+
+async fn read_settings(db: &Db) -> Option<Value> {
+    db.call("SELECT oauth.settings()", &[]).await.ok()
+}
+
+pub async fn build(config: Config) -> Result<Arc<App>, String> {
+    config.validate()?;
+    let keys = load_keys(&config)?;
+    let db = Db::connect(&config.database_url, config.pool_size, config.pool_wait)?;
+    let settings = read_settings(&db).await;
+    if let Some(settings) = &settings {
+        let db_issuer = settings["issuer"].as_str().unwrap_or_default();
+        if db_issuer != config.issuer {
+            return Err(format!(
+                "the database's issuer is {db_issuer:?} but this gateway's is {:?}; run `oauth-gateway migrate` \
+                 or SELECT oauth.configure(issuer => ...)",
+                config.issuer
+            ));
+        }
+    } else {
+        tracing::warn!("database unreachable at start-up; serving and retrying in the background");
+    }
+    let csrf_seed = keys.signing().sign(b"oauth-gateway consent CSRF key v1");
+    let csrf_key = hmac::Key::new(hmac::HMAC_SHA256, &ring::digest::digest(&ring::digest::SHA256, &csrf_seed).as_ref().to_vec());
+    Ok(Arc::new(App {
+        config,
+        keys,
+        db,
+        settings: std::sync::RwLock::new(settings.unwrap_or(Value::Null)),
+        csrf_key,
+    }))
+}
+
+pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
+    let listener = TcpListener::bind(app.config.listen).await.map_err(|e| format!("bind {}: {e}", app.config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (tx, mut rx) = oneshot::channel::<()>();
+    let refresher = tokio::spawn(refresh_settings(app.clone()));
+    let done = tokio::spawn(async move {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let _ = stream.set_nodelay(true);
+                    let app = app.clone();
+                    let service = service_fn(move |req| {
+                        let app = app.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(app, req, peer).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(10))
+                        .max_buf_size(64 * 1024)
+                        .serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                _ = &mut rx => break,
+            }
+        }
+        drop(listener);
+        refresher.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    });
+    Ok(ServerHandle { addr, shutdown: Some(tx), done })
+}
+
+async fn refresh_settings(app: Arc<App>) {
+    loop {
+        let missing = app.settings.read().expect("settings lock").is_null();
+        tokio::time::sleep(Duration::from_secs(if missing { 2 } else { 30 })).await;
+        if let Some(settings) = read_settings(&app.db).await {
+            *app.settings.write().expect("settings lock") = settings;
+        }
+    }
+}
+
+async fn handle(app: Arc<App>, req: crate::http::Req, peer: SocketAddr) -> crate::http::Resp {
+    let request_id = uuid::Uuid::new_v4();
+    // The path only: query strings carry codes and states, which stay out of logs.
+    let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path(), %peer);
+    async move {
+        let started = Instant::now();
+        let mut resp = crate::endpoints::dispatch(&app, req).await;
+        if let Ok(value) = request_id.to_string().parse() {
+            resp.headers_mut().insert("x-request-id", value);
+        }
+        tracing::info!(status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "served");
+        resp
+    }
+    .instrument(span)
+    .await
+}
