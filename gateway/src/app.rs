@@ -23,13 +23,19 @@ pub struct App {
 
 impl App {
     pub fn registration_enabled(&self) -> bool {
-        self.settings.read().expect("settings lock")["registration_enabled"].as_bool().unwrap_or(false)
+        self.settings.read().expect("settings lock")["registration_enabled"]
+            .as_bool()
+            .unwrap_or(false)
     }
 
     pub fn scopes_supported(&self) -> Vec<String> {
         self.settings.read().expect("settings lock")["scopes_supported"]
             .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

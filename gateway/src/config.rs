@@ -53,7 +53,8 @@ impl Default for Config {
         Self {
             issuer: "http://127.0.0.1:8080".into(),
             listen: "127.0.0.1:8080".parse().expect("literal address"),
-            database_url: "host=127.0.0.1 port=54315 user=oauth_gateway_login dbname=oauth_dev".into(),
+            database_url: "host=127.0.0.1 port=54315 user=oauth_gateway_login dbname=oauth_dev"
+                .into(),
             pool_size: 32,
             pool_wait: Duration::from_secs(2),
             keys: Vec::new(),
@@ -84,7 +85,9 @@ impl Config {
             return Err("issuer must be https (or loopback, or dev_mode)".into());
         }
         if self.keys.is_empty() {
-            return Err("at least one signing key is required (oauth-gateway keys generate)".into());
+            return Err(
+                "at least one signing key is required (oauth-gateway keys generate)".into(),
+            );
         }
         if (self.dev_user.is_some() || self.dev_auto_approve) && !self.dev_mode {
             return Err("dev_user and dev_auto_approve require dev_mode".into());

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
+};
 use serde_json::Value;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
@@ -20,18 +22,30 @@ pub struct Db {
 
 impl Db {
     pub fn connect(database_url: &str, pool_size: usize, wait: Duration) -> Result<Self, String> {
-        let mut pg: tokio_postgres::Config = database_url.parse().map_err(|e| format!("database_url: {e}"))?;
+        let mut pg: tokio_postgres::Config = database_url
+            .parse()
+            .map_err(|e| format!("database_url: {e}"))?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(2));
         }
         if pg.get_application_name().is_none() {
             pg.application_name("oauth-gateway");
         }
-        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
-            .timeouts(Timeouts { wait: Some(wait), create: Some(Duration::from_secs(2)), recycle: Some(wait) })
+            .timeouts(Timeouts {
+                wait: Some(wait),
+                create: Some(Duration::from_secs(2)),
+                recycle: Some(wait),
+            })
             .build()
             .map_err(|e| format!("database pool: {e}"))?;
         Ok(Self { pool })
@@ -39,15 +53,26 @@ impl Db {
 
     /// Calls `sql` (one statement returning one jsonb value) and returns that value as-is:
     /// expected failures are in it as `{"error", ...}`.
-    pub async fn call(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, OAuthError> {
+    pub async fn call(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Value, OAuthError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let statement = client.prepare_cached(sql).await.map_err(query_error)?;
-        let row = client.query_one(&statement, params).await.map_err(query_error)?;
+        let row = client
+            .query_one(&statement, params)
+            .await
+            .map_err(query_error)?;
         row.try_get::<_, Value>(0).map_err(query_error)
     }
 
     /// Like `call`, but an `{"error"}` result becomes `Err`.
-    pub async fn call_ok(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, OAuthError> {
+    pub async fn call_ok(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Value, OAuthError> {
         let value = self.call(sql, params).await?;
         match OAuthError::from_sql_result(&value) {
             Some(error) => Err(error),
@@ -83,7 +108,11 @@ fn query_error(error: tokio_postgres::Error) -> OAuthError {
             tracing::warn!(sqlstate = code, "database unavailable");
             return OAuthError::unavailable();
         }
-        tracing::error!(sqlstate = code, message = db.message(), "unexpected database error");
+        tracing::error!(
+            sqlstate = code,
+            message = db.message(),
+            "unexpected database error"
+        );
         return OAuthError::server_error();
     }
     if error.is_closed() || error.to_string().contains("connection") {

@@ -14,7 +14,11 @@ pub struct OAuthError {
 
 impl OAuthError {
     pub fn new(code: &str, description: impl Into<String>) -> Self {
-        Self { code: code.to_owned(), description: description.into(), basic_challenge: false }
+        Self {
+            code: code.to_owned(),
+            description: description.into(),
+            basic_challenge: false,
+        }
     }
 
     pub fn invalid_request(description: impl Into<String>) -> Self {
@@ -22,17 +26,26 @@ impl OAuthError {
     }
 
     pub fn unavailable() -> Self {
-        Self::new("temporarily_unavailable", "the authorization server is temporarily unavailable")
+        Self::new(
+            "temporarily_unavailable",
+            "the authorization server is temporarily unavailable",
+        )
     }
 
     pub fn server_error() -> Self {
-        Self::new("server_error", "the authorization server encountered an unexpected condition")
+        Self::new(
+            "server_error",
+            "the authorization server encountered an unexpected condition",
+        )
     }
 
     /// The extension's expected-failure object `{"error", "error_description"}`, if `value` is one.
     pub fn from_sql_result(value: &Value) -> Option<Self> {
         let code = value.get("error")?.as_str()?;
-        let description = value.get("error_description").and_then(Value::as_str).unwrap_or("");
+        let description = value
+            .get("error_description")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         Some(Self::new(code, description))
     }
 

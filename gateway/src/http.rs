@@ -18,10 +18,12 @@ pub type Resp = Response<Full<Bytes>>;
 pub async fn read_body(req: Req, limit: usize) -> Result<Bytes, OAuthError> {
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(OAuthError::invalid_request(format!("request body exceeds {limit} bytes")))
-        }
-        Err(_) => Err(OAuthError::invalid_request("request body could not be read")),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(OAuthError::invalid_request(
+            format!("request body exceeds {limit} bytes"),
+        )),
+        Err(_) => Err(OAuthError::invalid_request(
+            "request body could not be read",
+        )),
     }
 }
 
@@ -46,7 +48,11 @@ impl Params {
     /// One parameter: absent, or present once (RFC 6749 §3.1: parameters must not repeat).
     /// An empty value counts as absent (§3.1: "treated as if they were omitted").
     pub fn single(&self, name: &str) -> Result<Option<&str>, OAuthError> {
-        let mut values = self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let mut values = self
+            .0
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str());
         let first = values.next();
         if values.next().is_some() {
             return Err(OAuthError::invalid_request(format!("{name} is repeated")));
@@ -55,7 +61,8 @@ impl Params {
     }
 
     pub fn required(&self, name: &str) -> Result<&str, OAuthError> {
-        self.single(name)?.ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
+        self.single(name)?
+            .ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
     }
 
     /// As JSON for the extension: a name maps to its value, or to an array when repeated, so the
@@ -81,10 +88,15 @@ impl Params {
 /// The form body of a POST, which must be `application/x-www-form-urlencoded`.
 pub async fn read_form(req: Req, limit: usize) -> Result<(HeaderMap, Params), OAuthError> {
     let headers = req.headers().clone();
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"));
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
     }
     let body = read_body(req, limit).await?;
     Ok((headers, Params::parse(&body)?))
@@ -98,21 +110,37 @@ pub struct ClientCredentials {
 
 /// Client authentication per RFC 6749 §2.3.1: HTTP Basic (form-encoded id and secret) or the
 /// body; never both. A public client sends only `client_id`.
-pub fn client_credentials(headers: &HeaderMap, params: &Params) -> Result<ClientCredentials, OAuthError> {
+pub fn client_credentials(
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<ClientCredentials, OAuthError> {
     let body_id = params.single("client_id")?;
     let body_secret = params.single("client_secret")?;
-    let basic = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-        let (scheme, rest) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("basic").then(|| rest.trim())
-    });
-    let invalid_client = |d: &str| OAuthError { basic_challenge: true, ..OAuthError::new("invalid_client", d) };
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("basic").then(|| rest.trim())
+        });
+    let invalid_client = |d: &str| OAuthError {
+        basic_challenge: true,
+        ..OAuthError::new("invalid_client", d)
+    };
     if let Some(encoded) = basic {
         if body_secret.is_some() {
-            return Err(OAuthError::invalid_request("use one client authentication method, not two"));
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not two",
+            ));
         }
-        let decoded = STANDARD.decode(encoded).map_err(|_| invalid_client("malformed Basic credentials"))?;
-        let decoded = String::from_utf8(decoded).map_err(|_| invalid_client("malformed Basic credentials"))?;
-        let (id, secret) = decoded.split_once(':').ok_or_else(|| invalid_client("malformed Basic credentials"))?;
+        let decoded = STANDARD
+            .decode(encoded)
+            .map_err(|_| invalid_client("malformed Basic credentials"))?;
+        let decoded = String::from_utf8(decoded)
+            .map_err(|_| invalid_client("malformed Basic credentials"))?;
+        let (id, secret) = decoded
+            .split_once(':')
+            .ok_or_else(|| invalid_client("malformed Basic credentials"))?;
         let decode = |s: &str| -> Result<String, OAuthError> {
             let joined: String = form_urlencoded::parse(format!("x={s}").as_bytes())
                 .next()
@@ -125,9 +153,15 @@ pub fn client_credentials(headers: &HeaderMap, params: &Params) -> Result<Client
         };
         let id = decode(id)?;
         if body_id.is_some_and(|b| b != id) {
-            return Err(OAuthError::invalid_request("client_id in the body differs from the Basic credentials"));
+            return Err(OAuthError::invalid_request(
+                "client_id in the body differs from the Basic credentials",
+            ));
         }
-        return Ok(ClientCredentials { client_id: id, secret: Some(decode(secret)?), via_basic: true });
+        return Ok(ClientCredentials {
+            client_id: id,
+            secret: Some(decode(secret)?),
+            via_basic: true,
+        });
     }
     match body_id {
         Some(id) => Ok(ClientCredentials {
@@ -143,7 +177,10 @@ pub fn client_credentials(headers: &HeaderMap, params: &Params) -> Result<Client
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn base(status: StatusCode) -> hyper::http::response::Builder {
@@ -160,18 +197,24 @@ pub fn json(status: StatusCode, body: &Value) -> Resp {
 /// JSON that must never be cached: token, introspection, registration and every OAuth error.
 pub fn json_no_store(status: StatusCode, body: &Value) -> Resp {
     let mut resp = json(status, body);
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
 }
 
 pub fn error(err: &OAuthError) -> Resp {
     let mut resp = json_no_store(err.status(), &err.body());
     if err.basic_challenge && err.status() == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"oauth\""));
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"oauth\""),
+        );
     }
     if err.status() == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
 }
@@ -188,7 +231,10 @@ pub fn redirect(location: &str, status: StatusCode) -> Resp {
 }
 
 pub fn empty(status: StatusCode) -> Resp {
-    base(status).header(header::CACHE_CONTROL, "no-store").body(Full::new(Bytes::new())).expect("static response parts")
+    base(status)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::new()))
+        .expect("static response parts")
 }
 
 /// HTML for the browser-facing endpoints (authorize errors, consent): never framed, never cached.
@@ -252,7 +298,10 @@ mod tests {
     fn basic_credentials_are_form_decoded() {
         let mut headers = HeaderMap::new();
         let encoded = STANDARD.encode("my%20client:s%3Acret");
-        headers.insert(header::AUTHORIZATION, format!("Basic {encoded}").parse().unwrap());
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Basic {encoded}").parse().unwrap(),
+        );
         let creds = client_credentials(&headers, &Params::default()).unwrap();
         assert_eq!(creds.client_id, "my client");
         assert_eq!(creds.secret.as_deref(), Some("s:cret"));

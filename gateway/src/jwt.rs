@@ -35,7 +35,11 @@ pub fn sign(key: &SigningKey, typ: &str, claims: &Value) -> String {
 /// openid-client agree).
 pub fn at_hash(alg: crate::keys::Alg, access_token: &str) -> String {
     let digest: Vec<u8> = match alg {
-        crate::keys::Alg::EdDSA => ring::digest::digest(&ring::digest::SHA512, access_token.as_bytes()).as_ref().to_vec(),
+        crate::keys::Alg::EdDSA => {
+            ring::digest::digest(&ring::digest::SHA512, access_token.as_bytes())
+                .as_ref()
+                .to_vec()
+        }
         _ => Sha256::digest(access_token.as_bytes()).to_vec(),
     };
     URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
@@ -50,10 +54,15 @@ impl Verifier<Vec<u8>> for RingVerifier {
     fn verify(&self, msg: &[u8], signature: &Vec<u8>) -> Result<(), SignatureError> {
         let outcome = match (self.alg, self.key.kind()) {
             (Algorithm::RS256, DecodingKeyKind::RsaModulusExponent { n, e }) => {
-                ring_sig::RsaPublicKeyComponents { n, e }.verify(&ring_sig::RSA_PKCS1_2048_8192_SHA256, msg, signature)
+                ring_sig::RsaPublicKeyComponents { n, e }.verify(
+                    &ring_sig::RSA_PKCS1_2048_8192_SHA256,
+                    msg,
+                    signature,
+                )
             }
             (Algorithm::ES256, DecodingKeyKind::SecretOrDer(point)) => {
-                UnparsedPublicKey::new(&ring_sig::ECDSA_P256_SHA256_FIXED, point).verify(msg, signature)
+                UnparsedPublicKey::new(&ring_sig::ECDSA_P256_SHA256_FIXED, point)
+                    .verify(msg, signature)
             }
             (Algorithm::EdDSA, DecodingKeyKind::SecretOrDer(public)) => {
                 UnparsedPublicKey::new(&ring_sig::ED25519, public).verify(msg, signature)
@@ -84,17 +93,24 @@ impl JwtSigner for NoSigner {
     }
 }
 
-fn verifier_factory(alg: &Algorithm, key: &DecodingKey) -> jsonwebtoken::errors::Result<Box<dyn JwtVerifier>> {
+fn verifier_factory(
+    alg: &Algorithm,
+    key: &DecodingKey,
+) -> jsonwebtoken::errors::Result<Box<dyn JwtVerifier>> {
     // Asymmetric algorithms only: HS* with a public key as the secret is the classic confusion attack.
     match alg {
-        Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA => {
-            Ok(Box::new(RingVerifier { alg: *alg, key: key.clone() }))
-        }
+        Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA => Ok(Box::new(RingVerifier {
+            alg: *alg,
+            key: key.clone(),
+        })),
         _ => Err(JwtError::from(ErrorKind::InvalidAlgorithm)),
     }
 }
 
-fn signer_factory(_: &Algorithm, _: &EncodingKey) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
+fn signer_factory(
+    _: &Algorithm,
+    _: &EncodingKey,
+) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
     // Signing goes through `sign` with keys parsed once; jsonwebtoken never signs here.
     Ok(Box::new(NoSigner))
 }
@@ -140,21 +156,35 @@ pub struct Expectations<'a> {
 
 /// Verifies an RFC 9068 access token against `keys`: `typ` at+jwt, a known `kid`, an allowed
 /// asymmetric algorithm, signature, `iss`, `aud`, `exp`. Returns its claims.
-pub fn verify_access_token(token: &str, keys: &KeySet, expect: &Expectations) -> Result<Value, VerifyError> {
+pub fn verify_access_token(
+    token: &str,
+    keys: &KeySet,
+    expect: &Expectations,
+) -> Result<Value, VerifyError> {
     install_provider();
     if token.len() > 8192 || token.split('.').count() != 3 {
         return Err(VerifyError::Malformed);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
-    if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA)
-        || !expect.algorithms.contains(&header.alg)
+    if !matches!(
+        header.alg,
+        Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA
+    ) || !expect.algorithms.contains(&header.alg)
     {
         return Err(VerifyError::AlgorithmNotAllowed);
     }
-    if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("at+jwt")) {
+    if !header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+    {
         return Err(VerifyError::WrongType);
     }
-    let key = header.kid.as_deref().and_then(|kid| keys.find(kid)).ok_or(VerifyError::UnknownKey)?;
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(|kid| keys.find(kid))
+        .ok_or(VerifyError::UnknownKey)?;
     if key.alg.jsonwebtoken() != header.alg {
         return Err(VerifyError::AlgorithmNotAllowed);
     }
@@ -181,7 +211,11 @@ mod tests {
     use crate::keys::{Alg, generate_pem};
 
     fn keyset(alg: Alg) -> KeySet {
-        KeySet { keys: vec![SigningKey::from_pem(generate_pem(alg).unwrap().as_bytes(), alg, None).unwrap()] }
+        KeySet {
+            keys: vec![
+                SigningKey::from_pem(generate_pem(alg).unwrap().as_bytes(), alg, None).unwrap(),
+            ],
+        }
     }
 
     fn claims(exp_offset: i64) -> Value {
@@ -200,8 +234,14 @@ mod tests {
                 algorithms: &[Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
                 validate_exp: true,
             };
-            assert_eq!(verify_access_token(&token, &keys, &expect).unwrap()["sub"], "alice");
-            let wrong_aud = Expectations { audience: Some("https://other.example"), ..expect };
+            assert_eq!(
+                verify_access_token(&token, &keys, &expect).unwrap()["sub"],
+                "alice"
+            );
+            let wrong_aud = Expectations {
+                audience: Some("https://other.example"),
+                ..expect
+            };
             assert!(verify_access_token(&token, &keys, &wrong_aud).is_err());
         }
     }
@@ -216,18 +256,30 @@ mod tests {
             validate_exp: true,
         };
         let expired = sign(keys.signing(), "at+jwt", &claims(-3600));
-        assert_eq!(verify_access_token(&expired, &keys, &expect), Err(VerifyError::Expired));
+        assert_eq!(
+            verify_access_token(&expired, &keys, &expect),
+            Err(VerifyError::Expired)
+        );
         let untyped = sign(keys.signing(), "JWT", &claims(60));
-        assert_eq!(verify_access_token(&untyped, &keys, &expect), Err(VerifyError::WrongType));
+        assert_eq!(
+            verify_access_token(&untyped, &keys, &expect),
+            Err(VerifyError::WrongType)
+        );
         let good = sign(keys.signing(), "at+jwt", &claims(60));
         let mut parts: Vec<&str> = good.split('.').collect();
         let forged_claims = URL_SAFE_NO_PAD.encode(claims(600).to_string());
         parts[1] = &forged_claims;
         assert!(verify_access_token(&parts.join("."), &keys, &expect).is_err());
-        let hs_header = URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "at+jwt", "kid": keys.signing().kid}).to_string());
-        let none_header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "at+jwt"}).to_string());
+        let hs_header = URL_SAFE_NO_PAD.encode(
+            json!({"alg": "HS256", "typ": "at+jwt", "kid": keys.signing().kid}).to_string(),
+        );
+        let none_header =
+            URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "at+jwt"}).to_string());
         for header in [hs_header, none_header] {
-            let token = format!("{header}.{}.", URL_SAFE_NO_PAD.encode(claims(60).to_string()));
+            let token = format!(
+                "{header}.{}.",
+                URL_SAFE_NO_PAD.encode(claims(60).to_string())
+            );
             assert!(verify_access_token(&token, &keys, &expect).is_err());
         }
     }

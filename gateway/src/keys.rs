@@ -86,13 +86,19 @@ impl SigningKey {
             Alg::EdDSA => {
                 let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
                     .map_err(|e| format!("not an Ed25519 PKCS#8 private key: {e}"))?;
-                let jwk = json!({ "crv": "Ed25519", "kty": "OKP", "x": b64(pair.public_key().as_ref()) });
+                let jwk =
+                    json!({ "crv": "Ed25519", "kty": "OKP", "x": b64(pair.public_key().as_ref()) });
                 (Pair::Ed(pair), jwk)
             }
         };
         // serde_json's map is ordered, so this is RFC 7638's lexicographic member order.
         let kid = kid.unwrap_or_else(|| b64(&Sha256::digest(public_jwk.to_string().as_bytes())));
-        Ok(Self { kid, alg, pair, public_jwk })
+        Ok(Self {
+            kid,
+            alg,
+            pair,
+            public_jwk,
+        })
     }
 
     pub fn from_file(path: &Path, alg: Alg, kid: Option<String>) -> Result<Self, String> {
@@ -109,7 +115,11 @@ impl SigningKey {
                     .expect("RSA signing with a validated key");
                 sig
             }
-            Pair::Ec(pair) => pair.sign(&rng, message).expect("ECDSA signing with a validated key").as_ref().to_vec(),
+            Pair::Ec(pair) => pair
+                .sign(&rng, message)
+                .expect("ECDSA signing with a validated key")
+                .as_ref()
+                .to_vec(),
             Pair::Ed(pair) => pair.sign(message).as_ref().to_vec(),
         }
     }
@@ -161,12 +171,19 @@ pub fn generate_pem(alg: Alg) -> Result<String, String> {
             .map_err(|e| e.to_string())?
             .as_ref()
             .to_vec(),
-        Alg::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| e.to_string())?.as_ref().to_vec(),
+        Alg::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|e| e.to_string())?
+            .as_ref()
+            .to_vec(),
         Alg::RS256 => {
             // ring cannot generate RSA keys; the RustCrypto `rsa` crate can, from the OS RNG.
             use rsa::pkcs8::EncodePrivateKey;
-            let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| e.to_string())?;
-            key.to_pkcs8_der().map_err(|e| e.to_string())?.as_bytes().to_vec()
+            let key =
+                rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| e.to_string())?;
+            key.to_pkcs8_der()
+                .map_err(|e| e.to_string())?
+                .as_bytes()
+                .to_vec()
         }
     };
     Ok(pem::encode(&pem::Pem::new("PRIVATE KEY", der)))
@@ -184,7 +201,18 @@ mod tests {
             assert_eq!(key.kid.len(), 43, "thumbprint kid");
             assert!(!key.sign(b"message").is_empty());
             assert_eq!(key.jwk()["alg"], alg.name());
-            assert!(SigningKey::from_pem(pem.as_bytes(), if alg == Alg::ES256 { Alg::EdDSA } else { Alg::ES256 }, None).is_err());
+            assert!(
+                SigningKey::from_pem(
+                    pem.as_bytes(),
+                    if alg == Alg::ES256 {
+                        Alg::EdDSA
+                    } else {
+                        Alg::ES256
+                    },
+                    None
+                )
+                .is_err()
+            );
         }
     }
 }

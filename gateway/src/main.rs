@@ -10,7 +10,10 @@ use oauth_gateway::keys::{Alg, generate_pem};
 use tokio_postgres::NoTls;
 
 #[derive(Parser)]
-#[command(version, about = "OAuth 2.1 / OpenID Connect gateway for the oauth_provider PostgreSQL extension")]
+#[command(
+    version,
+    about = "OAuth 2.1 / OpenID Connect gateway for the oauth_provider PostgreSQL extension"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,9 +71,16 @@ impl ConfigArgs {
                 .keys
                 .iter()
                 .map(|spec| {
-                    let (alg, path) = spec.split_once(':').ok_or(format!("--key {spec}: expected ALG:PATH"))?;
-                    let alg = <Alg as clap::ValueEnum>::from_str(alg, true).map_err(|e| format!("--key {spec}: {e}"))?;
-                    Ok(KeyConfig { path: path.into(), alg, kid: None })
+                    let (alg, path) = spec
+                        .split_once(':')
+                        .ok_or(format!("--key {spec}: expected ALG:PATH"))?;
+                    let alg = <Alg as clap::ValueEnum>::from_str(alg, true)
+                        .map_err(|e| format!("--key {spec}: {e}"))?;
+                    Ok(KeyConfig {
+                        path: path.into(),
+                        alg,
+                        kid: None,
+                    })
                 })
                 .collect::<Result<_, String>>()?;
         }
@@ -151,13 +161,17 @@ enum ClientCommand {
 }
 
 async fn admin(url: &str) -> Result<tokio_postgres::Client, String> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(|e| format!("connect: {e}"))?;
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     tokio::spawn(connection);
     Ok(client)
 }
 
 fn db_error(e: tokio_postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string())
+    e.as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string())
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
@@ -167,29 +181,45 @@ async fn run(cli: Cli) -> Result<(), String> {
             let app = oauth_gateway::build(config).await?;
             let handle = oauth_gateway::serve(app.clone()).await?;
             tracing::info!(addr = %handle.addr, issuer = %app.config.issuer, "oauth-gateway listening");
-            println!("oauth-gateway listening on http://{} (issuer {})", handle.addr, app.config.issuer);
+            println!(
+                "oauth-gateway listening on http://{} (issuer {})",
+                handle.addr, app.config.issuer
+            );
             shutdown_signal().await;
             tracing::info!("shutting down: draining in-flight requests");
             handle.shutdown(std::time::Duration::from_secs(10)).await;
             Ok(())
         }
-        Command::Keys { command: KeysCommand::Generate { alg, out } } => {
+        Command::Keys {
+            command: KeysCommand::Generate { alg, out },
+        } => {
             let pem = generate_pem(alg)?;
             write_private(&out, pem.as_bytes())?;
             println!("wrote {} key to {}", alg.name(), out.display());
             Ok(())
         }
-        Command::Migrate { admin_database_url, config } => {
+        Command::Migrate {
+            admin_database_url,
+            config,
+        } => {
             let config = config.load()?;
             let db = admin(&admin_database_url).await?;
             db.batch_execute("CREATE EXTENSION IF NOT EXISTS oauth_provider; ALTER EXTENSION oauth_provider UPDATE;")
                 .await
                 .map_err(db_error)?;
-            db.execute("SELECT oauth.configure(issuer => $1)", &[&config.issuer]).await.map_err(db_error)?;
-            println!("oauth_provider is installed and its issuer is {}", config.issuer);
+            db.execute("SELECT oauth.configure(issuer => $1)", &[&config.issuer])
+                .await
+                .map_err(db_error)?;
+            println!(
+                "oauth_provider is installed and its issuer is {}",
+                config.issuer
+            );
             Ok(())
         }
-        Command::Client { admin_database_url, command } => {
+        Command::Client {
+            admin_database_url,
+            command,
+        } => {
             let db = admin(&admin_database_url).await?;
             match command {
                 ClientCommand::Create { name, redirect_uris, scopes, public, application_type } => {
@@ -237,11 +267,13 @@ fn write_private(path: &std::path::Path, contents: &[u8]) -> Result<(), String> 
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.write_all(contents).map_err(|e| format!("{}: {e}", path.display()))
+    file.write_all(contents)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -252,7 +284,8 @@ async fn shutdown_signal() {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "oauth_gateway=info,warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "oauth_gateway=info,warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

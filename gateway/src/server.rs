@@ -71,7 +71,12 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         tracing::warn!("database unreachable at start-up; serving and retrying in the background");
     }
     let csrf_seed = keys.signing().sign(b"oauth-gateway consent CSRF key v1");
-    let csrf_key = hmac::Key::new(hmac::HMAC_SHA256, &ring::digest::digest(&ring::digest::SHA256, &csrf_seed).as_ref().to_vec());
+    let csrf_key = hmac::Key::new(
+        hmac::HMAC_SHA256,
+        &ring::digest::digest(&ring::digest::SHA256, &csrf_seed)
+            .as_ref()
+            .to_vec(),
+    );
     Ok(Arc::new(App {
         config,
         keys,
@@ -82,7 +87,9 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
 }
 
 pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
-    let listener = TcpListener::bind(app.config.listen).await.map_err(|e| format!("bind {}: {e}", app.config.listen))?;
+    let listener = TcpListener::bind(app.config.listen)
+        .await
+        .map_err(|e| format!("bind {}: {e}", app.config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (tx, mut rx) = oneshot::channel::<()>();
     let refresher = tokio::spawn(refresh_settings(app.clone()));
@@ -115,7 +122,11 @@ pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
         refresher.abort();
         let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
     });
-    Ok(ServerHandle { addr, shutdown: Some(tx), done })
+    Ok(ServerHandle {
+        addr,
+        shutdown: Some(tx),
+        done,
+    })
 }
 
 async fn refresh_settings(app: Arc<App>) {
@@ -138,7 +149,11 @@ async fn handle(app: Arc<App>, req: crate::http::Req, peer: SocketAddr) -> crate
         if let Ok(value) = request_id.to_string().parse() {
             resp.headers_mut().insert("x-request-id", value);
         }
-        tracing::info!(status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "served");
+        tracing::info!(
+            status = resp.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "served"
+        );
         resp
     }
     .instrument(span)

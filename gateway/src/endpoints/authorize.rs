@@ -11,14 +11,32 @@ use crate::http::{self, Params, Req, Resp};
 pub async fn handle(app: &App, req: Req) -> Resp {
     let params = match *req.method() {
         Method::GET => Params::parse(req.uri().query().unwrap_or("").as_bytes()),
-        Method::POST => http::read_form(req, app.config.max_body_bytes).await.map(|(_, p)| p),
-        _ => return http::error_page(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", "Use GET or POST."),
+        Method::POST => http::read_form(req, app.config.max_body_bytes)
+            .await
+            .map(|(_, p)| p),
+        _ => {
+            return http::error_page(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+                "Use GET or POST.",
+            );
+        }
     };
     let params = match params {
         Ok(params) => params,
-        Err(e) => return http::error_page(StatusCode::BAD_REQUEST, "Invalid authorization request", &e.description),
+        Err(e) => {
+            return http::error_page(
+                StatusCode::BAD_REQUEST,
+                "Invalid authorization request",
+                &e.description,
+            );
+        }
     };
-    let answer = match app.db.call("SELECT oauth.begin_authorization($1)", &[&params.to_json()]).await {
+    let answer = match app
+        .db
+        .call("SELECT oauth.begin_authorization($1)", &[&params.to_json()])
+        .await
+    {
         Ok(answer) => answer,
         Err(e) => return unavailable_page(&e),
     };
@@ -29,12 +47,21 @@ pub async fn handle(app: &App, req: Req) -> Resp {
             }
         }
         // Never redirect to a URI the extension has not validated: show the error here instead.
-        return http::error_page(StatusCode::BAD_REQUEST, "Invalid authorization request", &error.description);
+        return http::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid authorization request",
+            &error.description,
+        );
     }
     let request_id = answer["request_id"].as_str().unwrap_or_default();
-    let encoded: String = form_urlencoded::Serializer::new(String::new()).append_pair("request_id", request_id).finish();
+    let encoded: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("request_id", request_id)
+        .finish();
     let next = match &app.config.login_url {
-        Some(login_url) => format!("{login_url}{}{encoded}", if login_url.contains('?') { '&' } else { '?' }),
+        Some(login_url) => format!(
+            "{login_url}{}{encoded}",
+            if login_url.contains('?') { '&' } else { '?' }
+        ),
         None => format!("{}?{encoded}", app.config.endpoint("/consent")),
     };
     http::redirect(&next, StatusCode::FOUND)

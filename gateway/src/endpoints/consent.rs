@@ -23,17 +23,31 @@ fn current_user(app: &App, headers: &HeaderMap) -> Option<String> {
             }
         }
     }
-    if app.config.dev_mode { app.config.dev_user.clone() } else { None }
+    if app.config.dev_mode {
+        app.config.dev_user.clone()
+    } else {
+        None
+    }
 }
 
 fn csrf_token(app: &App, request_id: &str, user: &str) -> String {
-    let tag = hmac::sign(&app.csrf_key, format!("consent\0{request_id}\0{user}").as_bytes());
+    let tag = hmac::sign(
+        &app.csrf_key,
+        format!("consent\0{request_id}\0{user}").as_bytes(),
+    );
     URL_SAFE_NO_PAD.encode(tag.as_ref())
 }
 
 fn csrf_valid(app: &App, request_id: &str, user: &str, presented: &str) -> bool {
-    let Ok(tag) = URL_SAFE_NO_PAD.decode(presented) else { return false };
-    hmac::verify(&app.csrf_key, format!("consent\0{request_id}\0{user}").as_bytes(), &tag).is_ok()
+    let Ok(tag) = URL_SAFE_NO_PAD.decode(presented) else {
+        return false;
+    };
+    hmac::verify(
+        &app.csrf_key,
+        format!("consent\0{request_id}\0{user}").as_bytes(),
+        &tag,
+    )
+    .is_ok()
 }
 
 fn failure_page(e: &OAuthError) -> Resp {
@@ -53,17 +67,27 @@ async fn issue_code(app: &App, request_id: &str, user: &str) -> Result<String, O
         .db
         .query("SELECT oauth.issue_code($1, $2)", &[&request_id, &user])
         .await?;
-    rows.first().and_then(|r| r.try_get::<_, String>(0).ok()).ok_or_else(OAuthError::server_error)
+    rows.first()
+        .and_then(|r| r.try_get::<_, String>(0).ok())
+        .ok_or_else(OAuthError::server_error)
 }
 
 pub async fn handle(app: &App, req: Req) -> Resp {
     let Some(user) = current_user(app, req.headers()) else {
-        return http::error_page(StatusCode::UNAUTHORIZED, "Sign-in required", "No authenticated user reached the consent page.");
+        return http::error_page(
+            StatusCode::UNAUTHORIZED,
+            "Sign-in required",
+            "No authenticated user reached the consent page.",
+        );
     };
     match *req.method() {
         Method::GET => show(app, req, &user).await,
         Method::POST => decide(app, req, &user).await,
-        _ => http::error_page(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", "Use GET or POST."),
+        _ => http::error_page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+            "Use GET or POST.",
+        ),
     }
 }
 
@@ -103,10 +127,24 @@ async fn show(app: &App, req: Req, user: &str) -> Resp {
     let redirect_uri: String = row.get(3);
     let scopes: Vec<String> = row.get(4);
     let resource: Option<String> = row.get(5);
-    let destination = redirect_host.unwrap_or_else(|| redirect_uri.split(':').next().unwrap_or_default().to_owned());
-    let scope_items: String = scopes.iter().map(|s| format!("<li><code>{}</code></li>", escape_html(s))).collect();
+    let destination = redirect_host.unwrap_or_else(|| {
+        redirect_uri
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    let scope_items: String = scopes
+        .iter()
+        .map(|s| format!("<li><code>{}</code></li>", escape_html(s)))
+        .collect();
     let resource_line = resource
-        .map(|r| format!("<p>for the service <strong>{}</strong></p>", escape_html(&r)))
+        .map(|r| {
+            format!(
+                "<p>for the service <strong>{}</strong></p>",
+                escape_html(&r)
+            )
+        })
         .unwrap_or_default();
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Allow access?</title></head>\
@@ -137,13 +175,23 @@ async fn decide(app: &App, req: Req, user: &str) -> Resp {
         Ok((_, p)) => p,
         Err(e) => return failure_page(&e),
     };
-    let fields = (|| Ok::<_, OAuthError>((params.required("request_id")?, params.required("csrf_token")?, params.required("decision")?)))();
+    let fields = (|| {
+        Ok::<_, OAuthError>((
+            params.required("request_id")?,
+            params.required("csrf_token")?,
+            params.required("decision")?,
+        ))
+    })();
     let (request_id, csrf, decision) = match fields {
         Ok(f) => f,
         Err(e) => return failure_page(&e),
     };
     if !csrf_valid(app, request_id, user, csrf) {
-        return http::error_page(StatusCode::FORBIDDEN, "Request not accepted", "The form was not issued to you for this request.");
+        return http::error_page(
+            StatusCode::FORBIDDEN,
+            "Request not accepted",
+            "The form was not issued to you for this request.",
+        );
     }
     let outcome = match decision {
         "approve" => issue_code(app, request_id, user).await,
@@ -151,8 +199,14 @@ async fn decide(app: &App, req: Req, user: &str) -> Resp {
             .db
             .query("SELECT oauth.deny_authorization($1)", &[&request_id])
             .await
-            .and_then(|rows| rows.first().and_then(|r| r.try_get::<_, String>(0).ok()).ok_or_else(OAuthError::server_error)),
-        _ => Err(OAuthError::invalid_request("decision must be approve or deny")),
+            .and_then(|rows| {
+                rows.first()
+                    .and_then(|r| r.try_get::<_, String>(0).ok())
+                    .ok_or_else(OAuthError::server_error)
+            }),
+        _ => Err(OAuthError::invalid_request(
+            "decision must be approve or deny",
+        )),
     };
     match outcome {
         Ok(location) => http::redirect(&location, StatusCode::SEE_OTHER),

@@ -17,7 +17,9 @@ pub async fn handle(app: &App, req: Req) -> Resp {
 
 async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
     if req.method() != Method::POST {
-        return Err(OAuthError::invalid_request("the introspection endpoint accepts POST only"));
+        return Err(OAuthError::invalid_request(
+            "the introspection endpoint accepts POST only",
+        ));
     }
     let (headers, params) = http::read_form(req, app.config.max_body_bytes).await?;
     let client = http::client_credentials(&headers, &params)?;
@@ -34,20 +36,43 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
             // Still authenticate the caller: an unauthenticated probe learns nothing.
             let none: Option<&str> = None;
             let nil: Option<uuid::Uuid> = None;
-            app.db.call_ok(sql, &[&client.client_id, &client.secret, &none, &nil, &nil]).await.map_err(challenge)?;
+            app.db
+                .call_ok(sql, &[&client.client_id, &client.secret, &none, &nil, &nil])
+                .await
+                .map_err(challenge)?;
             return Ok(json!({ "active": false }));
         };
         let none: Option<&str> = None;
         let live = app
             .db
-            .call_ok(sql, &[&client.client_id, &client.secret, &none, &Some(grant), &family])
+            .call_ok(
+                sql,
+                &[
+                    &client.client_id,
+                    &client.secret,
+                    &none,
+                    &Some(grant),
+                    &family,
+                ],
+            )
             .await
             .map_err(challenge)?;
         if live["active"] != json!(true) || claims["exp"].as_u64().is_none_or(|exp| exp <= now) {
             return Ok(json!({ "active": false }));
         }
         let mut answer = json!({ "active": true, "token_type": "Bearer" });
-        for claim in ["iss", "sub", "aud", "client_id", "scope", "exp", "iat", "jti", "grant_id", "family_id"] {
+        for claim in [
+            "iss",
+            "sub",
+            "aud",
+            "client_id",
+            "scope",
+            "exp",
+            "iat",
+            "jti",
+            "grant_id",
+            "family_id",
+        ] {
             if !claims[claim].is_null() {
                 answer[claim] = claims[claim].clone();
             }
@@ -57,7 +82,10 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
     let nil: Option<uuid::Uuid> = None;
     let live = app
         .db
-        .call_ok(sql, &[&client.client_id, &client.secret, &Some(token), &nil, &nil])
+        .call_ok(
+            sql,
+            &[&client.client_id, &client.secret, &Some(token), &nil, &nil],
+        )
         .await
         .map_err(challenge)?;
     if live["active"] != json!(true) {

@@ -41,12 +41,18 @@ pub fn document(app: &App) -> Value {
 
 pub fn serve_document(app: &App) -> Resp {
     let mut resp = http::json(StatusCode::OK, &document(app));
-    resp.headers_mut().insert(hyper::header::CACHE_CONTROL, "public, max-age=300".parse().expect("literal"));
+    resp.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        "public, max-age=300".parse().expect("literal"),
+    );
     resp
 }
 
 pub fn serve_jwks(app: &App) -> Resp {
     let mut resp = http::json(StatusCode::OK, &app.keys.jwks());
-    resp.headers_mut().insert(hyper::header::CACHE_CONTROL, "public, max-age=300".parse().expect("literal"));
+    resp.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        "public, max-age=300".parse().expect("literal"),
+    );
     resp
 }

@@ -33,7 +33,10 @@ impl Route {
     /// Browser-based MCP clients call these cross-origin; authorize and consent are navigations
     /// and must stay same-origin.
     fn allows_cors(self) -> bool {
-        matches!(self, Route::Metadata | Route::Jwks | Route::Token | Route::Register | Route::Revoke)
+        matches!(
+            self,
+            Route::Metadata | Route::Jwks | Route::Token | Route::Register | Route::Revoke
+        )
     }
 }
 
@@ -73,26 +76,41 @@ fn allowed_origin(app: &App, req: &Req) -> Option<HeaderValue> {
 
 pub async fn dispatch(app: &App, req: Req) -> Resp {
     let Some(route) = route(app, req.uri().path()) else {
-        return http::json_no_store(StatusCode::NOT_FOUND, &json!({"error": "not_found", "error_description": "no such endpoint"}));
+        return http::json_no_store(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not_found", "error_description": "no such endpoint"}),
+        );
     };
-    let cors = if route.allows_cors() { allowed_origin(app, &req) } else { None };
+    let cors = if route.allows_cors() {
+        allowed_origin(app, &req)
+    } else {
+        None
+    };
     if req.method() == Method::OPTIONS && route.allows_cors() {
         let mut resp = http::empty(StatusCode::NO_CONTENT);
         if let Some(origin) = cors {
             let h = resp.headers_mut();
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, OPTIONS"),
+            );
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
                 HeaderValue::from_static("Authorization, Content-Type, MCP-Protocol-Version"),
             );
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
             h.insert(header::VARY, HeaderValue::from_static("Origin"));
         }
         return resp;
     }
     let mut resp = match route {
-        Route::Metadata | Route::Jwks if req.method() != Method::GET && req.method() != Method::HEAD => {
+        Route::Metadata | Route::Jwks
+            if req.method() != Method::GET && req.method() != Method::HEAD =>
+        {
             http::json_no_store(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &json!({"error": "invalid_request", "error_description": "use GET"}),
@@ -109,8 +127,10 @@ pub async fn dispatch(app: &App, req: Req) -> Resp {
         Route::Userinfo => userinfo::handle(app, req).await,
     };
     if let Some(origin) = cors {
-        resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+        resp.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Origin"));
     }
     resp
 }

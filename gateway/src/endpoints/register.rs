@@ -17,7 +17,9 @@ pub async fn handle(app: &App, req: Req) -> Resp {
 
 async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
     if req.method() != Method::POST {
-        return Err(OAuthError::invalid_request("the registration endpoint accepts POST only"));
+        return Err(OAuthError::invalid_request(
+            "the registration endpoint accepts POST only",
+        ));
     }
     let is_json = req
         .headers()
@@ -26,10 +28,18 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
         .and_then(|v| v.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
-        return Err(OAuthError::invalid_request("the registration request must be application/json"));
+        return Err(OAuthError::invalid_request(
+            "the registration request must be application/json",
+        ));
     }
     let body = http::read_body(req, app.config.max_body_bytes).await?;
-    let metadata: Value = serde_json::from_slice(&body)
-        .map_err(|_| OAuthError::new("invalid_client_metadata", "the request body is not valid JSON"))?;
-    app.db.call_ok("SELECT oauth.register_client($1)", &[&metadata]).await
+    let metadata: Value = serde_json::from_slice(&body).map_err(|_| {
+        OAuthError::new(
+            "invalid_client_metadata",
+            "the request body is not valid JSON",
+        )
+    })?;
+    app.db
+        .call_ok("SELECT oauth.register_client($1)", &[&metadata])
+        .await
 }

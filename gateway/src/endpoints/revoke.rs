@@ -13,7 +13,11 @@ pub fn access_token_ids(app: &App, token: &str) -> Option<(uuid::Uuid, Option<uu
     let expect = crate::jwt::Expectations {
         issuer: &app.config.issuer,
         audience: None,
-        algorithms: &[jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256, jsonwebtoken::Algorithm::EdDSA],
+        algorithms: &[
+            jsonwebtoken::Algorithm::RS256,
+            jsonwebtoken::Algorithm::ES256,
+            jsonwebtoken::Algorithm::EdDSA,
+        ],
         validate_exp: false,
     };
     let claims = crate::jwt::verify_access_token(token, &app.keys, &expect).ok()?;
@@ -31,7 +35,9 @@ pub async fn handle(app: &App, req: Req) -> Resp {
 
 async fn respond(app: &App, req: Req) -> Result<(), OAuthError> {
     if req.method() != Method::POST {
-        return Err(OAuthError::invalid_request("the revocation endpoint accepts POST only"));
+        return Err(OAuthError::invalid_request(
+            "the revocation endpoint accepts POST only",
+        ));
     }
     let (headers, params) = http::read_form(req, app.config.max_body_bytes).await?;
     let client = http::client_credentials(&headers, &params)?;

@@ -6,7 +6,11 @@ use crate::app::App;
 use crate::error::OAuthError;
 use crate::http::{ClientCredentials, Params};
 
-pub async fn exchange(app: &App, client: &ClientCredentials, params: &Params) -> Result<Value, OAuthError> {
+pub async fn exchange(
+    app: &App,
+    client: &ClientCredentials,
+    params: &Params,
+) -> Result<Value, OAuthError> {
     let code = params.required("code")?;
     let verifier = params.required("code_verifier")?;
     let redirect_uri = params.single("redirect_uri")?;
@@ -15,7 +19,14 @@ pub async fn exchange(app: &App, client: &ClientCredentials, params: &Params) ->
         .db
         .call_ok(
             "SELECT oauth.exchange_code($1, $2, $3, $4, $5, $6)",
-            &[&client.client_id, &client.secret, &code, &verifier, &redirect_uri, &resource],
+            &[
+                &client.client_id,
+                &client.secret,
+                &code,
+                &verifier,
+                &redirect_uri,
+                &resource,
+            ],
         )
         .await?;
     Ok(super::token_response(app, &issued, true))

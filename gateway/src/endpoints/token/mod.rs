@@ -21,7 +21,10 @@ pub async fn handle(app: &App, req: Req) -> Resp {
 
 async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
     if req.method() != Method::POST {
-        return Err(OAuthError::new("invalid_request", "the token endpoint accepts POST only"));
+        return Err(OAuthError::new(
+            "invalid_request",
+            "the token endpoint accepts POST only",
+        ));
     }
     let (headers, params) = http::read_form(req, app.config.max_body_bytes).await?;
     let grant_type = params.required("grant_type")?;
@@ -29,7 +32,12 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
     let outcome = match grant_type {
         "authorization_code" => authorization_code::exchange(app, &client, &params).await,
         "refresh_token" => refresh_token::rotate(app, &client, &params).await,
-        _ => return Err(OAuthError::new("unsupported_grant_type", "grant_type must be authorization_code or refresh_token")),
+        _ => {
+            return Err(OAuthError::new(
+                "unsupported_grant_type",
+                "grant_type must be authorization_code or refresh_token",
+            ));
+        }
     };
     outcome.map_err(|e| with_challenge(e, &client))
 }

@@ -6,7 +6,11 @@ use crate::app::App;
 use crate::error::OAuthError;
 use crate::http::{ClientCredentials, Params};
 
-pub async fn rotate(app: &App, client: &ClientCredentials, params: &Params) -> Result<Value, OAuthError> {
+pub async fn rotate(
+    app: &App,
+    client: &ClientCredentials,
+    params: &Params,
+) -> Result<Value, OAuthError> {
     let refresh_token = params.required("refresh_token")?;
     let scope = params.single("scope")?;
     let resource = params.single("resource")?;
@@ -14,7 +18,13 @@ pub async fn rotate(app: &App, client: &ClientCredentials, params: &Params) -> R
         .db
         .call_ok(
             "SELECT oauth.rotate_refresh_token($1, $2, $3, $4, $5)",
-            &[&client.client_id, &client.secret, &refresh_token, &scope, &resource],
+            &[
+                &client.client_id,
+                &client.secret,
+                &refresh_token,
+                &scope,
+                &resource,
+            ],
         )
         .await?;
     Ok(super::token_response(app, &issued, false))
