@@ -132,7 +132,7 @@ enum Command {
 enum KeysCommand {
     /// Write a new private key (PKCS#8 PEM, mode 0600).
     Generate {
-        #[arg(long, value_enum, default_value = "RS256")]
+        #[arg(long, value_enum, ignore_case = true, default_value = "RS256")]
         alg: Alg,
         #[arg(long)]
         out: PathBuf,
