@@ -193,7 +193,11 @@ BEGIN
     -- A rotated token came back. Within the grace window (a client retrying a lost response) it
     -- replaces the family's live token once more, which kills the successor handed out before;
     -- otherwise it is reuse (OAuth 2.1 §4.3.1): revoke the family and the grant.
-    IF family.previous_hash = presented
+    -- The window must be switched on explicitly: a concurrent request whose transaction began
+    -- before the rotation committed carries an earlier now(), so `rotated_at > now - '0'` alone
+    -- would let it rotate a second time instead of counting as reuse.
+    IF (oauth._settings()).refresh_reuse_grace > interval '0'
+       AND family.previous_hash = presented
        AND family.rotated_at > now - (oauth._settings()).refresh_reuse_grace
        AND requested <@ family.scopes
        AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = family.resource) THEN

@@ -4,7 +4,6 @@
 //! them. Rust supplies what SQL does badly: token material from the OS RNG, constant-time
 //! comparison, and URI parsing that must follow RFC 3986 / RFC 8252 exactly.
 
-
 mod pkce;
 mod randomness;
 mod scopes;
@@ -32,8 +31,24 @@ pgrx::extension_sql_file!(
         pkce::pkce_challenge_valid
     ]
 );
-pgrx::extension_sql_file!("../sql/clients.sql", name = "clients", requires = ["internal"]);
-pgrx::extension_sql_file!("../sql/authorize.sql", name = "authorize", requires = ["clients"]);
-pgrx::extension_sql_file!("../sql/tokens.sql", name = "tokens", requires = ["authorize"]);
-pgrx::extension_sql_file!("../sql/revocation.sql", name = "revocation", requires = ["tokens"]);
+pgrx::extension_sql_file!(
+    "../sql/clients.sql",
+    name = "clients",
+    requires = ["internal"]
+);
+pgrx::extension_sql_file!(
+    "../sql/authorize.sql",
+    name = "authorize",
+    requires = ["clients"]
+);
+pgrx::extension_sql_file!(
+    "../sql/tokens.sql",
+    name = "tokens",
+    requires = ["authorize"]
+);
+pgrx::extension_sql_file!(
+    "../sql/revocation.sql",
+    name = "revocation",
+    requires = ["tokens"]
+);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

@@ -44,7 +44,10 @@ mod tests {
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
         assert!(pkce_s256_matches(Some(verifier), Some(challenge)));
-        assert!(!pkce_s256_matches(Some(&verifier.replace('d', "e")), Some(challenge)));
+        assert!(!pkce_s256_matches(
+            Some(&verifier.replace('d', "e")),
+            Some(challenge)
+        ));
         assert!(pkce_challenge_valid(challenge));
     }
 }

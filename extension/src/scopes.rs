@@ -33,7 +33,10 @@ mod tests {
 
     #[test]
     fn scope_syntax_follows_rfc6749_section_3_3() {
-        assert_eq!(parse_scope(Some("mcp openid mcp")), Some(vec!["mcp".into(), "openid".into()]));
+        assert_eq!(
+            parse_scope(Some("mcp openid mcp")),
+            Some(vec!["mcp".into(), "openid".into()])
+        );
         assert_eq!(parse_scope(None), Some(vec![]));
         assert_eq!(parse_scope(Some("")), Some(vec![]));
         for bad in ["mcp  openid", " mcp", "mcp ", "a\"b", "a\\b", "é", "a\tb"] {

@@ -10,7 +10,15 @@ use url::Url;
 const MAX_URI_LEN: usize = 2000;
 const LOOPBACK_HOSTS: [&str; 3] = ["127.0.0.1", "[::1]", "localhost"];
 /// Schemes that execute or read locally instead of navigating to an application.
-const FORBIDDEN_SCHEMES: [&str; 7] = ["javascript", "data", "file", "vbscript", "about", "blob", "filesystem"];
+const FORBIDDEN_SCHEMES: [&str; 7] = [
+    "javascript",
+    "data",
+    "file",
+    "vbscript",
+    "about",
+    "blob",
+    "filesystem",
+];
 
 /// A plain-`http` loopback URI split around its port: `http://127.0.0.1:8123/cb` → (`http://127.0.0.1`, `/cb`).
 fn split_loopback(uri: &str) -> Option<(&str, &str)> {
@@ -152,12 +160,27 @@ mod tests {
     #[test]
     fn loopback_port_may_differ_but_nothing_else() {
         let r = reg(&["http://127.0.0.1/callback", "https://app.example/cb"]);
-        assert!(redirect_uri_allowed(r.clone(), "http://127.0.0.1:53124/callback"));
+        assert!(redirect_uri_allowed(
+            r.clone(),
+            "http://127.0.0.1:53124/callback"
+        ));
         assert!(redirect_uri_allowed(r.clone(), "http://127.0.0.1/callback"));
-        assert!(!redirect_uri_allowed(r.clone(), "http://127.0.0.1:53124/callback/"));
-        assert!(!redirect_uri_allowed(r.clone(), "http://localhost:53124/callback"));
-        assert!(!redirect_uri_allowed(r.clone(), "http://127.0.0.1:99999/callback"));
-        assert!(!redirect_uri_allowed(r.clone(), "http://127.0.0.1:1/callback#x"));
+        assert!(!redirect_uri_allowed(
+            r.clone(),
+            "http://127.0.0.1:53124/callback/"
+        ));
+        assert!(!redirect_uri_allowed(
+            r.clone(),
+            "http://localhost:53124/callback"
+        ));
+        assert!(!redirect_uri_allowed(
+            r.clone(),
+            "http://127.0.0.1:99999/callback"
+        ));
+        assert!(!redirect_uri_allowed(
+            r.clone(),
+            "http://127.0.0.1:1/callback#x"
+        ));
         assert!(!redirect_uri_allowed(r.clone(), "https://APP.example/cb"));
         assert!(!redirect_uri_allowed(r, "https://app.example/cb/"));
     }
@@ -166,8 +189,17 @@ mod tests {
     fn registration_rules() {
         assert_eq!(redirect_uri_problem("https://app.example/cb", "web"), None);
         assert_eq!(redirect_uri_problem("https://app.example", "web"), None);
-        assert_eq!(redirect_uri_problem("http://localhost:3000/cb", "native"), None);
-        assert_eq!(redirect_uri_problem("cursor://anysphere.cursor-retrieval/oauth/callback", "native"), None);
+        assert_eq!(
+            redirect_uri_problem("http://localhost:3000/cb", "native"),
+            None
+        );
+        assert_eq!(
+            redirect_uri_problem(
+                "cursor://anysphere.cursor-retrieval/oauth/callback",
+                "native"
+            ),
+            None
+        );
         for bad in [
             "http://localhost:3000/cb#frag",
             "https://good@evil.example/cb",
@@ -187,7 +219,13 @@ mod tests {
     fn query_is_appended_without_touching_the_registered_string() {
         let names = reg(&["code", "state"]);
         let values = reg(&["a b", "x&y"]);
-        assert_eq!(append_query("https://a.example/cb", names.clone(), values.clone()), "https://a.example/cb?code=a+b&state=x%26y");
-        assert_eq!(append_query("https://a.example/cb?k=v", names, values), "https://a.example/cb?k=v&code=a+b&state=x%26y");
+        assert_eq!(
+            append_query("https://a.example/cb", names.clone(), values.clone()),
+            "https://a.example/cb?code=a+b&state=x%26y"
+        );
+        assert_eq!(
+            append_query("https://a.example/cb?k=v", names, values),
+            "https://a.example/cb?k=v&code=a+b&state=x%26y"
+        );
     }
 }

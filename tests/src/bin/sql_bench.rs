@@ -28,8 +28,9 @@ fn parse_args() -> Args {
     let mut args = Args {
         seconds: 10,
         connections: vec![1, 16],
-        url: std::env::var("OAUTH_BENCH_DATABASE_URL")
-            .unwrap_or_else(|_| "host=127.0.0.1 port=54315 user=postgres dbname=oauth_bench".into()),
+        url: std::env::var("OAUTH_BENCH_DATABASE_URL").unwrap_or_else(|_| {
+            "host=127.0.0.1 port=54315 user=postgres dbname=oauth_bench".into()
+        }),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -37,7 +38,10 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--seconds" => args.seconds = value.parse().expect("--seconds N"),
             "--connections" => {
-                args.connections = value.split(',').map(|c| c.parse().expect("--connections 1,16")).collect()
+                args.connections = value
+                    .split(',')
+                    .map(|c| c.parse().expect("--connections 1,16"))
+                    .collect()
             }
             "--url" => args.url = value,
             other => panic!("unknown flag {other}"),
@@ -108,7 +112,12 @@ where
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let handles: Vec<_> = (0..n).map(|i| tokio::spawn(worker(i, deadline))).collect();
-    let mut outcome = Outcome { calls: 0, failures: 0, latencies: Vec::new(), elapsed: Duration::ZERO };
+    let mut outcome = Outcome {
+        calls: 0,
+        failures: 0,
+        latencies: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
     for handle in handles {
         let (failures, latencies) = handle.await.expect("worker");
         outcome.failures += failures;
@@ -126,7 +135,12 @@ async fn bench_rotation(url: &str, client_id: &str, n: usize, seconds: u64) -> O
     for i in 0..n {
         let code = mint_code(&setup, client_id, &format!("rotation-user-{n}-{i}")).await;
         let issued = exchange(&setup, client_id, &code).await;
-        chains.push(issued["refresh_token"].as_str().expect("refresh_token").to_owned());
+        chains.push(
+            issued["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_owned(),
+        );
     }
     let url = url.to_owned();
     let client_id = client_id.to_owned();
@@ -143,7 +157,10 @@ async fn bench_rotation(url: &str, client_id: &str, n: usize, seconds: u64) -> O
             let (mut failures, mut latencies) = (0, Vec::new());
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let row = db.query_one(&statement, &[&client_id, &token, &RESOURCE]).await.expect("rotate");
+                let row = db
+                    .query_one(&statement, &[&client_id, &token, &RESOURCE])
+                    .await
+                    .expect("rotate");
                 let answer: serde_json::Value = row.get(0);
                 match answer["refresh_token"].as_str() {
                     Some(next) => {
@@ -201,7 +218,10 @@ async fn bench_exchange(url: &str, client_id: &str, n: usize, seconds: u64) -> O
                 }
                 let t = Instant::now();
                 let row = db
-                    .query_one(&statement, &[&client_id, &code, &VERIFIER, &REDIRECT, &RESOURCE])
+                    .query_one(
+                        &statement,
+                        &[&client_id, &code, &VERIFIER, &REDIRECT, &RESOURCE],
+                    )
                     .await
                     .expect("exchange");
                 let answer: serde_json::Value = row.get(0);
@@ -240,12 +260,23 @@ async fn main() {
         .await
         .expect("create_client (is the extension installed in the bench database?)")
         .get(0);
-    println!("oauth_provider SQL calls, {} s per row, synchronous_commit = {}", args.seconds, {
-        let r = admin.query_one("SHOW synchronous_commit", &[]).await.expect("show");
-        r.get::<_, String>(0)
-    });
-    println!("| call                     | conns |     calls |   calls/s | p50 (ms) | p99 (ms) | failures |");
-    println!("|--------------------------|------:|----------:|----------:|---------:|---------:|---------:|");
+    println!(
+        "oauth_provider SQL calls, {} s per row, synchronous_commit = {}",
+        args.seconds,
+        {
+            let r = admin
+                .query_one("SHOW synchronous_commit", &[])
+                .await
+                .expect("show");
+            r.get::<_, String>(0)
+        }
+    );
+    println!(
+        "| call                     | conns |     calls |   calls/s | p50 (ms) | p99 (ms) | failures |"
+    );
+    println!(
+        "|--------------------------|------:|----------:|----------:|---------:|---------:|---------:|"
+    );
     for &n in &args.connections {
         let o = bench_rotation(&args.url, &client_id, n, args.seconds).await;
         row("rotate_refresh_token", n, &o);

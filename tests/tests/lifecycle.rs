@@ -1,0 +1,428 @@
+//! Settings, cleanup, DROP/CREATE EXTENSION and pg_dump/restore, each in a throw-away database.
+
+use oauth_provider_tests::serde_json::{Value, json};
+use oauth_provider_tests::*;
+
+#[tokio::test]
+async fn configure_changes_settings_and_null_keeps_them() {
+    let db = TempDb::create().await;
+    let admin = db.admin().await;
+    let defaults: Value = admin
+        .query_one("SELECT oauth.settings()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(defaults["issuer"], json!("http://127.0.0.1:8080"));
+    assert_eq!(defaults["code_ttl"], json!(60));
+    assert_eq!(defaults["refresh_reuse_grace"], json!(0));
+    assert_eq!(defaults["registration_enabled"], json!(true));
+    let changed: Value = admin
+        .query_one(
+            "SELECT oauth.configure(issuer => 'https://auth.example', access_token_ttl => '5 minutes', code_ttl => '30 seconds')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(changed["issuer"], json!("https://auth.example"));
+    assert_eq!(changed["access_token_ttl"], json!(300));
+    assert_eq!(changed["code_ttl"], json!(30));
+    let kept: Value = admin
+        .query_one("SELECT oauth.configure(default_scopes => '{openid}')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        kept["issuer"],
+        json!("https://auth.example"),
+        "NULL keeps the value"
+    );
+    assert_eq!(kept["default_scopes"], json!(["openid"]));
+
+    for (what, sql, code) in [
+        (
+            "issuer with query",
+            "SELECT oauth.configure(issuer => 'https://a.example/?x=1')",
+            "OA400",
+        ),
+        (
+            "issuer with fragment",
+            "SELECT oauth.configure(issuer => 'https://a.example/#x')",
+            "OA400",
+        ),
+        (
+            "issuer not http",
+            "SELECT oauth.configure(issuer => 'urn:x')",
+            "OA400",
+        ),
+        (
+            "code_ttl over 10 minutes",
+            "SELECT oauth.configure(code_ttl => '11 minutes')",
+            "23514",
+        ),
+        (
+            "grace over a minute",
+            "SELECT oauth.configure(refresh_reuse_grace => '2 minutes')",
+            "23514",
+        ),
+    ] {
+        assert_sqlstate(admin.query_one(sql, &[]).await, code, what);
+    }
+
+    // The issuer goes out as `iss` and the TTLs to the token response.
+    let client = confidential_client(&admin).await;
+    let auth = authorize_with(
+        &admin,
+        &client,
+        &unique("user"),
+        json!({"scope": "openid"}),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        parse_redirect(&auth.location).param("iss"),
+        "https://auth.example"
+    );
+    let t = exchange(&admin, &client, &auth).await;
+    assert_eq!(t["access_token_ttl"], json!(300));
+    let expires: bool = admin
+        .query_one(
+            "SELECT expires_at = created_at + interval '30 seconds' FROM oauth.codes WHERE code_hash = $1",
+            &[&sha256(&auth.code)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(expires, "code_ttl applies");
+    let pkce = Pkce::new();
+    let begun = begin_authorization(
+        &admin,
+        &authorize_params(&client, &pkce, json!({"scope": null})),
+    )
+    .await;
+    let scopes: Vec<String> = admin
+        .query_one(
+            "SELECT scopes FROM oauth.get_authorization_request($1)",
+            &[&str_field(&begun, "request_id")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(scopes, vec!["openid"], "default_scopes applies");
+}
+
+#[tokio::test]
+async fn cleanup_removes_expired_rows_and_returns_how_many() {
+    let db = TempDb::create().await;
+    let admin = db.admin().await;
+    let client = confidential_client(&admin).await;
+    // One pending request, one unredeemed code, one family (with a redeemed code), one revoked grant with a family.
+    let _pending =
+        begin_authorization(&admin, &authorize_params(&client, &Pkce::new(), json!({}))).await;
+    let _unredeemed = authorize(&admin, &client, "user-a").await;
+    let live = tokens_for(&admin, &client, "user-b").await;
+    let revoked = tokens_for(&admin, &client, "user-c").await;
+    admin
+        .query_one(
+            "SELECT oauth.revoke_grant($1)",
+            &[&uuid_field(&revoked, "grant_id")],
+        )
+        .await
+        .unwrap();
+    let count = |table: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(&format!("SELECT count(*) FROM oauth.{table}"), &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    // The revoke deleted user-c's... nothing unredeemed; so: 1 request, 3 codes, 2 families, 3 grants.
+    assert_eq!(count("authorization_requests").await, 1);
+    assert_eq!(count("codes").await, 3);
+    assert_eq!(count("refresh_families").await, 2);
+    assert_eq!(count("grants").await, 3);
+
+    let nothing: i64 = admin
+        .query_one("SELECT oauth.cleanup()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nothing, 0, "nothing has expired yet");
+
+    // 11 minutes: request and codes expired.
+    let removed: i64 = admin
+        .query_one("SELECT oauth.cleanup(now() + interval '11 minutes')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(removed, 4, "1 request + 3 codes");
+    assert_eq!(count("authorization_requests").await, 0);
+    assert_eq!(count("codes").await, 0);
+    assert_eq!(count("refresh_families").await, 2);
+
+    // 8 days: the revoked family and grant are past their audit retention.
+    let removed: i64 = admin
+        .query_one("SELECT oauth.cleanup(now() + interval '8 days')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(removed, 2, "revoked family + revoked grant");
+    assert_eq!(count("grants").await, 2);
+    assert_ok(
+        &rotate(&admin, &client, str_field(&live, "refresh_token")).await,
+        "live family untouched",
+    );
+
+    // 31 days: the live family expired; grants stay (consent does not expire).
+    let removed: i64 = admin
+        .query_one("SELECT oauth.cleanup(now() + interval '31 days')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(removed, 1, "the expired family");
+    assert_eq!(count("refresh_families").await, 0);
+    assert_eq!(
+        count("refresh_tokens").await,
+        0,
+        "tokens cascade with their family"
+    );
+    assert_eq!(count("grants").await, 2);
+    let again: i64 = admin
+        .query_one("SELECT oauth.cleanup(now() + interval '31 days')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(again, 0);
+
+    // Batches: batch_size bounds each kind of row per call.
+    for _ in 0..5 {
+        begin_authorization(&admin, &authorize_params(&client, &Pkce::new(), json!({}))).await;
+    }
+    let first: i64 = admin
+        .query_one(
+            "SELECT oauth.cleanup(now() + interval '11 minutes', 2)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(first, 2);
+    let mut total = first;
+    loop {
+        let n: i64 = admin
+            .query_one(
+                "SELECT oauth.cleanup(now() + interval '11 minutes', 2)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert_eq!(total, 5);
+}
+
+#[tokio::test]
+async fn drop_extension_then_create_extension_works() {
+    let db = TempDb::create().await;
+    let admin = db.admin().await;
+    confidential_client(&admin).await;
+    admin
+        .batch_execute("DROP EXTENSION oauth_provider")
+        .await
+        .expect("DROP EXTENSION");
+    // The control file names the schema, so PostgreSQL created it outside the extension and it
+    // stays; everything the extension created in it is gone.
+    let left: i64 = admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'oauth'::regnamespace)
+                  + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'oauth'::regnamespace)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "no table or function outlives the extension");
+    admin
+        .batch_execute("CREATE EXTENSION oauth_provider")
+        .await
+        .expect("CREATE EXTENSION again");
+    let clients: i64 = admin
+        .query_one("SELECT count(*) FROM oauth.clients", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(clients, 0);
+    // Grants to the existing roles were re-applied, and everything works.
+    let gw = db.gateway().await;
+    let client = confidential_client(&admin).await;
+    let t = tokens_for(&gw, &client, &unique("user")).await;
+    assert_ok(
+        &rotate(&gw, &client, str_field(&t, "refresh_token")).await,
+        "rotation after re-create",
+    );
+    admin
+        .batch_execute("DROP EXTENSION oauth_provider CASCADE; CREATE EXTENSION oauth_provider")
+        .await
+        .unwrap();
+}
+
+async fn dump_and_restore(source: &TempDb, format: &str) -> TempDb {
+    let target = TempDb::create_with(false).await;
+    let dir = std::env::temp_dir().join(unique("oauth_dump"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("dump");
+    let file = file.to_str().unwrap();
+    run_pg_program(
+        "pg_dump",
+        &[
+            "--no-owner",
+            &format!("--format={format}"),
+            "--file",
+            file,
+            "--dbname",
+            &source.conninfo(),
+        ],
+    );
+    if format == "plain" {
+        run_pg_program(
+            "psql",
+            &[
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "--single-transaction",
+                "-f",
+                file,
+                "--dbname",
+                &target.conninfo(),
+            ],
+        );
+    } else {
+        run_pg_program(
+            "pg_restore",
+            &[
+                "--no-owner",
+                "--exit-on-error",
+                "--single-transaction",
+                "--dbname",
+                &target.conninfo(),
+                file,
+            ],
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    target
+}
+
+#[tokio::test]
+async fn pg_dump_and_restore_keep_clients_grants_settings_and_a_restored_refresh_token_rotates() {
+    let source = TempDb::create().await;
+    let admin = source.admin().await;
+    admin
+        .execute("SELECT oauth.configure(issuer => 'https://restored.example', refresh_reuse_grace => '5 seconds')", &[])
+        .await
+        .unwrap();
+    let client = confidential_client(&admin).await;
+    let public = create_client(&admin, ClientSpec::public_native()).await;
+    let user = unique("user");
+    let t = tokens_for(&admin, &client, &user).await;
+    let r1 = str_field(
+        &rotate(&admin, &client, str_field(&t, "refresh_token")).await,
+        "refresh_token",
+    )
+    .to_owned();
+    let tp = tokens_for(&admin, &public, &user).await;
+    let revoked = tokens_for(&admin, &client, &unique("user")).await;
+    admin
+        .query_one(
+            "SELECT oauth.revoke_grant($1)",
+            &[&uuid_field(&revoked, "grant_id")],
+        )
+        .await
+        .unwrap();
+    let events_before: i64 = admin
+        .query_one("SELECT count(*) FROM oauth.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    for format in ["plain", "custom"] {
+        let target = dump_and_restore(&source, format).await;
+        let restored = target.admin().await;
+        let settings: Value = restored
+            .query_one("SELECT oauth.settings()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            settings["issuer"],
+            json!("https://restored.example"),
+            "{format}: settings survive"
+        );
+        assert_eq!(settings["refresh_reuse_grace"], json!(5));
+        let clients: Vec<String> = restored
+            .query(
+                "SELECT client_id FROM oauth.list_clients() ORDER BY client_id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut expected = vec![client.id.clone(), public.id.clone()];
+        expected.sort();
+        assert_eq!(clients, expected, "{format}: clients survive");
+        let grants: i64 = restored
+            .query_one("SELECT count(*) FROM oauth.list_user_grants($1)", &[&user])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(grants, 2, "{format}: grants survive");
+        let events: i64 = restored
+            .query_one("SELECT count(*) FROM oauth.events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(events, events_before, "{format}: audit events survive");
+
+        let gw = target.gateway().await;
+        // The restored secret, refresh token and family work; the rotated-out token is still reuse.
+        let next = rotate(&gw, &client, &r1).await;
+        assert_ok(&next, &format!("{format}: restored refresh token rotates"));
+        assert_eq!(next["family_id"], t["family_id"]);
+        assert_ok(
+            &rotate(&gw, &public, str_field(&tp, "refresh_token")).await,
+            "public client's token",
+        );
+        assert!(
+            !is_active(
+                &introspect_claims(&gw, &client, uuid_field(&revoked, "grant_id"), None).await
+            ),
+            "revoked stays revoked"
+        );
+        // New rows do not collide with restored ones (sequence restored).
+        let fresh = tokens_for(&gw, &client, &unique("user")).await;
+        assert_ok(&fresh, "new flow after restore");
+        let events_after: i64 = restored
+            .query_one("SELECT count(*) FROM oauth.events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(events_after > events_before);
+        assert_error(
+            &rotate(&gw, &client, str_field(&t, "refresh_token")).await,
+            "invalid_grant",
+            "old token is reuse",
+        );
+        drop(target);
+    }
+}

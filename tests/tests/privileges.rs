@@ -1,0 +1,229 @@
+//! Who may call what: PUBLIC nothing, `oauth_gateway` exactly the gateway functions, no table reads.
+
+use std::collections::BTreeSet;
+
+use oauth_provider_tests::*;
+
+const GATEWAY_FUNCTIONS: [&str; 13] = [
+    "begin_authorization(jsonb,timestamp with time zone)",
+    "deny_authorization(text,text,text,timestamp with time zone)",
+    "error_sqlstate(text)",
+    "exchange_code(text,text,text,text,text,text,timestamp with time zone)",
+    "get_authorization_request(text,timestamp with time zone)",
+    "get_client(text,timestamp with time zone)",
+    "introspect(text,text,text,uuid,uuid,timestamp with time zone)",
+    "issue_code(text,text,text[],jsonb,timestamp with time zone)",
+    "register_client(jsonb,timestamp with time zone)",
+    "revoke_token(text,text,text,uuid,uuid,timestamp with time zone)",
+    "rotate_refresh_token(text,text,text,text,text,timestamp with time zone)",
+    "settings()",
+    "userinfo(uuid,uuid,timestamp with time zone)",
+];
+
+async fn executable_by(admin: &tokio_postgres::Client, role: &str) -> BTreeSet<String> {
+    admin
+        .query(
+            "SELECT p.proname || '(' || coalesce((SELECT string_agg(format_type(t, NULL), ',' ORDER BY i)
+                                                   FROM unnest(p.proargtypes) WITH ORDINALITY a(t, i)), '') || ')'
+               FROM pg_proc p WHERE p.pronamespace = 'oauth'::regnamespace
+                AND has_function_privilege($1, p.oid, 'EXECUTE')",
+            &[&role],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn gateway_login_can_execute_exactly_the_gateway_functions_and_read_no_table() {
+    let admin = admin().await;
+    let login = gateway_config()
+        .get_user()
+        .expect("gateway URL names a user")
+        .to_owned();
+    let member: bool = admin
+        .query_one(
+            "SELECT pg_has_role($1, 'oauth_gateway', 'MEMBER')",
+            &[&login],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(member, "{login} is a member of oauth_gateway");
+    let expected: BTreeSet<String> = GATEWAY_FUNCTIONS.iter().map(|s| s.to_string()).collect();
+    assert_eq!(executable_by(&admin, "oauth_gateway").await, expected);
+    assert_eq!(executable_by(&admin, &login).await, expected);
+
+    let readable: Vec<String> = admin
+        .query(
+            "SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'oauth'::regnamespace AND c.relkind IN ('r', 'S', 'v')
+                AND (has_table_privilege($1, c.oid, 'SELECT') OR has_table_privilege($1, c.oid, 'INSERT')
+                     OR has_table_privilege($1, c.oid, 'UPDATE') OR has_table_privilege($1, c.oid, 'DELETE'))",
+            &[&login],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        readable.is_empty(),
+        "gateway can touch tables: {readable:?}"
+    );
+
+    let gw = gateway().await;
+    for table in [
+        "clients",
+        "grants",
+        "codes",
+        "refresh_families",
+        "refresh_tokens",
+        "authorization_requests",
+        "events",
+        "settings",
+        "default_settings",
+    ] {
+        assert_sqlstate(
+            gw.query(&format!("SELECT * FROM oauth.{table}"), &[]).await,
+            "42501",
+            table,
+        );
+    }
+    for call in [
+        "SELECT * FROM oauth.create_client('x', '{https://a.example/cb}', '{mcp}')",
+        "SELECT oauth.configure(issuer => 'https://evil.example')",
+        "SELECT oauth.delete_client('x')",
+        "SELECT oauth.revoke_grant(gen_random_uuid())",
+        "SELECT oauth.cleanup()",
+        "SELECT * FROM oauth.list_clients()",
+        "SELECT * FROM oauth.list_user_grants('u')",
+        "SELECT oauth.rotate_client_secret('x')",
+        "SELECT oauth.random_token(32)",
+        "SELECT oauth.token_hash('x')",
+        "SELECT oauth._revoke_grant(gen_random_uuid(), 'x', now())",
+        "SELECT oauth._settings()",
+    ] {
+        assert_sqlstate(gw.query(call, &[]).await, "42501", call);
+    }
+    // And what it is granted works.
+    gw.query_one("SELECT oauth.settings()", &[])
+        .await
+        .expect("settings()");
+}
+
+#[tokio::test]
+async fn oauth_admin_gets_the_application_functions_and_reads_no_secret() {
+    let admin = admin().await;
+    let functions = executable_by(&admin, "oauth_admin").await;
+    for f in [
+        "configure(text,interval,interval,interval,interval,text[],text[],boolean,interval,interval)",
+        "create_client(text,text[],text[],text,text[],text,text[],jsonb,timestamp with time zone)",
+        "update_client(text,text,text[],text[],text[],text[],jsonb,timestamp with time zone)",
+        "rotate_client_secret(text,timestamp with time zone)",
+        "delete_client(text,timestamp with time zone)",
+        "list_clients()",
+        "list_user_grants(text)",
+        "revoke_grant(uuid,text,timestamp with time zone)",
+        "cleanup(timestamp with time zone,integer)",
+        "issue_code(text,text,text[],jsonb,timestamp with time zone)",
+    ] {
+        assert!(
+            functions.contains(f),
+            "oauth_admin lacks {f}: {functions:?}"
+        );
+    }
+    for f in [
+        "exchange_code",
+        "rotate_refresh_token",
+        "register_client",
+        "random_token",
+        "_revoke_grant",
+    ] {
+        assert!(
+            !functions.iter().any(|g| g.starts_with(&format!("{f}("))),
+            "oauth_admin may call {f}"
+        );
+    }
+    let secret_visible: bool = admin
+        .query_one(
+            "SELECT has_column_privilege('oauth_admin', 'oauth.clients', 'secret_hash', 'SELECT')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!secret_visible);
+}
+
+#[tokio::test]
+async fn a_role_outside_oauth_gateway_can_call_nothing_and_read_nothing() {
+    let admin = admin().await;
+    let role = unique("outsider");
+    admin
+        .batch_execute(&format!("CREATE ROLE {role} NOLOGIN"))
+        .await
+        .unwrap();
+    let outsider = connect(&admin_config()).await;
+    outsider
+        .batch_execute(&format!("SET ROLE {role}"))
+        .await
+        .unwrap();
+    let client = confidential_client(&admin).await;
+    for call in [
+        "SELECT oauth.settings()",
+        "SELECT oauth.begin_authorization('{}')",
+        "SELECT oauth.exchange_code('a', 'b', 'c', 'd', 'e', NULL)",
+        "SELECT oauth.rotate_refresh_token('a', 'b', 'c', NULL, NULL)",
+        "SELECT oauth.register_client('{}')",
+        "SELECT oauth.revoke_token('a', 'b', 'c', NULL, NULL)",
+        "SELECT oauth.introspect('a', 'b', 'c', NULL, NULL)",
+        "SELECT oauth.userinfo(gen_random_uuid(), NULL)",
+        "SELECT oauth.get_client('a')",
+        "SELECT oauth.issue_code('a', 'b')",
+        "SELECT oauth.random_token(32)",
+        "SELECT * FROM oauth.clients",
+        "SELECT * FROM oauth.grants",
+        "SELECT * FROM oauth.refresh_families",
+    ] {
+        assert_sqlstate(outsider.query(call, &[]).await, "42501", call);
+    }
+    // Every user-facing function is SECURITY DEFINER with a pinned search_path.
+    let unpinned: Vec<String> = admin
+        .query(
+            "SELECT proname FROM pg_proc WHERE pronamespace = 'oauth'::regnamespace AND prosecdef
+                AND NOT coalesce(proconfig @> '{\"search_path=pg_catalog, pg_temp\"}', false)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        unpinned.is_empty(),
+        "SECURITY DEFINER without pinned search_path: {unpinned:?}"
+    );
+    for f in GATEWAY_FUNCTIONS
+        .iter()
+        .filter(|f| !f.starts_with("error_sqlstate"))
+    {
+        let name = f.split('(').next().unwrap();
+        let definer: bool = admin
+            .query_one(
+                "SELECT bool_and(prosecdef) FROM pg_proc WHERE pronamespace = 'oauth'::regnamespace AND proname = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(definer, "{name} is SECURITY DEFINER");
+    }
+    let _ = client;
+    drop(outsider);
+    admin
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
+}

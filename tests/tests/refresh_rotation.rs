@@ -1,0 +1,596 @@
+//! Refresh-token rotation (RFC 6749 §6, OAuth 2.1 §4.3.1): one live token per family, narrowing,
+//! resource binding, reuse detection, expiry and the optional grace window.
+
+use oauth_provider_tests::serde_json::json;
+use oauth_provider_tests::*;
+
+#[tokio::test]
+async fn rotation_hands_out_a_successor_and_retires_the_presented_token() {
+    let admin = admin().await;
+    let gw = gateway().await;
+    let client = confidential_client(&admin).await;
+    let user = unique("user");
+    let first = tokens_for(&gw, &client, &user).await;
+    let family_id = uuid_field(&first, "family_id");
+    let r0 = str_field(&first, "refresh_token").to_owned();
+    let second = rotate(&gw, &client, &r0).await;
+    assert_ok(&second, "rotation");
+    let r1 = str_field(&second, "refresh_token").to_owned();
+    assert_ne!(r0, r1);
+    assert_eq!(second["family_id"], first["family_id"]);
+    assert_eq!(second["grant_id"], first["grant_id"]);
+    assert_eq!(second["user_id"], json!(user));
+    assert_eq!(second["scope"], first["scope"]);
+    assert_eq!(
+        second["nonce"],
+        json!(null),
+        "nonce belongs to the code exchange only"
+    );
+    assert_eq!(second["auth_time"], first["auth_time"]);
+    assert!(
+        second["refresh_expires_in"].as_i64().unwrap()
+            <= first["refresh_expires_in"].as_i64().unwrap(),
+        "rotation does not extend the family"
+    );
+
+    let family = family_row(&admin, family_id).await;
+    assert_eq!(family.current_hash, Some(sha256(&r1)));
+    assert_eq!(family.previous_hash, Some(sha256(&r0)));
+    assert_eq!(family.generation, 1);
+    assert_eq!(family.token_count, 2);
+    assert!(is_active(&introspect_refresh(&gw, &client, &r1).await));
+    assert!(
+        !is_active(&introspect_refresh(&gw, &client, &r0).await),
+        "rotated token is inactive"
+    );
+
+    let third = rotate(&gw, &client, &r1).await;
+    assert_ok(&third, "second rotation");
+    assert_eq!(family_row(&admin, family_id).await.generation, 2);
+}
+
+#[tokio::test]
+async fn reused_refresh_token_revokes_the_family_and_the_grant() {
+    let admin = admin().await;
+    let client = confidential_client(&admin).await;
+    let user = unique("user");
+    let first = tokens_for(&admin, &client, &user).await;
+    let family_id = uuid_field(&first, "family_id");
+    let grant_id = uuid_field(&first, "grant_id");
+    // A second family under the same grant (another device).
+    let other = tokens_for(&admin, &client, &user).await;
+    assert_eq!(uuid_field(&other, "grant_id"), grant_id);
+
+    let r0 = str_field(&first, "refresh_token").to_owned();
+    let r1 = str_field(&rotate(&admin, &client, &r0).await, "refresh_token").to_owned();
+    let reuse = rotate(&admin, &client, &r0).await;
+    assert_error(&reuse, "invalid_grant", "reuse");
+
+    let family = family_row(&admin, family_id).await;
+    assert!(family.revoked);
+    assert_eq!(
+        family.revoked_reason.as_deref(),
+        Some("refresh_token_reused")
+    );
+    assert_eq!(family.current_hash, None);
+    assert!(
+        !grant_live(&admin, grant_id).await,
+        "reuse revokes the grant"
+    );
+    assert!(
+        family_row(&admin, uuid_field(&other, "family_id"))
+            .await
+            .revoked,
+        "and every family of it"
+    );
+    assert_error(
+        &rotate(&admin, &client, &r1).await,
+        "invalid_grant",
+        "the successor is dead too",
+    );
+    assert_error(
+        &rotate(&admin, &client, str_field(&other, "refresh_token")).await,
+        "invalid_grant",
+        "other family",
+    );
+    assert!(!is_active(
+        &introspect_claims(&admin, &client, grant_id, Some(family_id)).await
+    ));
+    let grants = admin
+        .query("SELECT 1 FROM oauth.list_user_grants($1)", &[&user])
+        .await
+        .unwrap();
+    assert!(grants.is_empty());
+    let reused_events: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM oauth.events WHERE kind = 'refresh_reused' AND family_id = $1",
+            &[&family_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reused_events, 1);
+
+    // Consenting again starts a new grant; the old tokens stay dead.
+    let fresh = tokens_for(&admin, &client, &user).await;
+    assert_ne!(uuid_field(&fresh, "grant_id"), grant_id);
+    assert_error(
+        &rotate(&admin, &client, &r1).await,
+        "invalid_grant",
+        "old token after re-consent",
+    );
+}
+
+#[tokio::test]
+async fn scope_may_narrow_on_refresh_but_never_widen() {
+    let admin = admin().await;
+    let client = confidential_client(&admin).await;
+    let user = unique("user");
+    let auth = authorize_with(
+        &admin,
+        &client,
+        &user,
+        json!({"scope": "openid mcp email"}),
+        json!({}),
+    )
+    .await;
+    let first = exchange(&admin, &client, &auth).await;
+    let r0 = str_field(&first, "refresh_token").to_owned();
+
+    let narrowed = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(&r0),
+        Some("mcp"),
+        None,
+        None,
+    )
+    .await;
+    assert_ok(&narrowed, "narrowing");
+    assert_eq!(narrowed["scope"], json!("mcp"));
+    let r1 = str_field(&narrowed, "refresh_token").to_owned();
+
+    for (what, scope, code) in [
+        ("widening", "mcp profile", "invalid_scope"),
+        ("unknown scope", "admin", "invalid_scope"),
+        ("malformed", "mcp  email", "invalid_scope"),
+    ] {
+        let answer = rotate_at(
+            &admin,
+            &client.id,
+            client.secret(),
+            Some(&r1),
+            Some(scope),
+            None,
+            None,
+        )
+        .await;
+        assert_error(&answer, code, what);
+    }
+    // Refused requests neither rotated nor revoked: the token still works, for the whole grant.
+    let family = family_row(&admin, uuid_field(&first, "family_id")).await;
+    assert!(!family.revoked);
+    assert_eq!(family.current_hash, Some(sha256(&r1)));
+    let full = rotate(&admin, &client, &r1).await;
+    assert_ok(&full, "no scope asks for everything granted");
+    assert_eq!(full["scope"], json!("openid mcp email"));
+}
+
+#[tokio::test]
+async fn resource_binding_is_preserved_across_rotation() {
+    let admin = admin().await;
+    let client = confidential_client(&admin).await;
+    let resource = "https://mcp.example/mcp";
+    let auth = authorize_with(
+        &admin,
+        &client,
+        &unique("user"),
+        json!({"resource": resource}),
+        json!({}),
+    )
+    .await;
+    let first = exchange(&admin, &client, &auth).await;
+    let r0 = str_field(&first, "refresh_token").to_owned();
+
+    let other = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(&r0),
+        None,
+        Some("https://evil.example/mcp"),
+        None,
+    )
+    .await;
+    assert_error(&other, "invalid_target", "another resource");
+    let same = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(&r0),
+        None,
+        Some(resource),
+        None,
+    )
+    .await;
+    assert_ok(&same, "the bound resource repeated");
+    assert_eq!(same["resource"], json!(resource));
+    let omitted = rotate(&admin, &client, str_field(&same, "refresh_token")).await;
+    assert_ok(&omitted, "resource omitted");
+    assert_eq!(
+        omitted["resource"],
+        json!(resource),
+        "binding kept when omitted"
+    );
+
+    // A token without a binding cannot acquire one.
+    let unbound = tokens_for(&admin, &client, &unique("user")).await;
+    let answer = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(str_field(&unbound, "refresh_token")),
+        None,
+        Some(resource),
+        None,
+    )
+    .await;
+    assert_error(&answer, "invalid_target", "adding a resource on refresh");
+}
+
+#[tokio::test]
+async fn rotation_errors_have_their_codes_and_revoke_nothing() {
+    let admin = admin().await;
+    let client = confidential_client(&admin).await;
+    let other = confidential_client(&admin).await;
+    let first = tokens_for(&admin, &client, &unique("user")).await;
+    let token = str_field(&first, "refresh_token").to_owned();
+    for (what, id, secret, presented, code) in [
+        (
+            "wrong secret",
+            client.id.as_str(),
+            Some("wrong"),
+            Some(token.as_str()),
+            "invalid_client",
+        ),
+        (
+            "no secret",
+            client.id.as_str(),
+            None,
+            Some(token.as_str()),
+            "invalid_client",
+        ),
+        (
+            "unknown client",
+            "no-such-client",
+            Some("x"),
+            Some(token.as_str()),
+            "invalid_client",
+        ),
+        (
+            "no token",
+            client.id.as_str(),
+            client.secret(),
+            None,
+            "invalid_request",
+        ),
+        (
+            "empty token",
+            client.id.as_str(),
+            client.secret(),
+            Some(""),
+            "invalid_request",
+        ),
+        (
+            "unknown token",
+            client.id.as_str(),
+            client.secret(),
+            Some("not-a-token"),
+            "invalid_grant",
+        ),
+        (
+            "another client's token",
+            other.id.as_str(),
+            other.secret(),
+            Some(token.as_str()),
+            "invalid_grant",
+        ),
+    ] {
+        let answer = rotate_at(&admin, id, secret, presented, None, None, None).await;
+        assert_error(&answer, code, what);
+    }
+    let family = family_row(&admin, uuid_field(&first, "family_id")).await;
+    assert!(
+        !family.revoked,
+        "a foreign client presenting the token does not revoke it"
+    );
+    assert_ok(
+        &rotate(&admin, &client, &token).await,
+        "token still rotates",
+    );
+}
+
+#[tokio::test]
+async fn client_without_the_refresh_grant_cannot_rotate() {
+    let admin = admin().await;
+    let client = confidential_client(&admin).await;
+    let first = tokens_for(&admin, &client, &unique("user")).await;
+    admin
+        .execute(
+            "SELECT oauth.update_client($1, grant_types => '{authorization_code}')",
+            &[&client.id],
+        )
+        .await
+        .unwrap();
+    let answer = rotate(&admin, &client, str_field(&first, "refresh_token")).await;
+    assert_error(&answer, "unauthorized_client", "refresh grant removed");
+}
+
+#[tokio::test]
+async fn refresh_family_expires_after_refresh_token_ttl_without_sliding() {
+    let admin = admin().await;
+    let client = confidential_client(&admin).await;
+    let first = tokens_for(&admin, &client, &unique("user")).await;
+    let r0 = str_field(&first, "refresh_token").to_owned();
+    let later: String = admin
+        .query_one("SELECT (now() + interval '29 days')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let rotated = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(&r0),
+        None,
+        None,
+        Some(&later),
+    )
+    .await;
+    assert_ok(&rotated, "29 days in");
+    let expires_in = rotated["refresh_expires_in"].as_i64().unwrap();
+    assert!(
+        expires_in <= 86400,
+        "the family's absolute lifetime is kept: {expires_in}"
+    );
+    let beyond: String = admin
+        .query_one("SELECT (now() + interval '30 days 1 second')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let r1 = str_field(&rotated, "refresh_token").to_owned();
+    let answer = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(&r1),
+        None,
+        None,
+        Some(&beyond),
+    )
+    .await;
+    assert_error(&answer, "invalid_grant", "expired family");
+    let family = family_row(&admin, uuid_field(&first, "family_id")).await;
+    assert!(!family.revoked, "expiry is not reuse");
+    let answer: oauth_provider_tests::serde_json::Value = admin
+        .query_one(
+            "SELECT oauth.introspect($1, $2, $3, NULL, NULL, $4::text::timestamptz)",
+            &[&client.id, &client.secret, &r1, &beyond],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!is_active(&answer));
+}
+
+#[tokio::test]
+async fn grace_window_lets_a_retry_rotate_once_more_and_then_reuse_revokes() {
+    let db = TempDb::create().await;
+    let admin = db.admin().await;
+    admin
+        .execute(
+            "SELECT oauth.configure(refresh_reuse_grace => '10 seconds')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let client = confidential_client(&admin).await;
+    let first = tokens_for(&admin, &client, &unique("user")).await;
+    let family_id = uuid_field(&first, "family_id");
+    let t0: String = admin
+        .query_one("SELECT now()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let at = |secs: i64| {
+        let t0 = t0.clone();
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(
+                    "SELECT ($1::text::timestamptz + make_interval(secs => $2))::text",
+                    &[&t0, &(secs as f64)],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+
+    let a = str_field(&first, "refresh_token").to_owned();
+    let b = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(&a),
+        None,
+        None,
+        Some(&at(1).await),
+    )
+    .await;
+    assert_ok(&b, "A -> B");
+    let b = str_field(&b, "refresh_token").to_owned();
+    assert!(!b.is_empty());
+    // The response with B was lost; the client retries with A within the window.
+    let c = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(&a),
+        None,
+        None,
+        Some(&at(5).await),
+    )
+    .await;
+    assert_ok(&c, "A again within the grace window");
+    let c = str_field(&c, "refresh_token").to_owned();
+    let family = family_row(&admin, family_id).await;
+    assert_eq!(family.current_hash, Some(sha256(&c)), "one live token: C");
+    assert!(!family.revoked);
+    // The retry's scope must still be within the grant.
+    let wide = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(&a),
+        Some("openid mcp profile"),
+        None,
+        Some(&at(6).await),
+    )
+    .await;
+    assert_error(&wide, "invalid_grant", "a widening retry is reuse");
+    assert!(family_row(&admin, family_id).await.revoked);
+
+    // Second family: after the window, the old token is reuse; B (killed by the retry) is reuse too.
+    let second = tokens_for(&admin, &client, &unique("user")).await;
+    let f2 = uuid_field(&second, "family_id");
+    let a2 = str_field(&second, "refresh_token").to_owned();
+    let b2 = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(&a2),
+        None,
+        None,
+        Some(&at(1).await),
+    )
+    .await;
+    assert_ok(&b2, "A2 -> B2");
+    let late = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(&a2),
+        None,
+        None,
+        Some(&at(12).await),
+    )
+    .await;
+    assert_error(&late, "invalid_grant", "A2 after the grace window");
+    let family = family_row(&admin, f2).await;
+    assert!(family.revoked);
+    assert_eq!(
+        family.revoked_reason.as_deref(),
+        Some("refresh_token_reused")
+    );
+
+    let third = tokens_for(&admin, &client, &unique("user")).await;
+    let f3 = uuid_field(&third, "family_id");
+    let a3 = str_field(&third, "refresh_token").to_owned();
+    let b3 = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(&a3),
+        None,
+        None,
+        Some(&at(1).await),
+    )
+    .await;
+    let b3 = str_field(&b3, "refresh_token").to_owned();
+    let c3 = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(&a3),
+        None,
+        None,
+        Some(&at(2).await),
+    )
+    .await;
+    assert_ok(&c3, "retry");
+    let killed = rotate_at(
+        &admin,
+        &client.id,
+        client.secret(),
+        Some(&b3),
+        None,
+        None,
+        Some(&at(3).await),
+    )
+    .await;
+    assert_error(&killed, "invalid_grant", "B3, superseded by the retry");
+    assert!(
+        family_row(&admin, f3).await.revoked,
+        "presenting the superseded successor is reuse"
+    );
+    drop(admin);
+}
+
+#[tokio::test]
+async fn without_a_grace_window_a_retry_is_reuse_even_if_it_started_before_the_rotation() {
+    let admin = admin().await;
+    let client = confidential_client(&admin).await;
+    for offset in ["0", "-1 second"] {
+        let first = tokens_for(&admin, &client, &unique("user")).await;
+        let a = str_field(&first, "refresh_token").to_owned();
+        let t: String = admin
+            .query_one("SELECT now()::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let b = rotate_at(
+            &admin,
+            &client.id,
+            client.secret(),
+            Some(&a),
+            None,
+            None,
+            Some(&t),
+        )
+        .await;
+        assert_ok(&b, "rotation");
+        // A concurrent request whose transaction began before the rotation committed sees an
+        // earlier now(); with the window off that must still be reuse, not a retry.
+        let retry_at: String = admin
+            .query_one(
+                "SELECT ($1::text::timestamptz + $2::text::interval)::text",
+                &[&t, &offset],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let retry = rotate_at(
+            &admin,
+            &client.id,
+            client.secret(),
+            Some(&a),
+            None,
+            None,
+            Some(&retry_at),
+        )
+        .await;
+        assert_error(
+            &retry,
+            "invalid_grant",
+            &format!("retry at rotation {offset} without grace"),
+        );
+        assert!(
+            family_row(&admin, uuid_field(&first, "family_id"))
+                .await
+                .revoked,
+            "offset {offset}"
+        );
+    }
+}
