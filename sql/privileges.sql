@@ -13,6 +13,7 @@ GRANT EXECUTE ON FUNCTION
     oauth.revoke_token(text, text, text, uuid, uuid, timestamptz),
     oauth.introspect(text, text, text, uuid, uuid, timestamptz),
     oauth.userinfo(uuid, uuid, timestamptz),
+    oauth.revocations(timestamptz, timestamptz),
     oauth.get_client(text, timestamptz),
     -- The built-in consent page completes consent on the application's behalf.
     oauth.get_authorization_request(text, timestamptz),

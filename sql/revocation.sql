@@ -170,3 +170,18 @@ BEGIN
     RETURN removed;
 END
 $$;
+
+-- What gateways need to rebuild their revoked set after (re)connecting to the revocation feed:
+-- every grant and family revoked since `since` (older revocations concern only expired tokens).
+CREATE FUNCTION oauth.revocations(since timestamptz, now timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN jsonb_build_object(
+        'grants', coalesce((SELECT jsonb_agg(g.grant_id) FROM oauth.grants g
+                             WHERE g.revoked_at > since AND g.revoked_at <= now), '[]'),
+        'families', coalesce((SELECT jsonb_agg(f.family_id) FROM oauth.refresh_families f
+                               WHERE f.revoked_at > since AND f.revoked_at <= now), '[]'));
+END
+$$;

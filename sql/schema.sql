@@ -127,6 +127,7 @@ CREATE TABLE oauth.refresh_families (
 ) WITH (fillfactor = 70);
 CREATE INDEX ON oauth.refresh_families (grant_id);
 CREATE INDEX ON oauth.refresh_families (expires_at);
+CREATE INDEX ON oauth.refresh_families (revoked_at) WHERE revoked_at IS NOT NULL;
 
 -- Every refresh token ever issued, so that a rotated one presented again is recognised as reuse.
 CREATE TABLE oauth.refresh_tokens (

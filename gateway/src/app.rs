@@ -19,6 +19,10 @@ pub struct App {
     /// Binds consent forms to their request and user. Derived from the signing key, so every
     /// gateway sharing the keys accepts every other gateway's forms.
     pub csrf_key: hmac::Key,
+    /// Grants and families revoked recently, from the database's revocation feed (proxy checks).
+    pub revoked: std::sync::Arc<crate::revoked::RevokedSet>,
+    pub props: crate::protect::PropsCache,
+    pub proxy: crate::protect::ProxyClient,
 }
 
 impl App {

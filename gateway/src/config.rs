@@ -17,6 +17,25 @@ pub struct KeyConfig {
     pub kid: Option<String>,
 }
 
+/// An MCP server (or any HTTP service) the gateway protects: requests under `prefix` need a valid
+/// access token for `resource` with `scopes`, and are forwarded to `upstream`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix on the gateway, e.g. `/mcp`; `/` protects everything the OAuth endpoints leave.
+    pub prefix: String,
+    /// Base URL the remainder of the path is appended to.
+    pub upstream: String,
+    #[serde(default = "default_route_scopes")]
+    pub scopes: Vec<String>,
+    /// The RFC 8707 resource identifier tokens must be issued for; default: the route's public URL.
+    pub resource: Option<String>,
+}
+
+fn default_route_scopes() -> Vec<String> {
+    vec!["mcp".into()]
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -46,6 +65,11 @@ pub struct Config {
     /// Origins allowed by CORS on metadata, JWKS, token, register and revoke (`*` for any).
     pub cors_origins: Vec<String>,
     pub max_body_bytes: usize,
+    /// Protected routes (the gateway as the MCP servers' front door).
+    pub routes: Vec<RouteConfig>,
+    /// How long the proxy waits for an upstream's response headers (streams may then run on).
+    #[serde(with = "seconds")]
+    pub upstream_timeout: Duration,
 }
 
 impl Default for Config {
@@ -66,6 +90,8 @@ impl Default for Config {
             dev_auto_approve: false,
             cors_origins: vec!["*".into()],
             max_body_bytes: 64 * 1024,
+            routes: Vec::new(),
+            upstream_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -95,7 +121,32 @@ impl Config {
         if self.dev_auto_approve && self.dev_user.is_none() {
             return Err("dev_auto_approve needs dev_user".into());
         }
+        for route in &self.routes {
+            if !route.prefix.starts_with('/')
+                || (route.prefix.len() > 1 && route.prefix.ends_with('/'))
+            {
+                return Err(format!(
+                    "route prefix {:?} must start with / and not end with /",
+                    route.prefix
+                ));
+            }
+            let upstream = url::Url::parse(&route.upstream)
+                .map_err(|e| format!("route upstream {}: {e}", route.upstream))?;
+            if upstream.scheme() != "http" {
+                return Err(format!(
+                    "route upstream {}: only http upstreams are supported",
+                    route.upstream
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The public origin (scheme://host[:port]) of the issuer.
+    pub fn origin(&self) -> String {
+        url::Url::parse(&self.issuer)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default()
     }
 
     /// The issuer's path without a trailing slash ("" for an origin issuer): endpoints live under it.

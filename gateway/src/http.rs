@@ -3,6 +3,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -12,7 +13,16 @@ use serde_json::Value;
 use crate::error::OAuthError;
 
 pub type Req = Request<Incoming>;
-pub type Resp = Response<Full<Bytes>>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Response bodies are either whole (OAuth endpoints) or streamed (the MCP proxy).
+pub type Body = BoxBody<Bytes, BoxError>;
+pub type Resp = Response<Body>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
 
 /// The request body, refused beyond `limit` bytes.
 pub async fn read_body(req: Req, limit: usize) -> Result<Bytes, OAuthError> {
@@ -190,7 +200,7 @@ fn base(status: StatusCode) -> hyper::http::response::Builder {
 pub fn json(status: StatusCode, body: &Value) -> Resp {
     base(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(full(body.to_string()))
         .expect("static response parts")
 }
 
@@ -224,7 +234,7 @@ pub fn redirect(location: &str, status: StatusCode) -> Resp {
         Ok(value) => base(status)
             .header(header::LOCATION, value)
             .header(header::CACHE_CONTROL, "no-store")
-            .body(Full::new(Bytes::new()))
+            .body(full(Bytes::new()))
             .expect("static response parts"),
         Err(_) => error(&OAuthError::server_error()),
     }
@@ -233,7 +243,7 @@ pub fn redirect(location: &str, status: StatusCode) -> Resp {
 pub fn empty(status: StatusCode) -> Resp {
     base(status)
         .header(header::CACHE_CONTROL, "no-store")
-        .body(Full::new(Bytes::new()))
+        .body(full(Bytes::new()))
         .expect("static response parts")
 }
 
@@ -249,7 +259,7 @@ pub fn html(status: StatusCode, body: String) -> Resp {
         .header("x-frame-options", "DENY")
         .header("x-content-type-options", "nosniff")
         .header("referrer-policy", "no-referrer")
-        .body(Full::new(Bytes::from(body)))
+        .body(full(body))
         .expect("static response parts")
 }
 

@@ -12,6 +12,8 @@ pub mod error;
 pub mod http;
 pub mod jwt;
 pub mod keys;
+mod protect;
+mod revoked;
 pub mod server;
 
 pub use config::Config;

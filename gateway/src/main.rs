@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use oauth_gateway::Config;
-use oauth_gateway::config::KeyConfig;
+use oauth_gateway::config::{KeyConfig, RouteConfig};
 use oauth_gateway::keys::{Alg, generate_pem};
 use tokio_postgres::NoTls;
 
@@ -46,6 +46,10 @@ struct ConfigArgs {
     trusted_user_header: Option<String>,
     #[arg(long, env = "OAUTH_POOL_SIZE")]
     pool_size: Option<usize>,
+    /// Protected route `PREFIX=UPSTREAM` (repeatable), requiring scope `mcp`; use the config file
+    /// for other scopes or an explicit resource.
+    #[arg(long = "route", env = "OAUTH_ROUTES", value_delimiter = ',')]
+    routes: Vec<String>,
 }
 
 impl ConfigArgs {
@@ -97,6 +101,17 @@ impl ConfigArgs {
         }
         if let Some(v) = self.pool_size {
             config.pool_size = v;
+        }
+        for spec in &self.routes {
+            let (prefix, upstream) = spec
+                .split_once('=')
+                .ok_or(format!("--route {spec}: expected PREFIX=UPSTREAM"))?;
+            config.routes.push(RouteConfig {
+                prefix: prefix.to_owned(),
+                upstream: upstream.to_owned(),
+                scopes: vec!["mcp".into()],
+                resource: None,
+            });
         }
         Ok(config)
     }

@@ -83,6 +83,9 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         db,
         settings: std::sync::RwLock::new(settings.unwrap_or(Value::Null)),
         csrf_key,
+        revoked: Default::default(),
+        props: Default::default(),
+        proxy: crate::protect::new_client(),
     }))
 }
 
@@ -93,6 +96,15 @@ pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (tx, mut rx) = oneshot::channel::<()>();
     let refresher = tokio::spawn(refresh_settings(app.clone()));
+    // Tokens live at most a day (the extension's bound on access_token_ttl): revocations older
+    // than that cannot matter to the proxy.
+    let feed = (!app.config.routes.is_empty()).then(|| {
+        tokio::spawn(crate::revoked::follow(
+            app.revoked.clone(),
+            app.config.database_url.clone(),
+            Duration::from_secs(86_400),
+        ))
+    });
     let done = tokio::spawn(async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
@@ -120,6 +132,9 @@ pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
         }
         drop(listener);
         refresher.abort();
+        if let Some(feed) = feed {
+            feed.abort();
+        }
         let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
     });
     Ok(ServerHandle {

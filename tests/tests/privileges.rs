@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use oauth_provider_tests::*;
 
-const GATEWAY_FUNCTIONS: [&str; 13] = [
+const GATEWAY_FUNCTIONS: [&str; 14] = [
     "begin_authorization(jsonb,timestamp with time zone)",
     "deny_authorization(text,text,text,timestamp with time zone)",
     "error_sqlstate(text)",
@@ -14,6 +14,7 @@ const GATEWAY_FUNCTIONS: [&str; 13] = [
     "introspect(text,text,text,uuid,uuid,timestamp with time zone)",
     "issue_code(text,text,text[],jsonb,timestamp with time zone)",
     "register_client(jsonb,timestamp with time zone)",
+    "revocations(timestamp with time zone,timestamp with time zone)",
     "revoke_token(text,text,text,uuid,uuid,timestamp with time zone)",
     "rotate_refresh_token(text,text,text,text,text,timestamp with time zone)",
     "settings()",

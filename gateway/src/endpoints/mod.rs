@@ -76,6 +76,12 @@ fn allowed_origin(app: &App, req: &Req) -> Option<HeaderValue> {
 
 pub async fn dispatch(app: &App, req: Req) -> Resp {
     let Some(route) = route(app, req.uri().path()) else {
+        if let Some(protected) = crate::protect::route_for_metadata(app, req.uri().path()) {
+            return crate::protect::metadata(app, protected);
+        }
+        if let Some(protected) = crate::protect::route_for(app, req.uri().path()) {
+            return crate::protect::handle(app, req, protected).await;
+        }
         return http::json_no_store(
             StatusCode::NOT_FOUND,
             &json!({"error": "not_found", "error_description": "no such endpoint"}),

@@ -174,6 +174,7 @@ pub struct Options {
     pub algs: Vec<Alg>,
     pub login_url: Option<String>,
     pub database_url_override: Option<String>,
+    pub routes: Vec<oauth_gateway::config::RouteConfig>,
 }
 
 impl Default for Options {
@@ -183,6 +184,7 @@ impl Default for Options {
             algs: vec![Alg::ES256],
             login_url: None,
             database_url_override: None,
+            routes: Vec::new(),
         }
     }
 }
@@ -256,6 +258,7 @@ impl Gateway {
             pool_wait: std::time::Duration::from_millis(1500),
             keys,
             login_url: options.login_url,
+            routes: options.routes,
             dev_mode: true,
             dev_user: Some("alice".into()),
             ..Config::default()
@@ -272,6 +275,24 @@ impl Gateway {
             app,
             key_dir,
         }
+    }
+
+    /// Another gateway on the same database, issuer and keys (as behind a load balancer).
+    pub async fn second(&self) -> (ServerHandle, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut config = self.app.config.clone();
+        config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        let app = oauth_gateway::build(config)
+            .await
+            .expect("build second gateway");
+        let handle = oauth_gateway::serve(app)
+            .await
+            .expect("serve second gateway");
+        (handle, format!("http://127.0.0.1:{port}"))
     }
 
     pub fn url(&self, path: &str) -> String {
