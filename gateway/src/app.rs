@@ -22,6 +22,7 @@ pub struct App {
     /// Grants and families revoked recently, from the database's revocation feed (proxy checks).
     pub revoked: std::sync::Arc<crate::revoked::RevokedSet>,
     pub props: crate::protect::PropsCache,
+    pub verified: crate::protect::VerifiedTokens,
     pub proxy: crate::protect::ProxyClient,
 }
 

@@ -12,6 +12,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::app::App;
@@ -43,6 +44,40 @@ pub struct PropsCache {
 }
 
 const PROPS_TTL: Duration = Duration::from_secs(60);
+
+/// Tokens whose signature and claims were verified for a route, by SHA-256 of the token: MCP
+/// clients present one token for many calls, and a signature check costs more than the rest of a
+/// proxied request. Expiry and revocation are still checked on every use.
+#[derive(Default)]
+pub struct VerifiedTokens {
+    entries: RwLock<HashMap<([u8; 32], usize), Value>>,
+}
+
+const VERIFIED_CAPACITY: usize = 100_000;
+
+impl VerifiedTokens {
+    fn get(&self, key: &([u8; 32], usize)) -> Option<Value> {
+        let claims = self
+            .entries
+            .read()
+            .expect("verified lock")
+            .get(key)
+            .cloned()?;
+        let now = jsonwebtoken::get_current_timestamp();
+        claims["exp"]
+            .as_u64()
+            .is_some_and(|exp| exp > now)
+            .then_some(claims)
+    }
+
+    fn insert(&self, key: ([u8; 32], usize), claims: Value) {
+        let mut entries = self.entries.write().expect("verified lock");
+        if entries.len() >= VERIFIED_CAPACITY {
+            entries.clear();
+        }
+        entries.insert(key, claims);
+    }
+}
 
 pub fn route_for<'a>(app: &'a App, path: &str) -> Option<&'a RouteConfig> {
     app.config
@@ -202,16 +237,29 @@ pub async fn handle(app: &App, mut req: Req, route: &RouteConfig) -> Resp {
         ],
         validate_exp: true,
     };
-    let claims = match crate::jwt::verify_access_token(&token, &app.keys, &expect) {
-        Ok(claims) => claims,
-        Err(e) => {
-            return challenge(
-                app,
-                route,
-                StatusCode::UNAUTHORIZED,
-                Some(("invalid_token", &e.to_string())),
-            );
-        }
+    let route_index = app
+        .config
+        .routes
+        .iter()
+        .position(|r| std::ptr::eq(r, route))
+        .unwrap_or(usize::MAX);
+    let cache_key: ([u8; 32], usize) = (Sha256::digest(token.as_bytes()).into(), route_index);
+    let claims = match app.verified.get(&cache_key) {
+        Some(claims) => claims,
+        None => match crate::jwt::verify_access_token(&token, &app.keys, &expect) {
+            Ok(claims) => {
+                app.verified.insert(cache_key, claims.clone());
+                claims
+            }
+            Err(e) => {
+                return challenge(
+                    app,
+                    route,
+                    StatusCode::UNAUTHORIZED,
+                    Some(("invalid_token", &e.to_string())),
+                );
+            }
+        },
     };
     let grant: Option<Uuid> = claims["grant_id"].as_str().and_then(|s| s.parse().ok());
     let family: Option<Uuid> = claims["family_id"].as_str().and_then(|s| s.parse().ok());

@@ -85,6 +85,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         csrf_key,
         revoked: Default::default(),
         props: Default::default(),
+        verified: Default::default(),
         proxy: crate::protect::new_client(),
     }))
 }
