@@ -44,3 +44,22 @@ impl App {
             .unwrap_or_default()
     }
 }
+
+impl App {
+    /// Verifies an access token this gateway issued (any audience; `validate_exp` off for
+    /// revocation, where an expired token may still be named).
+    pub fn verify_own_token(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+        validate_exp: bool,
+    ) -> Result<Value, crate::jwt::VerifyError> {
+        let expect = crate::jwt::Expectations {
+            issuer: &self.config.issuer,
+            audience,
+            algorithms: &crate::jwt::ASYMMETRIC,
+            validate_exp,
+        };
+        crate::jwt::verify_access_token(token, &self.keys, &expect)
+    }
+}

@@ -144,6 +144,9 @@ pub enum VerifyError {
     Invalid(String),
 }
 
+/// The algorithms this gateway signs with, all asymmetric: what its own endpoints accept.
+pub const ASYMMETRIC: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
+
 /// What a resource server needs to accept an access token.
 pub struct Expectations<'a> {
     pub issuer: &'a str,

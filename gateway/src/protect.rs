@@ -227,16 +227,7 @@ pub async fn handle(app: &App, mut req: Req, route: &RouteConfig) -> Resp {
         },
     };
     let resource = resource_of(app, route);
-    let expect = crate::jwt::Expectations {
-        issuer: &app.config.issuer,
-        audience: Some(&resource),
-        algorithms: &[
-            jsonwebtoken::Algorithm::RS256,
-            jsonwebtoken::Algorithm::ES256,
-            jsonwebtoken::Algorithm::EdDSA,
-        ],
-        validate_exp: true,
-    };
+
     let route_index = app
         .config
         .routes
@@ -246,7 +237,7 @@ pub async fn handle(app: &App, mut req: Req, route: &RouteConfig) -> Resp {
     let cache_key: ([u8; 32], usize) = (Sha256::digest(token.as_bytes()).into(), route_index);
     let claims = match app.verified.get(&cache_key) {
         Some(claims) => claims,
-        None => match crate::jwt::verify_access_token(&token, &app.keys, &expect) {
+        None => match app.verify_own_token(&token, Some(&resource), true) {
             Ok(claims) => {
                 app.verified.insert(cache_key, claims.clone());
                 claims

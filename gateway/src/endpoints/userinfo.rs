@@ -43,17 +43,8 @@ pub async fn handle(app: &App, req: Req) -> Resp {
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return resp;
     };
-    let expect = crate::jwt::Expectations {
-        issuer: &app.config.issuer,
-        audience: None,
-        algorithms: &[
-            jsonwebtoken::Algorithm::RS256,
-            jsonwebtoken::Algorithm::ES256,
-            jsonwebtoken::Algorithm::EdDSA,
-        ],
-        validate_exp: true,
-    };
-    let claims = match crate::jwt::verify_access_token(token, &app.keys, &expect) {
+
+    let claims = match app.verify_own_token(token, None, true) {
         Ok(claims) => claims,
         Err(e) => return bearer_error("invalid_token", &e.to_string()),
     };
