@@ -211,7 +211,8 @@ CREATE FUNCTION oauth.issue_code(
     request_id text,
     user_id text,
     granted_scopes text[] DEFAULT NULL,
-    props jsonb DEFAULT '{}',
+    -- NULL keeps what an earlier consent recorded (a new grant starts with {}).
+    props jsonb DEFAULT NULL,
     now timestamptz DEFAULT now()
 ) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
@@ -227,7 +228,7 @@ BEGIN
     IF user_id IS NULL OR length(user_id) NOT BETWEEN 1 AND 255 THEN
         PERFORM oauth._raise('invalid_request', 'user_id must be 1 to 255 characters');
     END IF;
-    IF props IS NULL OR jsonb_typeof(props) <> 'object' THEN
+    IF props IS NOT NULL AND jsonb_typeof(props) <> 'object' THEN
         PERFORM oauth._raise('invalid_request', 'props must be a JSON object');
     END IF;
     request := oauth._take_request(request_id, now);
@@ -241,10 +242,11 @@ BEGIN
 
     -- Concurrent consents for one user and client converge on one live grant (the partial unique index).
     INSERT INTO oauth.grants AS g (user_id, client_id, scopes, resource, props, auth_time, created_at, updated_at)
-    VALUES (issue_code.user_id, request.client_id, chosen_scopes, request.resource, issue_code.props, now, now, now)
+    VALUES (issue_code.user_id, request.client_id, chosen_scopes, request.resource, coalesce(issue_code.props, '{}'),
+            now, now, now)
     ON CONFLICT (user_id, client_id) WHERE revoked_at IS NULL DO UPDATE
        SET scopes = (SELECT array_agg(DISTINCT s ORDER BY s) FROM unnest(g.scopes || EXCLUDED.scopes) s),
-           resource = EXCLUDED.resource, props = EXCLUDED.props, auth_time = EXCLUDED.auth_time,
+           resource = EXCLUDED.resource, props = coalesce(issue_code.props, g.props), auth_time = EXCLUDED.auth_time,
            updated_at = EXCLUDED.updated_at
     RETURNING g.grant_id INTO granted_id;
 

@@ -687,6 +687,43 @@ async fn consenting_again_widens_the_one_live_grant() {
 }
 
 #[tokio::test]
+async fn consenting_again_without_props_keeps_the_props_recorded_before() {
+    let admin = admin().await;
+    let client = confidential_client(&admin).await;
+    let user = unique("user");
+    authorize_with(
+        &admin,
+        &client,
+        &user,
+        json!({"scope": "mcp"}),
+        json!({"tenant": "acme"}),
+    )
+    .await;
+    let pkce = Pkce::new();
+    let begun = begin_authorization(
+        &admin,
+        &authorize_params(&client, &pkce, json!({"scope": "mcp"})),
+    )
+    .await;
+    let request_id = str_field(&begun, "request_id").to_owned();
+    let _: String = admin
+        .query_one("SELECT oauth.issue_code($1, $2)", &[&request_id, &user])
+        .await
+        .unwrap()
+        .get(0);
+    let props: Value = admin
+        .query_one("SELECT props FROM oauth.list_user_grants($1)", &[&user])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        props,
+        json!({"tenant": "acme"}),
+        "NULL props keep the grant's props"
+    );
+}
+
+#[tokio::test]
 async fn omitted_scope_falls_back_to_the_default_scopes_the_client_may_have() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
