@@ -102,6 +102,12 @@ impl Http {
         }
     }
 
+    /// The status of a GET, or None when nothing listens there (yet).
+    pub async fn client_get_ok(&self, url: &str) -> Option<StatusCode> {
+        let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+        self.client.request(req).await.ok().map(|r| r.status())
+    }
+
     pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Response {
         let mut b = Request::get(url);
         for (k, v) in headers {
@@ -175,6 +181,8 @@ pub struct Options {
     pub login_url: Option<String>,
     pub database_url_override: Option<String>,
     pub routes: Vec<oauth_gateway::config::RouteConfig>,
+    pub pool_size: usize,
+    pub pool_wait: std::time::Duration,
 }
 
 impl Default for Options {
@@ -185,6 +193,8 @@ impl Default for Options {
             login_url: None,
             database_url_override: None,
             routes: Vec::new(),
+            pool_size: 8,
+            pool_wait: std::time::Duration::from_millis(1500),
         }
     }
 }
@@ -254,8 +264,8 @@ impl Gateway {
             database_url: options
                 .database_url_override
                 .unwrap_or(format!("{gateway_url} dbname={db_name}")),
-            pool_size: 8,
-            pool_wait: std::time::Duration::from_millis(1500),
+            pool_size: options.pool_size,
+            pool_wait: options.pool_wait,
             keys,
             login_url: options.login_url,
             routes: options.routes,
