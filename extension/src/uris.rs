@@ -229,3 +229,36 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+        /// Whatever is presented, only a registered URI (or its loopback port variant) matches.
+        #[test]
+        fn only_registered_uris_match(presented in "\\PC{0,120}", port in 1u32..65536) {
+            let registered = vec![Some("http://127.0.0.1/cb".to_owned()), Some("https://app.example/cb".to_owned())];
+            if redirect_uri_allowed(registered.clone(), &presented) {
+                let loopback_variant = presented == format!("http://127.0.0.1:{port}/cb")
+                    || presented.starts_with("http://127.0.0.1:") && presented.ends_with("/cb");
+                prop_assert!(registered.iter().flatten().any(|r| r == &presented) || loopback_variant, "{}", presented);
+            }
+            let variant = format!("http://127.0.0.1:{}/cb", port);
+            prop_assert!(redirect_uri_allowed(registered, &variant));
+        }
+
+        /// Validation and host extraction never panic on arbitrary input.
+        #[test]
+        fn uri_rules_never_panic(uri in "\\PC{0,200}") {
+            let _ = redirect_uri_problem(&uri, "native");
+            let _ = redirect_uri_problem(&uri, "web");
+            let _ = resource_problem(&uri);
+            let _ = uri_host(&uri);
+            let _ = is_loopback_redirect(&uri);
+        }
+    }
+}

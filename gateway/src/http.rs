@@ -37,6 +37,19 @@ pub async fn read_body(req: Req, limit: usize) -> Result<Bytes, OAuthError> {
     }
 }
 
+/// One `application/x-www-form-urlencoded` component, decoded strictly: bytes that are not UTF-8
+/// are refused rather than replaced, since no OAuth parameter may contain them.
+pub fn form_decode(component: &[u8]) -> Result<String, OAuthError> {
+    let plus_as_space: Vec<u8> = component
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
+    percent_encoding::percent_decode(&plus_as_space)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| OAuthError::invalid_request("parameters must be UTF-8"))
+}
+
 /// Parameters of a form or query string, in order, with repeats kept so they can be refused.
 #[derive(Debug, Default)]
 pub struct Params(pub Vec<(String, String)>);
@@ -44,13 +57,11 @@ pub struct Params(pub Vec<(String, String)>);
 impl Params {
     pub fn parse(input: &[u8]) -> Result<Self, OAuthError> {
         let mut params = Vec::new();
-        for (name, value) in form_urlencoded::parse(input) {
-            // form_urlencoded decodes invalid UTF-8 lossily; a replacement character means the
-            // client sent bytes that are not text, which no OAuth parameter may contain.
-            if name.contains('\u{FFFD}') || value.contains('\u{FFFD}') {
-                return Err(OAuthError::invalid_request("parameters must be UTF-8"));
-            }
-            params.push((name.into_owned(), value.into_owned()));
+        for pair in input.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+            let mut halves = pair.splitn(2, |b| *b == b'=');
+            let name = form_decode(halves.next().unwrap_or_default())?;
+            let value = form_decode(halves.next().unwrap_or_default())?;
+            params.push((name, value));
         }
         Ok(Self(params))
     }
@@ -151,15 +162,8 @@ pub fn client_credentials(
         let (id, secret) = decoded
             .split_once(':')
             .ok_or_else(|| invalid_client("malformed Basic credentials"))?;
-        let decode = |s: &str| -> Result<String, OAuthError> {
-            let joined: String = form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default();
-            if joined.contains('\u{FFFD}') {
-                return Err(invalid_client("malformed Basic credentials"));
-            }
-            Ok(joined)
+        let decode = |s: &str| {
+            form_decode(s.as_bytes()).map_err(|_| invalid_client("malformed Basic credentials"))
         };
         let id = decode(id)?;
         if body_id.is_some_and(|b| b != id) {
@@ -317,5 +321,51 @@ mod tests {
         assert_eq!(creds.secret.as_deref(), Some("s:cret"));
         let both = Params::parse(b"client_secret=x").unwrap();
         assert!(client_credentials(&headers, &both).is_err());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+        /// Any bytes parse to parameters or to invalid_request; never a panic.
+        #[test]
+        fn form_parsing_never_panics(input in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(params) = Params::parse(&input) {
+                for (name, _) in &params.0 {
+                    let _ = params.single(name);
+                }
+                let _ = params.to_json();
+            }
+        }
+
+        /// Any Authorization header yields credentials or an OAuth error; never a panic.
+        #[test]
+        fn client_authentication_parsing_never_panics(value in "\\PC{0,200}", body in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(header::AUTHORIZATION, v);
+            }
+            if let Ok(params) = Params::parse(&body) {
+                let _ = client_credentials(&headers, &params);
+            }
+            let _ = bearer_token(&headers);
+        }
+
+        /// Basic credentials round-trip through their form encoding, whatever the characters.
+        #[test]
+        fn basic_credentials_round_trip(id in "[^:\\x00-\\x1f]{1,40}", secret in "\\PC{0,60}") {
+            let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let mut headers = HeaderMap::new();
+            let value = format!("Basic {}", STANDARD.encode(format!("{}:{}", enc(&id), enc(&secret))));
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&value).unwrap());
+            let creds = client_credentials(&headers, &Params::default()).unwrap();
+            prop_assert_eq!(creds.client_id, id);
+            prop_assert_eq!(creds.secret, Some(secret));
+        }
     }
 }
