@@ -1,0 +1,99 @@
+// Starts what a real client talks to: a fresh database with the extension, the demo MCP server,
+// and an oauth-gateway process (development mode, built-in consent page, /mcp guarded).
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
+const BIN = join(ROOT, 'target', 'release');
+
+function env(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} must be set (scripts/test sets it)`);
+  return value;
+}
+
+function psql(conninfo, sql) {
+  return execFileSync('psql', ['-X', '-q', '-t', '-A', '-v', 'ON_ERROR_STOP=1', conninfo, '-c', sql], { encoding: 'utf8' }).trim();
+}
+
+async function freePort() {
+  return new Promise((ok, fail) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => ok(port));
+    }).on('error', fail);
+  });
+}
+
+async function waitFor(child, text) {
+  return new Promise((ok, fail) => {
+    let seen = '';
+    const timer = setTimeout(() => fail(new Error(`timed out waiting for "${text}": ${seen}`)), 15000);
+    const onData = (chunk) => {
+      seen += chunk;
+      if (seen.includes(text)) { clearTimeout(timer); ok(); }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', (chunk) => { seen += chunk; });
+    child.on('exit', (code) => { clearTimeout(timer); fail(new Error(`exited with ${code}: ${seen}`)); });
+  });
+}
+
+export async function startStack() {
+  const admin = env('OAUTH_TEST_DATABASE_URL');
+  const gatewayUrl = env('OAUTH_TEST_GATEWAY_DATABASE_URL');
+  const db = `js_${randomBytes(5).toString('hex')}`;
+  psql(admin, `CREATE DATABASE ${db}`);
+  const dbAdmin = `${admin} dbname=${db}`;
+  psql(dbAdmin, 'CREATE EXTENSION oauth_provider');
+  const [port, demoPort] = [await freePort(), await freePort()];
+  const issuer = `http://127.0.0.1:${port}`;
+  psql(dbAdmin, `SELECT oauth.configure(issuer => '${issuer}')`);
+  const dir = mkdtempSync(join(tmpdir(), 'oauth-js-'));
+  execFileSync(join(BIN, 'oauth-gateway'), ['keys', 'generate', '--alg', 'ES256', '--out', join(dir, 'key.pem')]);
+  const demo = spawn(join(BIN, 'oauth-demo-mcp'), ['--listen', `127.0.0.1:${demoPort}`]);
+  await waitFor(demo, 'listening');
+  const gateway = spawn(join(BIN, 'oauth-gateway'), [
+    'serve', '--issuer', issuer, '--listen', `127.0.0.1:${port}`,
+    '--database-url', `${gatewayUrl} dbname=${db}`, '--key', `ES256:${join(dir, 'key.pem')}`,
+    '--dev-mode', '--dev-user', 'alice', '--route', `/mcp=http://127.0.0.1:${demoPort}/mcp`,
+  ]);
+  await waitFor(gateway, 'listening');
+  return {
+    issuer,
+    mcpUrl: `${issuer}/mcp`,
+    sql: (query) => psql(dbAdmin, query),
+    async stop() {
+      gateway.kill('SIGTERM');
+      demo.kill('SIGTERM');
+      await new Promise((ok) => gateway.once('exit', ok));
+      psql(admin, `DROP DATABASE ${db} WITH (FORCE)`);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// Plays the user at the built-in consent page: follows /authorize to /consent, approves the
+// form, and returns the URL the browser would be sent back to (with code, state, iss).
+export async function approveInBrowser(authorizationUrl) {
+  let resp = await fetch(authorizationUrl, { redirect: 'manual' });
+  if (resp.status !== 302) throw new Error(`authorize answered ${resp.status}: ${await resp.text()}`);
+  const consentUrl = resp.headers.get('location');
+  const page = await (await fetch(consentUrl)).text();
+  const field = (name) => {
+    const match = page.match(new RegExp(`name="${name}" value="([^"]*)"`));
+    if (!match) throw new Error(`no ${name} on the consent page`);
+    return match[1];
+  };
+  resp = await fetch(new URL(consentUrl).origin + new URL(consentUrl).pathname, {
+    method: 'POST',
+    redirect: 'manual',
+    body: new URLSearchParams({ request_id: field('request_id'), csrf_token: field('csrf_token'), decision: 'approve' }),
+  });
+  if (resp.status !== 303) throw new Error(`consent answered ${resp.status}: ${await resp.text()}`);
+  return new URL(resp.headers.get('location'));
+}
