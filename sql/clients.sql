@@ -373,9 +373,12 @@ BEGIN
     INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes, grant_types,
                                token_endpoint_auth_method, application_type, metadata, registered_dynamically,
                                created_at, updated_at, expires_at)
+    -- A registered scope list would limit nothing (anyone may register again asking for more), and
+    -- MCP clients register with the scope of their first challenge, then step up (403
+    -- insufficient_scope): a registered client may use every supported scope.
     VALUES (oauth.random_token(16), oauth.token_hash(secret),
             coalesce(client_name, oauth.uri_host(redirect_uris[1]), 'unnamed client'),
-            redirect_uris, scopes, grant_types, method, app_type, extra, true, now, now,
+            redirect_uris, settings.scopes_supported, grant_types, method, app_type, extra, true, now, now,
             now + settings.registered_client_ttl)
     RETURNING * INTO new_client;
     PERFORM oauth._event('client_registered', new_client.client_id, NULL, NULL, NULL, NULL, now);

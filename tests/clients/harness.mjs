@@ -1,7 +1,7 @@
 // Starts what a real client talks to: a fresh database with the extension, the demo MCP server,
 // and an oauth-gateway process (development mode, built-in consent page, /mcp guarded).
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -57,15 +57,31 @@ export async function startStack() {
   execFileSync(join(BIN, 'oauth-gateway'), ['keys', 'generate', '--alg', 'ES256', '--out', join(dir, 'key.pem')]);
   const demo = spawn(join(BIN, 'oauth-demo-mcp'), ['--listen', `127.0.0.1:${demoPort}`]);
   await waitFor(demo, 'listening');
+  // Two routes to one MCP server under one resource: /mcp needs "mcp", /mcp/admin also "email",
+  // so a token good for /mcp meets a 403 insufficient_scope at /mcp/admin (step-up).
+  writeFileSync(join(dir, 'gateway.toml'), `
+[[routes]]
+prefix = "/mcp"
+upstream = "http://127.0.0.1:${demoPort}/mcp"
+scopes = ["mcp"]
+resource = "${issuer}/mcp"
+
+[[routes]]
+prefix = "/mcp/admin"
+upstream = "http://127.0.0.1:${demoPort}/mcp"
+scopes = ["mcp", "email"]
+resource = "${issuer}/mcp"
+`);
   const gateway = spawn(join(BIN, 'oauth-gateway'), [
-    'serve', '--issuer', issuer, '--listen', `127.0.0.1:${port}`,
+    'serve', '--config', join(dir, 'gateway.toml'), '--issuer', issuer, '--listen', `127.0.0.1:${port}`,
     '--database-url', `${gatewayUrl} dbname=${db}`, '--key', `ES256:${join(dir, 'key.pem')}`,
-    '--dev-mode', '--dev-user', 'alice', '--route', `/mcp=http://127.0.0.1:${demoPort}/mcp`,
+    '--dev-mode', '--dev-user', 'alice',
   ]);
   await waitFor(gateway, 'listening');
   return {
     issuer,
     mcpUrl: `${issuer}/mcp`,
+    adminUrl: `${issuer}/mcp/admin`,
     sql: (query) => psql(dbAdmin, query),
     async stop() {
       gateway.kill('SIGTERM');
@@ -83,6 +99,7 @@ export async function approveInBrowser(authorizationUrl) {
   let resp = await fetch(authorizationUrl, { redirect: 'manual' });
   if (resp.status !== 302) throw new Error(`authorize answered ${resp.status}: ${await resp.text()}`);
   const consentUrl = resp.headers.get('location');
+  if (!consentUrl.startsWith(new URL(authorizationUrl).origin)) throw new Error(`authorize redirected to the client: ${consentUrl}`);
   const page = await (await fetch(consentUrl)).text();
   const field = (name) => {
     const match = page.match(new RegExp(`name="${name}" value="([^"]*)"`));

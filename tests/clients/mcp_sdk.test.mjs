@@ -12,14 +12,14 @@ let stack;
 before(async () => { stack = await startStack(); });
 after(async () => { await stack?.stop(); });
 
-function memoryProvider() {
+function memoryProvider({ grantTypes = ['authorization_code', 'refresh_token'] } = {}) {
   const store = { returned: null };
   const redirectUrl = 'http://127.0.0.1:33418/callback';
   return {
     store,
     get redirectUrl() { return redirectUrl; },
     get clientMetadata() {
-      return { client_name: 'MCP SDK test', redirect_uris: [redirectUrl], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none' };
+      return { client_name: 'MCP SDK test', redirect_uris: [redirectUrl], grant_types: grantTypes, response_types: ['code'], token_endpoint_auth_method: 'none' };
     },
     state() { store.state = `state-${Math.random()}`; return store.state; },
     clientInformation() { return store.client; },
@@ -66,4 +66,36 @@ test('the MCP SDK discovers, registers, authorizes and calls a tool through the 
   });
   assert.equal(reuse.status, 400);
   assert.equal((await reuse.json()).error, 'invalid_grant');
+});
+
+// SDK 1.32.2 answers a 403 by refreshing when it holds a refresh token, and a refresh cannot widen
+// scope (RFC 6749 §6), so it gives up; a client without refresh tokens re-authorizes as intended.
+// The SDK registers with the scope of its first challenge only ("mcp"); the registration must not
+// stop it from stepping up later.
+test('a 403 insufficient_scope makes the MCP SDK step up to the wider scope', async () => {
+  const provider = memoryProvider({ grantTypes: ['authorization_code'] });
+  const connectTo = async (url) => {
+    const client = new Client({ name: 'sdk-step-up', version: '1.0.0' });
+    try {
+      await client.connect(new StreamableHTTPClientTransport(new URL(url), { authProvider: provider }));
+      return client;
+    } catch (error) {
+      if (!(error instanceof UnauthorizedError)) throw error;
+      const transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
+      await transport.finishAuth(provider.store.returned.searchParams.get('code'));
+      await client.connect(transport);
+      return client;
+    }
+  };
+  const narrow = await connectTo(stack.mcpUrl);
+  assert.equal((await narrow.callTool({ name: 'whoami', arguments: {} })).structuredContent.scope, 'mcp');
+  await narrow.close();
+
+  // Same token, an operation that needs more: 403 → the SDK asks for "mcp email" and retries.
+  provider.store.returned = null;
+  const wide = await connectTo(stack.adminUrl);
+  assert.ok(provider.store.returned, 'the 403 sent the user back to consent for the wider scope');
+  const who = (await wide.callTool({ name: 'whoami', arguments: {} })).structuredContent;
+  assert.deepEqual(who.scope.split(' ').sort(), ['email', 'mcp']);
+  await wide.close();
 });

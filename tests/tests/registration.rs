@@ -44,7 +44,11 @@ async fn mcp_style_public_native_client_registers_and_completes_a_flow_on_any_lo
         "all-loopback registrations are native"
     );
     assert_eq!(answer["token_endpoint_auth_method"], json!("none"));
-    assert_eq!(answer["scope"], json!("mcp openid"));
+    assert_eq!(
+        answer["scope"],
+        json!("openid profile email offline_access mcp"),
+        "a registered client may step up to every supported scope, whatever it asked for first"
+    );
     assert_eq!(answer["client_uri"], json!("https://claude.ai"));
     assert_eq!(answer["contacts"], json!(["ops@example.com"]));
     assert_eq!(answer.get("unknown_field"), None);
