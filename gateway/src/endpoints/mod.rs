@@ -75,6 +75,10 @@ fn allowed_origin(app: &App, req: &Req) -> Option<HeaderValue> {
 }
 
 pub async fn dispatch(app: &App, req: Req) -> Resp {
+    // Liveness for load balancers and process supervisors: answers without touching the database.
+    if req.uri().path() == "/healthz" {
+        return http::json(StatusCode::OK, &json!({"status": "ok"}));
+    }
     let Some(route) = route(app, req.uri().path()) else {
         if let Some(protected) = crate::protect::route_for_metadata(app, req.uri().path()) {
             return crate::protect::metadata(app, protected);
