@@ -99,42 +99,7 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     let (client_id, _) = gw.client(true, &["mcp"]).await;
     let (refresh, locker) = blocked_refresh(&gw, &client_id).await;
     // A second gateway process on the same database, stopped with SIGTERM while a request is in flight.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let key = gw.app.config.keys[0].clone();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-gateway"))
-        .args([
-            "serve",
-            "--issuer",
-            &gw.issuer,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            &gw.app.config.database_url,
-            "--key",
-            &format!("ES256:{}", key.path.display()),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start oauth-gateway");
-    let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while gw
-        .http
-        .client_get_ok(&format!("{base}/.well-known/jwks.json"))
-        .await
-        .is_none()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "child gateway did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut child, base) = gw.spawn_process().await;
     let in_flight = {
         let http = Http::new();
         let (url, client_id) = (format!("{base}/token"), client_id.clone());

@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use hyper::StatusCode;
@@ -27,41 +27,7 @@ async fn sigkill_mid_traffic_leaves_every_code_and_family_consistent() {
             refresh_tokens.push(tokens["refresh_token"].as_str().unwrap().to_owned());
         }
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let key = gw.app.config.keys[0].clone();
-    let mut victim = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-gateway"))
-        .args([
-            "serve",
-            "--issuer",
-            &gw.issuer,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            &gw.app.config.database_url,
-        ])
-        .args(["--key", &format!("ES256:{}", key.path.display())])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start oauth-gateway");
-    let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while gw
-        .http
-        .client_get_ok(&format!("{base}/.well-known/jwks.json"))
-        .await
-        .is_none()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "victim did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut victim, base) = gw.spawn_process().await;
     let token_url = format!("{base}/token");
     let mut tasks = Vec::new();
     for (code, p) in codes {

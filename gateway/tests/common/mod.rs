@@ -305,6 +305,46 @@ impl Gateway {
         (handle, format!("http://127.0.0.1:{port}"))
     }
 
+    /// The `oauth-gateway` binary serving this gateway's database, issuer and key in a child
+    /// process (for signals), once it answers; returns the child and its base URL.
+    pub async fn spawn_process(&self) -> (std::process::Child, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let key = &self.app.config.keys[0];
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-gateway"))
+            .args([
+                "serve",
+                "--issuer",
+                &self.issuer,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--database-url", &self.app.config.database_url])
+            .args(["--key", &format!("ES256:{}", key.path.display())])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start oauth-gateway");
+        let base = format!("http://127.0.0.1:{port}");
+        let started = std::time::Instant::now();
+        while self
+            .http
+            .client_get_ok(&format!("{base}/healthz"))
+            .await
+            .is_none()
+        {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "oauth-gateway process did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        (child, base)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.issuer, path)
     }
