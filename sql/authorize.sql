@@ -50,6 +50,7 @@ DECLARE
     resource text;
     prompt text;
     request_id text;
+    document_state jsonb;
 BEGIN
     IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
         RETURN oauth._error('invalid_request', 'missing parameters') || '{"redirect": false}';
@@ -61,6 +62,12 @@ BEGIN
     END LOOP;
     IF coalesce(params->>'client_id', '') = '' THEN
         RETURN oauth._error('invalid_request', 'client_id is required') || '{"redirect": false}';
+    END IF;
+    IF oauth._is_document_client_id(params->>'client_id') THEN
+        document_state := oauth._client_document_state(params->>'client_id', now);
+        IF document_state IS NOT NULL THEN
+            RETURN document_state || '{"redirect": false}';
+        END IF;
     END IF;
     SELECT * INTO client FROM oauth.clients c WHERE c.client_id = params->>'client_id'
        AND (c.expires_at IS NULL OR c.expires_at > now);
@@ -170,7 +177,9 @@ $$;
 CREATE FUNCTION oauth.get_authorization_request(request_id text, now timestamptz DEFAULT now())
 RETURNS TABLE (
     client_id text, client_name text, client_uri text, scopes text[], resource text,
-    redirect_uri text, redirect_host text, prompt text, expires_at timestamptz
+    redirect_uri text, redirect_host text, prompt text, expires_at timestamptz,
+    -- Every registered redirect URI is loopback: any local program could be this client.
+    loopback_only boolean
 )
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -178,7 +187,8 @@ AS $$
 BEGIN
     RETURN QUERY
     SELECT c.client_id, c.client_name, c.metadata->>'client_uri', r.scopes, r.resource,
-           r.redirect_uri, oauth.uri_host(r.redirect_uri), r.prompt, r.expires_at
+           r.redirect_uri, oauth.uri_host(r.redirect_uri), r.prompt, r.expires_at,
+           NOT EXISTS (SELECT 1 FROM unnest(c.redirect_uris) u WHERE NOT oauth.is_loopback_redirect(u))
       FROM oauth.authorization_requests r
       JOIN oauth.clients c ON c.client_id = r.client_id
      WHERE r.request_id = get_authorization_request.request_id AND r.expires_at > now;
@@ -202,6 +212,31 @@ BEGIN
         PERFORM oauth._raise('not_found', 'no such authorization request, or it has expired or was already completed');
     END IF;
     RETURN taken;
+END
+$$;
+
+-- Records a user's consent: creates the live grant for the user and client, or widens it (scopes
+-- accumulate; resource, props and auth_time follow the latest consent; NULL props keep the recorded
+-- ones). Concurrent consents for one user and client converge on one live grant (the partial unique index).
+CREATE FUNCTION oauth._record_grant(
+    user_id text, client_id text, scopes text[], resource text, props jsonb, now timestamptz
+) RETURNS uuid
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    granted_id uuid;
+BEGIN
+    INSERT INTO oauth.grants AS g (subject_type, user_id, client_id, scopes, resource, props, auth_time,
+                                   created_at, updated_at)
+    VALUES ('user', _record_grant.user_id, _record_grant.client_id, _record_grant.scopes, _record_grant.resource,
+            coalesce(_record_grant.props, '{}'), now, now, now)
+    ON CONFLICT (subject_type, user_id, client_id) WHERE revoked_at IS NULL DO UPDATE
+       SET scopes = (SELECT pg_catalog.array_agg(DISTINCT s ORDER BY s) FROM pg_catalog.unnest(g.scopes || EXCLUDED.scopes) s),
+           resource = EXCLUDED.resource, props = coalesce(_record_grant.props, g.props), auth_time = EXCLUDED.auth_time,
+           updated_at = EXCLUDED.updated_at
+    RETURNING g.grant_id INTO granted_id;
+    RETURN granted_id;
 END
 $$;
 
@@ -240,15 +275,8 @@ BEGIN
         PERFORM oauth._raise('invalid_scope', 'at least one scope must be granted');
     END IF;
 
-    -- Concurrent consents for one user and client converge on one live grant (the partial unique index).
-    INSERT INTO oauth.grants AS g (user_id, client_id, scopes, resource, props, auth_time, created_at, updated_at)
-    VALUES (issue_code.user_id, request.client_id, chosen_scopes, request.resource, coalesce(issue_code.props, '{}'),
-            now, now, now)
-    ON CONFLICT (user_id, client_id) WHERE revoked_at IS NULL DO UPDATE
-       SET scopes = (SELECT array_agg(DISTINCT s ORDER BY s) FROM unnest(g.scopes || EXCLUDED.scopes) s),
-           resource = EXCLUDED.resource, props = coalesce(issue_code.props, g.props), auth_time = EXCLUDED.auth_time,
-           updated_at = EXCLUDED.updated_at
-    RETURNING g.grant_id INTO granted_id;
+    granted_id := oauth._record_grant(issue_code.user_id, request.client_id, chosen_scopes, request.resource,
+                                      issue_code.props, now);
 
     INSERT INTO oauth.codes (code_hash, client_id, grant_id, user_id, redirect_uri, redirect_uri_sent, scopes,
                              resource, nonce, code_challenge, created_at, expires_at)

@@ -22,19 +22,30 @@ BEGIN
             'token_endpoint_auth_method must be one of none, client_secret_basic, client_secret_post');
     END IF;
     IF grant_types IS NULL OR pg_catalog.cardinality(grant_types) = 0
-       OR NOT grant_types <@ '{authorization_code,refresh_token}'::text[]
-       OR NOT 'authorization_code' = ANY (grant_types) THEN
-        RETURN oauth._error('invalid_client_metadata',
-            'grant_types must include authorization_code and may add refresh_token');
+       OR NOT grant_types <@ oauth._grant_types_supported() THEN
+        RETURN oauth._error('invalid_client_metadata', pg_catalog.format('grant_types must be drawn from %s',
+            pg_catalog.array_to_string(oauth._grant_types_supported(), ', ')));
     END IF;
-    IF redirect_uris IS NULL OR pg_catalog.cardinality(redirect_uris) = 0 THEN
+    IF 'refresh_token' = ANY (grant_types)
+       AND NOT grant_types && '{authorization_code,urn:ietf:params:oauth:grant-type:device_code}'::text[] THEN
+        RETURN oauth._error('invalid_client_metadata',
+            'refresh_token needs a grant that issues refresh tokens (authorization_code or device_code)');
+    END IF;
+    -- No user is present to approve a client_credentials token, so only a secret may obtain one.
+    IF 'client_credentials' = ANY (grant_types) AND token_endpoint_auth_method = 'none' THEN
+        RETURN oauth._error('invalid_client_metadata', 'client_credentials requires a confidential client');
+    END IF;
+    IF redirect_uris IS NULL OR array_position(redirect_uris, NULL) IS NOT NULL THEN
+        RETURN oauth._error('invalid_redirect_uri', 'redirect_uris must be a list of URIs');
+    END IF;
+    IF pg_catalog.cardinality(redirect_uris) = 0 AND 'authorization_code' = ANY (grant_types) THEN
         RETURN oauth._error('invalid_redirect_uri', 'at least one redirect URI is required');
     END IF;
     IF pg_catalog.cardinality(redirect_uris) > 20 THEN
         RETURN oauth._error('invalid_redirect_uri', 'at most 20 redirect URIs may be registered');
     END IF;
     FOREACH uri IN ARRAY redirect_uris LOOP
-        problem := coalesce(oauth.redirect_uri_problem(uri, application_type), CASE WHEN uri IS NULL THEN 'null URI' END);
+        problem := oauth.redirect_uri_problem(uri, application_type);
         IF problem IS NOT NULL THEN
             RETURN oauth._error('invalid_redirect_uri', pg_catalog.format('redirect URI %s: %s', pg_catalog.left(uri, 200), problem));
         END IF;
@@ -244,43 +255,43 @@ BEGIN
 END
 $$;
 
--- RFC 7591 dynamic registration. Each field is checked for its type and value; unknown fields are
--- ignored (§2). application_type defaults to "native" when every redirect URI is loopback or a
--- private-use scheme (what MCP clients register), else "web".
-CREATE FUNCTION oauth.register_client(metadata jsonb, now timestamptz DEFAULT now()) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+-- RFC 7591 client metadata, checked field by field for type and value; unknown fields are ignored
+-- (§2). application_type defaults to "native" when every redirect URI is loopback or a private-use
+-- scheme (what MCP clients register), else "web". Shared by registration and RFC 7592 updates.
+CREATE FUNCTION oauth._registration_fields(
+    metadata jsonb,
+    OUT problem jsonb, OUT client_name text, OUT redirect_uris text[], OUT grant_types text[],
+    OUT method text, OUT app_type text, OUT extra jsonb
+)
+LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-    settings oauth.settings := oauth._settings();
     field text;
-    redirect_uris text[];
-    grant_types text[] := '{authorization_code,refresh_token}';
     scopes text[];
-    method text := 'client_secret_basic';
-    app_type text;
-    client_name text;
-    extra jsonb := '{}';
-    problem jsonb;
-    new_client oauth.clients;
-    secret text;
 BEGIN
-    IF NOT settings.registration_enabled THEN
-        RETURN oauth._error('access_denied', 'dynamic client registration is disabled');
-    END IF;
+    grant_types := '{authorization_code,refresh_token}';
+    method := 'client_secret_basic';
+    extra := '{}';
     IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
-        RETURN oauth._error('invalid_client_metadata', 'the registration request must be a JSON object');
+        problem := oauth._error('invalid_client_metadata', 'the registration request must be a JSON object');
+        RETURN;
     END IF;
 
-    IF jsonb_typeof(metadata->'redirect_uris') IS DISTINCT FROM 'array'
-       OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'redirect_uris') e WHERE jsonb_typeof(e) <> 'string') THEN
-        RETURN oauth._error('invalid_redirect_uri', 'redirect_uris must be an array of strings');
+    IF metadata ? 'redirect_uris' THEN
+        IF jsonb_typeof(metadata->'redirect_uris') <> 'array'
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'redirect_uris') e WHERE jsonb_typeof(e) <> 'string') THEN
+            problem := oauth._error('invalid_redirect_uri', 'redirect_uris must be an array of strings');
+            RETURN;
+        END IF;
+        SELECT coalesce(array_agg(e), '{}') INTO redirect_uris FROM jsonb_array_elements_text(metadata->'redirect_uris') e;
+    ELSE
+        redirect_uris := '{}';
     END IF;
-    SELECT array_agg(e) INTO redirect_uris FROM jsonb_array_elements_text(metadata->'redirect_uris') e;
 
     IF metadata ? 'token_endpoint_auth_method' THEN
         IF jsonb_typeof(metadata->'token_endpoint_auth_method') <> 'string' THEN
-            RETURN oauth._error('invalid_client_metadata', 'token_endpoint_auth_method must be a string');
+            problem := oauth._error('invalid_client_metadata', 'token_endpoint_auth_method must be a string');
+            RETURN;
         END IF;
         method := metadata->>'token_endpoint_auth_method';
     END IF;
@@ -288,36 +299,43 @@ BEGIN
     IF metadata ? 'grant_types' THEN
         IF jsonb_typeof(metadata->'grant_types') <> 'array'
            OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'grant_types') e WHERE jsonb_typeof(e) <> 'string') THEN
-            RETURN oauth._error('invalid_client_metadata', 'grant_types must be an array of strings');
+            problem := oauth._error('invalid_client_metadata', 'grant_types must be an array of strings');
+            RETURN;
         END IF;
-        SELECT array_agg(DISTINCT e) INTO grant_types FROM jsonb_array_elements_text(metadata->'grant_types') e;
+        SELECT array_agg(DISTINCT e ORDER BY e) INTO grant_types FROM jsonb_array_elements_text(metadata->'grant_types') e;
     END IF;
 
     IF metadata ? 'response_types' THEN
         IF jsonb_typeof(metadata->'response_types') <> 'array'
            OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'response_types') e WHERE e <> '"code"') THEN
-            RETURN oauth._error('invalid_client_metadata', 'response_types may only contain "code"');
+            problem := oauth._error('invalid_client_metadata', 'response_types may only contain "code"');
+            RETURN;
         END IF;
     END IF;
 
+    -- A registered scope list would limit nothing (anyone may register again asking for more), and
+    -- MCP clients register with the scope of their first challenge, then step up (403
+    -- insufficient_scope): a registered client may use every supported scope. The field is still
+    -- checked, so that a malformed or unsupported scope is reported.
     IF metadata ? 'scope' THEN
         IF jsonb_typeof(metadata->'scope') <> 'string' THEN
-            RETURN oauth._error('invalid_client_metadata', 'scope must be a string');
+            problem := oauth._error('invalid_client_metadata', 'scope must be a string');
+            RETURN;
         END IF;
         scopes := oauth.parse_scope(metadata->>'scope');
         IF scopes IS NULL THEN
-            RETURN oauth._error('invalid_client_metadata', 'scope is not a space-separated list of scope tokens');
+            problem := oauth._error('invalid_client_metadata', 'scope is not a space-separated list of scope tokens');
+            RETURN;
         END IF;
-    ELSE
-        scopes := settings.scopes_supported;
     END IF;
 
     IF metadata ? 'application_type' THEN
         IF jsonb_typeof(metadata->'application_type') <> 'string' THEN
-            RETURN oauth._error('invalid_client_metadata', 'application_type must be a string');
+            problem := oauth._error('invalid_client_metadata', 'application_type must be a string');
+            RETURN;
         END IF;
         app_type := metadata->>'application_type';
-    ELSIF redirect_uris IS NOT NULL AND NOT EXISTS (
+    ELSIF cardinality(redirect_uris) > 0 AND NOT EXISTS (
         SELECT 1 FROM unnest(redirect_uris) u
          WHERE NOT oauth.is_loopback_redirect(u) AND u ~* '^https?:') THEN
         app_type := 'native';
@@ -327,7 +345,8 @@ BEGIN
 
     IF metadata ? 'client_name' THEN
         IF jsonb_typeof(metadata->'client_name') <> 'string' OR length(metadata->>'client_name') NOT BETWEEN 1 AND 200 THEN
-            RETURN oauth._error('invalid_client_metadata', 'client_name must be a string of 1 to 200 characters');
+            problem := oauth._error('invalid_client_metadata', 'client_name must be a string of 1 to 200 characters');
+            RETURN;
         END IF;
         client_name := metadata->>'client_name';
     END IF;
@@ -337,7 +356,8 @@ BEGIN
         IF metadata ? field THEN
             IF jsonb_typeof(metadata->field) <> 'string' OR oauth.resource_problem(metadata->>field) IS NOT NULL
                OR (metadata->>field) !~ '^https?://' THEN
-                RETURN oauth._error('invalid_client_metadata', format('%s must be an http(s) URL', field));
+                problem := oauth._error('invalid_client_metadata', format('%s must be an http(s) URL', field));
+                RETURN;
             END IF;
             extra := extra || jsonb_build_object(field, metadata->field);
         END IF;
@@ -345,7 +365,8 @@ BEGIN
     FOREACH field IN ARRAY ARRAY['software_id', 'software_version'] LOOP
         IF metadata ? field THEN
             IF jsonb_typeof(metadata->field) <> 'string' OR length(metadata->>field) > 200 THEN
-                RETURN oauth._error('invalid_client_metadata', format('%s must be a string of at most 200 characters', field));
+                problem := oauth._error('invalid_client_metadata', format('%s must be a string of at most 200 characters', field));
+                RETURN;
             END IF;
             extra := extra || jsonb_build_object(field, metadata->field);
         END IF;
@@ -354,38 +375,164 @@ BEGIN
         IF jsonb_typeof(metadata->'contacts') <> 'array' OR jsonb_array_length(metadata->'contacts') > 10
            OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'contacts') e
                        WHERE jsonb_typeof(e) <> 'string' OR length(e #>> '{}') > 200) THEN
-            RETURN oauth._error('invalid_client_metadata', 'contacts must be an array of at most 10 strings');
+            problem := oauth._error('invalid_client_metadata', 'contacts must be an array of at most 10 strings');
+            RETURN;
         END IF;
         extra := extra || jsonb_build_object('contacts', metadata->'contacts');
     END IF;
     IF metadata ? 'jwks' OR metadata ? 'jwks_uri' THEN
-        RETURN oauth._error('invalid_client_metadata', 'jwks and jwks_uri are not supported (no private_key_jwt)');
+        problem := oauth._error('invalid_client_metadata', 'jwks and jwks_uri are not supported (no private_key_jwt)');
+        RETURN;
     END IF;
 
-    problem := oauth._client_problem(redirect_uris, scopes, grant_types, method, app_type, NULL);
-    IF problem IS NOT NULL THEN
-        RETURN problem;
-    END IF;
+    problem := oauth._client_problem(redirect_uris, coalesce(scopes, (oauth._settings()).scopes_supported),
+                                     grant_types, method, app_type, NULL);
+END
+$$;
 
-    IF method <> 'none' THEN
+-- RFC 7591 dynamic registration. The answer carries the client secret (confidential clients) and
+-- the RFC 7592 registration access token, each shown this once.
+CREATE FUNCTION oauth.register_client(metadata jsonb, now timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    settings oauth.settings := oauth._settings();
+    fields record;
+    new_client oauth.clients;
+    secret text;
+    registration_token text := oauth.random_token(32);
+BEGIN
+    IF NOT settings.registration_enabled THEN
+        RETURN oauth._error('access_denied', 'dynamic client registration is disabled');
+    END IF;
+    fields := oauth._registration_fields(metadata);
+    IF fields.problem IS NOT NULL THEN
+        RETURN fields.problem;
+    END IF;
+    IF fields.method <> 'none' THEN
         secret := oauth.random_token(32);
     END IF;
     INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes, grant_types,
                                token_endpoint_auth_method, application_type, metadata, registered_dynamically,
-                               created_at, updated_at, expires_at)
-    -- A registered scope list would limit nothing (anyone may register again asking for more), and
-    -- MCP clients register with the scope of their first challenge, then step up (403
-    -- insufficient_scope): a registered client may use every supported scope.
+                               registration_token_hash, created_at, updated_at, expires_at)
     VALUES (oauth.random_token(16), oauth.token_hash(secret),
-            coalesce(client_name, oauth.uri_host(redirect_uris[1]), 'unnamed client'),
-            redirect_uris, settings.scopes_supported, grant_types, method, app_type, extra, true, now, now,
-            now + settings.registered_client_ttl)
+            coalesce(fields.client_name, oauth.uri_host(fields.redirect_uris[1]), 'unnamed client'),
+            fields.redirect_uris, settings.scopes_supported, fields.grant_types, fields.method, fields.app_type,
+            fields.extra, true, oauth.token_hash(registration_token), now, now, now + settings.registered_client_ttl)
     RETURNING * INTO new_client;
     PERFORM oauth._event('client_registered', new_client.client_id, NULL, NULL, NULL, NULL, now);
-    RETURN oauth._client_json(new_client)
-        || jsonb_build_object('client_secret_expires_at',
-               coalesce(floor(date_part('epoch', new_client.expires_at))::bigint, 0))
+    RETURN oauth._registration_json(new_client)
+        || jsonb_build_object('registration_access_token', registration_token)
         || CASE WHEN secret IS NOT NULL THEN jsonb_build_object('client_secret', secret) ELSE '{}' END;
+END
+$$;
+
+CREATE FUNCTION oauth._registration_json(client oauth.clients) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    RETURN oauth._client_json(client) || jsonb_build_object('client_secret_expires_at',
+        coalesce(floor(date_part('epoch', client.expires_at))::bigint, 0));
+END
+$$;
+
+-- The dynamically registered client that `registration_access_token` configures, or NULL. An
+-- unknown client and a wrong token are indistinguishable to the caller (RFC 7592 §2: 401 for both).
+CREATE FUNCTION oauth._registered_client(client_id text, registration_access_token text, now timestamptz)
+RETURNS oauth.clients
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    client oauth.clients;
+BEGIN
+    SELECT * INTO client FROM oauth.clients c
+     WHERE c.client_id = _registered_client.client_id AND c.registration_token_hash IS NOT NULL
+       AND (c.expires_at IS NULL OR c.expires_at > now);
+    IF NOT FOUND OR registration_access_token IS NULL
+       OR NOT oauth.secure_equal(oauth.token_hash(registration_access_token), client.registration_token_hash) THEN
+        RETURN NULL;
+    END IF;
+    RETURN client;
+END
+$$;
+
+-- RFC 7592 §2.1: read the current registration.
+CREATE FUNCTION oauth.read_registration(client_id text, registration_access_token text, now timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients := oauth._registered_client(client_id, registration_access_token, now);
+BEGIN
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_token', 'the registration access token is invalid for this client');
+    END IF;
+    RETURN oauth._registration_json(client);
+END
+$$;
+
+-- RFC 7592 §2.2: replace the registration with `metadata` (every field; omitted ones take their
+-- defaults). client_id must be repeated; a client_secret, if sent, must be the current one. The
+-- client keeps its id, secret and registration access token; narrowing redirect URIs or grant types
+-- leaves existing grants alone (they stay revocable through oauth.revoke_grant).
+CREATE FUNCTION oauth.update_registration(
+    client_id text, registration_access_token text, metadata jsonb, now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients := oauth._registered_client(client_id, registration_access_token, now);
+    fields record;
+BEGIN
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_token', 'the registration access token is invalid for this client');
+    END IF;
+    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' OR metadata->'client_id' IS DISTINCT FROM to_jsonb(client.client_id) THEN
+        RETURN oauth._error('invalid_client_metadata', 'client_id must be repeated in the update request');
+    END IF;
+    IF metadata ? 'client_secret' AND (client.secret_hash IS NULL OR jsonb_typeof(metadata->'client_secret') <> 'string'
+       OR NOT oauth.secure_equal(oauth.token_hash(metadata->>'client_secret'), client.secret_hash)) THEN
+        RETURN oauth._error('invalid_client_metadata', 'client_secret does not match');
+    END IF;
+    fields := oauth._registration_fields(metadata);
+    IF fields.problem IS NOT NULL THEN
+        RETURN fields.problem;
+    END IF;
+    -- The secret stays what it is; switching between public and confidential means registering anew.
+    IF (fields.method = 'none') <> (client.secret_hash IS NULL) THEN
+        RETURN oauth._error('invalid_client_metadata',
+            'token_endpoint_auth_method cannot change between none and a secret; register a new client');
+    END IF;
+    UPDATE oauth.clients c
+       SET client_name = coalesce(fields.client_name, oauth.uri_host(fields.redirect_uris[1]), 'unnamed client'),
+           redirect_uris = fields.redirect_uris, grant_types = fields.grant_types,
+           token_endpoint_auth_method = fields.method, application_type = fields.app_type,
+           metadata = fields.extra, updated_at = now
+     WHERE c.client_id = client.client_id
+    RETURNING * INTO client;
+    PERFORM oauth._event('client_updated', client.client_id, NULL, NULL, NULL,
+                         '{"via": "registration_endpoint"}', now);
+    RETURN oauth._registration_json(client);
+END
+$$;
+
+-- RFC 7592 §2.3: the client deregisters itself; everything it holds is revoked (oauth.delete_client).
+CREATE FUNCTION oauth.delete_registration(client_id text, registration_access_token text, now timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients := oauth._registered_client(client_id, registration_access_token, now);
+BEGIN
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_token', 'the registration access token is invalid for this client');
+    END IF;
+    PERFORM oauth.delete_client(client.client_id, now);
+    RETURN '{}'::jsonb;
 END
 $$;
 

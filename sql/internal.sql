@@ -17,6 +17,12 @@ END
 $$;
 
 
+-- Grant types a client may be registered for. Token exchange (RFC 8693) is not among them: a client
+-- may exchange tokens only under an explicit policy (oauth.set_token_exchange_policy).
+CREATE FUNCTION oauth._grant_types_supported() RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT '{authorization_code,refresh_token,client_credentials,urn:ietf:params:oauth:grant-type:device_code}'::text[] $$;
+
 -- The SQLSTATE (class OA) of each RFC 6749 / 7591 error, so callers map errors without parsing text.
 CREATE FUNCTION oauth.error_sqlstate(error text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
@@ -34,6 +40,7 @@ AS $$
         WHEN 'invalid_redirect_uri' THEN 'OA409'
         WHEN 'unsupported_response_type' THEN 'OA410'
         WHEN 'not_found' THEN 'OA411'
+        WHEN 'invalid_token' THEN 'OA412'
     END
 $$;
 
@@ -69,6 +76,48 @@ LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 AS $$
 BEGIN
     RETURN pg_catalog.array_to_string(scopes, ' ');
+END
+$$;
+
+-- The scopes a token request asks for, resolved against what the client may have: the requested
+-- ones when all are allowed, else the configured defaults the client is allowed. `problem` is set
+-- (invalid_scope) when the request is malformed, asks for a scope outside `allowed`, or resolves
+-- to nothing.
+CREATE FUNCTION oauth._resolve_scopes(scope text, allowed text[], OUT scopes text[], OUT problem jsonb)
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    scopes := oauth.parse_scope(scope);
+    IF scopes IS NULL THEN
+        problem := oauth._error('invalid_scope', 'scope is malformed');
+    ELSIF pg_catalog.cardinality(scopes) = 0 THEN
+        SELECT coalesce(pg_catalog.array_agg(s), '{}') INTO scopes
+          FROM pg_catalog.unnest((oauth._settings()).default_scopes) s WHERE s = ANY (allowed);
+        IF pg_catalog.cardinality(scopes) = 0 THEN
+            problem := oauth._error('invalid_scope', 'scope is required');
+        END IF;
+    ELSIF NOT scopes <@ allowed THEN
+        problem := oauth._error('invalid_scope', pg_catalog.format('scope not allowed: %s',
+            (SELECT pg_catalog.string_agg(s, ' ') FROM pg_catalog.unnest(scopes) s WHERE NOT s = ANY (allowed))));
+    END IF;
+END
+$$;
+
+-- Why a token request's RFC 8707 resource is unacceptable for the client (invalid_target), or NULL.
+CREATE FUNCTION oauth._target_problem(resource text, allowed_resources text[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF resource IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF oauth.resource_problem(resource) IS NOT NULL THEN
+        RETURN oauth._error('invalid_target', oauth.resource_problem(resource));
+    END IF;
+    IF allowed_resources IS NOT NULL AND NOT resource = ANY (allowed_resources) THEN
+        RETURN oauth._error('invalid_target', 'resource not allowed for this client');
+    END IF;
+    RETURN NULL;
 END
 $$;
 

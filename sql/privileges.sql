@@ -15,10 +15,22 @@ GRANT EXECUTE ON FUNCTION
     oauth.userinfo(uuid, uuid, timestamptz),
     oauth.revocations(timestamptz, timestamptz),
     oauth.get_client(text, timestamptz),
-    -- The built-in consent page completes consent on the application's behalf.
+    oauth.read_registration(text, text, timestamptz),
+    oauth.update_registration(text, text, jsonb, timestamptz),
+    oauth.delete_registration(text, text, timestamptz),
+    oauth.client_credentials_grant(text, text, text, text, timestamptz),
+    oauth.begin_device_authorization(text, text, text, text, timestamptz),
+    oauth.poll_device_authorization(text, text, text, timestamptz),
+    oauth.exchange_token(text, text, uuid, uuid, text, text, text, text, timestamptz),
+    oauth.store_client_document(text, jsonb, timestamptz, timestamptz, timestamptz),
+    oauth.record_client_document_failure(text, text, timestamptz, timestamptz),
+    -- The built-in consent and device verification pages completes consent on the application's behalf.
     oauth.get_authorization_request(text, timestamptz),
     oauth.issue_code(text, text, text[], jsonb, timestamptz),
     oauth.deny_authorization(text, text, text, timestamptz),
+    oauth.get_device_authorization(text, timestamptz),
+    oauth.approve_device_authorization(text, text, text[], jsonb, timestamptz),
+    oauth.deny_device_authorization(text, timestamptz),
     oauth.error_sqlstate(text)
 TO oauth_gateway;
 
@@ -34,6 +46,11 @@ GRANT EXECUTE ON FUNCTION
     oauth.get_authorization_request(text, timestamptz),
     oauth.issue_code(text, text, text[], jsonb, timestamptz),
     oauth.deny_authorization(text, text, text, timestamptz),
+    oauth.get_device_authorization(text, timestamptz),
+    oauth.approve_device_authorization(text, text, text[], jsonb, timestamptz),
+    oauth.deny_device_authorization(text, timestamptz),
+    oauth.set_token_exchange_policy(text, text[], text[], text[], timestamptz),
+    oauth.remove_token_exchange_policy(text, timestamptz),
     oauth.list_user_grants(text),
     oauth.revoke_grant(uuid, text, timestamptz),
     oauth.cleanup(timestamptz, integer),
@@ -41,7 +58,7 @@ GRANT EXECUTE ON FUNCTION
 TO oauth_admin;
 
 -- Applications read consent and audit rows in their own queries (secret digests stay hidden).
-GRANT SELECT ON oauth.grants, oauth.events TO oauth_admin;
+GRANT SELECT ON oauth.grants, oauth.events, oauth.token_exchange_policies, oauth.client_documents TO oauth_admin;
 GRANT SELECT (client_id, client_name, redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
               application_type, allowed_resources, metadata, registered_dynamically, created_at, updated_at,
               expires_at)

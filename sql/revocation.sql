@@ -10,7 +10,7 @@ AS $$
     SELECT g.grant_id, g.client_id, c.client_name, g.scopes, g.resource, g.props, g.metadata,
            g.auth_time, g.created_at, g.updated_at
       FROM oauth.grants g JOIN oauth.clients c ON c.client_id = g.client_id
-     WHERE g.user_id = list_user_grants.user_id AND g.revoked_at IS NULL
+     WHERE g.subject_type = 'user' AND g.user_id = list_user_grants.user_id AND g.revoked_at IS NULL
      ORDER BY g.created_at, g.grant_id
 $$;
 
@@ -147,6 +147,12 @@ BEGIN
     -- Redeemed codes are kept until they expire, so that a replay is still recognised.
     DELETE FROM oauth.codes WHERE code_hash IN (
         SELECT code_hash FROM oauth.codes WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Device codes, like authorization codes, are kept until they expire so that a replay is recognised.
+    DELETE FROM oauth.device_authorizations WHERE device_code_hash IN (
+        SELECT device_code_hash FROM oauth.device_authorizations WHERE expires_at <= now
          LIMIT batch_size FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
 

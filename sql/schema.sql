@@ -51,7 +51,7 @@ CREATE TABLE oauth.clients (
     redirect_uris text[] NOT NULL,
     allowed_scopes text[] NOT NULL,
     grant_types text[] NOT NULL DEFAULT '{authorization_code,refresh_token}'
-        CHECK (grant_types <@ '{authorization_code,refresh_token}'::text[]),
+        CHECK (grant_types <@ '{authorization_code,refresh_token,client_credentials,urn:ietf:params:oauth:grant-type:device_code}'::text[]),
     token_endpoint_auth_method text NOT NULL
         CHECK (token_endpoint_auth_method IN ('none', 'client_secret_basic', 'client_secret_post')),
     application_type text NOT NULL DEFAULT 'web' CHECK (application_type IN ('web', 'native')),
@@ -59,6 +59,8 @@ CREATE TABLE oauth.clients (
     allowed_resources text[],
     metadata jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
     registered_dynamically boolean NOT NULL DEFAULT false,
+    -- RFC 7592: the bearer credential of a dynamically registered client's configuration endpoint.
+    registration_token_hash bytea CHECK (octet_length(registration_token_hash) = 32),
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
     expires_at timestamptz,
@@ -84,9 +86,12 @@ CREATE INDEX ON oauth.authorization_requests (expires_at);
 CREATE INDEX ON oauth.authorization_requests (client_id);
 
 -- The consent record: one live grant per user and client. A revoked grant is never revived, so
--- tokens that name it stay dead; consenting again creates a new grant.
+-- tokens that name it stay dead; consenting again creates a new grant. A client_credentials grant
+-- has the client itself as subject (subject_type 'client', user_id = client_id): it belongs to no
+-- user, and revoking it (or deleting the client) kills the client's tokens like any other grant.
 CREATE TABLE oauth.grants (
     grant_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    subject_type text NOT NULL DEFAULT 'user' CHECK (subject_type IN ('user', 'client')),
     user_id text NOT NULL CHECK (length(user_id) BETWEEN 1 AND 255),
     client_id text NOT NULL REFERENCES oauth.clients ON DELETE CASCADE,
     scopes text[] NOT NULL,
@@ -100,7 +105,8 @@ CREATE TABLE oauth.grants (
     revoked_at timestamptz,
     revoked_reason text
 );
-CREATE UNIQUE INDEX grants_one_live_per_user_and_client ON oauth.grants (user_id, client_id) WHERE revoked_at IS NULL;
+CREATE UNIQUE INDEX grants_one_live_per_subject_and_client ON oauth.grants (subject_type, user_id, client_id)
+    WHERE revoked_at IS NULL;
 CREATE INDEX ON oauth.grants (client_id);
 CREATE INDEX ON oauth.grants (revoked_at) WHERE revoked_at IS NOT NULL;
 

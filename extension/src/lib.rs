@@ -20,6 +20,7 @@ pgrx::extension_sql_file!(
         randomness::random_token,
         randomness::secure_equal,
         randomness::token_hash,
+        randomness::random_user_code,
         scopes::parse_scope,
         uris::redirect_uri_allowed,
         uris::redirect_uri_problem,
@@ -50,5 +51,25 @@ pgrx::extension_sql_file!(
     "../sql/revocation.sql",
     name = "revocation",
     requires = ["tokens"]
+);
+pgrx::extension_sql_file!(
+    "../sql/client_credentials.sql",
+    name = "client_credentials",
+    requires = ["revocation"]
+);
+pgrx::extension_sql_file!(
+    "../sql/device.sql",
+    name = "device",
+    requires = ["client_credentials"]
+);
+pgrx::extension_sql_file!(
+    "../sql/token_exchange.sql",
+    name = "token_exchange",
+    requires = ["device"]
+);
+pgrx::extension_sql_file!(
+    "../sql/client_documents.sql",
+    name = "client_documents",
+    requires = ["token_exchange"]
 );
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

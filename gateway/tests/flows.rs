@@ -50,8 +50,19 @@ async fn metadata_is_served_byte_for_byte_at_path_inserted_urls_without_redirect
         );
         assert_eq!(
             doc["grant_types_supported"],
-            json!(["authorization_code", "refresh_token"])
+            json!([
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:device_code",
+                "urn:ietf:params:oauth:grant-type:token-exchange"
+            ])
         );
+        assert_eq!(
+            doc["device_authorization_endpoint"],
+            json!(format!("{}/device_authorization", gw.issuer))
+        );
+        assert_eq!(doc["client_id_metadata_document_supported"], json!(true));
         assert!(
             doc["scopes_supported"]
                 .as_array()

@@ -4,20 +4,32 @@ use std::collections::BTreeSet;
 
 use oauth_provider_tests::*;
 
-const GATEWAY_FUNCTIONS: [&str; 14] = [
+const GATEWAY_FUNCTIONS: [&str; 26] = [
     "begin_authorization(jsonb,timestamp with time zone)",
+    "begin_device_authorization(text,text,text,text,timestamp with time zone)",
+    "approve_device_authorization(text,text,text[],jsonb,timestamp with time zone)",
+    "client_credentials_grant(text,text,text,text,timestamp with time zone)",
+    "delete_registration(text,text,timestamp with time zone)",
     "deny_authorization(text,text,text,timestamp with time zone)",
+    "deny_device_authorization(text,timestamp with time zone)",
     "error_sqlstate(text)",
     "exchange_code(text,text,text,text,text,text,timestamp with time zone)",
+    "exchange_token(text,text,uuid,uuid,text,text,text,text,timestamp with time zone)",
     "get_authorization_request(text,timestamp with time zone)",
     "get_client(text,timestamp with time zone)",
+    "get_device_authorization(text,timestamp with time zone)",
     "introspect(text,text,text,uuid,uuid,timestamp with time zone)",
     "issue_code(text,text,text[],jsonb,timestamp with time zone)",
+    "poll_device_authorization(text,text,text,timestamp with time zone)",
+    "read_registration(text,text,timestamp with time zone)",
+    "record_client_document_failure(text,text,timestamp with time zone,timestamp with time zone)",
     "register_client(jsonb,timestamp with time zone)",
     "revocations(timestamp with time zone,timestamp with time zone)",
     "revoke_token(text,text,text,uuid,uuid,timestamp with time zone)",
     "rotate_refresh_token(text,text,text,text,text,timestamp with time zone)",
     "settings()",
+    "store_client_document(text,jsonb,timestamp with time zone,timestamp with time zone,timestamp with time zone)",
+    "update_registration(text,text,jsonb,timestamp with time zone)",
     "userinfo(uuid,uuid,timestamp with time zone)",
 ];
 
@@ -85,6 +97,9 @@ async fn gateway_login_can_execute_exactly_the_gateway_functions_and_read_no_tab
         "events",
         "settings",
         "default_settings",
+        "device_authorizations",
+        "token_exchange_policies",
+        "client_documents",
     ] {
         assert_sqlstate(
             gw.query(&format!("SELECT * FROM oauth.{table}"), &[]).await,
@@ -105,6 +120,9 @@ async fn gateway_login_can_execute_exactly_the_gateway_functions_and_read_no_tab
         "SELECT oauth.token_hash('x')",
         "SELECT oauth._revoke_grant(gen_random_uuid(), 'x', now())",
         "SELECT oauth._settings()",
+        "SELECT oauth.set_token_exchange_policy('x', '{a}', '{b}')",
+        "SELECT oauth.remove_token_exchange_policy('x')",
+        "SELECT oauth.random_user_code()",
     ] {
         assert_sqlstate(gw.query(call, &[]).await, "42501", call);
     }

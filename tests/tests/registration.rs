@@ -220,8 +220,10 @@ async fn registration_checks_every_field_for_type_and_value() {
             "invalid_client_metadata",
         ),
         (
-            "client_credentials",
-            ok(json!({"grant_types": ["authorization_code", "client_credentials"]})),
+            "client_credentials for a public client",
+            ok(
+                json!({"grant_types": ["authorization_code", "client_credentials"], "token_endpoint_auth_method": "none"}),
+            ),
             "invalid_client_metadata",
         ),
         (

@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::error::OAuthError;
 use crate::http::{self, Params, Req, Resp, escape_html};
 
-fn current_user(app: &App, headers: &HeaderMap) -> Option<String> {
+pub(super) fn current_user(app: &App, headers: &HeaderMap) -> Option<String> {
     if let Some(name) = &app.config.trusted_user_header {
         if let Some(user) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
             let user = user.trim();
@@ -30,27 +30,43 @@ fn current_user(app: &App, headers: &HeaderMap) -> Option<String> {
     }
 }
 
-fn csrf_token(app: &App, request_id: &str, user: &str) -> String {
+/// A form token binding one decision (`purpose`: which page; `subject`: request id or user code)
+/// to one user.
+pub(super) fn csrf_token(app: &App, purpose: &str, subject: &str, user: &str) -> String {
     let tag = hmac::sign(
         &app.csrf_key,
-        format!("consent\0{request_id}\0{user}").as_bytes(),
+        format!("{purpose}\0{subject}\0{user}").as_bytes(),
     );
     URL_SAFE_NO_PAD.encode(tag.as_ref())
 }
 
-fn csrf_valid(app: &App, request_id: &str, user: &str, presented: &str) -> bool {
+pub(super) fn csrf_valid(
+    app: &App,
+    purpose: &str,
+    subject: &str,
+    user: &str,
+    presented: &str,
+) -> bool {
     let Ok(tag) = URL_SAFE_NO_PAD.decode(presented) else {
         return false;
     };
     hmac::verify(
         &app.csrf_key,
-        format!("consent\0{request_id}\0{user}").as_bytes(),
+        format!("{purpose}\0{subject}\0{user}").as_bytes(),
         &tag,
     )
     .is_ok()
 }
 
-fn failure_page(e: &OAuthError) -> Resp {
+pub(super) fn sign_in_required() -> Resp {
+    http::error_page(
+        StatusCode::UNAUTHORIZED,
+        "Sign-in required",
+        "No authenticated user reached this page.",
+    )
+}
+
+pub(super) fn failure_page(e: &OAuthError) -> Resp {
     match e.code.as_str() {
         "not_found" => http::error_page(
             StatusCode::BAD_REQUEST,
@@ -74,11 +90,7 @@ async fn issue_code(app: &App, request_id: &str, user: &str) -> Result<String, O
 
 pub async fn handle(app: &App, req: Req) -> Resp {
     let Some(user) = current_user(app, req.headers()) else {
-        return http::error_page(
-            StatusCode::UNAUTHORIZED,
-            "Sign-in required",
-            "No authenticated user reached the consent page.",
-        );
+        return sign_in_required();
     };
     match *req.method() {
         Method::GET => show(app, req, &user).await,
@@ -109,7 +121,7 @@ async fn show(app: &App, req: Req, user: &str) -> Resp {
     let rows = match app
         .db
         .query(
-            "SELECT client_name, client_id, redirect_host, redirect_uri, scopes, resource \
+            "SELECT client_name, client_id, redirect_host, redirect_uri, scopes, resource, loopback_only \
              FROM oauth.get_authorization_request($1)",
             &[&request_id],
         )
@@ -121,12 +133,8 @@ async fn show(app: &App, req: Req, user: &str) -> Resp {
     let Some(row) = rows.first() else {
         return failure_page(&OAuthError::new("not_found", "no such request"));
     };
-    let client_name: String = row.get(0);
-    let client_id: String = row.get(1);
     let redirect_host: Option<String> = row.get(2);
     let redirect_uri: String = row.get(3);
-    let scopes: Vec<String> = row.get(4);
-    let resource: Option<String> = row.get(5);
     let destination = redirect_host.unwrap_or_else(|| {
         redirect_uri
             .split(':')
@@ -134,40 +142,102 @@ async fn show(app: &App, req: Req, user: &str) -> Resp {
             .unwrap_or_default()
             .to_owned()
     });
-    let scope_items: String = scopes
-        .iter()
-        .map(|s| format!("<li><code>{}</code></li>", escape_html(s)))
-        .collect();
-    let resource_line = resource
-        .map(|r| {
-            format!(
-                "<p>for the service <strong>{}</strong></p>",
-                escape_html(&r)
-            )
-        })
-        .unwrap_or_default();
-    let page = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Allow access?</title></head>\
-         <body style=\"font-family:sans-serif;max-width:36em;margin:3em auto\">\
-         <h1>Allow <em>{name}</em> to access your account?</h1>\
-         <p>Signed in as <strong>{user}</strong>.</p>\
-         <p>After you decide you will be sent to <strong>{destination}</strong> (client <code>{client_id}</code>).</p>\
-         {resource_line}<p>It asks for:</p><ul>{scope_items}</ul>\
-         <form method=\"post\" action=\"{action}\">\
-         <input type=\"hidden\" name=\"request_id\" value=\"{request_id}\">\
-         <input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
-         <button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button> \
-         <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button>\
-         </form></body></html>",
-        name = escape_html(&client_name),
-        user = escape_html(user),
-        destination = escape_html(&destination),
-        client_id = escape_html(&client_id),
-        action = escape_html(&app.config.endpoint("/consent")),
-        request_id = escape_html(&request_id),
-        csrf = csrf_token(app, &request_id, user),
-    );
-    http::html(StatusCode::OK, page)
+    let page = Approval {
+        client_name: row.get(0),
+        client_id: row.get(1),
+        scopes: row.get(4),
+        resource: row.get(5),
+        loopback_only: row.get(6),
+        destination: Some(destination),
+        action: app.config.endpoint("/consent"),
+        hidden: ("request_id", request_id.clone()),
+        csrf: csrf_token(app, "consent", &request_id, user),
+    };
+    http::html(StatusCode::OK, page.render(user))
+}
+
+/// What the user is asked to approve, on the consent page and the device verification page.
+pub(super) struct Approval {
+    pub client_name: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub resource: Option<String>,
+    pub loopback_only: bool,
+    /// Where the browser goes after the decision (none for a device).
+    pub destination: Option<String>,
+    pub action: String,
+    /// The form field naming what is decided (request id or user code).
+    pub hidden: (&'static str, String),
+    pub csrf: String,
+}
+
+impl Approval {
+    pub fn render(&self, user: &str) -> String {
+        // A URL client_id (Client ID Metadata Document) is only as trustworthy as its host: show it
+        // first, since the name is whatever the document claims.
+        let identity = match self
+            .client_id
+            .strip_prefix("https://")
+            .and_then(|rest| rest.split('/').next())
+        {
+            Some(host) => format!(
+                "<p>This application is published by <strong style=\"font-size:1.3em\">{}</strong> \
+                 (client <code>{}</code>).</p>",
+                escape_html(host),
+                escape_html(&self.client_id)
+            ),
+            None => format!(
+                "<p>Client <code>{}</code>.</p>",
+                escape_html(&self.client_id)
+            ),
+        };
+        let warning = if self.loopback_only {
+            "<p style=\"border:2px solid #b00;padding:.5em\"><strong>Caution:</strong> this application \
+             returns only to addresses on your own computer (localhost), so any program running here \
+             could present itself under this name. Allow only if you have just started it yourself.</p>"
+        } else {
+            ""
+        };
+        let destination = self
+            .destination
+            .as_ref()
+            .map(|d| {
+                format!(
+                    "<p>After you decide you will be sent to <strong>{}</strong>.</p>",
+                    escape_html(d)
+                )
+            })
+            .unwrap_or_default();
+        let resource_line = self
+            .resource
+            .as_ref()
+            .map(|r| format!("<p>for the service <strong>{}</strong></p>", escape_html(r)))
+            .unwrap_or_default();
+        let scope_items: String = self
+            .scopes
+            .iter()
+            .map(|s| format!("<li><code>{}</code></li>", escape_html(s)))
+            .collect();
+        format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Allow access?</title></head>\
+             <body style=\"font-family:sans-serif;max-width:36em;margin:3em auto\">\
+             <h1>Allow <em>{name}</em> to access your account?</h1>\
+             {identity}{warning}<p>Signed in as <strong>{user}</strong>.</p>{destination}\
+             {resource_line}<p>It asks for:</p><ul>{scope_items}</ul>\
+             <form method=\"post\" action=\"{action}\">\
+             <input type=\"hidden\" name=\"{field}\" value=\"{value}\">\
+             <input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+             <button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button> \
+             <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button>\
+             </form></body></html>",
+            name = escape_html(&self.client_name),
+            user = escape_html(user),
+            action = escape_html(&self.action),
+            field = self.hidden.0,
+            value = escape_html(&self.hidden.1),
+            csrf = escape_html(&self.csrf),
+        )
+    }
 }
 
 async fn decide(app: &App, req: Req, user: &str) -> Resp {
@@ -186,7 +256,7 @@ async fn decide(app: &App, req: Req, user: &str) -> Resp {
         Ok(f) => f,
         Err(e) => return failure_page(&e),
     };
-    if !csrf_valid(app, request_id, user, csrf) {
+    if !csrf_valid(app, "consent", request_id, user, csrf) {
         return http::error_page(
             StatusCode::FORBIDDEN,
             "Request not accepted",

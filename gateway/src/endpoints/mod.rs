@@ -2,6 +2,7 @@
 
 mod authorize;
 mod consent;
+mod device;
 mod introspect;
 pub mod metadata;
 mod register;
@@ -24,6 +25,9 @@ enum Route {
     Consent,
     Token,
     Register,
+    RegistrationConfiguration,
+    DeviceAuthorization,
+    Device,
     Revoke,
     Introspect,
     Userinfo,
@@ -35,7 +39,12 @@ impl Route {
     fn allows_cors(self) -> bool {
         matches!(
             self,
-            Route::Metadata | Route::Jwks | Route::Token | Route::Register | Route::Revoke
+            Route::Metadata
+                | Route::Jwks
+                | Route::Token
+                | Route::Register
+                | Route::RegistrationConfiguration
+                | Route::Revoke
         )
     }
 }
@@ -57,7 +66,17 @@ fn route(app: &App, path: &str) -> Option<Route> {
         "/consent" => Route::Consent,
         "/token" => Route::Token,
         "/register" if app.registration_enabled() => Route::Register,
+        "/device_authorization" => Route::DeviceAuthorization,
+        "/device" => Route::Device,
         "/revoke" => Route::Revoke,
+        // Registered clients stay manageable while new registrations are switched off.
+        other
+            if other
+                .strip_prefix("/register/")
+                .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+        {
+            Route::RegistrationConfiguration
+        }
         "/introspect" => Route::Introspect,
         "/userinfo" => Route::Userinfo,
         _ => return None,
@@ -103,7 +122,7 @@ pub async fn dispatch(app: &App, req: Req) -> Resp {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, POST, OPTIONS"),
+                HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
             );
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -132,6 +151,13 @@ pub async fn dispatch(app: &App, req: Req) -> Resp {
         Route::Consent => consent::handle(app, req).await,
         Route::Token => token::handle(app, req).await,
         Route::Register => register::handle(app, req).await,
+        Route::RegistrationConfiguration => {
+            let path = req.uri().path().to_owned();
+            let client_id = path.rsplit('/').next().unwrap_or_default();
+            register::configure(app, req, client_id).await
+        }
+        Route::DeviceAuthorization => device::authorization(app, req).await,
+        Route::Device => device::verification(app, req).await,
         Route::Revoke => revoke::handle(app, req).await,
         Route::Introspect => introspect::handle(app, req).await,
         Route::Userinfo => userinfo::handle(app, req).await,

@@ -1,0 +1,129 @@
+-- Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document, preferred by the MCP
+-- authorization spec): a client_id that is an https URL names a JSON document describing the client.
+-- The gateway fetches it (with its SSRF guards); the database validates it, keeps the client row
+-- and remembers how long the copy is fresh, or why the last fetch failed, so that every gateway
+-- shares one view and one negative cache.
+
+CREATE TABLE oauth.client_documents (
+    -- The document URL, equal to the client_id of the client row it produced.
+    client_id text PRIMARY KEY CHECK (client_id ~ '^https://'),
+    fetched_at timestamptz NOT NULL,
+    -- Until then the stored copy (or the failure) stands; afterwards the next authorization refetches.
+    fresh_until timestamptz NOT NULL,
+    -- Why the last fetch or validation failed; NULL when it succeeded.
+    failure text,
+    consecutive_failures integer NOT NULL DEFAULT 0
+);
+SELECT pg_catalog.pg_extension_config_dump('oauth.client_documents', '');
+
+CREATE FUNCTION oauth._is_document_client_id(client_id text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+BEGIN
+    RETURN pg_catalog.left(client_id, 8) = 'https://';
+END
+$$;
+
+-- NULL when the client's document is fresh and valid. Otherwise what begin_authorization answers:
+-- `{"fetch_client_document": url}` when it must be (re)fetched first, or invalid_client while a
+-- recent failure is negatively cached.
+CREATE FUNCTION oauth._client_document_state(client_id text, now timestamptz) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    known oauth.client_documents;
+BEGIN
+    SELECT * INTO known FROM oauth.client_documents d WHERE d.client_id = _client_document_state.client_id;
+    IF NOT FOUND OR known.fresh_until <= now THEN
+        RETURN pg_catalog.jsonb_build_object('fetch_client_document', client_id);
+    END IF;
+    IF known.failure IS NOT NULL THEN
+        RETURN oauth._error('invalid_client', 'client metadata document unusable: ' || known.failure);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION oauth.record_client_document_failure(
+    client_id text, failure text, retry_at timestamptz, now timestamptz DEFAULT now()
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF NOT oauth._is_document_client_id(record_client_document_failure.client_id) THEN
+        PERFORM oauth._raise('invalid_request', 'not a client metadata document URL');
+    END IF;
+    INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures)
+    VALUES (record_client_document_failure.client_id, now, greatest(record_client_document_failure.retry_at, now),
+            pg_catalog.left(coalesce(record_client_document_failure.failure, 'unknown failure'), 300), 1)
+    ON CONFLICT (client_id) DO UPDATE
+       SET fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until, failure = EXCLUDED.failure,
+           consecutive_failures = d.consecutive_failures + 1;
+END
+$$;
+
+-- Validates a fetched document and makes (or updates) its client. Returns {} or the error, which is
+-- also recorded as the negatively cached failure until `retry_at`.
+CREATE FUNCTION oauth.store_client_document(
+    client_id text, document jsonb, fresh_until timestamptz, retry_at timestamptz, now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    problem jsonb;
+    fields record;
+BEGIN
+    IF NOT oauth._is_document_client_id(client_id) THEN
+        RETURN oauth._error('invalid_request', 'not a client metadata document URL');
+    END IF;
+    IF document IS NULL OR jsonb_typeof(document) <> 'object' THEN
+        problem := oauth._error('invalid_client_metadata', 'the document is not a JSON object');
+    ELSIF document->'client_id' IS DISTINCT FROM to_jsonb(store_client_document.client_id) THEN
+        problem := oauth._error('invalid_client_metadata', 'the document''s client_id differs from its URL');
+    ELSIF document ? 'client_secret' OR document ? 'client_secret_expires_at' THEN
+        problem := oauth._error('invalid_client_metadata', 'a client metadata document must not carry a secret');
+    ELSE
+        -- RFC 7591 defaults to client_secret_basic, which a public document cannot use.
+        fields := oauth._registration_fields('{"token_endpoint_auth_method": "none"}'::jsonb || document);
+        problem := fields.problem;
+        IF problem IS NULL AND fields.method <> 'none' THEN
+            problem := oauth._error('invalid_client_metadata',
+                'token_endpoint_auth_method must be "none" (private_key_jwt is not supported)');
+        ELSIF problem IS NULL AND cardinality(fields.redirect_uris) = 0 THEN
+            problem := oauth._error('invalid_redirect_uri', 'the document lists no redirect_uris');
+        END IF;
+    END IF;
+    IF problem IS NOT NULL THEN
+        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now);
+        RETURN problem;
+    END IF;
+
+    INSERT INTO oauth.clients AS c (client_id, client_name, redirect_uris, allowed_scopes, grant_types,
+                                    token_endpoint_auth_method, application_type, metadata, created_at, updated_at)
+    VALUES (store_client_document.client_id, coalesce(fields.client_name, oauth.uri_host(store_client_document.client_id)),
+            fields.redirect_uris, (oauth._settings()).scopes_supported, fields.grant_types, 'none', fields.app_type,
+            fields.extra || '{"metadata_document": true}', now, now)
+    ON CONFLICT (client_id) DO UPDATE
+       SET client_name = EXCLUDED.client_name, redirect_uris = EXCLUDED.redirect_uris,
+           allowed_scopes = EXCLUDED.allowed_scopes, grant_types = EXCLUDED.grant_types,
+           application_type = EXCLUDED.application_type, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
+     -- Never take over an administrator's or a registration's client that happens to use this id.
+     WHERE c.metadata @> '{"metadata_document": true}';
+    IF NOT FOUND THEN
+        problem := oauth._error('invalid_client', 'client_id is taken by a client that is not a metadata document');
+        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now);
+        RETURN problem;
+    END IF;
+    INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures)
+    VALUES (store_client_document.client_id, now, greatest(fresh_until, now), NULL, 0)
+    ON CONFLICT (client_id) DO UPDATE
+       SET fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until, failure = NULL,
+           consecutive_failures = 0;
+    PERFORM oauth._event('client_document_stored', client_id, NULL, NULL, NULL, NULL, now);
+    RETURN '{}'::jsonb;
+END
+$$;
