@@ -64,6 +64,7 @@ impl OAuthError {
             "OA409" => "invalid_redirect_uri",
             "OA410" => "unsupported_response_type",
             "OA411" => "not_found",
+            "OA412" => "invalid_token",
             _ => return None,
         };
         Some(Self::new(code, message))

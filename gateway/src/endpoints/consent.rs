@@ -283,3 +283,41 @@ async fn decide(app: &App, req: Req, user: &str) -> Resp {
         Err(e) => failure_page(&e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Approval;
+
+    fn approval(client_id: &str, loopback_only: bool) -> Approval {
+        Approval {
+            client_name: "Claude <script>".into(),
+            client_id: client_id.into(),
+            scopes: vec!["mcp".into()],
+            resource: Some("https://mcp.example.com/mcp".into()),
+            loopback_only,
+            destination: Some("app.example".into()),
+            action: "https://auth.example/consent".into(),
+            hidden: ("request_id", "r1".into()),
+            csrf: "c1".into(),
+        }
+    }
+
+    #[test]
+    fn a_metadata_document_client_is_introduced_by_its_host() {
+        let page = approval("https://claude.ai/oauth/client.json", false).render("alice");
+        assert!(page.contains("published by <strong style=\"font-size:1.3em\">claude.ai</strong>"));
+        assert!(!page.contains("Caution"));
+        assert!(
+            !page.contains("<script>"),
+            "client-supplied names are escaped"
+        );
+    }
+
+    #[test]
+    fn a_loopback_only_client_carries_a_warning() {
+        let page = approval("abc123", true).render("alice");
+        assert!(page.contains("Caution"));
+        assert!(page.contains("Client <code>abc123</code>"));
+        assert!(!page.contains("published by"));
+    }
+}
