@@ -158,3 +158,68 @@ async fn revocation_racing_refresh_leaves_no_live_token() {
     assert_eq!(live, 0, "{}", json!({"live_families": live}));
     Arc::try_unwrap(gw).ok().unwrap().stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_approved_device_code_polled_by_100_clients_at_once_yields_tokens_at_most_once() {
+    const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+    let gw = Arc::new(Gateway::start().await);
+    let client_id: String = gw
+        .admin
+        .query_one(
+            "SELECT client_id FROM oauth.create_client('TV', '{}', '{mcp}', 'none', ARRAY[$1, 'refresh_token'])",
+            &[&DEVICE_GRANT],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let started = gw
+        .http
+        .post_form(
+            &gw.url("/device_authorization"),
+            &[("client_id", &client_id)],
+            &[],
+        )
+        .await
+        .json();
+    gw.admin
+        .execute(
+            "SELECT oauth.approve_device_authorization($1, 'alice')",
+            &[&started["user_code"].as_str().unwrap()],
+        )
+        .await
+        .unwrap();
+    let pairs = vec![
+        ("grant_type".to_owned(), DEVICE_GRANT.to_owned()),
+        (
+            "device_code".to_owned(),
+            started["device_code"].as_str().unwrap().to_owned(),
+        ),
+        ("client_id".to_owned(), client_id.clone()),
+    ];
+    let responses = hammer(&gw, pairs).await;
+    let (ok, invalid_grant) = tally(&responses);
+    assert!(ok <= 1, "{ok} redemptions of one device code");
+    assert_eq!(ok + invalid_grant, CLIENTS);
+    let families: i64 = gw
+        .admin
+        .query_one(
+            "SELECT count(*) FROM oauth.refresh_families WHERE client_id = $1",
+            &[&client_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        families, ok as i64,
+        "one family per success, none half-made"
+    );
+    if let Some(winner) = responses.iter().find(|r| r.status == StatusCode::OK) {
+        let refresh = winner.json()["refresh_token"].as_str().unwrap().to_owned();
+        assert_eq!(
+            gw.refresh(&client_id, &refresh).await.oauth_error(),
+            "invalid_grant",
+            "the replays revoked what the winner got"
+        );
+    }
+    Arc::try_unwrap(gw).ok().unwrap().stop().await;
+}
