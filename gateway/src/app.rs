@@ -24,6 +24,8 @@ pub struct App {
     pub props: crate::protect::PropsCache,
     pub verified: crate::protect::VerifiedTokens,
     pub proxy: crate::protect::ProxyClient,
+    /// Fetches Client ID Metadata Documents (TLS roots, per-host budget).
+    pub cimd: crate::cimd::Fetcher,
 }
 
 impl App {

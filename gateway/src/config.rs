@@ -36,6 +36,57 @@ fn default_route_scopes() -> Vec<String> {
     vec!["mcp".into()]
 }
 
+/// Client ID Metadata Documents: how `https://` client ids are fetched and cached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CimdConfig {
+    pub enabled: bool,
+    /// Tests only: accept documents served from loopback addresses (every other private,
+    /// link-local or special-purpose address stays refused).
+    pub allow_loopback: bool,
+    /// A PEM bundle trusted besides the public web roots (tests: a local CA).
+    pub extra_ca_file: Option<PathBuf>,
+    /// When non-empty, only these client-id hosts (`host` or `*.suffix`) are fetched.
+    pub allowed_hosts: Vec<String>,
+    /// Client-id hosts never fetched (`host` or `*.suffix`); wins over `allowed_hosts`.
+    pub denied_hosts: Vec<String>,
+    pub max_document_bytes: usize,
+    /// Connect, TLS, request and body together.
+    #[serde(with = "seconds")]
+    pub fetch_timeout: Duration,
+    /// Freshness when the response names none, and the bounds a `max-age` is clamped to.
+    #[serde(with = "seconds")]
+    pub default_cache: Duration,
+    #[serde(with = "seconds")]
+    pub min_cache: Duration,
+    #[serde(with = "seconds")]
+    pub max_cache: Duration,
+    /// How long a failed fetch or an invalid document is remembered before the next attempt.
+    #[serde(with = "seconds")]
+    pub negative_cache: Duration,
+    /// Fetches per client-id host per minute, per gateway process.
+    pub per_host_fetches_per_minute: usize,
+}
+
+impl Default for CimdConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_loopback: false,
+            extra_ca_file: None,
+            allowed_hosts: Vec::new(),
+            denied_hosts: Vec::new(),
+            max_document_bytes: 10 * 1024,
+            fetch_timeout: Duration::from_secs(5),
+            default_cache: Duration::from_secs(3600),
+            min_cache: Duration::from_secs(300),
+            max_cache: Duration::from_secs(24 * 3600),
+            negative_cache: Duration::from_secs(60),
+            per_host_fetches_per_minute: 10,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -70,6 +121,7 @@ pub struct Config {
     /// How long the proxy waits for an upstream's response headers (streams may then run on).
     #[serde(with = "seconds")]
     pub upstream_timeout: Duration,
+    pub cimd: CimdConfig,
 }
 
 impl Default for Config {
@@ -92,6 +144,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             routes: Vec::new(),
             upstream_timeout: Duration::from_secs(30),
+            cimd: CimdConfig::default(),
         }
     }
 }

@@ -175,10 +175,10 @@ async fn props_of(
     grant: Uuid,
     family: Option<Uuid>,
 ) -> Result<Option<Value>, crate::error::OAuthError> {
-    if let Some((props, at)) = app.props.entries.read().expect("props lock").get(&grant) {
-        if at.elapsed() < PROPS_TTL {
-            return Ok(Some(props.clone()));
-        }
+    if let Some((props, at)) = app.props.entries.read().expect("props lock").get(&grant)
+        && at.elapsed() < PROPS_TTL
+    {
+        return Ok(Some(props.clone()));
     }
     let live = app
         .db

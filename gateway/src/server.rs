@@ -70,12 +70,11 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
     } else {
         tracing::warn!("database unreachable at start-up; serving and retrying in the background");
     }
+    let cimd = crate::cimd::Fetcher::new(&config.cimd)?;
     let csrf_seed = keys.signing().sign(b"oauth-gateway consent CSRF key v1");
     let csrf_key = hmac::Key::new(
         hmac::HMAC_SHA256,
-        &ring::digest::digest(&ring::digest::SHA256, &csrf_seed)
-            .as_ref()
-            .to_vec(),
+        ring::digest::digest(&ring::digest::SHA256, &csrf_seed).as_ref(),
     );
     Ok(Arc::new(App {
         config,
@@ -87,6 +86,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         props: Default::default(),
         verified: Default::default(),
         proxy: crate::protect::new_client(),
+        cimd,
     }))
 }
 

@@ -32,19 +32,33 @@ pub async fn handle(app: &App, req: Req) -> Resp {
             );
         }
     };
-    let answer = match app
-        .db
-        .call("SELECT oauth.begin_authorization($1)", &[&params.to_json()])
-        .await
-    {
+    let params = params.to_json();
+    let mut answer = match begin(app, &params).await {
         Ok(answer) => answer,
         Err(e) => return unavailable_page(&e),
     };
+    // A URL client_id whose document the database has no fresh copy of: fetch it, then ask again.
+    if let Some(client_id) = answer["fetch_client_document"].as_str() {
+        if let Err(e) = crate::cimd::refresh(app, client_id).await {
+            return match e.code.as_str() {
+                "temporarily_unavailable" | "server_error" => unavailable_page(&e),
+                _ => http::error_page(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid authorization request",
+                    &e.description,
+                ),
+            };
+        }
+        answer = match begin(app, &params).await {
+            Ok(answer) => answer,
+            Err(e) => return unavailable_page(&e),
+        };
+    }
     if let Some(error) = OAuthError::from_sql_result(&answer) {
-        if answer["redirect"].as_bool() == Some(true) {
-            if let Some(location) = answer["location"].as_str() {
-                return http::redirect(location, StatusCode::FOUND);
-            }
+        if answer["redirect"].as_bool() == Some(true)
+            && let Some(location) = answer["location"].as_str()
+        {
+            return http::redirect(location, StatusCode::FOUND);
         }
         // Never redirect to a URI the extension has not validated: show the error here instead.
         return http::error_page(
@@ -53,7 +67,13 @@ pub async fn handle(app: &App, req: Req) -> Resp {
             &error.description,
         );
     }
-    let request_id = answer["request_id"].as_str().unwrap_or_default();
+    let Some(request_id) = answer["request_id"].as_str() else {
+        return http::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid authorization request",
+            "the client's metadata document could not be used",
+        );
+    };
     let encoded: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("request_id", request_id)
         .finish();
@@ -65,6 +85,12 @@ pub async fn handle(app: &App, req: Req) -> Resp {
         None => format!("{}?{encoded}", app.config.endpoint("/consent")),
     };
     http::redirect(&next, StatusCode::FOUND)
+}
+
+async fn begin(app: &App, params: &serde_json::Value) -> Result<serde_json::Value, OAuthError> {
+    app.db
+        .call("SELECT oauth.begin_authorization($1)", &[params])
+        .await
 }
 
 pub fn unavailable_page(e: &OAuthError) -> Resp {

@@ -15,12 +15,12 @@ use crate::error::OAuthError;
 use crate::http::{self, Params, Req, Resp, escape_html};
 
 pub(super) fn current_user(app: &App, headers: &HeaderMap) -> Option<String> {
-    if let Some(name) = &app.config.trusted_user_header {
-        if let Some(user) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
-            let user = user.trim();
-            if !user.is_empty() && user.len() <= 255 {
-                return Some(user.to_owned());
-            }
+    if let Some(name) = &app.config.trusted_user_header
+        && let Some(user) = headers.get(name.as_str()).and_then(|v| v.to_str().ok())
+    {
+        let user = user.trim();
+        if !user.is_empty() && user.len() <= 255 {
+            return Some(user.to_owned());
         }
     }
     if app.config.dev_mode {

@@ -183,6 +183,7 @@ pub struct Options {
     pub routes: Vec<oauth_gateway::config::RouteConfig>,
     pub pool_size: usize,
     pub pool_wait: std::time::Duration,
+    pub cimd: oauth_gateway::config::CimdConfig,
 }
 
 impl Default for Options {
@@ -195,6 +196,7 @@ impl Default for Options {
             routes: Vec::new(),
             pool_size: 8,
             pool_wait: std::time::Duration::from_millis(1500),
+            cimd: Default::default(),
         }
     }
 }
@@ -269,6 +271,7 @@ impl Gateway {
             keys,
             login_url: options.login_url,
             routes: options.routes,
+            cimd: options.cimd,
             dev_mode: true,
             dev_user: Some("alice".into()),
             ..Config::default()

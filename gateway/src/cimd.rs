@@ -1,0 +1,519 @@
+//! Client ID Metadata Documents: fetching the JSON document an `https://` client_id names, with the
+//! guards a server needs when strangers choose the URL it fetches (SSRF): https only, every
+//! resolved address checked and the vetted one connected to (no DNS rebinding), no redirects, a
+//! size cap, one deadline, a per-host budget. Validation and the shared (negative) cache are the
+//! extension's (`oauth.store_client_document`, `oauth.record_client_document_failure`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use url::Url;
+
+use crate::app::App;
+use crate::config::CimdConfig;
+use crate::error::OAuthError;
+
+pub struct Fetcher {
+    tls: TlsConnector,
+    /// Fetch times per host within the last minute.
+    recent: Mutex<HashMap<String, Vec<Instant>>>,
+}
+
+/// A document and how long it may be served from the cache.
+#[derive(Debug)]
+pub struct Fetched {
+    pub document: Value,
+    pub fresh_for: Duration,
+}
+
+impl Fetcher {
+    pub fn new(config: &CimdConfig) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = &config.extra_ca_file {
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cimd.extra_ca_file {}: {e}", path.display()))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| format!("cimd.extra_ca_file {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("cimd.extra_ca_file {}: {e}", path.display()))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            tls: TlsConnector::from(Arc::new(tls)),
+            recent: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes one fetch from `host`'s budget; false when the budget of the last minute is spent.
+    fn take_budget(&self, host: &str, per_minute: usize) -> bool {
+        let now = Instant::now();
+        let mut recent = self.recent.lock().expect("cimd budget lock");
+        recent.retain(|_, times| {
+            times.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+            !times.is_empty()
+        });
+        let times = recent.entry(host.to_owned()).or_default();
+        if times.len() >= per_minute {
+            return false;
+        }
+        times.push(now);
+        true
+    }
+
+    /// GETs the document, within `config.fetch_timeout` overall.
+    pub async fn fetch(&self, url: &Url, config: &CimdConfig) -> Result<Fetched, String> {
+        match tokio::time::timeout(config.fetch_timeout, self.fetch_unbounded(url, config)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "no complete answer within {} s",
+                config.fetch_timeout.as_secs_f64()
+            )),
+        }
+    }
+
+    async fn fetch_unbounded(&self, url: &Url, config: &CimdConfig) -> Result<Fetched, String> {
+        let host = url.host_str().ok_or("the URL has no host")?;
+        let port = url.port_or_known_default().unwrap_or(443);
+        let mut tcp = None;
+        for address in vetted_addresses(host, port, config.allow_loopback).await? {
+            if let Ok(stream) = TcpStream::connect(address).await {
+                tcp = Some(stream);
+                break;
+            }
+        }
+        let tcp = tcp.ok_or_else(|| "could not connect".to_owned())?;
+        let _ = tcp.set_nodelay(true);
+        let name = match url.host() {
+            Some(url::Host::Domain(d)) => ServerName::try_from(d.to_owned()),
+            Some(url::Host::Ipv4(ip)) => Ok(ServerName::IpAddress(IpAddr::V4(ip).into())),
+            Some(url::Host::Ipv6(ip)) => Ok(ServerName::IpAddress(IpAddr::V6(ip).into())),
+            None => return Err("the URL has no host".into()),
+        }
+        .map_err(|_| "the host is not a valid TLS server name".to_owned())?;
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|_| "HTTP handshake failed".to_owned())?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut path = url.path().to_owned();
+        if let Some(query) = url.query() {
+            path.push('?');
+            path.push_str(query);
+        }
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        let request = Request::get(path)
+            .header(header::HOST, authority)
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, "oauth_provider-gateway")
+            .body(Empty::<Bytes>::new())
+            .map_err(|_| "could not build the request".to_owned())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|_| "the request failed".to_owned())?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(format!("answered {status}; redirects are not followed"));
+        }
+        if status != StatusCode::OK {
+            return Err(format!("answered {status}"));
+        }
+        if !is_json(response.headers().get(header::CONTENT_TYPE)) {
+            return Err("the document is not served as application/json".into());
+        }
+        let fresh_for = freshness(response.headers().get(header::CACHE_CONTROL), config);
+        let body = Limited::new(response.into_body(), config.max_document_bytes)
+            .collect()
+            .await
+            .map_err(|_| {
+                format!(
+                    "the document is larger than {} bytes or was cut off",
+                    config.max_document_bytes
+                )
+            })?
+            .to_bytes();
+        let document = serde_json::from_slice(&body)
+            .map_err(|_| "the document is not valid JSON".to_owned())?;
+        Ok(Fetched {
+            document,
+            fresh_for,
+        })
+    }
+}
+
+/// The URL of an acceptable client id, or why not: https, a host, a path beyond `/`, no
+/// userinfo, query or fragment, and the host allowed by policy.
+pub fn check_client_id(client_id: &str, config: &CimdConfig) -> Result<Url, String> {
+    let url = Url::parse(client_id).map_err(|_| "the client_id is not a URL".to_owned())?;
+    if url.scheme() != "https" {
+        return Err("a client_id URL must be https".into());
+    }
+    if url.as_str() != client_id {
+        return Err("the client_id URL is not in normalized form".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("a client_id URL must not carry userinfo".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("a client_id URL must not have a query or fragment".into());
+    }
+    if url.path() == "/" || url.path().is_empty() {
+        return Err("a client_id URL must have a path".into());
+    }
+    let host = url.host_str().ok_or("the client_id URL has no host")?;
+    let host = host.to_ascii_lowercase();
+    if config
+        .denied_hosts
+        .iter()
+        .any(|pattern| host_matches(pattern, &host))
+    {
+        return Err(format!("clients from {host} are not accepted"));
+    }
+    if !config.allowed_hosts.is_empty()
+        && !config
+            .allowed_hosts
+            .iter()
+            .any(|pattern| host_matches(pattern, &host))
+    {
+        return Err(format!("clients from {host} are not accepted"));
+    }
+    Ok(url)
+}
+
+/// `pattern` is a host or `*.suffix` (which matches subdomains, not the suffix itself).
+fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
+        None => pattern == host,
+    }
+}
+
+/// Resolves `host` to the addresses to connect to, refusing the host when any of them is one an
+/// outsider must not make us reach (an attacker controls both the name and its DNS records, so
+/// one bad record condemns the name). Connecting to these, not re-resolving, defeats rebinding.
+async fn vetted_addresses(
+    host: &str,
+    port: u16,
+    allow_loopback: bool,
+) -> Result<Vec<SocketAddr>, String> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let addresses: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|_| format!("{host} does not resolve"))?
+            .collect(),
+    };
+    if addresses.is_empty() {
+        return Err(format!("{host} does not resolve"));
+    }
+    for address in &addresses {
+        let ip = address.ip();
+        if is_forbidden(ip) && !(allow_loopback && is_loopback(ip)) {
+            return Err(format!(
+                "{host} resolves to a private or special-purpose address"
+            ));
+        }
+    }
+    Ok(addresses)
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Addresses that are not on the public Internet: private, loopback, link-local, shared (CGNAT),
+/// multicast, broadcast, unspecified, documentation, reserved, and IPv6 forms that embed them.
+pub fn is_forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_forbidden_v4(v4),
+        IpAddr::V6(v6) => is_forbidden_v6(v6),
+    }
+}
+
+fn is_forbidden_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || ip.is_unspecified()
+        || ip.is_documentation()
+        || a == 0
+        || a >= 240
+        || (a == 100 && (b & 0xc0) == 64)
+        || (a == 192 && b == 0 && c == 0)
+        || (a == 198 && (b & 0xfe) == 18)
+}
+
+fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_forbidden_v4(v4);
+    }
+    let s = ip.segments();
+    // NAT64 (64:ff9b::/96) reaches whatever IPv4 address it embeds.
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+        let embedded = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+        return is_forbidden_v4(embedded);
+    }
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00
+        || (s[0] & 0xffc0) == 0xfe80
+        || (s[0] == 0x2001 && s[1] == 0x0db8)
+        || s[0..6] == [0, 0, 0, 0, 0, 0]
+}
+
+fn is_json(content_type: Option<&HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// How long a response may be cached: its `max-age`, clamped to the configured bounds; the minimum
+/// for `no-store`/`no-cache` (the document is still needed for this authorization).
+pub fn freshness(cache_control: Option<&HeaderValue>, config: &CimdConfig) -> Duration {
+    let Some(directives) = cache_control.and_then(|v| v.to_str().ok()) else {
+        return config
+            .default_cache
+            .clamp(config.min_cache, config.max_cache);
+    };
+    let mut max_age = None;
+    for directive in directives.split(',') {
+        let directive = directive.trim().to_ascii_lowercase();
+        if directive == "no-store" || directive == "no-cache" {
+            return config.min_cache;
+        }
+        if let Some(seconds) = directive.strip_prefix("max-age=") {
+            max_age = seconds.trim_matches('"').parse::<u64>().ok();
+        }
+    }
+    max_age
+        .map(Duration::from_secs)
+        .unwrap_or(config.default_cache)
+        .clamp(config.min_cache, config.max_cache)
+}
+
+/// Makes the database's copy of `client_id`'s document fresh: fetch, then store (validated by the
+/// extension) or record the failure. Every refusal is `invalid_client`, shown on an error page,
+/// since the redirect URI cannot be trusted before the document is.
+pub async fn refresh(app: &App, client_id: &str) -> Result<(), OAuthError> {
+    let config = &app.config.cimd;
+    let refuse = |reason: &str| {
+        OAuthError::new(
+            "invalid_client",
+            format!("client metadata document unusable: {reason}"),
+        )
+    };
+    if !config.enabled {
+        return Err(refuse("client ID metadata documents are not accepted here"));
+    }
+    let url = check_client_id(client_id, config).map_err(|reason| refuse(&reason))?;
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    if !app
+        .cimd
+        .take_budget(&host, config.per_host_fetches_per_minute)
+    {
+        // Not recorded: the budget is this process's, and the host may be fine for the others.
+        return Err(refuse(
+            "too many fetches from this host; try again in a minute",
+        ));
+    }
+    let retry_after = config.negative_cache.as_secs_f64();
+    match app.cimd.fetch(&url, config).await {
+        Ok(fetched) => {
+            tracing::info!(host = %host, "client metadata document fetched");
+            app.db
+                .call_ok(
+                    "SELECT oauth.store_client_document($1, $2, now() + make_interval(secs => $3), \
+                     now() + make_interval(secs => $4))",
+                    &[
+                        &client_id,
+                        &fetched.document,
+                        &fetched.fresh_for.as_secs_f64(),
+                        &retry_after,
+                    ],
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| match e.code.as_str() {
+                    "temporarily_unavailable" | "server_error" => e,
+                    _ => refuse(&e.description),
+                })
+        }
+        Err(reason) => {
+            tracing::info!(host = %host, %reason, "client metadata document fetch failed");
+            app.db
+                .query(
+                    "SELECT oauth.record_client_document_failure($1, $2, now() + make_interval(secs => $3))",
+                    &[&client_id, &reason, &retry_after],
+                )
+                .await?;
+            Err(refuse(&reason))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forbidden(text: &str) -> bool {
+        is_forbidden(text.parse().unwrap())
+    }
+
+    #[test]
+    fn private_and_special_addresses_are_refused() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "198.18.0.1",
+            "192.0.0.8",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a00:1",
+            "2001:db8::1",
+            "::127.0.0.1",
+        ] {
+            assert!(forbidden(ip), "{ip} must be refused");
+        }
+    }
+
+    #[test]
+    fn public_addresses_are_allowed() {
+        for ip in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:93.184.216.34",
+            "64:ff9b::5db8:d822",
+        ] {
+            assert!(!forbidden(ip), "{ip} is public");
+        }
+    }
+
+    #[test]
+    fn client_ids_must_be_https_urls_with_a_path_and_nothing_else() {
+        let config = CimdConfig::default();
+        assert!(check_client_id("https://app.example/client.json", &config).is_ok());
+        for bad in [
+            "http://app.example/client.json",
+            "https://app.example",
+            "https://app.example/",
+            "https://user@app.example/client.json",
+            "https://app.example/client.json?x=1",
+            "https://app.example/client.json#f",
+            "https://APP.example/client.json",
+            "https://app.example/a/../client.json",
+        ] {
+            assert!(check_client_id(bad, &config).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_policy_allows_and_denies_by_host_or_subdomain() {
+        let config = CimdConfig {
+            allowed_hosts: vec!["*.example.com".into(), "claude.ai".into()],
+            denied_hosts: vec!["evil.example.com".into()],
+            ..CimdConfig::default()
+        };
+        assert!(check_client_id("https://claude.ai/oauth/client.json", &config).is_ok());
+        assert!(check_client_id("https://a.example.com/c.json", &config).is_ok());
+        assert!(check_client_id("https://example.com/c.json", &config).is_err());
+        assert!(check_client_id("https://evil.example.com/c.json", &config).is_err());
+        assert!(check_client_id("https://notexample.com/c.json", &config).is_err());
+        assert!(check_client_id("https://chatgpt.com/c.json", &config).is_err());
+    }
+
+    #[test]
+    fn freshness_follows_max_age_within_bounds() {
+        let config = CimdConfig::default();
+        let header = |v: &'static str| Some(HeaderValue::from_static(v));
+        assert_eq!(freshness(None, &config), Duration::from_secs(3600));
+        assert_eq!(
+            freshness(header("public, max-age=7200").as_ref(), &config),
+            Duration::from_secs(7200)
+        );
+        assert_eq!(
+            freshness(header("max-age=5").as_ref(), &config),
+            config.min_cache
+        );
+        assert_eq!(
+            freshness(header("max-age=99999999").as_ref(), &config),
+            config.max_cache
+        );
+        assert_eq!(
+            freshness(header("no-store").as_ref(), &config),
+            config.min_cache
+        );
+        assert_eq!(
+            freshness(header("max-age=abc").as_ref(), &config),
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn the_budget_per_host_is_spent_and_kept_per_host() {
+        let fetcher = Fetcher::new(&CimdConfig::default()).unwrap();
+        assert!(fetcher.take_budget("a.example", 2));
+        assert!(fetcher.take_budget("a.example", 2));
+        assert!(!fetcher.take_budget("a.example", 2));
+        assert!(fetcher.take_budget("b.example", 2));
+    }
+}

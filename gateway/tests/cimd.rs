@@ -1,0 +1,523 @@
+//! Client ID Metadata Documents over real TLS: a document server on loopback with a test CA the
+//! gateway is told to trust, the whole flow for a URL client, and every refusal (no redirect to
+//! the client, the failure negatively cached in the database).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Response as HttpResponse, StatusCode};
+use hyper_util::rt::TokioIo;
+use oauth_gateway::config::CimdConfig;
+use serde_json::{Value, json};
+
+/// What the document server answers on a path.
+#[derive(Clone)]
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    delay: Duration,
+}
+
+impl Answer {
+    fn json(body: Value) -> Self {
+        Self {
+            status: 200,
+            content_type: "application/json",
+            headers: vec![("cache-control", "max-age=600".into())],
+            body: body.to_string().into_bytes(),
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+struct DocumentServer {
+    base: String,
+    ca_file: std::path::PathBuf,
+    answers: Arc<Mutex<HashMap<String, Answer>>>,
+    hits: Arc<Mutex<HashMap<String, Arc<AtomicUsize>>>>,
+}
+
+impl DocumentServer {
+    async fn start() -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "oauth_provider test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf_params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        leaf_params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        let ca_file = std::env::temp_dir().join(format!("cimd-ca-{}.pem", random_suffix()));
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("https://{}", listener.local_addr().unwrap());
+        let answers: Arc<Mutex<HashMap<String, Answer>>> = Default::default();
+        let hits: Arc<Mutex<HashMap<String, Arc<AtomicUsize>>>> = Default::default();
+        let (answers2, hits2) = (answers.clone(), hits.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let (answers, hits) = (answers2.clone(), hits2.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let path = req.uri().path().to_owned();
+                        let answer = answers.lock().unwrap().get(&path).cloned();
+                        hits.lock()
+                            .unwrap()
+                            .entry(path)
+                            .or_default()
+                            .fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            let answer = answer.unwrap_or(Answer {
+                                status: 404,
+                                content_type: "text/plain",
+                                headers: vec![],
+                                body: b"not found".to_vec(),
+                                delay: Duration::ZERO,
+                            });
+                            tokio::time::sleep(answer.delay).await;
+                            let mut resp = HttpResponse::builder()
+                                .status(answer.status)
+                                .header("content-type", answer.content_type);
+                            for (k, v) in &answer.headers {
+                                resp = resp.header(*k, v);
+                            }
+                            Ok::<_, std::convert::Infallible>(
+                                resp.body(Full::new(Bytes::from(answer.body))).unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            base,
+            ca_file,
+            answers,
+            hits,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn serve(&self, path: &str, answer: Answer) {
+        self.answers.lock().unwrap().insert(path.to_owned(), answer);
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.hits
+            .lock()
+            .unwrap()
+            .get(path)
+            .map_or(0, |h| h.load(Ordering::SeqCst))
+    }
+
+    fn valid_document(&self, path: &str) -> Value {
+        json!({
+            "client_id": self.url(path),
+            "client_name": "Test CLI",
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "token_endpoint_auth_method": "none",
+            "client_uri": "https://cli.example.com",
+        })
+    }
+
+    fn cimd_config(&self) -> CimdConfig {
+        CimdConfig {
+            allow_loopback: true,
+            extra_ca_file: Some(self.ca_file.clone()),
+            fetch_timeout: Duration::from_secs(1),
+            ..CimdConfig::default()
+        }
+    }
+}
+
+async fn gateway_for(docs: &DocumentServer, cimd: CimdConfig) -> Gateway {
+    let _ = docs;
+    Gateway::start_with(Options {
+        cimd,
+        ..Options::default()
+    })
+    .await
+}
+
+fn assert_refused_here(resp: &common::Response, what: &str) {
+    assert_eq!(
+        resp.status,
+        StatusCode::BAD_REQUEST,
+        "{what}: {}",
+        resp.text()
+    );
+    assert!(
+        resp.header("location").is_none(),
+        "{what}: never redirected"
+    );
+}
+
+#[tokio::test]
+async fn a_client_identified_by_its_metadata_document_completes_the_code_flow_from_one_fetch() {
+    let docs = DocumentServer::start().await;
+    docs.serve(
+        "/client.json",
+        Answer::json(docs.valid_document("/client.json")),
+    );
+    let gw = gateway_for(&docs, docs.cimd_config()).await;
+    let client_id = docs.url("/client.json");
+
+    // The consent page introduces the client by its host and warns: its redirects are all loopback.
+    let first = gw.authorize(&client_id, &pkce(), &[]).await;
+    assert_eq!(first.status, StatusCode::FOUND, "{}", first.text());
+    let consent = gw.http.get(&first.location(), &[]).await.text();
+    assert!(
+        consent.contains("published by <strong style=\"font-size:1.3em\">127.0.0.1"),
+        "{consent}"
+    );
+    assert!(consent.contains("Caution"));
+    assert!(consent.contains("Test CLI"));
+
+    // Public client, PKCE, any loopback port: the whole flow, from the one fetch above.
+    let p = pkce();
+    let code = gw.code(&client_id, &p, &[]).await;
+    let tokens = gw.exchange(&client_id, None, &code, &p).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text());
+    let claims = gw
+        .app
+        .verify_own_token(
+            tokens.json()["access_token"].as_str().unwrap(),
+            Some(RESOURCE),
+            true,
+        )
+        .unwrap();
+    assert_eq!(claims["client_id"], json!(client_id));
+    let refreshed = gw
+        .refresh(&client_id, tokens.json()["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text());
+    assert_eq!(
+        docs.hits("/client.json"),
+        1,
+        "served from the database's copy"
+    );
+
+    let row = gw
+        .admin
+        .query_one(
+            "SELECT c.token_endpoint_auth_method, c.metadata->>'client_uri', d.failure IS NULL, d.fresh_until > now() + interval '9 minutes'
+               FROM oauth.clients c JOIN oauth.client_documents d USING (client_id) WHERE client_id = $1",
+            &[&client_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "none");
+    assert_eq!(row.get::<_, String>(1), "https://cli.example.com");
+    assert!(row.get::<_, bool>(2));
+    assert!(row.get::<_, bool>(3), "max-age=600 honoured");
+
+    // When the copy goes stale the next authorization fetches again, and a changed document applies.
+    let mut changed = docs.valid_document("/client.json");
+    changed["redirect_uris"] = json!(["http://127.0.0.1/other"]);
+    docs.serve("/client.json", Answer::json(changed));
+    gw.admin
+        .execute(
+            "UPDATE oauth.client_documents SET fresh_until = now() WHERE client_id = $1",
+            &[&client_id],
+        )
+        .await
+        .unwrap();
+    let stale = gw.authorize(&client_id, &pkce(), &[]).await;
+    assert_refused_here(&stale, "redirect URI no longer in the document");
+    assert_eq!(docs.hits("/client.json"), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn unusable_documents_are_refused_without_redirecting_and_negatively_cached() {
+    let docs = DocumentServer::start().await;
+    let big = {
+        let mut doc = docs.valid_document("/big.json");
+        doc["padding"] = json!("x".repeat(20 * 1024));
+        doc
+    };
+    let mut mismatched = docs.valid_document("/mismatch.json");
+    mismatched["client_id"] = json!(docs.url("/other.json"));
+    let mut with_secret = docs.valid_document("/secret.json");
+    with_secret["client_secret"] = json!("s3cret");
+    let mut confidential = docs.valid_document("/confidential.json");
+    confidential["token_endpoint_auth_method"] = json!("client_secret_basic");
+    let mut no_redirects = docs.valid_document("/noredirects.json");
+    no_redirects["redirect_uris"] = json!([]);
+    docs.serve("/big.json", Answer::json(big));
+    docs.serve("/mismatch.json", Answer::json(mismatched));
+    docs.serve("/secret.json", Answer::json(with_secret));
+    docs.serve("/confidential.json", Answer::json(confidential));
+    docs.serve("/noredirects.json", Answer::json(no_redirects));
+    docs.serve(
+        "/redirect.json",
+        Answer {
+            status: 302,
+            headers: vec![("location", docs.url("/client.json"))],
+            ..Answer::json(json!({}))
+        },
+    );
+    docs.serve(
+        "/text.json",
+        Answer {
+            content_type: "text/html",
+            ..Answer::json(docs.valid_document("/text.json"))
+        },
+    );
+    docs.serve(
+        "/notjson.json",
+        Answer {
+            body: b"{not json".to_vec(),
+            ..Answer::json(json!({}))
+        },
+    );
+    let gw = gateway_for(&docs, docs.cimd_config()).await;
+
+    let cases = [
+        ("/big.json", "larger than"),
+        ("/mismatch.json", "differs from its URL"),
+        ("/secret.json", "must not carry a secret"),
+        ("/confidential.json", "token_endpoint_auth_method"),
+        ("/noredirects.json", "redirect"),
+        ("/redirect.json", "redirects are not followed"),
+        ("/text.json", "application/json"),
+        ("/notjson.json", "not valid JSON"),
+        ("/missing.json", "404"),
+    ];
+    for (path, reason) in cases {
+        let client_id = docs.url(path);
+        let resp = gw.authorize(&client_id, &pkce(), &[]).await;
+        assert_refused_here(&resp, path);
+        assert!(resp.text().contains(reason), "{path}: {}", resp.text());
+        assert_eq!(docs.hits(path), 1, "{path}");
+        let recorded: Option<String> = gw
+            .admin
+            .query_one(
+                "SELECT failure FROM oauth.client_documents WHERE client_id = $1",
+                &[&client_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            recorded.is_some_and(|f| f.contains(reason)),
+            "{path}: failure recorded"
+        );
+        // Negatively cached: refused again without another fetch.
+        let again = gw.authorize(&client_id, &pkce(), &[]).await;
+        assert_refused_here(&again, path);
+        assert_eq!(
+            docs.hits(path),
+            1,
+            "{path}: no refetch within the negative TTL"
+        );
+        let clients: i64 = gw
+            .admin
+            .query_one(
+                "SELECT count(*) FROM oauth.clients WHERE client_id = $1",
+                &[&client_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(clients, 0, "{path}: no client was made");
+    }
+
+    // A document may not take over a client the administrator made with the same id.
+    let taken = docs.url("/taken.json");
+    docs.serve(
+        "/taken.json",
+        Answer::json(docs.valid_document("/taken.json")),
+    );
+    gw.admin
+        .execute(
+            "INSERT INTO oauth.clients (client_id, client_name, redirect_uris, allowed_scopes, token_endpoint_auth_method, created_at, updated_at)
+             VALUES ($1, 'Admin app', '{https://admin.example/cb}', '{mcp}', 'none', now(), now())",
+            &[&taken],
+        )
+        .await
+        .unwrap();
+    let resp = gw.authorize(&taken, &pkce(), &[]).await;
+    assert_refused_here(&resp, "taken id");
+    let name: String = gw
+        .admin
+        .query_one(
+            "SELECT client_name FROM oauth.clients WHERE client_id = $1",
+            &[&taken],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "Admin app");
+
+    // http:// is not a metadata document URL, just an unknown client.
+    let plain = gw
+        .authorize(
+            &docs.url("/client.json").replace("https", "http"),
+            &pkce(),
+            &[],
+        )
+        .await;
+    assert_refused_here(&plain, "http client id");
+    assert!(plain.text().contains("unknown client"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn private_addresses_and_denied_hosts_are_refused_before_any_connection() {
+    let docs = DocumentServer::start().await;
+    docs.serve(
+        "/client.json",
+        Answer::json(docs.valid_document("/client.json")),
+    );
+    let client_id = docs.url("/client.json");
+
+    let strict = gateway_for(
+        &docs,
+        CimdConfig {
+            allow_loopback: false,
+            ..docs.cimd_config()
+        },
+    )
+    .await;
+    let resp = strict.authorize(&client_id, &pkce(), &[]).await;
+    assert_refused_here(&resp, "loopback");
+    assert!(
+        resp.text().contains("private or special-purpose address"),
+        "{}",
+        resp.text()
+    );
+    strict.stop().await;
+
+    let denying = gateway_for(
+        &docs,
+        CimdConfig {
+            denied_hosts: vec!["127.0.0.1".into()],
+            ..docs.cimd_config()
+        },
+    )
+    .await;
+    let resp = denying.authorize(&client_id, &pkce(), &[]).await;
+    assert_refused_here(&resp, "denied host");
+    assert!(resp.text().contains("not accepted"));
+    denying.stop().await;
+
+    let allow_listed = gateway_for(
+        &docs,
+        CimdConfig {
+            allowed_hosts: vec!["*.example.com".into()],
+            ..docs.cimd_config()
+        },
+    )
+    .await;
+    assert_refused_here(
+        &allow_listed.authorize(&client_id, &pkce(), &[]).await,
+        "not on the allow-list",
+    );
+    allow_listed.stop().await;
+
+    let disabled = gateway_for(
+        &docs,
+        CimdConfig {
+            enabled: false,
+            ..docs.cimd_config()
+        },
+    )
+    .await;
+    assert_refused_here(
+        &disabled.authorize(&client_id, &pkce(), &[]).await,
+        "disabled",
+    );
+    disabled.stop().await;
+    assert_eq!(docs.hits("/client.json"), 0, "nothing was fetched");
+}
+
+#[tokio::test]
+async fn a_document_server_that_never_answers_fails_within_the_deadline_and_the_host_budget_holds()
+{
+    let docs = DocumentServer::start().await;
+    docs.serve(
+        "/slow.json",
+        Answer {
+            delay: Duration::from_secs(30),
+            ..Answer::json(docs.valid_document("/slow.json"))
+        },
+    );
+    let gw = gateway_for(
+        &docs,
+        CimdConfig {
+            per_host_fetches_per_minute: 2,
+            negative_cache: Duration::from_secs(0),
+            ..docs.cimd_config()
+        },
+    )
+    .await;
+    let started = Instant::now();
+    let resp = gw.authorize(&docs.url("/slow.json"), &pkce(), &[]).await;
+    assert_refused_here(&resp, "slow");
+    assert!(resp.text().contains("no complete answer within"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Without a negative cache, the per-host budget (2 a minute here) stops the third fetch.
+    docs.serve(
+        "/client.json",
+        Answer {
+            status: 500,
+            ..Answer::json(json!({}))
+        },
+    );
+    let _ = gw.authorize(&docs.url("/client.json"), &pkce(), &[]).await;
+    let limited = gw.authorize(&docs.url("/client.json"), &pkce(), &[]).await;
+    assert_refused_here(&limited, "budget");
+    assert!(
+        limited.text().contains("too many fetches"),
+        "{}",
+        limited.text()
+    );
+    assert_eq!(docs.hits("/client.json"), 1);
+    gw.stop().await;
+}
