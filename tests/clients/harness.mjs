@@ -43,7 +43,8 @@ async function waitFor(child, text) {
   });
 }
 
-export async function startStack() {
+// `extraToml` is appended to the gateway's configuration file (e.g. a [cimd] section).
+export async function startStack({ extraToml = '' } = {}) {
   const admin = env('OAUTH_TEST_DATABASE_URL');
   const gatewayUrl = env('OAUTH_TEST_GATEWAY_DATABASE_URL');
   const db = `js_${randomBytes(5).toString('hex')}`;
@@ -71,6 +72,7 @@ prefix = "/mcp/admin"
 upstream = "http://127.0.0.1:${demoPort}/mcp"
 scopes = ["mcp", "email"]
 resource = "${issuer}/mcp"
+${extraToml}
 `);
   const gateway = spawn(join(BIN, 'oauth-gateway'), [
     'serve', '--config', join(dir, 'gateway.toml'), '--issuer', issuer, '--listen', `127.0.0.1:${port}`,
