@@ -227,3 +227,22 @@ mod seconds {
         Ok(Duration::from_secs_f64(f64::deserialize(d)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn the_example_configuration_parses_and_validates() {
+        let config = Config::from_toml(include_str!("../oauth-gateway.example.toml")).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.keys.len(), 2);
+        assert_eq!(
+            config.default_audience.as_deref(),
+            Some("https://mcp.example.com/mcp")
+        );
+        assert_eq!(config.routes.len(), 1);
+        assert_eq!(config.cimd.max_document_bytes, 10240);
+        assert!(!config.cimd.allow_loopback);
+    }
+}
