@@ -240,6 +240,38 @@ BEGIN
 END
 $$;
 
+-- What an application passes when it completes consent; raises OA400.
+CREATE FUNCTION oauth._check_consent(user_id text, props jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF user_id IS NULL OR pg_catalog.length(user_id) NOT BETWEEN 1 AND 255 THEN
+        PERFORM oauth._raise('invalid_request', 'user_id must be 1 to 255 characters');
+    END IF;
+    IF props IS NOT NULL AND pg_catalog.jsonb_typeof(props) <> 'object' THEN
+        PERFORM oauth._raise('invalid_request', 'props must be a JSON object');
+    END IF;
+END
+$$;
+
+-- The scopes the user consented to: all requested ones when `granted` is NULL, else a non-empty
+-- subset of them (OA405 otherwise).
+CREATE FUNCTION oauth._consented_scopes(granted text[], requested text[]) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+    chosen text[] := coalesce(granted, requested);
+BEGIN
+    IF pg_catalog.array_position(chosen, NULL) IS NOT NULL OR NOT chosen <@ requested THEN
+        PERFORM oauth._raise('invalid_scope', 'granted scopes must be a subset of the requested scopes');
+    END IF;
+    IF pg_catalog.cardinality(chosen) = 0 THEN
+        PERFORM oauth._raise('invalid_scope', 'at least one scope must be granted');
+    END IF;
+    RETURN chosen;
+END
+$$;
+
 -- Completes consent: records (or widens) the user's grant for the client and returns the
 -- redirect URL carrying a fresh code, `state` and `iss`.
 CREATE FUNCTION oauth.issue_code(
@@ -260,20 +292,9 @@ DECLARE
     granted_id uuid;
     code text := oauth.random_token(32);
 BEGIN
-    IF user_id IS NULL OR length(user_id) NOT BETWEEN 1 AND 255 THEN
-        PERFORM oauth._raise('invalid_request', 'user_id must be 1 to 255 characters');
-    END IF;
-    IF props IS NOT NULL AND jsonb_typeof(props) <> 'object' THEN
-        PERFORM oauth._raise('invalid_request', 'props must be a JSON object');
-    END IF;
+    PERFORM oauth._check_consent(user_id, props);
     request := oauth._take_request(request_id, now);
-    chosen_scopes := coalesce(granted_scopes, request.scopes);
-    IF array_position(chosen_scopes, NULL) IS NOT NULL OR NOT chosen_scopes <@ request.scopes THEN
-        PERFORM oauth._raise('invalid_scope', 'granted scopes must be a subset of the requested scopes');
-    END IF;
-    IF cardinality(chosen_scopes) = 0 THEN
-        PERFORM oauth._raise('invalid_scope', 'at least one scope must be granted');
-    END IF;
+    chosen_scopes := oauth._consented_scopes(granted_scopes, request.scopes);
 
     granted_id := oauth._record_grant(issue_code.user_id, request.client_id, chosen_scopes, request.resource,
                                       issue_code.props, now);

@@ -35,6 +35,27 @@ BEGIN
 END
 $$;
 
+-- What the gateway needs to mint an access token that comes without a refresh token
+-- (client_credentials, token exchange): the grant's subject and props, issued to `client_id` for
+-- `scopes` and `resource`, bound to `family_id` when there is one.
+CREATE FUNCTION oauth._access_token_response(
+    granted oauth.grants, family_id uuid, client_id text, scopes text[], resource text, now timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    bound oauth.refresh_families;
+BEGIN
+    bound.family_id := family_id;
+    bound.grant_id := granted.grant_id;
+    bound.client_id := client_id;
+    bound.user_id := granted.user_id;
+    bound.resource := resource;
+    RETURN oauth._token_response(bound, granted.props, granted.auth_time, scopes, NULL, NULL, now)
+        || pg_catalog.jsonb_build_object('subject_type', granted.subject_type);
+END
+$$;
+
 CREATE FUNCTION oauth.client_credentials_grant(
     client_id text,
     client_secret text,
@@ -46,22 +67,17 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    authorized record;
     client oauth.clients;
     resolved record;
     problem jsonb;
     own_grant oauth.grants;
-    token_family oauth.refresh_families;
 BEGIN
-    client := oauth._authenticate_client(client_id, client_secret, now);
-    IF client.client_id IS NULL THEN
-        RETURN oauth._error('invalid_client', 'client authentication failed');
+    authorized := oauth._client_for_grant(client_id, client_secret, 'client_credentials', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
     END IF;
-    IF client.secret_hash IS NULL THEN
-        RETURN oauth._error('unauthorized_client', 'client_credentials requires a confidential client');
-    END IF;
-    IF NOT 'client_credentials' = ANY (client.grant_types) THEN
-        RETURN oauth._error('unauthorized_client', 'client may not use the client credentials grant');
-    END IF;
+    client := authorized.client;
     resolved := oauth._resolve_scopes(scope, client.allowed_scopes);
     IF resolved.problem IS NOT NULL THEN
         RETURN resolved.problem;
@@ -76,11 +92,6 @@ BEGIN
 
     own_grant := oauth._client_grant(client, now);
     -- Tokens of this grant belong to no family: revoking the grant (or deleting the client) kills them.
-    token_family.grant_id := own_grant.grant_id;
-    token_family.client_id := client.client_id;
-    token_family.user_id := client.client_id;
-    token_family.resource := resource;
-    RETURN oauth._token_response(token_family, own_grant.props, own_grant.auth_time, resolved.scopes, NULL, NULL, now)
-        || jsonb_build_object('subject_type', 'client');
+    RETURN oauth._access_token_response(own_grant, NULL, client.client_id, resolved.scopes, resource, now);
 END
 $$;

@@ -47,6 +47,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    authorized record;
     client oauth.clients;
     resolved record;
     problem jsonb;
@@ -54,13 +55,11 @@ DECLARE
     user_code text;
     ttl interval := (oauth._settings()).authorization_request_ttl;
 BEGIN
-    client := oauth._authenticate_client(client_id, client_secret, now);
-    IF client.client_id IS NULL THEN
-        RETURN oauth._error('invalid_client', 'client authentication failed');
+    authorized := oauth._client_for_grant(client_id, client_secret, 'urn:ietf:params:oauth:grant-type:device_code', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
     END IF;
-    IF NOT 'urn:ietf:params:oauth:grant-type:device_code' = ANY (client.grant_types) THEN
-        RETURN oauth._error('unauthorized_client', 'client may not use the device authorization grant');
-    END IF;
+    client := authorized.client;
     resolved := oauth._resolve_scopes(scope, client.allowed_scopes);
     IF resolved.problem IS NOT NULL THEN
         RETURN resolved.problem;
@@ -144,20 +143,9 @@ DECLARE
     chosen_scopes text[];
     granted_id uuid;
 BEGIN
-    IF user_id IS NULL OR length(user_id) NOT BETWEEN 1 AND 255 THEN
-        PERFORM oauth._raise('invalid_request', 'user_id must be 1 to 255 characters');
-    END IF;
-    IF props IS NOT NULL AND jsonb_typeof(props) <> 'object' THEN
-        PERFORM oauth._raise('invalid_request', 'props must be a JSON object');
-    END IF;
+    PERFORM oauth._check_consent(user_id, props);
     pending := oauth._take_device_authorization(user_code, now);
-    chosen_scopes := coalesce(granted_scopes, pending.scopes);
-    IF array_position(chosen_scopes, NULL) IS NOT NULL OR NOT chosen_scopes <@ pending.scopes THEN
-        PERFORM oauth._raise('invalid_scope', 'granted scopes must be a subset of the requested scopes');
-    END IF;
-    IF cardinality(chosen_scopes) = 0 THEN
-        PERFORM oauth._raise('invalid_scope', 'at least one scope must be granted');
-    END IF;
+    chosen_scopes := oauth._consented_scopes(granted_scopes, pending.scopes);
     granted_id := oauth._record_grant(approve_device_authorization.user_id, pending.client_id, chosen_scopes,
                                       pending.resource, props, now);
     UPDATE oauth.device_authorizations d
@@ -196,6 +184,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    authorized record;
     client oauth.clients;
     polled record;
     issued_from oauth.codes;
@@ -203,13 +192,11 @@ DECLARE
     opened record;
     new_family_id uuid := gen_random_uuid();
 BEGIN
-    client := oauth._authenticate_client(client_id, client_secret, now);
-    IF client.client_id IS NULL THEN
-        RETURN oauth._error('invalid_client', 'client authentication failed');
+    authorized := oauth._client_for_grant(client_id, client_secret, 'urn:ietf:params:oauth:grant-type:device_code', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
     END IF;
-    IF NOT 'urn:ietf:params:oauth:grant-type:device_code' = ANY (client.grant_types) THEN
-        RETURN oauth._error('unauthorized_client', 'client may not use the device authorization grant');
-    END IF;
+    client := authorized.client;
     IF device_code IS NULL OR device_code = '' THEN
         RETURN oauth._error('invalid_request', 'device_code is required');
     END IF;

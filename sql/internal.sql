@@ -150,6 +150,24 @@ BEGIN
 END
 $$;
 
+-- The client that client_id/secret authenticate, when it may use `grant_type`; otherwise `problem`
+-- (invalid_client or unauthorized_client). How every token-endpoint function starts.
+CREATE FUNCTION oauth._client_for_grant(
+    client_id text, client_secret text, grant_type text, now timestamptz,
+    OUT client oauth.clients, OUT problem jsonb
+)
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    client := oauth._authenticate_client(client_id, client_secret, now);
+    IF client.client_id IS NULL THEN
+        problem := oauth._error('invalid_client', 'client authentication failed');
+    ELSIF NOT grant_type = ANY (client.grant_types) THEN
+        problem := oauth._error('unauthorized_client', pg_catalog.format('client may not use the %s grant', grant_type));
+    END IF;
+END
+$$;
+
 CREATE FUNCTION oauth._notify_revocation(grant_id uuid, family_id uuid) RETURNS void
 LANGUAGE plpgsql
 AS $$

@@ -98,7 +98,6 @@ DECLARE
     ceiling text[];
     requested text[];
     granted oauth.grants;
-    token_family oauth.refresh_families;
 BEGIN
     client := oauth._authenticate_client(client_id, client_secret, now);
     IF client.client_id IS NULL THEN
@@ -142,12 +141,6 @@ BEGIN
     PERFORM oauth._event('token_exchanged', client.client_id, granted.user_id, granted.grant_id, subject_family_id,
                          jsonb_build_object('subject_audience', subject_audience, 'audience', audience,
                                             'scopes', to_jsonb(requested)), now);
-    token_family.family_id := subject_family_id;
-    token_family.grant_id := granted.grant_id;
-    token_family.client_id := client.client_id;
-    token_family.user_id := granted.user_id;
-    token_family.resource := audience;
-    RETURN oauth._token_response(token_family, granted.props, granted.auth_time, requested, NULL, NULL, now)
-        || jsonb_build_object('subject_type', granted.subject_type);
+    RETURN oauth._access_token_response(granted, subject_family_id, client.client_id, requested, audience, now);
 END
 $$;

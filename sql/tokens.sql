@@ -35,6 +35,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    authorized record;
     client oauth.clients;
     redeemed oauth.codes;
     previous oauth.codes;
@@ -43,13 +44,11 @@ DECLARE
     -- Named before redemption so that the one redeeming statement also records what it will issue.
     new_family_id uuid := gen_random_uuid();
 BEGIN
-    client := oauth._authenticate_client(client_id, client_secret, now);
-    IF client.client_id IS NULL THEN
-        RETURN oauth._error('invalid_client', 'client authentication failed');
+    authorized := oauth._client_for_grant(client_id, client_secret, 'authorization_code', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
     END IF;
-    IF NOT 'authorization_code' = ANY (client.grant_types) THEN
-        RETURN oauth._error('unauthorized_client', 'client may not use the authorization code grant');
-    END IF;
+    client := authorized.client;
     IF code IS NULL OR code = '' THEN
         RETURN oauth._error('invalid_request', 'code is required');
     END IF;
@@ -115,6 +114,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    authorized record;
     client oauth.clients;
     presented bytea;
     successor text := oauth.random_token(32);
@@ -124,13 +124,11 @@ DECLARE
     granted oauth.grants;
     known_family uuid;
 BEGIN
-    client := oauth._authenticate_client(client_id, client_secret, now);
-    IF client.client_id IS NULL THEN
-        RETURN oauth._error('invalid_client', 'client authentication failed');
+    authorized := oauth._client_for_grant(client_id, client_secret, 'refresh_token', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
     END IF;
-    IF NOT 'refresh_token' = ANY (client.grant_types) THEN
-        RETURN oauth._error('unauthorized_client', 'client may not use the refresh token grant');
-    END IF;
+    client := authorized.client;
     IF refresh_token IS NULL OR refresh_token = '' THEN
         RETURN oauth._error('invalid_request', 'refresh_token is required');
     END IF;

@@ -45,22 +45,27 @@ const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
 const USER_CODE_LENGTH: usize = 8;
 
 /// A device-flow user code: 8 letters from a 20-letter alphabet (≈34.6 bits), as `XXXX-XXXX`.
-/// Drawn by rejection sampling from OS randomness so every letter is equally likely.
 #[pg_extern(volatile, parallel_safe)]
 fn random_user_code() -> String {
+    match draw_user_code() {
+        Ok(code) => code,
+        Err(e) => error!("random_user_code: the OS random number generator failed: {e}"),
+    }
+}
+
+/// Rejection sampling from OS randomness, so every letter is equally likely.
+fn draw_user_code() -> Result<String, getrandom::Error> {
     let mut letters = Vec::with_capacity(USER_CODE_LENGTH);
     let mut byte = [0u8; 1];
     while letters.len() < USER_CODE_LENGTH {
-        if let Err(e) = getrandom::fill(&mut byte) {
-            error!("random_user_code: the OS random number generator failed: {e}");
-        }
+        getrandom::fill(&mut byte)?;
         // 240 is the largest multiple of 20 that fits in a byte: values above it would bias.
         if byte[0] < 240 {
             letters.push(USER_CODE_ALPHABET[usize::from(byte[0] % 20)]);
         }
     }
     let text = String::from_utf8(letters).expect("alphabet is ASCII");
-    format!("{}-{}", &text[..4], &text[4..])
+    Ok(format!("{}-{}", &text[..4], &text[4..]))
 }
 
 #[cfg(test)]
@@ -70,7 +75,7 @@ mod tests {
     #[test]
     fn user_codes_use_only_the_alphabet_in_two_groups_of_four() {
         for _ in 0..1000 {
-            let code = random_user_code();
+            let code = draw_user_code().unwrap();
             let (left, right) = code.split_once('-').expect("dash");
             assert_eq!((left.len(), right.len()), (4, 4));
             assert!(
@@ -85,7 +90,7 @@ mod tests {
     fn user_codes_cover_the_alphabet() {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            seen.extend(random_user_code().bytes().filter(|b| *b != b'-'));
+            seen.extend(draw_user_code().unwrap().bytes().filter(|b| *b != b'-'));
         }
         assert_eq!(seen.len(), USER_CODE_ALPHABET.len());
     }

@@ -52,9 +52,15 @@ async fn read_metadata(app: &App, req: Req) -> Result<Value, OAuthError> {
     })
 }
 
+/// RFC 3986 unreserved characters stay as they are; everything else in a client id is encoded.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 fn configuration_uri(app: &App, client_id: &str) -> String {
-    let encoded =
-        percent_encoding::utf8_percent_encode(client_id, percent_encoding::NON_ALPHANUMERIC);
+    let encoded = percent_encoding::utf8_percent_encode(client_id, PATH_SEGMENT);
     app.config.endpoint(&format!("/register/{encoded}"))
 }
 
