@@ -26,6 +26,8 @@ pub struct App {
     pub proxy: crate::protect::ProxyClient,
     /// Fetches Client ID Metadata Documents (TLS roots, per-host budget).
     pub cimd: crate::cimd::Fetcher,
+    /// Wrong user codes entered per signed-in user on the device verification page.
+    pub user_code_misses: crate::budget::Budget,
 }
 
 impl App {

@@ -4,10 +4,9 @@
 //! size cap, one deadline, a per-host budget. Validation and the shared (negative) cache are the
 //! extension's (`oauth.store_client_document`, `oauth.record_client_document_failure`).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -22,13 +21,14 @@ use tokio_rustls::TlsConnector;
 use url::Url;
 
 use crate::app::App;
+use crate::budget::Budget;
 use crate::config::CimdConfig;
 use crate::error::OAuthError;
 
 pub struct Fetcher {
     tls: TlsConnector,
-    /// Fetch times per host within the last minute.
-    recent: Mutex<HashMap<String, Vec<Instant>>>,
+    /// Fetches per client-id host in the last minute.
+    per_host: Budget,
 }
 
 /// A document and how long it may be served from the cache.
@@ -61,24 +61,8 @@ impl Fetcher {
             .with_no_client_auth();
         Ok(Self {
             tls: TlsConnector::from(Arc::new(tls)),
-            recent: Mutex::new(HashMap::new()),
+            per_host: Budget::new(Duration::from_secs(60)),
         })
-    }
-
-    /// Takes one fetch from `host`'s budget; false when the budget of the last minute is spent.
-    fn take_budget(&self, host: &str, per_minute: usize) -> bool {
-        let now = Instant::now();
-        let mut recent = self.recent.lock().expect("cimd budget lock");
-        recent.retain(|_, times| {
-            times.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
-            !times.is_empty()
-        });
-        let times = recent.entry(host.to_owned()).or_default();
-        if times.len() >= per_minute {
-            return false;
-        }
-        times.push(now);
-        true
     }
 
     /// GETs the document, within `config.fetch_timeout` overall.
@@ -353,7 +337,8 @@ pub async fn refresh(app: &App, client_id: &str) -> Result<(), OAuthError> {
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     if !app
         .cimd
-        .take_budget(&host, config.per_host_fetches_per_minute)
+        .per_host
+        .spend(&host, config.per_host_fetches_per_minute)
     {
         // Not recorded: the budget is this process's, and the host may be fine for the others.
         return Err(refuse(
@@ -506,14 +491,5 @@ mod tests {
             freshness(header("max-age=abc").as_ref(), &config),
             Duration::from_secs(3600)
         );
-    }
-
-    #[test]
-    fn the_budget_per_host_is_spent_and_kept_per_host() {
-        let fetcher = Fetcher::new(&CimdConfig::default()).unwrap();
-        assert!(fetcher.take_budget("a.example", 2));
-        assert!(fetcher.take_budget("a.example", 2));
-        assert!(!fetcher.take_budget("a.example", 2));
-        assert!(fetcher.take_budget("b.example", 2));
     }
 }

@@ -5,6 +5,7 @@
 //! of gateways can serve one database.
 
 pub mod app;
+mod budget;
 pub mod cimd;
 pub mod config;
 pub mod db;

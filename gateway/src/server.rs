@@ -87,6 +87,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         verified: Default::default(),
         proxy: crate::protect::new_client(),
         cimd,
+        user_code_misses: crate::budget::Budget::new(crate::endpoints::USER_CODE_MISS_WINDOW),
     }))
 }
 

@@ -613,3 +613,32 @@ async fn registered_client_reads_updates_and_deletes_its_registration_rfc7592() 
     assert_eq!(gone, 0);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn guessing_user_codes_is_stopped_after_ten_misses() {
+    let gw = Gateway::start().await;
+    let (id, _) = create_client(&gw, "none", &[DEVICE_GRANT], &[]).await;
+    let started = gw
+        .http
+        .post_form(&gw.url("/device_authorization"), &[("client_id", &id)], &[])
+        .await
+        .json();
+    for guess in 0..10 {
+        let miss = gw
+            .http
+            .get(
+                &format!("{}?user_code=BCDF-{guess:04}", gw.url("/device")),
+                &[],
+            )
+            .await;
+        assert_eq!(miss.status, StatusCode::BAD_REQUEST, "guess {guess}");
+    }
+    // Even the right code is refused now: the user must wait out the window.
+    let refused = gw
+        .http
+        .get(started["verification_uri_complete"].as_str().unwrap(), &[])
+        .await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.text().contains("Too many attempts"));
+    gw.stop().await;
+}

@@ -50,6 +50,29 @@ async fn begin(app: &App, req: Req) -> Result<Value, OAuthError> {
     Ok(answer)
 }
 
+/// Wrong user codes a signed-in user may enter per window: a user code has ~34.6 bits, so
+/// guessing must be made slow (RFC 8628 §5.1). An application's own page (`login_url`) keeps its own.
+pub const USER_CODE_MISSES: usize = 10;
+pub const USER_CODE_MISS_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn too_many_misses(app: &App, user: &str) -> Option<Resp> {
+    (!app.user_code_misses.remaining(user, USER_CODE_MISSES)).then(|| {
+        http::error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            "Too many codes that did not match. Wait a few minutes, then enter the code your device shows.",
+        )
+    })
+}
+
+/// Counts an unknown, expired or decided code against the user, then shows the failure.
+fn code_failure(app: &App, user: &str, e: &OAuthError) -> Resp {
+    if e.code == "not_found" {
+        app.user_code_misses.spend(user, USER_CODE_MISSES);
+    }
+    consent::failure_page(e)
+}
+
 /// The form field as the user typed it, in the extension's canonical form (what CSRF binds to).
 fn normalize_user_code(typed: &str) -> String {
     typed
@@ -119,11 +142,14 @@ async fn show(app: &App, req: Req) -> Resp {
     let Some(user) = consent::current_user(app, req.headers()) else {
         return consent::sign_in_required();
     };
+    if let Some(refused) = too_many_misses(app, &user) {
+        return refused;
+    }
     let user_code = normalize_user_code(&typed);
     if app.config.dev_auto_approve {
         return match approve(app, &user_code, &user).await {
             Ok(()) => done_page(true),
-            Err(e) => consent::failure_page(&e),
+            Err(e) => code_failure(app, &user, &e),
         };
     }
     let rows = match app
@@ -136,10 +162,10 @@ async fn show(app: &App, req: Req) -> Resp {
         .await
     {
         Ok(rows) => rows,
-        Err(e) => return consent::failure_page(&e),
+        Err(e) => return code_failure(app, &user, &e),
     };
     let Some(row) = rows.first() else {
-        return consent::failure_page(&OAuthError::new("not_found", "no such code"));
+        return code_failure(app, &user, &OAuthError::new("not_found", "no such code"));
     };
     let page = Approval {
         client_name: row.get(0),
@@ -184,6 +210,9 @@ async fn decide(app: &App, req: Req) -> Resp {
         Ok(f) => f,
         Err(e) => return consent::failure_page(&e),
     };
+    if let Some(refused) = too_many_misses(app, &user) {
+        return refused;
+    }
     let user_code = normalize_user_code(typed);
     if !consent::csrf_valid(app, "device", &user_code, &user, csrf) {
         return http::error_page(
@@ -205,7 +234,7 @@ async fn decide(app: &App, req: Req) -> Resp {
     };
     match outcome {
         Ok(approved) => done_page(approved),
-        Err(e) => consent::failure_page(&e),
+        Err(e) => code_failure(app, &user, &e),
     }
 }
 

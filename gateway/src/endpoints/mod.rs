@@ -14,6 +14,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
+pub use device::USER_CODE_MISS_WINDOW;
+
 use crate::app::App;
 use crate::http::{self, Req, Resp};
 
