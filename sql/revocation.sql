@@ -156,6 +156,13 @@ BEGIN
          LIMIT batch_size FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
 
+    -- Failed metadata-document fetches once their negative caching is over: anyone can make us
+    -- record one per URL they invent, so they must not accumulate.
+    DELETE FROM oauth.client_documents WHERE client_id IN (
+        SELECT client_id FROM oauth.client_documents WHERE failure IS NOT NULL AND fresh_until <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
     -- Expired families, and revoked ones once their audit retention is over (their tokens cascade).
     DELETE FROM oauth.refresh_families WHERE family_id IN (
         SELECT family_id FROM oauth.refresh_families
