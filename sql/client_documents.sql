@@ -24,15 +24,24 @@ BEGIN
 END
 $$;
 
--- NULL when the client's document is fresh and valid. Otherwise what begin_authorization answers:
--- `{"fetch_client_document": url}` when it must be (re)fetched first, or invalid_client while a
--- recent failure is negatively cached.
+-- NULL when the client's document is fresh and valid, or when no document is involved. Otherwise
+-- what begin_authorization answers: `{"fetch_client_document": url}` when it must be (re)fetched
+-- first, or invalid_client while a recent failure is negatively cached.
 CREATE FUNCTION oauth._client_document_state(client_id text, now timestamptz) RETURNS jsonb
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
     known oauth.client_documents;
 BEGIN
+    -- A client row no document made (an administrator's that happens to have an https id) is used
+    -- as registered: the document at that URL is not authoritative for it, and asking for it could
+    -- only end in store_client_document's refusal to take the row over, negatively cached, which
+    -- would lock the administrator's client out of authorization.
+    IF EXISTS (SELECT 1 FROM oauth.clients c
+                WHERE c.client_id = _client_document_state.client_id
+                  AND NOT c.metadata @> '{"metadata_document": true}') THEN
+        RETURN NULL;
+    END IF;
     SELECT * INTO known FROM oauth.client_documents d WHERE d.client_id = _client_document_state.client_id;
     IF NOT FOUND OR known.fresh_until <= now THEN
         RETURN pg_catalog.jsonb_build_object('fetch_client_document', client_id);

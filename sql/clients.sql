@@ -304,6 +304,13 @@ BEGIN
         END IF;
         SELECT array_agg(DISTINCT e ORDER BY e) INTO grant_types FROM jsonb_array_elements_text(metadata->'grant_types') e;
     END IF;
+    -- Anyone may register: a self-registered machine client would get tokens no user ever approved.
+    -- client_credentials clients are made by an administrator (oauth.create_client).
+    IF 'client_credentials' = ANY (grant_types) THEN
+        problem := oauth._error('invalid_client_metadata',
+            'client_credentials cannot be registered; an administrator creates such clients');
+        RETURN;
+    END IF;
 
     IF metadata ? 'response_types' THEN
         IF jsonb_typeof(metadata->'response_types') <> 'array'

@@ -146,11 +146,17 @@ async fn public_clients_cannot_hold_the_client_credentials_grant() {
 async fn concurrent_first_requests_of_one_client_converge_on_one_grant() {
     let admin = admin().await;
     let client = machine_client(&admin).await;
-    let mut tasks = Vec::new();
+    // Every connection is open before any asks, so that the first requests really overlap.
+    let mut connections = Vec::new();
     for _ in 0..16 {
-        let client = client.clone();
+        connections.push(gateway().await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(connections.len()));
+    let mut tasks = Vec::new();
+    for db in connections {
+        let (client, barrier) = (client.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
-            let db = gateway().await;
+            barrier.wait().await;
             uuid_field(
                 &issue(&db, &client, client.secret(), None, None).await,
                 "grant_id",
@@ -171,4 +177,240 @@ async fn concurrent_first_requests_of_one_client_converge_on_one_grant() {
         .unwrap()
         .get(0);
     assert_eq!(live, 1);
+}
+
+#[tokio::test]
+async fn requested_scopes_are_granted_as_asked_and_the_defaults_when_none_are_asked() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let client = create_client(
+        &admin,
+        ClientSpec {
+            grant_types: vec!["client_credentials".into()],
+            scopes: vec!["mcp".into(), "profile".into(), "email".into()],
+            ..ClientSpec::default()
+        },
+    )
+    .await;
+    for (asked, granted) in [
+        (Some("profile mcp"), "profile mcp"),
+        (Some("email"), "email"),
+        (Some("mcp email profile"), "mcp email profile"),
+        (None, "mcp"),
+        (Some(""), "mcp"),
+    ] {
+        let answer = issue(&gw, &client, client.secret(), asked, None).await;
+        assert_ok(&answer, &format!("{asked:?}"));
+        assert_eq!(str_field(&answer, "scope"), granted, "{asked:?}");
+        assert!(answer["resource"].is_null(), "no resource asked");
+        assert!(answer["nonce"].is_null());
+    }
+    assert_error(
+        &issue(&gw, &client, client.secret(), Some("mcp openid"), None).await,
+        "invalid_scope",
+        "a scope the client is not allowed",
+    );
+
+    // A client allowed none of the default scopes must name its scope.
+    let narrow = create_client(
+        &admin,
+        ClientSpec {
+            grant_types: vec!["client_credentials".into()],
+            scopes: vec!["profile".into()],
+            ..ClientSpec::default()
+        },
+    )
+    .await;
+    assert_error(
+        &issue(&gw, &narrow, narrow.secret(), None, None).await,
+        "invalid_scope",
+        "no default scope allowed",
+    );
+    assert_ok(
+        &issue(&gw, &narrow, narrow.secret(), Some("profile"), None).await,
+        "named scope",
+    );
+}
+
+#[tokio::test]
+async fn an_allowed_resource_is_carried_into_the_token() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let client = machine_client(&admin).await;
+    let answer = issue(
+        &gw,
+        &client,
+        client.secret(),
+        None,
+        Some("https://mcp.example.com/mcp"),
+    )
+    .await;
+    assert_ok(&answer, "allowed resource");
+    assert_eq!(
+        str_field(&answer, "resource"),
+        "https://mcp.example.com/mcp"
+    );
+    for resource in [
+        "https://mcp.example.com/mcp/",
+        "https://mcp.example.com/mcp#frag",
+        "not a uri",
+        "",
+    ] {
+        assert_error(
+            &issue(&gw, &client, client.secret(), None, Some(resource)).await,
+            "invalid_target",
+            resource,
+        );
+    }
+    // A client without allowed_resources may name any well-formed resource.
+    let open = create_client(
+        &admin,
+        ClientSpec {
+            grant_types: vec!["client_credentials".into()],
+            ..ClientSpec::default()
+        },
+    )
+    .await;
+    let anywhere = issue(
+        &gw,
+        &open,
+        open.secret(),
+        None,
+        Some("https://anything.example/mcp"),
+    )
+    .await;
+    assert_eq!(
+        str_field(&anywhere, "resource"),
+        "https://anything.example/mcp"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_secret_or_an_unknown_client_is_invalid_client() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let client = machine_client(&admin).await;
+    assert_error(
+        &issue(&gw, &client, None, None, None).await,
+        "invalid_client",
+        "no secret",
+    );
+    assert_error(
+        &issue(&gw, &client, Some(""), None, None).await,
+        "invalid_client",
+        "empty secret",
+    );
+    let unknown = TestClient {
+        id: unique("nobody"),
+        ..client.clone()
+    };
+    assert_error(
+        &issue(&gw, &unknown, client.secret(), None, None).await,
+        "invalid_client",
+        "unknown client",
+    );
+    let grants: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM oauth.grants WHERE client_id = $1",
+            &[&client.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(grants, 0, "failed requests create no grant");
+}
+
+#[tokio::test]
+async fn a_client_token_is_active_until_its_grant_is_revoked() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let client = machine_client(&admin).await;
+    let answer = issue(&gw, &client, client.secret(), None, None).await;
+    let grant = uuid_field(&answer, "grant_id");
+    let row = admin
+        .query_one(
+            "SELECT subject_type, user_id, client_id FROM oauth.grants WHERE grant_id = $1",
+            &[&grant],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "client");
+    assert_eq!(row.get::<_, String>(1), client.id);
+    assert_eq!(row.get::<_, String>(2), client.id);
+    let events: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM oauth.events WHERE kind = 'client_grant_created' AND grant_id = $1",
+            &[&grant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 1);
+
+    let before = introspect_claims(&gw, &client, grant, None).await;
+    assert!(is_active(&before), "{before}");
+    assert_eq!(str_field(&before, "user_id"), client.id);
+    assert_eq!(str_field(&before, "client_id"), client.id);
+    let revoked: bool = admin
+        .query_one("SELECT oauth.revoke_grant($1)", &[&grant])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(revoked);
+    assert!(!is_active(
+        &introspect_claims(&gw, &client, grant, None).await
+    ));
+    let next = issue(&gw, &client, client.secret(), None, None).await;
+    let new_grant = uuid_field(&next, "grant_id");
+    assert_ne!(new_grant, grant, "a revoked grant is never revived");
+    assert!(is_active(
+        &introspect_claims(&gw, &client, new_grant, None).await
+    ));
+    assert!(
+        !is_active(&introspect_claims(&gw, &client, grant, None).await),
+        "the old grant stays dead"
+    );
+}
+
+#[tokio::test]
+async fn a_user_whose_id_equals_the_client_id_keeps_a_grant_of_their_own() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let client = create_client(
+        &admin,
+        ClientSpec {
+            grant_types: vec![
+                "authorization_code".into(),
+                "refresh_token".into(),
+                "client_credentials".into(),
+            ],
+            ..ClientSpec::default()
+        },
+    )
+    .await;
+    let user_tokens = tokens_for(&gw, &client, &client.id).await;
+    let user_grant = uuid_field(&user_tokens, "grant_id");
+    let own = issue(&gw, &client, client.secret(), None, None).await;
+    let client_grant = uuid_field(&own, "grant_id");
+    assert_ne!(user_grant, client_grant);
+    assert_eq!(str_field(&own, "subject_type"), "client");
+
+    let listed: Vec<uuid::Uuid> = admin
+        .query(
+            "SELECT grant_id FROM oauth.list_user_grants($1)",
+            &[&client.id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(listed, vec![user_grant], "only the user's grant is listed");
+    admin
+        .execute("SELECT oauth.revoke_grant($1)", &[&client_grant])
+        .await
+        .unwrap();
+    assert!(
+        grant_live(&admin, user_grant).await,
+        "the user's grant is another grant"
+    );
+    assert_ok(
+        &rotate(&gw, &client, str_field(&user_tokens, "refresh_token")).await,
+        "the user's refresh token still works",
+    );
 }

@@ -1,14 +1,740 @@
-//! Client ID Metadata Documents, the database's side: when begin_authorization asks for a fetch,
-//! what a stored document becomes, and that failures are remembered and then forgotten.
+//! Client ID Metadata Documents, the SQL side: an https client_id makes begin_authorization ask the
+//! gateway to fetch the document; the database validates what was fetched, keeps a public client
+//! for it, and caches the copy (until fresh_until) or the failure (until retry_at). Time is passed
+//! as `now`, so freshness and negative caching are tested without sleeping.
 
+use oauth_provider_tests::serde_json::{Value, json};
 use oauth_provider_tests::*;
-use serde_json::{Value, json};
 
-fn document_url() -> String {
-    format!("https://{}.example/oauth/client.json", unique("cli"))
+/// `seconds` after 2030-01-01T00:00:00Z (within January), as a timestamptz literal.
+fn at(seconds: i64) -> String {
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    format!(
+        "2030-01-{:02} {:02}:{:02}:{:02}+00",
+        days + 1,
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
-async fn begin(gw: &tokio_postgres::Client, client_id: &str, redirect_uri: &str) -> Value {
+/// A fresh document URL (the client_id) on a host of its own.
+fn document_url() -> String {
+    format!(
+        "https://app-{}.example/oauth/client.json",
+        Uuid::new_v4().simple()
+    )
+}
+
+/// A valid document for `url`: a public native client with the two loopback redirect URIs MCP
+/// clients register.
+fn document(url: &str) -> Value {
+    json!({
+        "client_id": url,
+        "client_name": "Document Client",
+        "client_uri": "https://app.example",
+        "redirect_uris": ["http://localhost/callback", "http://127.0.0.1/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    })
+}
+
+/// `document` with `changes` applied (a `null` removes the field).
+fn altered(document: &Value, changes: Value) -> Value {
+    let mut doc = document.clone();
+    for (k, v) in changes.as_object().unwrap() {
+        if v.is_null() {
+            doc.as_object_mut().unwrap().remove(k);
+        } else {
+            doc[k] = v.clone();
+        }
+    }
+    doc
+}
+
+async fn store(
+    db: &tokio_postgres::Client,
+    url: &str,
+    document: &Value,
+    fresh_until: i64,
+    retry_at: i64,
+    now: i64,
+) -> Value {
+    db.query_one(
+        "SELECT oauth.store_client_document($1, $2, $3::text::timestamptz, $4::text::timestamptz, $5::text::timestamptz)",
+        &[&url, document, &at(fresh_until), &at(retry_at), &at(now)],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("store_client_document raised: {e:?}"))
+    .get(0)
+}
+
+async fn record_failure(
+    db: &tokio_postgres::Client,
+    url: &str,
+    failure: &str,
+    retry_at: Option<i64>,
+    now: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    db.execute(
+        "SELECT oauth.record_client_document_failure($1, $2, $3::text::timestamptz, $4::text::timestamptz)",
+        &[&url, &failure, &retry_at.map(at), &at(now)],
+    )
+    .await
+}
+
+/// The test client a document describes, presenting `redirect_uri`.
+fn document_client(url: &str, redirect_uri: &str) -> TestClient {
+    TestClient {
+        id: url.to_owned(),
+        secret: None,
+        redirect_uri: redirect_uri.to_owned(),
+        spec: ClientSpec::public_native(),
+    }
+}
+
+/// begin_authorization at `now` by the document client `url`, presenting `redirect_uri`.
+async fn begin_at(db: &tokio_postgres::Client, url: &str, redirect_uri: &str, now: i64) -> Value {
+    let params = authorize_params(&document_client(url, redirect_uri), &Pkce::new(), json!({}));
+    db.query_one(
+        "SELECT oauth.begin_authorization($1, $2::text::timestamptz)",
+        &[&params, &at(now)],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("begin_authorization raised: {e:?}"))
+    .get(0)
+}
+
+#[track_caller]
+fn assert_fetch(answer: &Value, url: &str, what: &str) {
+    assert_eq!(
+        answer,
+        &json!({"fetch_client_document": url, "redirect": false}),
+        "{what}: expected a request to fetch the document"
+    );
+}
+
+async fn client_count(admin: &tokio_postgres::Client, client_id: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM oauth.clients WHERE client_id = $1",
+            &[&client_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// (failure, consecutive_failures) of the document's cache row.
+async fn cache_row(admin: &tokio_postgres::Client, url: &str) -> (Option<String>, i32) {
+    let row = admin
+        .query_one(
+            "SELECT failure, consecutive_failures FROM oauth.client_documents WHERE client_id = $1",
+            &[&url],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("no client_documents row for {url}: {e:?}"));
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn an_unknown_https_client_id_makes_begin_authorization_ask_for_its_document() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let url = document_url();
+    let answer = begin_at(&gw, &url, "http://127.0.0.1:5000/callback", 0).await;
+    assert_fetch(&answer, &url, "no document stored yet");
+    assert_eq!(
+        client_count(&admin, &url).await,
+        0,
+        "asking creates no client"
+    );
+
+    // A non-URL client_id that is unknown is simply unknown.
+    let plain = begin_authorization(
+        &gw,
+        &authorize_params(
+            &document_client(&unique("nobody"), "http://127.0.0.1/callback"),
+            &Pkce::new(),
+            json!({}),
+        ),
+    )
+    .await;
+    assert_error(&plain, "invalid_client", "unknown plain client_id");
+}
+
+#[tokio::test]
+async fn a_stored_document_becomes_a_public_client_that_completes_a_code_flow() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let url = document_url();
+    let stored = store(&gw, &url, &document(&url), 3600, 3600, 0).await;
+    assert_eq!(stored, json!({}), "a valid document is accepted");
+
+    let row = admin
+        .query_one(
+            "SELECT client_name, token_endpoint_auth_method, application_type, redirect_uris, metadata,
+                    registered_dynamically
+               FROM oauth.list_clients() WHERE client_id = $1",
+            &[&url],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "Document Client");
+    assert_eq!(row.get::<_, String>(1), "none");
+    assert_eq!(
+        row.get::<_, String>(2),
+        "native",
+        "all-loopback documents are native"
+    );
+    assert_eq!(
+        row.get::<_, Vec<String>>(3),
+        vec!["http://localhost/callback", "http://127.0.0.1/callback"]
+    );
+    let metadata: Value = row.get(4);
+    assert_eq!(metadata["metadata_document"], json!(true), "{metadata}");
+    assert_eq!(metadata["client_uri"], json!("https://app.example"));
+    assert!(!row.get::<_, bool>(5));
+    assert_eq!(cache_row(&admin, &url).await, (None, 0));
+    let secret: Option<Vec<u8>> = admin
+        .query_one(
+            "SELECT secret_hash FROM oauth.clients WHERE client_id = $1",
+            &[&url],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(secret, None, "a document client has no secret");
+
+    // The code flow, on a loopback port the document does not name (RFC 8252 §7.3).
+    let redirect = "http://127.0.0.1:50123/callback";
+    let pkce = Pkce::new();
+    let params = authorize_params(&document_client(&url, redirect), &pkce, json!({}));
+    let begun: Value = gw
+        .query_one(
+            "SELECT oauth.begin_authorization($1, $2::text::timestamptz)",
+            &[&params, &at(10)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ok(&begun, "begin_authorization with a stored document");
+    assert_eq!(str_field(&begun, "client_id"), url);
+    assert_eq!(str_field(&begun, "client_name"), "Document Client");
+    let location = issue_code(
+        &gw,
+        str_field(&begun, "request_id"),
+        &unique("user"),
+        None,
+        &json!({}),
+    )
+    .await;
+    assert!(location.starts_with(&format!("{redirect}?")), "{location}");
+    let code = parse_redirect(&location).param("code").to_owned();
+    let tokens = exchange_code_at(
+        &gw,
+        &url,
+        None,
+        Some(&code),
+        Some(&pkce.verifier),
+        Some(redirect),
+        None,
+        None,
+    )
+    .await;
+    assert_ok(&tokens, "exchange_code by a document client");
+    assert_eq!(str_field(&tokens, "client_id"), url);
+    assert!(tokens["refresh_token"].is_string());
+}
+
+#[tokio::test]
+async fn loopback_entries_of_a_document_match_any_port_and_nothing_else() {
+    let gw = gateway().await;
+    let url = document_url();
+    assert_eq!(
+        store(&gw, &url, &document(&url), 3600, 3600, 0).await,
+        json!({})
+    );
+    for (uri, ok) in [
+        ("http://localhost/callback", true),
+        ("http://localhost:3000/callback", true),
+        ("http://127.0.0.1/callback", true),
+        ("http://127.0.0.1:65535/callback", true),
+        ("http://[::1]:3000/callback", false),
+        ("http://localhost:3000/other", false),
+        ("http://localhost:3000/callback/", false),
+        ("https://localhost:3000/callback", false),
+        ("http://127.0.0.1:99999/callback", false),
+        ("http://evil.example/callback", false),
+    ] {
+        let answer = begin_at(&gw, &url, uri, 10).await;
+        if ok {
+            assert_ok(&answer, uri);
+        } else {
+            assert_error(&answer, "invalid_request", uri);
+            assert_eq!(answer["redirect"], json!(false), "{uri}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_document_past_fresh_until_is_fetched_again_and_a_refetch_updates_the_client() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let url = document_url();
+    let redirect = "http://127.0.0.1:4000/callback";
+    assert_eq!(
+        store(&gw, &url, &document(&url), 3600, 60, 0).await,
+        json!({})
+    );
+    assert_ok(
+        &begin_at(&gw, &url, redirect, 3599).await,
+        "one second before fresh_until",
+    );
+    assert_fetch(
+        &begin_at(&gw, &url, redirect, 3600).await,
+        &url,
+        "at fresh_until",
+    );
+    assert_fetch(
+        &begin_at(&gw, &url, redirect, 7200).await,
+        &url,
+        "long after fresh_until",
+    );
+
+    // The refetched document replaces the client's metadata; the client id stays.
+    let changed = altered(
+        &document(&url),
+        json!({"client_name": "Renamed", "redirect_uris": ["http://127.0.0.1/cb2"], "client_uri": null}),
+    );
+    assert_eq!(
+        store(&gw, &url, &changed, 10_800, 3660, 3660).await,
+        json!({})
+    );
+    let row = admin
+        .query_one(
+            "SELECT client_name, redirect_uris, metadata FROM oauth.list_clients() WHERE client_id = $1",
+            &[&url],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "Renamed");
+    assert_eq!(row.get::<_, Vec<String>>(1), vec!["http://127.0.0.1/cb2"]);
+    assert_eq!(
+        row.get::<_, Value>(2),
+        json!({"metadata_document": true}),
+        "fields the new document dropped are gone"
+    );
+    assert_error(
+        &begin_at(&gw, &url, redirect, 3700).await,
+        "invalid_request",
+        "a redirect URI the new document no longer lists",
+    );
+    assert_ok(
+        &begin_at(&gw, &url, "http://127.0.0.1:4000/cb2", 3700).await,
+        "the new redirect URI",
+    );
+    assert_eq!(client_count(&admin, &url).await, 1);
+}
+
+/// Builds a document for a URL.
+type MakeDocument = Box<dyn Fn(&str) -> Value>;
+
+#[tokio::test]
+async fn invalid_documents_are_rejected_and_negatively_cached_until_retry_at() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let cases: Vec<(&str, MakeDocument, &str)> = vec![
+        (
+            "not a JSON object",
+            Box::new(|_| json!(["not", "an", "object"])),
+            "invalid_client_metadata",
+        ),
+        (
+            "client_id differs from the URL",
+            Box::new(|u| {
+                altered(
+                    &document(u),
+                    json!({"client_id": "https://other.example/c.json"}),
+                )
+            }),
+            "invalid_client_metadata",
+        ),
+        (
+            "client_id missing",
+            Box::new(|u| altered(&document(u), json!({"client_id": null}))),
+            "invalid_client_metadata",
+        ),
+        (
+            "client_secret present",
+            Box::new(|u| altered(&document(u), json!({"client_secret": "s3cret"}))),
+            "invalid_client_metadata",
+        ),
+        (
+            "client_secret_expires_at present",
+            Box::new(|u| altered(&document(u), json!({"client_secret_expires_at": 0}))),
+            "invalid_client_metadata",
+        ),
+        (
+            "client_secret_basic",
+            Box::new(|u| {
+                altered(
+                    &document(u),
+                    json!({"token_endpoint_auth_method": "client_secret_basic"}),
+                )
+            }),
+            "invalid_client_metadata",
+        ),
+        (
+            "private_key_jwt",
+            Box::new(|u| {
+                altered(
+                    &document(u),
+                    json!({"token_endpoint_auth_method": "private_key_jwt"}),
+                )
+            }),
+            "invalid_client_metadata",
+        ),
+        (
+            "redirect_uris missing",
+            Box::new(|u| altered(&document(u), json!({"redirect_uris": null}))),
+            "invalid_redirect_uri",
+        ),
+        (
+            "redirect_uris missing, device grant only",
+            Box::new(|u| {
+                altered(
+                    &document(u),
+                    json!({"redirect_uris": null,
+                           "grant_types": ["urn:ietf:params:oauth:grant-type:device_code"]}),
+                )
+            }),
+            "invalid_redirect_uri",
+        ),
+        (
+            "plain http redirect URI",
+            Box::new(|u| {
+                altered(
+                    &document(u),
+                    json!({"redirect_uris": ["http://app.example/cb"]}),
+                )
+            }),
+            "invalid_redirect_uri",
+        ),
+        (
+            "client_credentials for a public client",
+            Box::new(|u| {
+                altered(
+                    &document(u),
+                    json!({"grant_types": ["authorization_code", "client_credentials"]}),
+                )
+            }),
+            "invalid_client_metadata",
+        ),
+    ];
+    for (what, make, code) in cases {
+        let url = document_url();
+        let answer = store(&gw, &url, &make(&url), 3600, 300, 0).await;
+        assert_error(&answer, code, what);
+        assert_eq!(
+            client_count(&admin, &url).await,
+            0,
+            "{what}: no client is made"
+        );
+        let (failure, failures) = cache_row(&admin, &url).await;
+        assert_eq!(
+            failure.as_deref(),
+            answer["error_description"].as_str(),
+            "{what}: the failure is recorded"
+        );
+        assert_eq!(failures, 1, "{what}");
+
+        // Until retry_at every authorization is refused without another fetch; then it may try again.
+        let refused = begin_at(&gw, &url, "http://127.0.0.1/callback", 299).await;
+        assert_error(&refused, "invalid_client", what);
+        assert_eq!(refused["redirect"], json!(false), "{what}");
+        assert_fetch(
+            &begin_at(&gw, &url, "http://127.0.0.1/callback", 300).await,
+            &url,
+            what,
+        );
+        // Another failure counts.
+        store(&gw, &url, &make(&url), 3600, 600, 300).await;
+        assert_eq!(cache_row(&admin, &url).await.1, 2, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn store_client_document_refuses_ids_that_are_not_https_urls() {
+    let gw = gateway().await;
+    for id in ["http://app.example/c.json", "app.example/c.json", ""] {
+        let answer = store(&gw, id, &json!({"client_id": id}), 3600, 300, 0).await;
+        assert_error(&answer, "invalid_request", id);
+        assert_sqlstate(
+            record_failure(&gw, id, "timeout", Some(300), 0).await,
+            "OA400",
+            id,
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_recorded_fetch_failure_refuses_the_client_until_retry_at_and_a_valid_store_clears_it() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let url = document_url();
+    let redirect = "http://127.0.0.1:7000/callback";
+    record_failure(&gw, &url, "fetch timed out", Some(120), 0)
+        .await
+        .unwrap();
+    let refused = begin_at(&gw, &url, redirect, 60).await;
+    assert_error(&refused, "invalid_client", "while the failure is cached");
+    assert!(
+        str_field(&refused, "error_description").contains("fetch timed out"),
+        "{refused}"
+    );
+    assert_fetch(
+        &begin_at(&gw, &url, redirect, 120).await,
+        &url,
+        "at retry_at",
+    );
+    record_failure(&gw, &url, "HTTP 500", Some(300), 120)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache_row(&admin, &url).await,
+        (Some("HTTP 500".into()), 2),
+        "consecutive failures are counted"
+    );
+    // No retry_at: the next authorization may fetch at once.
+    record_failure(&gw, &url, "HTTP 503", None, 130)
+        .await
+        .unwrap();
+    assert_fetch(
+        &begin_at(&gw, &url, redirect, 130).await,
+        &url,
+        "no retry_at",
+    );
+
+    assert_eq!(
+        store(&gw, &url, &document(&url), 4000, 400, 140).await,
+        json!({})
+    );
+    assert_eq!(cache_row(&admin, &url).await, (None, 0));
+    assert_ok(
+        &begin_at(&gw, &url, redirect, 150).await,
+        "after a good fetch",
+    );
+
+    // A once-good client whose refetch fails is refused until retry_at (the stale copy is not used).
+    record_failure(&gw, &url, "TLS error", Some(4500), 4000)
+        .await
+        .unwrap();
+    assert_error(
+        &begin_at(&gw, &url, redirect, 4100).await,
+        "invalid_client",
+        "failed refetch",
+    );
+    assert_fetch(
+        &begin_at(&gw, &url, redirect, 4500).await,
+        &url,
+        "retry_at of the failed refetch",
+    );
+    assert_eq!(
+        client_count(&admin, &url).await,
+        1,
+        "the client row stays for its tokens"
+    );
+}
+
+#[tokio::test]
+async fn a_document_cannot_take_over_an_administrator_client_with_the_same_https_id() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let url = document_url();
+    // create_client draws random ids, so an https id can only come from the table itself.
+    admin
+        .execute(
+            "INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes,
+                                        token_endpoint_auth_method, application_type, created_at, updated_at)
+             VALUES ($1, oauth.token_hash('admin-secret'), 'Admin Client', '{https://admin.example/cb}',
+                     '{mcp}', 'client_secret_basic', 'web', now(), now())",
+            &[&url],
+        )
+        .await
+        .unwrap();
+    let answer = store(&gw, &url, &document(&url), 3600, 300, 0).await;
+    assert_error(
+        &answer,
+        "invalid_client",
+        "document for an administrator's id",
+    );
+    let row = admin
+        .query_one(
+            "SELECT client_name, redirect_uris, token_endpoint_auth_method, metadata,
+                    secret_hash = oauth.token_hash('admin-secret')
+               FROM oauth.clients WHERE client_id = $1",
+            &[&url],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "Admin Client");
+    assert_eq!(
+        row.get::<_, Vec<String>>(1),
+        vec!["https://admin.example/cb"]
+    );
+    assert_eq!(row.get::<_, String>(2), "client_secret_basic");
+    assert_eq!(row.get::<_, Value>(3), json!({}));
+    assert!(row.get::<_, bool>(4), "the secret is untouched");
+
+    // The administrator's client is not a document client: it authorizes as registered, without a
+    // fetch, and neither a missing nor a failed document locks it out.
+    let admin_client = TestClient {
+        id: url.clone(),
+        secret: Some("admin-secret".into()),
+        redirect_uri: "https://admin.example/cb".into(),
+        spec: ClientSpec::default(),
+    };
+    let params = authorize_params(
+        &admin_client,
+        &Pkce::new(),
+        json!({"scope": "mcp", "nonce": null}),
+    );
+    let begun: Value = gw
+        .query_one(
+            "SELECT oauth.begin_authorization($1, $2::text::timestamptz)",
+            &[&params, &at(10)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ok(&begun, "administrator's https client");
+    let tokens = tokens_for_scoped(&gw, &admin_client).await;
+    assert_eq!(str_field(&tokens, "client_id"), url);
+}
+
+/// A code flow for `client` asking only for mcp.
+async fn tokens_for_scoped(db: &tokio_postgres::Client, client: &TestClient) -> Value {
+    let auth = authorize_with(
+        db,
+        client,
+        &unique("user"),
+        json!({"scope": "mcp"}),
+        json!({}),
+    )
+    .await;
+    let answer = exchange(db, client, &auth).await;
+    assert_ok(&answer, "exchange_code");
+    answer
+}
+
+#[tokio::test]
+async fn loopback_only_is_true_exactly_when_every_redirect_uri_is_loopback() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let loopback_doc = document_url();
+    assert_eq!(
+        store(&gw, &loopback_doc, &document(&loopback_doc), 3600, 300, 0).await,
+        json!({})
+    );
+    let mixed_doc = document_url();
+    assert_eq!(
+        store(
+            &gw,
+            &mixed_doc,
+            &altered(
+                &document(&mixed_doc),
+                json!({"redirect_uris": ["http://127.0.0.1/callback", "com.example.app:/cb"],
+                       "application_type": "native"})
+            ),
+            3600,
+            300,
+            0
+        )
+        .await,
+        json!({})
+    );
+    let web_doc = document_url();
+    assert_eq!(
+        store(
+            &gw,
+            &web_doc,
+            &altered(
+                &document(&web_doc),
+                json!({"redirect_uris": ["https://web.example/cb"]})
+            ),
+            3600,
+            300,
+            0
+        )
+        .await,
+        json!({})
+    );
+
+    let loopback_only = |request_id: String| {
+        let gw = &gw;
+        async move {
+            gw.query_one(
+                "SELECT loopback_only FROM oauth.get_authorization_request($1, $2::text::timestamptz)",
+                &[&request_id, &at(20)],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+        }
+    };
+    for (url, redirect, expected) in [
+        (&loopback_doc, "http://localhost:9999/callback", true),
+        (&mixed_doc, "http://127.0.0.1:9999/callback", false),
+        (&web_doc, "https://web.example/cb", false),
+    ] {
+        let begun = begin_at(&gw, url, redirect, 10).await;
+        assert_ok(&begun, redirect);
+        assert_eq!(
+            loopback_only(str_field(&begun, "request_id").to_owned()).await,
+            expected,
+            "{url} via {redirect}"
+        );
+    }
+
+    // The same rule for administrator-created clients.
+    for (spec, expected) in [
+        (ClientSpec::public_native(), true),
+        (
+            ClientSpec {
+                redirect_uris: vec![
+                    "http://127.0.0.1/callback".into(),
+                    "http://[::1]/callback".into(),
+                ],
+                ..ClientSpec::public_native()
+            },
+            true,
+        ),
+        (
+            ClientSpec {
+                redirect_uris: vec![
+                    "http://127.0.0.1/callback".into(),
+                    "https://app.example/cb".into(),
+                ],
+                ..ClientSpec::public_native()
+            },
+            false,
+        ),
+        (ClientSpec::default(), false),
+    ] {
+        let client = create_client(&admin, spec).await;
+        let begun =
+            begin_authorization(&gw, &authorize_params(&client, &Pkce::new(), json!({}))).await;
+        assert_ok(&begun, &client.redirect_uri);
+        let flag: bool = gw
+            .query_one(
+                "SELECT loopback_only FROM oauth.get_authorization_request($1)",
+                &[&str_field(&begun, "request_id")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(flag, expected, "{:?}", client.spec.redirect_uris);
+    }
+}
+
+// Tests with the database clock (`now()`), and cleanup of negative entries.
+
+async fn begin_now(gw: &tokio_postgres::Client, client_id: &str, redirect_uri: &str) -> Value {
     let pkce = Pkce::new();
     begin_authorization(
         gw,
@@ -20,7 +746,7 @@ async fn begin(gw: &tokio_postgres::Client, client_id: &str, redirect_uri: &str)
     .await
 }
 
-async fn store(
+async fn store_for(
     gw: &tokio_postgres::Client,
     client_id: &str,
     document: &Value,
@@ -39,14 +765,14 @@ async fn store(
 async fn a_stored_document_makes_a_public_client_until_it_goes_stale() {
     let gw = gateway().await;
     let url = document_url();
-    let asked = begin(&gw, &url, "http://127.0.0.1:4567/callback").await;
+    let asked = begin_now(&gw, &url, "http://127.0.0.1:4567/callback").await;
     assert_eq!(asked["fetch_client_document"], json!(url));
     assert_eq!(asked["redirect"], json!(false));
 
     let document = json!({"client_id": url, "client_name": "CLI", "redirect_uris": ["http://localhost/callback", "http://127.0.0.1/callback"]});
-    assert_eq!(store(&gw, &url, &document, "1 hour").await, json!({}));
+    assert_eq!(store_for(&gw, &url, &document, "1 hour").await, json!({}));
     // A port-less loopback registration matches any port (RFC 8252 §7.3).
-    let begun = begin(&gw, &url, "http://127.0.0.1:4567/callback").await;
+    let begun = begin_now(&gw, &url, "http://127.0.0.1:4567/callback").await;
     assert_ok(&begun, "authorization with a stored document");
     let loopback_only: bool = gw
         .query_one(
@@ -57,13 +783,16 @@ async fn a_stored_document_makes_a_public_client_until_it_goes_stale() {
         .unwrap()
         .get(0);
     assert!(loopback_only);
-    let refused = begin(&gw, &url, "https://elsewhere.example/callback").await;
+    let refused = begin_now(&gw, &url, "https://elsewhere.example/callback").await;
     assert_error(&refused, "invalid_request", "unlisted redirect URI");
     assert_eq!(refused["redirect"], json!(false));
 
-    assert_eq!(store(&gw, &url, &document, "0 seconds").await, json!({}));
     assert_eq!(
-        begin(&gw, &url, "http://127.0.0.1:4567/callback").await["fetch_client_document"],
+        store_for(&gw, &url, &document, "0 seconds").await,
+        json!({})
+    );
+    assert_eq!(
+        begin_now(&gw, &url, "http://127.0.0.1:4567/callback").await["fetch_client_document"],
         json!(url),
         "stale: fetch again"
     );
@@ -90,7 +819,7 @@ async fn invalid_documents_are_refused_remembered_and_then_forgotten_by_cleanup(
         (json!({"client_id": url}), "redirect URI"),
         (json!(["not", "an", "object"]), "JSON object"),
     ] {
-        let answer = store(&gw, &url, &document, "1 hour").await;
+        let answer = store_for(&gw, &url, &document, "1 hour").await;
         assert!(
             answer["error_description"]
                 .as_str()
@@ -98,7 +827,7 @@ async fn invalid_documents_are_refused_remembered_and_then_forgotten_by_cleanup(
                 .contains(reason),
             "{answer}"
         );
-        let cached = begin(&gw, &url, "http://127.0.0.1/cb").await;
+        let cached = begin_now(&gw, &url, "http://127.0.0.1/cb").await;
         assert_error(&cached, "invalid_client", reason);
         assert!(
             cached["error_description"]

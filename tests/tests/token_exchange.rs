@@ -214,3 +214,379 @@ async fn exchanges_outside_the_policy_or_of_dead_subjects_are_refused() {
         "empty subject audiences",
     );
 }
+
+/// A user's tokens from a code flow asking for `scope`, as the subject of an exchange.
+async fn subject_with_scope(
+    admin: &tokio_postgres::Client,
+    gw: &tokio_postgres::Client,
+    scope: &str,
+) -> (Subject, String, TestClient) {
+    let app = confidential_client(admin).await;
+    let user = unique("user");
+    let auth = authorize_with(
+        gw,
+        &app,
+        &user,
+        serde_json::json!({"scope": scope}),
+        serde_json::json!({"plan": "team"}),
+    )
+    .await;
+    let tokens = exchange(gw, &app, &auth).await;
+    assert_ok(&tokens, "subject code flow");
+    (
+        Subject {
+            grant_id: uuid_field(&tokens, "grant_id"),
+            family_id: uuid_field(&tokens, "family_id"),
+            scope: str_field(&tokens, "scope").to_owned(),
+        },
+        user,
+        app,
+    )
+}
+
+async fn server_with_policy(admin: &tokio_postgres::Client, scopes: Option<&[&str]>) -> TestClient {
+    let server = confidential_client(admin).await;
+    let scopes: Option<Vec<String>> = scopes.map(|s| s.iter().map(|s| s.to_string()).collect());
+    admin
+        .execute(
+            "SELECT oauth.set_token_exchange_policy($1, ARRAY[$2], ARRAY[$3], $4)",
+            &[&server.id, &SERVED, &TARGET, &scopes],
+        )
+        .await
+        .unwrap();
+    server
+}
+
+#[tokio::test]
+async fn the_exchanged_token_speaks_for_the_user_to_the_target_and_is_recorded_as_such() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let (subject, user, app) = subject_with_scope(&admin, &gw, "mcp profile").await;
+    let server = server_with_policy(&admin, None).await;
+    let exchanged = exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), Some("mcp")).await;
+    assert_ok(&exchanged, "exchange");
+    assert_eq!(
+        str_field(&exchanged, "user_id"),
+        user,
+        "the user's, not the server's"
+    );
+    assert_eq!(
+        str_field(&exchanged, "client_id"),
+        server.id,
+        "issued to the exchanging client"
+    );
+    assert_ne!(server.id, app.id);
+    assert_eq!(str_field(&exchanged, "subject_type"), "user");
+    assert_eq!(str_field(&exchanged, "resource"), TARGET);
+    assert_eq!(str_field(&exchanged, "scope"), "mcp");
+    assert_eq!(exchanged["props"], serde_json::json!({"plan": "team"}));
+    assert!(exchanged.get("act").is_none(), "{exchanged}");
+    assert!(exchanged["refresh_token"].is_null());
+    assert!(exchanged["nonce"].is_null());
+
+    let event = admin
+        .query_one(
+            "SELECT user_id, grant_id, family_id, detail FROM oauth.events
+              WHERE kind = 'token_exchanged' AND client_id = $1",
+            &[&server.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(event.get::<_, String>(0), user);
+    assert_eq!(event.get::<_, uuid::Uuid>(1), subject.grant_id);
+    assert_eq!(event.get::<_, uuid::Uuid>(2), subject.family_id);
+    assert_eq!(
+        event.get::<_, Value>(3),
+        serde_json::json!({"subject_audience": SERVED, "audience": TARGET, "scopes": ["mcp"]})
+    );
+
+    // Bound to the subject: live while the user's family is, dead once the app revokes it.
+    assert!(is_active(
+        &introspect_claims(&gw, &server, subject.grant_id, Some(subject.family_id)).await
+    ));
+    let revoked = gw
+        .query_one(
+            "SELECT oauth.revoke_token($1, $2, NULL, $3, $4)",
+            &[&app.id, &app.secret, &subject.grant_id, &subject.family_id],
+        )
+        .await
+        .unwrap()
+        .get::<_, Value>(0);
+    assert_eq!(revoked, serde_json::json!({}));
+    assert!(!is_active(
+        &introspect_claims(&gw, &server, subject.grant_id, Some(subject.family_id)).await
+    ));
+    assert_error(
+        &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+        "invalid_request",
+        "the subject's family was revoked",
+    );
+}
+
+#[tokio::test]
+async fn scopes_beyond_the_subject_token_are_refused() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let (subject, _, _) = subject_with_scope(&admin, &gw, "mcp").await;
+    let server = server_with_policy(&admin, None).await;
+    for scope in ["profile", "mcp profile", "email"] {
+        assert_error(
+            &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), Some(scope)).await,
+            "invalid_scope",
+            scope,
+        );
+    }
+    assert_eq!(
+        str_field(
+            &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+            "scope"
+        ),
+        "mcp",
+        "no scope asked: the subject's"
+    );
+}
+
+#[tokio::test]
+async fn the_policy_caps_the_scopes_of_exchanged_tokens() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let (subject, _, _) = subject_with_scope(&admin, &gw, "mcp profile email").await;
+    let server = server_with_policy(&admin, Some(&["mcp", "email"])).await;
+    assert_eq!(
+        str_field(
+            &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+            "scope"
+        ),
+        "mcp email",
+        "no scope asked: the subject's within the policy"
+    );
+    assert_eq!(
+        str_field(
+            &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), Some("email")).await,
+            "scope"
+        ),
+        "email"
+    );
+    assert_error(
+        &exchange_token(
+            &gw,
+            &server,
+            &subject,
+            SERVED,
+            Some(TARGET),
+            Some("profile"),
+        )
+        .await,
+        "invalid_scope",
+        "in the subject, outside the policy",
+    );
+    // A policy and a subject with nothing in common leave nothing to exchange.
+    let (narrow, _, _) = subject_with_scope(&admin, &gw, "profile").await;
+    assert_error(
+        &exchange_token(&gw, &server, &narrow, SERVED, Some(TARGET), None).await,
+        "invalid_scope",
+        "empty intersection",
+    );
+}
+
+#[tokio::test]
+async fn openid_and_offline_access_are_never_delegated() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let (subject, _, _) = subject_with_scope(&admin, &gw, "openid offline_access mcp").await;
+    // Even a policy that lists them does not delegate them.
+    let server = server_with_policy(&admin, Some(&["openid", "offline_access", "mcp"])).await;
+    assert_eq!(
+        str_field(
+            &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+            "scope"
+        ),
+        "mcp"
+    );
+    for scope in [
+        "openid",
+        "offline_access",
+        "mcp openid",
+        "offline_access mcp",
+    ] {
+        assert_error(
+            &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), Some(scope)).await,
+            "invalid_scope",
+            scope,
+        );
+    }
+    let (user_only, _, _) = subject_with_scope(&admin, &gw, "openid offline_access").await;
+    assert_error(
+        &exchange_token(&gw, &server, &user_only, SERVED, Some(TARGET), None).await,
+        "invalid_scope",
+        "a subject with only user-bound scopes",
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_grant_or_a_family_of_another_grant_is_no_subject() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let (subject, _, _) = subject_with_scope(&admin, &gw, "mcp").await;
+    let (other, _, _) = subject_with_scope(&admin, &gw, "mcp").await;
+    let server = server_with_policy(&admin, None).await;
+    let mixed = Subject {
+        grant_id: subject.grant_id,
+        family_id: other.family_id,
+        scope: subject.scope.clone(),
+    };
+    assert_error(
+        &exchange_token(&gw, &server, &mixed, SERVED, Some(TARGET), None).await,
+        "invalid_request",
+        "family of another grant",
+    );
+    let unknown = Subject {
+        grant_id: Uuid::new_v4(),
+        family_id: subject.family_id,
+        scope: subject.scope.clone(),
+    };
+    assert_error(
+        &exchange_token(&gw, &server, &unknown, SERVED, Some(TARGET), None).await,
+        "invalid_request",
+        "unknown grant",
+    );
+    assert_ok(
+        &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+        "before revocation",
+    );
+    admin
+        .execute("SELECT oauth.revoke_grant($1)", &[&subject.grant_id])
+        .await
+        .unwrap();
+    assert_error(
+        &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+        "invalid_request",
+        "revoked grant",
+    );
+    let null_grant: Value = gw
+        .query_one(
+            "SELECT oauth.exchange_token($1, $2, NULL, NULL, $3, 'mcp', $4, NULL)",
+            &[&server.id, &server.secret, &SERVED, &TARGET],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_error(&null_grant, "invalid_request", "no subject grant");
+}
+
+#[tokio::test]
+async fn policies_are_set_replaced_and_removed_by_the_administrator_only() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let (subject, _, _) = subject_with_scope(&admin, &gw, "mcp").await;
+    let server = server_with_policy(&admin, None).await;
+    let elsewhere = "https://elsewhere.example/mcp";
+    // Setting again replaces the policy.
+    admin
+        .execute(
+            "SELECT oauth.set_token_exchange_policy($1, ARRAY[$2], ARRAY[$3])",
+            &[&server.id, &SERVED, &elsewhere],
+        )
+        .await
+        .unwrap();
+    assert_error(
+        &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+        "invalid_target",
+        "the replaced target",
+    );
+    assert_ok(
+        &exchange_token(&gw, &server, &subject, SERVED, Some(elsewhere), None).await,
+        "the new target",
+    );
+    let policies: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM oauth.token_exchange_policies WHERE client_id = $1",
+            &[&server.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(policies, 1);
+
+    for (sql, code, what) in [
+        (
+            "SELECT oauth.set_token_exchange_policy('no-such-client', ARRAY['https://a.example'], ARRAY['https://b.example'])",
+            "OA411",
+            "unknown client",
+        ),
+        (
+            "SELECT oauth.set_token_exchange_policy($1, ARRAY['https://a.example'], '{}')",
+            "OA400",
+            "no target",
+        ),
+        (
+            "SELECT oauth.set_token_exchange_policy($1, ARRAY['https://a.example', NULL], ARRAY['https://b.example'])",
+            "OA400",
+            "NULL audience",
+        ),
+        (
+            "SELECT oauth.set_token_exchange_policy($1, ARRAY['https://a.example'], ARRAY['https://b.example'], '{admin}')",
+            "OA405",
+            "unsupported scope",
+        ),
+    ] {
+        let result = if sql.contains("$1") {
+            admin.execute(sql, &[&server.id]).await
+        } else {
+            admin.execute(sql, &[]).await
+        };
+        assert_sqlstate(result, code, what);
+    }
+    // The gateway cannot grant itself exchanges.
+    assert_sqlstate(
+        gw.execute(
+            "SELECT oauth.set_token_exchange_policy($1, ARRAY[$2], ARRAY[$3])",
+            &[&server.id, &SERVED, &TARGET],
+        )
+        .await,
+        "42501",
+        "gateway setting a policy",
+    );
+
+    let remove = |id: String| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one("SELECT oauth.remove_token_exchange_policy($1)", &[&id])
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(remove(server.id.clone()).await);
+    assert!(!remove(server.id.clone()).await, "nothing left to remove");
+    let kinds: Vec<String> = admin
+        .query(
+            "SELECT kind FROM oauth.events WHERE client_id = $1 AND kind LIKE 'token_exchange_policy%'
+              ORDER BY event_id",
+            &[&server.id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "token_exchange_policy_set",
+            "token_exchange_policy_set",
+            "token_exchange_policy_removed"
+        ]
+    );
+
+    // Deleting the client removes its policy.
+    let doomed = server_with_policy(&admin, None).await;
+    admin
+        .execute("SELECT oauth.delete_client($1)", &[&doomed.id])
+        .await
+        .unwrap();
+    let left: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM oauth.token_exchange_policies WHERE client_id = $1",
+            &[&doomed.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
