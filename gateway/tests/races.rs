@@ -1,4 +1,5 @@
-//! Races over HTTP: one code, one refresh token, revoke against refresh, hammered by 100 clients.
+//! Races over HTTP: one code, one refresh token, one device code, revoke against refresh, and
+//! consent for one user and client, each hammered by 100 clients.
 
 mod common;
 
@@ -221,5 +222,106 @@ async fn one_approved_device_code_polled_by_100_clients_at_once_yields_tokens_at
             "the replays revoked what the winner got"
         );
     }
+    Arc::try_unwrap(gw).ok().unwrap().stop().await;
+}
+
+/// Runs `call(i)` for `i` in `0..CLIENTS`, all released at once.
+async fn at_once<F, Fut>(call: F) -> Vec<Response>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Response> + Send + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let barrier = barrier.clone();
+            let request = call(i);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                request.await
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consent_given_by_one_user_to_one_client_100_times_at_once_converges_on_one_grant() {
+    let gw = Arc::new(Gateway::start().await);
+    let (client_id, _) = gw.client(true, &["mcp"]).await;
+    let mut pending = Vec::new();
+    for _ in 0..CLIENTS {
+        let p = pkce();
+        let (request_id, csrf) = gw.consent_form(&client_id, &p, &[]).await;
+        pending.push((p, request_id, csrf));
+    }
+    let responses = at_once(|i| {
+        let gw = gw.clone();
+        let (request_id, csrf) = (pending[i].1.clone(), pending[i].2.clone());
+        async move { gw.approve(&request_id, &csrf).await }
+    })
+    .await;
+    for (r, (p, _, _)) in responses.iter().zip(&pending) {
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+        let code = query_of(&r.location())["code"].clone();
+        let tokens = gw.exchange(&client_id, None, &code, p).await;
+        assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text());
+    }
+    let (grants, families_elsewhere): (i64, i64) = {
+        let row = gw
+            .admin
+            .query_one(
+                "SELECT (SELECT count(*) FROM oauth.grants WHERE client_id = $1 AND user_id = 'alice'),
+                        (SELECT count(*) FROM oauth.refresh_families f
+                          WHERE f.client_id = $1
+                            AND f.grant_id <> (SELECT grant_id FROM oauth.grants WHERE client_id = $1))",
+                &[&client_id],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(grants, 1, "one consent record per user and client");
+    assert_eq!(families_elsewhere, 0, "every family hangs off that grant");
+    Arc::try_unwrap(gw).ok().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_authorization_request_approved_100_times_at_once_yields_one_code() {
+    let gw = Arc::new(Gateway::start().await);
+    let (client_id, _) = gw.client(true, &["mcp"]).await;
+    let p = pkce();
+    let (request_id, csrf) = gw.consent_form(&client_id, &p, &[]).await;
+    let responses = at_once(|_| {
+        let gw = gw.clone();
+        let (request_id, csrf) = (request_id.clone(), csrf.clone());
+        async move { gw.approve(&request_id, &csrf).await }
+    })
+    .await;
+    let mut codes = Vec::new();
+    for r in &responses {
+        assert!(!r.status.is_server_error(), "{} {}", r.status, r.text());
+        match r.status {
+            StatusCode::SEE_OTHER => codes.push(query_of(&r.location())["code"].clone()),
+            status => assert_eq!(status, StatusCode::BAD_REQUEST, "{}", r.text()),
+        }
+    }
+    assert_eq!(codes.len(), 1, "one request, one code");
+    let tokens = gw.exchange(&client_id, None, &codes[0], &p).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text());
+    let issued: i64 = gw
+        .admin
+        .query_one(
+            "SELECT count(*) FROM oauth.codes WHERE client_id = $1",
+            &[&client_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(issued, 1);
     Arc::try_unwrap(gw).ok().unwrap().stop().await;
 }

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
-const BIN = join(ROOT, 'target', 'release');
+const BIN = join(ROOT, 'target', 'testing'); // scripts/test builds with --profile testing
 
 function env(name) {
   const value = process.env[name];

@@ -400,8 +400,13 @@ impl Gateway {
             .await
     }
 
-    /// Runs authorize → built-in consent (approve) and returns the code from the client redirect.
-    pub async fn code(&self, client_id: &str, pkce: &Pkce, extra: &[(&str, &str)]) -> String {
+    /// Runs authorize and opens the built-in consent page: its `(request_id, csrf_token)`.
+    pub async fn consent_form(
+        &self,
+        client_id: &str,
+        pkce: &Pkce,
+        extra: &[(&str, &str)],
+    ) -> (String, String) {
         let resp = self.authorize(client_id, pkce, extra).await;
         assert_eq!(resp.status, StatusCode::FOUND, "{}", resp.text());
         let consent = self.http.get(&resp.location(), &[]).await;
@@ -415,19 +420,28 @@ impl Gateway {
                 + marker.len();
             page[start..].split('"').next().unwrap().to_owned()
         };
-        let (request_id, csrf) = (field("request_id"), field("csrf_token"));
-        let decided = self
-            .http
+        (field("request_id"), field("csrf_token"))
+    }
+
+    /// POSTs the built-in consent page's approval.
+    pub async fn approve(&self, request_id: &str, csrf: &str) -> Response {
+        self.http
             .post_form(
                 &self.url("/consent"),
                 &[
-                    ("request_id", &request_id),
-                    ("csrf_token", &csrf),
+                    ("request_id", request_id),
+                    ("csrf_token", csrf),
                     ("decision", "approve"),
                 ],
                 &[],
             )
-            .await;
+            .await
+    }
+
+    /// Runs authorize → built-in consent (approve) and returns the code from the client redirect.
+    pub async fn code(&self, client_id: &str, pkce: &Pkce, extra: &[(&str, &str)]) -> String {
+        let (request_id, csrf) = self.consent_form(client_id, pkce, extra).await;
+        let decided = self.approve(&request_id, &csrf).await;
         assert_eq!(decided.status, StatusCode::SEE_OTHER, "{}", decided.text());
         let back = decided.location();
         assert!(
