@@ -201,6 +201,8 @@ BEGIN
         PERFORM oauth._revoke_grant(live_grant, 'client_deleted', now);
     END LOOP;
     DELETE FROM oauth.clients c WHERE c.client_id = delete_client.client_id;
+    -- A cached metadata document would otherwise stand for a client that no longer exists.
+    DELETE FROM oauth.client_documents d WHERE d.client_id = delete_client.client_id;
     PERFORM oauth._event('client_deleted', delete_client.client_id, NULL, NULL, NULL, NULL, now);
     RETURN true;
 END

@@ -180,6 +180,18 @@ BEGIN
         SELECT client_id FROM oauth.clients WHERE expires_at <= now
          LIMIT batch_size FOR UPDATE SKIP LOCKED) c;
     GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Clients made from metadata documents whose copy went stale longer than `retention` ago and
+    -- that hold no live grant: anyone can have us keep one per URL they serve. Nothing is lost: the
+    -- next authorization fetches the document again.
+    PERFORM oauth.delete_client(c.client_id, now) FROM (
+        SELECT c.client_id FROM oauth.clients c
+          LEFT JOIN oauth.client_documents d ON d.client_id = c.client_id
+         WHERE c.metadata @> '{"metadata_document": true}'
+           AND coalesce(d.fresh_until, c.updated_at) <= now - retention
+           AND NOT EXISTS (SELECT 1 FROM oauth.grants g WHERE g.client_id = c.client_id AND g.revoked_at IS NULL)
+         LIMIT batch_size FOR UPDATE OF c SKIP LOCKED) c;
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
     RETURN removed;
 END
 $$;

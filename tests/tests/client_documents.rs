@@ -867,3 +867,86 @@ async fn invalid_documents_are_refused_remembered_and_then_forgotten_by_cleanup(
         "not a document URL",
     );
 }
+
+async fn cleanup_at(admin: &tokio_postgres::Client, later: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT oauth.cleanup(now() + $1::text::interval)",
+            &[&later],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn cleanup_forgets_document_clients_without_a_live_grant_once_stale_past_retention() {
+    let db = TempDb::create().await;
+    let (admin, gw) = (db.admin().await, db.gateway().await);
+    let (unused, consented) = (document_url(), document_url());
+    for url in [&unused, &consented] {
+        let document = json!({"client_id": url, "client_name": "CLI", "redirect_uris": ["http://127.0.0.1/callback"]});
+        assert_eq!(store_for(&gw, url, &document, "1 hour").await, json!({}));
+    }
+    let begun = begin_now(&gw, &consented, "http://127.0.0.1:4567/callback").await;
+    assert_ok(&begun, "authorization by a document client");
+    issue_code(
+        &gw,
+        str_field(&begun, "request_id"),
+        &unique("user"),
+        None,
+        &json!({}),
+    )
+    .await;
+
+    // Stale for less than the retention (7 days by default): both stay.
+    cleanup_at(&admin, "7 days").await;
+    assert_eq!(client_count(&admin, &unused).await, 1);
+    assert_eq!(client_count(&admin, &consented).await, 1);
+
+    // Past it: the client nobody consented to goes, with its cached copy; the other is a user's grant.
+    cleanup_at(&admin, "7 days 2 hours").await;
+    assert_eq!(client_count(&admin, &unused).await, 0);
+    assert_eq!(client_count(&admin, &consented).await, 1);
+    let cached: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM oauth.client_documents WHERE client_id = $1",
+            &[&unused],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cached, 0);
+    assert_eq!(
+        begin_now(&gw, &unused, "http://127.0.0.1:4567/callback").await["fetch_client_document"],
+        json!(unused),
+        "the next authorization fetches the document again"
+    );
+
+    // Once the user revokes the grant, the client follows it out after the retention.
+    admin
+        .execute(
+            "SELECT oauth.revoke_grant(grant_id) FROM oauth.grants WHERE client_id = $1",
+            &[&consented],
+        )
+        .await
+        .unwrap();
+    cleanup_at(&admin, "7 days 2 hours").await;
+    assert_eq!(client_count(&admin, &consented).await, 0);
+}
+
+#[tokio::test]
+async fn a_deleted_document_client_is_fetched_again_not_served_from_its_cached_copy() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let url = document_url();
+    let document = json!({"client_id": url, "redirect_uris": ["http://127.0.0.1/callback"]});
+    assert_eq!(store_for(&gw, &url, &document, "1 hour").await, json!({}));
+    admin
+        .execute("SELECT oauth.delete_client($1)", &[&url])
+        .await
+        .unwrap();
+    assert_eq!(
+        begin_now(&gw, &url, "http://127.0.0.1:4567/callback").await["fetch_client_document"],
+        json!(url)
+    );
+}
