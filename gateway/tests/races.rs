@@ -11,28 +11,19 @@ use serde_json::json;
 
 const CLIENTS: usize = 100;
 
+/// `pairs` POSTed to the token endpoint by 100 clients at once.
 async fn hammer(gw: &Arc<Gateway>, pairs: Vec<(String, String)>) -> Vec<Response> {
-    let barrier = Arc::new(tokio::sync::Barrier::new(CLIENTS));
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let gw = gw.clone();
-            let pairs = pairs.clone();
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                let refs: Vec<(&str, &str)> = pairs
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                barrier.wait().await;
-                gw.token(&refs, &[]).await
-            })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(t.await.unwrap());
-    }
-    out
+    at_once(|_| {
+        let (gw, pairs) = (gw.clone(), pairs.clone());
+        async move {
+            let refs: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            gw.token(&refs, &[]).await
+        }
+    })
+    .await
 }
 
 fn tally(responses: &[Response]) -> (usize, usize) {
