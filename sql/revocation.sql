@@ -23,7 +23,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT oauth._revoke_grant(grant_id, coalesce(reason, 'revoked'), now) $$;
 
 -- RFC 7009. The token is either an opaque refresh token or the grant_id/family_id claims of an
--- access token whose signature the gateway verified. A client can revoke only its own tokens;
+-- access token whose signature the gateway verified (and that was issued to the caller: its
+-- client_id claim). A client can revoke only its own tokens;
 -- anything else (unknown, foreign, already revoked) succeeds without effect, as §2.2 requires.
 CREATE FUNCTION oauth.revoke_token(
     client_id text,
@@ -52,6 +53,17 @@ BEGIN
         SELECT f.family_id INTO target FROM oauth.refresh_families f
          WHERE f.family_id = revoke_token.family_id AND f.grant_id = revoke_token.grant_id
            AND f.client_id = client.client_id;
+    ELSIF revoke_token.grant_id IS NOT NULL THEN
+        -- An access token without a family was issued on the client's own grant (client_credentials).
+        -- Revocation takes that grant with it (RFC 7009 §2.1 allows it): every token issued on it
+        -- dies, and the client's next request opens a new grant.
+        SELECT g.grant_id INTO target FROM oauth.grants g
+         WHERE g.grant_id = revoke_token.grant_id AND g.subject_type = 'client'
+           AND g.client_id = client.client_id AND g.revoked_at IS NULL;
+        IF target IS NOT NULL THEN
+            PERFORM oauth._revoke_grant(target, 'revoked_by_client', now);
+        END IF;
+        RETURN '{}'::jsonb;
     END IF;
     IF target IS NOT NULL THEN
         PERFORM oauth._revoke_family(target, 'revoked_by_client', now);

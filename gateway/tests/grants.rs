@@ -117,11 +117,52 @@ async fn client_credentials_issue_a_client_token_until_its_grant_is_revoked() {
         .await;
     assert_eq!(not_allowed.oauth_error(), "unauthorized_client");
 
+    // Another client cannot revoke the token (no effect, no error: RFC 7009 §2.2); the client
+    // itself can, which ends its grant; its next request opens a new one.
+    let (other, other_secret) =
+        create_client(&gw, "client_secret_basic", &["client_credentials"], &[]).await;
+    let revoke = |auth: String, token: String| {
+        let gw = &gw;
+        async move {
+            gw.http
+                .post_form(
+                    &gw.url("/revoke"),
+                    &[("token", &token)],
+                    &[("authorization", &auth)],
+                )
+                .await
+        }
+    };
+    let foreign = revoke(basic(&other, &other_secret.unwrap()), token.to_owned()).await;
+    assert_eq!(foreign.status, StatusCode::OK, "{}", foreign.text());
+    assert_eq!(
+        introspect(&gw, &id, &secret, token).await["active"],
+        json!(true)
+    );
+    let own = revoke(auth.clone(), token.to_owned()).await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.text());
+    assert_eq!(
+        introspect(&gw, &id, &secret, token).await["active"],
+        json!(false)
+    );
+    let renewed = gw
+        .token(
+            &[("grant_type", "client_credentials"), ("resource", RESOURCE)],
+            &[("authorization", &auth)],
+        )
+        .await
+        .json();
+    let token = renewed["access_token"].as_str().unwrap();
+    assert_eq!(
+        introspect(&gw, &id, &secret, token).await["active"],
+        json!(true)
+    );
+
     // Revoking the client's grant kills the tokens already issued; the next request opens a new grant.
     let grant_id: uuid::Uuid = gw
         .admin
         .query_one(
-            "SELECT grant_id FROM oauth.grants WHERE client_id = $1 AND subject_type = 'client'",
+            "SELECT grant_id FROM oauth.grants WHERE client_id = $1 AND subject_type = 'client' AND revoked_at IS NULL",
             &[&id],
         )
         .await
