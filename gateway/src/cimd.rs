@@ -4,8 +4,9 @@
 //! size cap, one deadline, a per-host budget. Validation and the shared (negative) cache are the
 //! extension's (`oauth.store_client_document`, `oauth.record_client_document_failure`).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio::sync::OnceCell;
 use tokio_rustls::TlsConnector;
 use url::Url;
 
@@ -29,7 +31,13 @@ pub struct Fetcher {
     tls: TlsConnector,
     /// Fetches per client-id host in the last minute.
     per_host: Budget,
+    /// Refreshes under way, by client_id: the authorizations of one new client that arrive together
+    /// share one fetch (and one unit of the host's budget).
+    in_flight: Mutex<HashMap<String, Arc<Flight>>>,
 }
+
+/// One refresh of one document, awaited by every authorization that needs it.
+type Flight = OnceCell<Result<(), OAuthError>>;
 
 /// A document and how long it may be served from the cache.
 #[derive(Debug)]
@@ -62,6 +70,7 @@ impl Fetcher {
         Ok(Self {
             tls: TlsConnector::from(Arc::new(tls)),
             per_host: Budget::new(Duration::from_secs(60)),
+            in_flight: Mutex::default(),
         })
     }
 
@@ -323,6 +332,30 @@ pub fn freshness(cache_control: Option<&HeaderValue>, config: &CimdConfig) -> Du
 /// extension) or record the failure. Every refusal is `invalid_client`, shown on an error page,
 /// since the redirect URI cannot be trusted before the document is.
 pub async fn refresh(app: &App, client_id: &str) -> Result<(), OAuthError> {
+    let flight = app
+        .cimd
+        .in_flight
+        .lock()
+        .expect("in-flight lock")
+        .entry(client_id.to_owned())
+        .or_default()
+        .clone();
+    // A caller that goes away mid-fetch hands the fetch to the next one waiting (OnceCell).
+    let outcome = flight
+        .get_or_init(|| fetch_and_store(app, client_id))
+        .await
+        .clone();
+    let mut in_flight = app.cimd.in_flight.lock().expect("in-flight lock");
+    if in_flight
+        .get(client_id)
+        .is_some_and(|current| Arc::ptr_eq(current, &flight))
+    {
+        in_flight.remove(client_id);
+    }
+    outcome
+}
+
+async fn fetch_and_store(app: &App, client_id: &str) -> Result<(), OAuthError> {
     let config = &app.config.cimd;
     let refuse = |reason: &str| {
         OAuthError::new(

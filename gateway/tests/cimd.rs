@@ -521,3 +521,24 @@ async fn a_document_server_that_never_answers_fails_within_the_deadline_and_the_
     assert_eq!(docs.hits("/client.json"), 1);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn authorizations_of_one_new_client_arriving_together_share_one_fetch() {
+    let docs = DocumentServer::start().await;
+    let mut slow = Answer::json(docs.valid_document("/together.json"));
+    slow.delay = Duration::from_millis(300);
+    docs.serve("/together.json", slow);
+    let gw = Arc::new(gateway_for(&docs, docs.cimd_config()).await);
+    let client_id = docs.url("/together.json");
+    let authorizations: Vec<_> = (0..20)
+        .map(|_| {
+            let (gw, client_id) = (gw.clone(), client_id.clone());
+            tokio::spawn(async move { gw.authorize(&client_id, &pkce(), &[]).await })
+        })
+        .collect();
+    for authorization in authorizations {
+        let resp = authorization.await.unwrap();
+        assert_eq!(resp.status, StatusCode::FOUND, "{}", resp.text());
+    }
+    assert_eq!(docs.hits("/together.json"), 1, "one fetch for all twenty");
+}
