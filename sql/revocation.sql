@@ -23,8 +23,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT oauth._revoke_grant(grant_id, coalesce(reason, 'revoked'), now) $$;
 
 -- RFC 7009. The token is either an opaque refresh token or the grant_id/family_id claims of an
--- access token whose signature the gateway verified (and that was issued to the caller: its
--- client_id claim). A client can revoke only its own tokens;
+-- access token whose signature the gateway verified. A client can revoke only its own tokens;
 -- anything else (unknown, foreign, already revoked) succeeds without effect, as §2.2 requires.
 CREATE FUNCTION oauth.revoke_token(
     client_id text,

@@ -262,22 +262,23 @@ async fn consent_given_by_one_user_to_one_client_100_times_at_once_converges_on_
         let tokens = gw.exchange(&client_id, None, &code, p).await;
         assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text());
     }
-    let (grants, families_elsewhere): (i64, i64) = {
-        let row = gw
-            .admin
-            .query_one(
+    let row = gw
+        .admin
+        .query_one(
                 "SELECT (SELECT count(*) FROM oauth.grants WHERE client_id = $1 AND user_id = 'alice'),
                         (SELECT count(*) FROM oauth.refresh_families f
                           WHERE f.client_id = $1
                             AND f.grant_id <> (SELECT grant_id FROM oauth.grants WHERE client_id = $1))",
                 &[&client_id],
             )
-            .await
-            .unwrap();
-        (row.get(0), row.get(1))
-    };
-    assert_eq!(grants, 1, "one consent record per user and client");
-    assert_eq!(families_elsewhere, 0, "every family hangs off that grant");
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i64>(0),
+        1,
+        "one consent record per user and client"
+    );
+    assert_eq!(row.get::<_, i64>(1), 0, "every family hangs off that grant");
     Arc::try_unwrap(gw).ok().unwrap().stop().await;
 }
 

@@ -34,11 +34,6 @@ async fn respond(app: &App, req: Req) -> Result<(), OAuthError> {
     let token = params.required("token")?;
     params.single("token_type_hint")?;
     let (refresh, grant, family) = match access_token_ids(app, token) {
-        // RFC 7009 §2.1: only the client a token was issued to may revoke it; for anyone else
-        // it is a token without effect (the extension still authenticates the caller).
-        Some((_, _, claims)) if claims["client_id"] != client.client_id.as_str() => {
-            (None, None, None)
-        }
         Some((grant, family, _)) => (None, Some(grant), family),
         None => (Some(token), None, None),
     };
