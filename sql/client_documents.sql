@@ -16,11 +16,13 @@ CREATE TABLE oauth.client_documents (
 );
 SELECT pg_catalog.pg_extension_config_dump('oauth.client_documents', '');
 
+-- The same rule the gateway applies before fetching (the oauth_rules crate): a URL it would not
+-- fetch is not a document client id here either, and stays an unknown client.
 CREATE FUNCTION oauth._is_document_client_id(client_id text) RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 AS $$
 BEGIN
-    RETURN pg_catalog.left(client_id, 8) = 'https://';
+    RETURN client_id IS NOT NULL AND oauth.document_client_id_problem(client_id) IS NULL;
 END
 $$;
 

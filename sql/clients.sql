@@ -581,6 +581,32 @@ BEGIN
 END
 $$;
 
+-- What the functions in this schema accept, for the discovery document: each list is the rule the
+-- named check enforces, so metadata cannot promise what the extension refuses.
+CREATE FUNCTION oauth._capabilities() RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        -- The token endpoint's grants: the registrable ones, and token exchange under a policy.
+        'grant_types_supported',
+            to_jsonb(oauth._grant_types_supported() || 'urn:ietf:params:oauth:grant-type:token-exchange'::text),
+        -- begin_authorization: response_type=code only, answered in the query, PKCE S256 only.
+        'response_types_supported', jsonb_build_array('code'),
+        'response_modes_supported', jsonb_build_array('query'),
+        'code_challenge_methods_supported', jsonb_build_array('S256'),
+        -- _check_client_fields and the clients table's CHECK.
+        'token_endpoint_auth_methods_supported', jsonb_build_array('client_secret_basic', 'client_secret_post', 'none'),
+        'revocation_endpoint_auth_methods_supported', jsonb_build_array('client_secret_basic', 'client_secret_post', 'none'),
+        -- introspect: confidential callers only.
+        'introspection_endpoint_auth_methods_supported', jsonb_build_array('client_secret_basic', 'client_secret_post'),
+        -- begin_authorization treats https URL client ids as metadata documents.
+        'client_id_metadata_document_supported', true,
+        -- The longest an access token can live (the settings table's bound on access_token_ttl): a
+        -- revocation older than this can no longer concern a presented token.
+        'revocation_horizon', 86400)
+$$;
+
 CREATE FUNCTION oauth.settings() RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -596,5 +622,7 @@ AS $$
         'registration_enabled', s.registration_enabled,
         'registered_client_ttl', floor(date_part('epoch', s.registered_client_ttl))::bigint,
         'authorization_request_ttl', floor(date_part('epoch', s.authorization_request_ttl))::bigint)
+        || oauth._capabilities()
       FROM oauth._settings() s
 $$;
+

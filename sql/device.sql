@@ -90,14 +90,17 @@ END
 $$;
 
 -- What the verification page shows. Raises not_found for an unknown, expired or decided code.
+-- canonical_user_code is the code as stored: what a page binds its form to, so no caller needs to
+-- know how typed codes are normalized. (Not named user_code: the argument is.)
 CREATE FUNCTION oauth.get_device_authorization(user_code text, now timestamptz DEFAULT now())
-RETURNS TABLE (client_id text, client_name text, client_uri text, scopes text[], resource text, expires_at timestamptz)
+RETURNS TABLE (client_id text, client_name text, client_uri text, scopes text[], resource text, expires_at timestamptz,
+               canonical_user_code text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN QUERY
-    SELECT c.client_id, c.client_name, c.metadata->>'client_uri', d.scopes, d.resource, d.expires_at
+    SELECT c.client_id, c.client_name, c.metadata->>'client_uri', d.scopes, d.resource, d.expires_at, d.user_code
       FROM oauth.device_authorizations d
       JOIN oauth.clients c ON c.client_id = d.client_id
      WHERE d.user_code = oauth._normalize_user_code(get_device_authorization.user_code)

@@ -27,6 +27,7 @@ pgrx::extension_sql_file!(
         uris::resource_problem,
         uris::append_query,
         uris::uri_host,
+        uris::document_client_id_problem,
         uris::is_loopback_redirect,
         pkce::pkce_s256_matches,
         pkce::pkce_challenge_valid

@@ -149,6 +149,13 @@ fn uri_host(uri: &str) -> Option<String> {
     Url::parse(uri).ok()?.host_str().map(str::to_owned)
 }
 
+/// Why `client_id` is not a Client ID Metadata Document URL, or NULL: the rule the gateway applies
+/// before fetching, from the same crate.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn document_client_id_problem(client_id: &str) -> Option<String> {
+    oauth_rules::client_id::document_url_problem(client_id).map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
