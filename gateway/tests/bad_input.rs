@@ -106,7 +106,7 @@ fn bodies(rng: &mut rand::rngs::StdRng) -> Vec<(&'static str, Vec<u8>)> {
 #[tokio::test]
 async fn malformed_requests_to_every_endpoint_get_a_4xx_never_a_5xx() {
     let gw = Gateway::start().await;
-    let (client_id, _) = gw.client(true, &["mcp"]).await;
+    let client_id = gw.public_client(&["mcp"]).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x0a17);
     let mut tried = 0;
     for endpoint in ENDPOINTS {
@@ -171,10 +171,7 @@ async fn malformed_requests_to_every_endpoint_get_a_4xx_never_a_5xx() {
             .to_owned(),
     ] {
         for endpoint in ["/authorize", "/consent", "/device"] {
-            let resp = gw
-                .http
-                .get(&format!("{}?{query}", gw.url(endpoint)), &[])
-                .await;
+            let resp = gw.get(&format!("{endpoint}?{query}")).await;
             tried += 1;
             // Without a user code the device page is its entry form.
             let entry_form = endpoint == "/device" && !query.contains("user_code");
@@ -198,10 +195,7 @@ async fn malformed_requests_to_every_endpoint_get_a_4xx_never_a_5xx() {
     println!("{tried} malformed requests, no 5xx");
     assert_eq!(
         StatusCode::OK,
-        gw.http
-            .get(&gw.url("/.well-known/jwks.json"), &[])
-            .await
-            .status,
+        gw.get("/.well-known/jwks.json").await.status,
         "still serving"
     );
     gw.stop().await;

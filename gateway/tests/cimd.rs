@@ -160,6 +160,11 @@ impl DocumentServer {
         })
     }
 
+    /// The valid document of `path`, cacheable for ten minutes.
+    fn valid(&self, path: &str) -> Answer {
+        Answer::json(self.valid_document(path))
+    }
+
     fn cimd_config(&self) -> CimdConfig {
         CimdConfig {
             allow_loopback: true,
@@ -170,13 +175,16 @@ impl DocumentServer {
     }
 }
 
-async fn gateway_for(docs: &DocumentServer, cimd: CimdConfig) -> Gateway {
-    let _ = docs;
+async fn gateway_with(cimd: CimdConfig) -> Gateway {
     Gateway::start_with(Options {
         cimd,
         ..Options::default()
     })
     .await
+}
+
+async fn authorize(gw: &Gateway, client_id: &str) -> common::Response {
+    gw.authorize(&Authorization::new(client_id)).await
 }
 
 fn assert_refused_here(resp: &common::Response, what: &str) {
@@ -195,15 +203,12 @@ fn assert_refused_here(resp: &common::Response, what: &str) {
 #[tokio::test]
 async fn a_client_identified_by_its_metadata_document_completes_the_code_flow_from_one_fetch() {
     let docs = DocumentServer::start().await;
-    docs.serve(
-        "/client.json",
-        Answer::json(docs.valid_document("/client.json")),
-    );
-    let gw = gateway_for(&docs, docs.cimd_config()).await;
+    docs.serve("/client.json", docs.valid("/client.json"));
+    let gw = gateway_with(docs.cimd_config()).await;
     let client_id = docs.url("/client.json");
 
     // The consent page introduces the client by its host and warns: its redirects are all loopback.
-    let first = gw.authorize(&client_id, &pkce(), &[]).await;
+    let first = authorize(&gw, &client_id).await;
     assert_eq!(first.status, StatusCode::FOUND, "{}", first.text());
     let consent = gw.http.get(&first.location(), &[]).await.text();
     assert!(
@@ -214,21 +219,16 @@ async fn a_client_identified_by_its_metadata_document_completes_the_code_flow_fr
     assert!(consent.contains("Test CLI"));
 
     // Public client, PKCE, any loopback port: the whole flow, from the one fetch above.
-    let p = pkce();
-    let code = gw.code(&client_id, &p, &[]).await;
-    let tokens = gw.exchange(&client_id, None, &code, &p).await;
-    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text());
+    let tokens = gw
+        .code_flow(&Authorization::new(&client_id))
+        .await
+        .ok_json();
     let claims = gw
-        .app
-        .verify_own_token(
-            tokens.json()["access_token"].as_str().unwrap(),
-            Some(RESOURCE),
-            true,
-        )
+        .verify(tokens["access_token"].as_str().unwrap(), Some(RESOURCE))
         .unwrap();
     assert_eq!(claims["client_id"], json!(client_id));
     let refreshed = gw
-        .refresh(&client_id, tokens.json()["refresh_token"].as_str().unwrap())
+        .refresh(&client_id, tokens["refresh_token"].as_str().unwrap())
         .await;
     assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text());
     assert_eq!(
@@ -262,7 +262,7 @@ async fn a_client_identified_by_its_metadata_document_completes_the_code_flow_fr
         )
         .await
         .unwrap();
-    let stale = gw.authorize(&client_id, &pkce(), &[]).await;
+    let stale = authorize(&gw, &client_id).await;
     assert_refused_here(&stale, "redirect URI no longer in the document");
     assert_eq!(docs.hits("/client.json"), 2);
     gw.stop().await;
@@ -271,104 +271,78 @@ async fn a_client_identified_by_its_metadata_document_completes_the_code_flow_fr
 #[tokio::test]
 async fn unusable_documents_are_refused_without_redirecting_and_negatively_cached() {
     let docs = DocumentServer::start().await;
-    let big = {
-        let mut doc = docs.valid_document("/big.json");
-        doc["padding"] = json!("x".repeat(20 * 1024));
-        doc
+    // The valid document of `path` with `field` set to `value`.
+    let altered = |path: &str, field: &str, value: Value| {
+        let mut doc = docs.valid_document(path);
+        doc[field] = value;
+        Answer::json(doc)
     };
-    let mut mismatched = docs.valid_document("/mismatch.json");
-    mismatched["client_id"] = json!(docs.url("/other.json"));
-    let mut with_secret = docs.valid_document("/secret.json");
-    with_secret["client_secret"] = json!("s3cret");
-    let mut confidential = docs.valid_document("/confidential.json");
-    confidential["token_endpoint_auth_method"] = json!("client_secret_basic");
-    let mut no_redirects = docs.valid_document("/noredirects.json");
-    no_redirects["redirect_uris"] = json!([]);
-    docs.serve("/big.json", Answer::json(big));
-    docs.serve("/mismatch.json", Answer::json(mismatched));
-    docs.serve("/secret.json", Answer::json(with_secret));
-    docs.serve("/confidential.json", Answer::json(confidential));
-    docs.serve("/noredirects.json", Answer::json(no_redirects));
-    docs.serve(
-        "/redirect.json",
-        Answer {
-            status: 302,
-            headers: vec![("location", docs.url("/client.json"))],
-            ..Answer::json(json!({}))
-        },
-    );
-    docs.serve(
-        "/text.json",
-        Answer {
-            content_type: "text/html",
-            ..Answer::json(docs.valid_document("/text.json"))
-        },
-    );
-    docs.serve(
-        "/notjson.json",
-        Answer {
-            body: b"{not json".to_vec(),
-            ..Answer::json(json!({}))
-        },
-    );
-    let gw = gateway_for(&docs, docs.cimd_config()).await;
-
+    #[rustfmt::skip]
     let cases = [
-        ("/big.json", "larger than"),
-        ("/mismatch.json", "differs from its URL"),
-        ("/secret.json", "must not carry a secret"),
-        ("/confidential.json", "token_endpoint_auth_method"),
-        ("/noredirects.json", "redirect"),
-        ("/redirect.json", "redirects are not followed"),
-        ("/text.json", "application/json"),
-        ("/notjson.json", "not valid JSON"),
-        ("/missing.json", "404"),
+        ("/big.json", altered("/big.json", "padding", json!("x".repeat(20 * 1024))), "larger than"),
+        ("/mismatch.json", altered("/mismatch.json", "client_id", json!(docs.url("/other.json"))), "differs from its URL"),
+        ("/secret.json", altered("/secret.json", "client_secret", json!("s3cret")), "must not carry a secret"),
+        (
+            "/confidential.json",
+            altered("/confidential.json", "token_endpoint_auth_method", json!("client_secret_basic")),
+            "token_endpoint_auth_method",
+        ),
+        ("/noredirects.json", altered("/noredirects.json", "redirect_uris", json!([])), "redirect"),
+        (
+            "/redirect.json",
+            Answer { status: 302, headers: vec![("location", docs.url("/client.json"))], ..Answer::json(json!({})) },
+            "redirects are not followed",
+        ),
+        (
+            "/text.json",
+            Answer { content_type: "text/html", ..docs.valid("/text.json") },
+            "application/json",
+        ),
+        ("/notjson.json", Answer { body: b"{not json".to_vec(), ..Answer::json(json!({})) }, "not valid JSON"),
     ];
-    for (path, reason) in cases {
+    for (path, answer, _) in &cases {
+        docs.serve(path, answer.clone());
+    }
+    let gw = gateway_with(docs.cimd_config()).await;
+
+    let reasons = cases
+        .iter()
+        .map(|(path, _, reason)| (*path, *reason))
+        .chain([("/missing.json", "404")]);
+    for (path, reason) in reasons {
         let client_id = docs.url(path);
-        let resp = gw.authorize(&client_id, &pkce(), &[]).await;
+        let resp = authorize(&gw, &client_id).await;
         assert_refused_here(&resp, path);
         assert!(resp.text().contains(reason), "{path}: {}", resp.text());
         assert_eq!(docs.hits(path), 1, "{path}");
         let recorded: Option<String> = gw
-            .admin
-            .query_one(
+            .sql_value(
                 "SELECT failure FROM oauth.client_documents WHERE client_id = $1",
                 &[&client_id],
             )
-            .await
-            .unwrap()
-            .get(0);
+            .await;
         assert!(
             recorded.is_some_and(|f| f.contains(reason)),
             "{path}: failure recorded"
         );
         // Negatively cached: refused again without another fetch.
-        let again = gw.authorize(&client_id, &pkce(), &[]).await;
+        let again = authorize(&gw, &client_id).await;
         assert_refused_here(&again, path);
         assert_eq!(
             docs.hits(path),
             1,
             "{path}: no refetch within the negative TTL"
         );
-        let clients: i64 = gw
-            .admin
-            .query_one(
-                "SELECT count(*) FROM oauth.clients WHERE client_id = $1",
-                &[&client_id],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(clients, 0, "{path}: no client was made");
+        assert_eq!(
+            gw.rows_of_client("clients", &client_id).await,
+            0,
+            "{path}: no client was made"
+        );
     }
 
     // A document may not take over a client the administrator made with the same id.
     let taken = docs.url("/taken.json");
-    docs.serve(
-        "/taken.json",
-        Answer::json(docs.valid_document("/taken.json")),
-    );
+    docs.serve("/taken.json", docs.valid("/taken.json"));
     gw.admin
         .execute(
             "INSERT INTO oauth.clients (client_id, client_name, redirect_uris, allowed_scopes, token_endpoint_auth_method, created_at, updated_at)
@@ -377,27 +351,18 @@ async fn unusable_documents_are_refused_without_redirecting_and_negatively_cache
         )
         .await
         .unwrap();
-    let resp = gw.authorize(&taken, &pkce(), &[]).await;
+    let resp = authorize(&gw, &taken).await;
     assert_refused_here(&resp, "taken id");
     let name: String = gw
-        .admin
-        .query_one(
+        .sql_value(
             "SELECT client_name FROM oauth.clients WHERE client_id = $1",
             &[&taken],
         )
-        .await
-        .unwrap()
-        .get(0);
+        .await;
     assert_eq!(name, "Admin app");
 
     // http:// is not a metadata document URL, just an unknown client.
-    let plain = gw
-        .authorize(
-            &docs.url("/client.json").replace("https", "http"),
-            &pkce(),
-            &[],
-        )
-        .await;
+    let plain = authorize(&gw, &docs.url("/client.json").replace("https", "http")).await;
     assert_refused_here(&plain, "http client id");
     assert!(plain.text().contains("unknown client"));
     gw.stop().await;
@@ -406,69 +371,36 @@ async fn unusable_documents_are_refused_without_redirecting_and_negatively_cache
 #[tokio::test]
 async fn private_addresses_and_denied_hosts_are_refused_before_any_connection() {
     let docs = DocumentServer::start().await;
-    docs.serve(
-        "/client.json",
-        Answer::json(docs.valid_document("/client.json")),
-    );
+    docs.serve("/client.json", docs.valid("/client.json"));
     let client_id = docs.url("/client.json");
-
-    let strict = gateway_for(
-        &docs,
-        CimdConfig {
-            allow_loopback: false,
-            ..docs.cimd_config()
-        },
-    )
-    .await;
-    let resp = strict.authorize(&client_id, &pkce(), &[]).await;
-    assert_refused_here(&resp, "loopback");
-    assert!(
-        resp.text().contains("private or special-purpose address"),
-        "{}",
-        resp.text()
-    );
-    strict.stop().await;
-
-    let denying = gateway_for(
-        &docs,
-        CimdConfig {
-            denied_hosts: vec!["127.0.0.1".into()],
-            ..docs.cimd_config()
-        },
-    )
-    .await;
-    let resp = denying.authorize(&client_id, &pkce(), &[]).await;
-    assert_refused_here(&resp, "denied host");
-    assert!(resp.text().contains("not accepted"));
-    denying.stop().await;
-
-    let allow_listed = gateway_for(
-        &docs,
-        CimdConfig {
-            allowed_hosts: vec!["*.example.com".into()],
-            ..docs.cimd_config()
-        },
-    )
-    .await;
-    assert_refused_here(
-        &allow_listed.authorize(&client_id, &pkce(), &[]).await,
-        "not on the allow-list",
-    );
-    allow_listed.stop().await;
-
-    let disabled = gateway_for(
-        &docs,
-        CimdConfig {
-            enabled: false,
-            ..docs.cimd_config()
-        },
-    )
-    .await;
-    assert_refused_here(
-        &disabled.authorize(&client_id, &pkce(), &[]).await,
-        "disabled",
-    );
-    disabled.stop().await;
+    #[rustfmt::skip]
+    let cases = [
+        (
+            "loopback",
+            CimdConfig { allow_loopback: false, ..docs.cimd_config() },
+            Some("private or special-purpose address"),
+        ),
+        (
+            "denied host",
+            CimdConfig { denied_hosts: vec!["127.0.0.1".into()], ..docs.cimd_config() },
+            Some("not accepted"),
+        ),
+        (
+            "not on the allow-list",
+            CimdConfig { allowed_hosts: vec!["*.example.com".into()], ..docs.cimd_config() },
+            None,
+        ),
+        ("disabled", CimdConfig { enabled: false, ..docs.cimd_config() }, None),
+    ];
+    for (what, cimd, page_says) in cases {
+        let gw = gateway_with(cimd).await;
+        let resp = authorize(&gw, &client_id).await;
+        assert_refused_here(&resp, what);
+        if let Some(reason) = page_says {
+            assert!(resp.text().contains(reason), "{what}: {}", resp.text());
+        }
+        gw.stop().await;
+    }
     assert_eq!(docs.hits("/client.json"), 0, "nothing was fetched");
 }
 
@@ -480,20 +412,17 @@ async fn a_document_server_that_never_answers_fails_within_the_deadline_and_the_
         "/slow.json",
         Answer {
             delay: Duration::from_secs(30),
-            ..Answer::json(docs.valid_document("/slow.json"))
+            ..docs.valid("/slow.json")
         },
     );
-    let gw = gateway_for(
-        &docs,
-        CimdConfig {
-            per_host_fetches_per_minute: 2,
-            negative_cache: Duration::from_secs(0),
-            ..docs.cimd_config()
-        },
-    )
+    let gw = gateway_with(CimdConfig {
+        per_host_fetches_per_minute: 2,
+        negative_cache: Duration::from_secs(0),
+        ..docs.cimd_config()
+    })
     .await;
     let started = Instant::now();
-    let resp = gw.authorize(&docs.url("/slow.json"), &pkce(), &[]).await;
+    let resp = authorize(&gw, &docs.url("/slow.json")).await;
     assert_refused_here(&resp, "slow");
     assert!(resp.text().contains("no complete answer within"));
     assert!(
@@ -510,8 +439,8 @@ async fn a_document_server_that_never_answers_fails_within_the_deadline_and_the_
             ..Answer::json(json!({}))
         },
     );
-    let _ = gw.authorize(&docs.url("/client.json"), &pkce(), &[]).await;
-    let limited = gw.authorize(&docs.url("/client.json"), &pkce(), &[]).await;
+    let _ = authorize(&gw, &docs.url("/client.json")).await;
+    let limited = authorize(&gw, &docs.url("/client.json")).await;
     assert_refused_here(&limited, "budget");
     assert!(
         limited.text().contains("too many fetches"),
@@ -525,19 +454,21 @@ async fn a_document_server_that_never_answers_fails_within_the_deadline_and_the_
 #[tokio::test]
 async fn authorizations_of_one_new_client_arriving_together_share_one_fetch() {
     let docs = DocumentServer::start().await;
-    let mut slow = Answer::json(docs.valid_document("/together.json"));
-    slow.delay = Duration::from_millis(300);
-    docs.serve("/together.json", slow);
-    let gw = Arc::new(gateway_for(&docs, docs.cimd_config()).await);
+    docs.serve(
+        "/together.json",
+        Answer {
+            delay: Duration::from_millis(300),
+            ..docs.valid("/together.json")
+        },
+    );
+    let gw = Arc::new(gateway_with(docs.cimd_config()).await);
     let client_id = docs.url("/together.json");
-    let authorizations: Vec<_> = (0..20)
-        .map(|_| {
-            let (gw, client_id) = (gw.clone(), client_id.clone());
-            tokio::spawn(async move { gw.authorize(&client_id, &pkce(), &[]).await })
-        })
-        .collect();
-    for authorization in authorizations {
-        let resp = authorization.await.unwrap();
+    let authorizations = at_once(20, |_| {
+        let (gw, client_id) = (gw.clone(), client_id.clone());
+        async move { authorize(&gw, &client_id).await }
+    })
+    .await;
+    for resp in authorizations {
         assert_eq!(resp.status, StatusCode::FOUND, "{}", resp.text());
     }
     assert_eq!(docs.hits("/together.json"), 1, "one fetch for all twenty");

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hyper::StatusCode;
-use oauth_gateway::config::RouteConfig;
 
 fn pg_ctl(action: &str) {
     let bin = std::env::var("OAUTH_TEST_PG_BIN")
@@ -38,41 +37,20 @@ fn pg_ctl(action: &str) {
 #[tokio::test]
 #[ignore = "restarts the shared cluster; scripts/test runs it alone"]
 async fn the_gateway_fails_fast_while_the_database_is_down_and_recovers_by_itself() {
-    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    drop(upstream);
-    let gw = Gateway::start_with(Options {
-        routes: vec![RouteConfig {
-            prefix: "/mcp".into(),
-            upstream: format!("http://{upstream_addr}/mcp"),
-            scopes: vec!["mcp".into()],
-            resource: None,
-        }],
-        ..Options::default()
-    })
-    .await;
-    let (client_id, _) = gw.client(true, &["mcp"]).await;
-    let resource = format!("{}/mcp", gw.base);
-    let p = pkce();
-    let code = gw.code(&client_id, &p, &[("resource", &resource)]).await;
-    let tokens = gw.exchange(&client_id, None, &code, &p).await.json();
-    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
-    let bearer = format!("Bearer {}", tokens["access_token"].as_str().unwrap());
-    // The feed has synchronised once the proxy stops answering 503 (the upstream is down: 502).
-    let started = Instant::now();
-    while gw
-        .http
-        .get(&resource, &[("authorization", &bearer)])
+    let gw = Gateway::start_with(Options::guarding(unreachable_upstream(), &["mcp"])).await;
+    let client_id = gw.public_client(&["mcp"]).await;
+    let resource = gw.mcp_url();
+    let tokens = gw
+        .code_flow(&Authorization {
+            resource: &resource,
+            ..Authorization::new(&client_id)
+        })
         .await
-        .status
-        == StatusCode::SERVICE_UNAVAILABLE
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "feed never synchronised"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .json();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let access = tokens["access_token"].as_str().unwrap();
+    // The feed has synchronised once the proxy stops answering 503 (the upstream is down: 502).
+    gw.wait_synced(&resource, access).await;
 
     pg_ctl("stop");
     let t = Instant::now();
@@ -82,9 +60,7 @@ async fn the_gateway_fails_fast_while_the_database_is_down_and_recovers_by_itsel
         "a request waited {:?} on a dead database",
         t.elapsed()
     );
-    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(down.oauth_error(), "temporarily_unavailable");
-    assert_eq!(down.header("retry-after"), Some("1"));
+    down.assert_temporarily_unavailable();
 
     pg_ctl("start");
     // The pool reconnects by itself; the refresh token committed before the outage still works.
@@ -103,37 +79,20 @@ async fn the_gateway_fails_fast_while_the_database_is_down_and_recovers_by_itsel
     assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text());
 
     // The revocation feed reconnected and resynchronised: a revocation after the restart is seen.
-    let admin = connect(&format!(
-        "{} dbname={}",
-        std::env::var("OAUTH_TEST_DATABASE_URL").unwrap(),
-        gw.db_name
-    ))
-    .await;
-    let claims = gw
-        .app
-        .verify_own_token(tokens["access_token"].as_str().unwrap(), None, true)
-        .unwrap();
-    let grant: uuid::Uuid = claims["grant_id"].as_str().unwrap().parse().unwrap();
+    // (The harness's own administrator connection died with the restart.)
+    let admin = gw.admin_connection().await;
+    let grant = gw.claims(access)["grant_id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_secs(1)).await;
     admin
-        .execute("SELECT oauth.revoke_grant($1)", &[&grant])
+        .execute("SELECT oauth.revoke_grant($1::text::uuid)", &[&grant])
         .await
         .unwrap();
-    let t = Instant::now();
-    loop {
-        let status = gw
-            .http
-            .get(&resource, &[("authorization", &bearer)])
-            .await
-            .status;
-        if status == StatusCode::UNAUTHORIZED {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(6),
-            "revocation not seen after the restart ({status})"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gw.wait_refused(
+        &resource,
+        access,
+        Duration::from_secs(6),
+        "revocation not seen after the restart",
+    )
+    .await;
     gw.stop().await;
 }

@@ -1,8 +1,10 @@
-//! Back-pressure and shutdown: an exhausted pool answers 503 after a bounded wait, and SIGTERM
-//! lets in-flight requests finish.
+//! Back-pressure, availability and shutdown: an unreachable database and an exhausted pool
+//! answer 503 quickly (the latter after a bounded wait), and SIGTERM lets in-flight requests
+//! finish.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -10,18 +12,15 @@ use hyper::StatusCode;
 
 /// A refresh token whose family row the returned transaction holds locked: rotating it blocks.
 async fn blocked_refresh(gw: &Gateway, client_id: &str) -> (String, tokio_postgres::Client) {
-    let p = pkce();
-    let code = gw.code(client_id, &p, &[]).await;
-    let tokens = gw.exchange(client_id, None, &code, &p).await.json();
+    let tokens = gw.code_flow(&Authorization::new(client_id)).await.json();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
-    let locker = connect(&format!(
-        "{} dbname={}",
-        std::env::var("OAUTH_TEST_DATABASE_URL").unwrap(),
-        gw.db_name
-    ))
-    .await;
+    let family: uuid::Uuid = jwt_segment(tokens["access_token"].as_str().unwrap(), 1)["family_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let locker = gw.admin_connection().await;
     locker.batch_execute("BEGIN").await.unwrap();
-    let family: uuid::Uuid = tokens_family(&tokens);
     locker
         .execute(
             "SELECT 1 FROM oauth.refresh_families WHERE family_id = $1 FOR UPDATE",
@@ -32,24 +31,28 @@ async fn blocked_refresh(gw: &Gateway, client_id: &str) -> (String, tokio_postgr
     (refresh, locker)
 }
 
-fn tokens_family(tokens: &serde_json::Value) -> uuid::Uuid {
-    let payload = tokens["access_token"]
-        .as_str()
-        .unwrap()
-        .split('.')
-        .nth(1)
-        .unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
-            .unwrap(),
-    )
-    .unwrap();
-    claims["family_id"].as_str().unwrap().parse().unwrap()
+#[tokio::test]
+async fn database_unavailable_answers_503_temporarily_unavailable_quickly() {
+    let gw = Gateway::start_with(Options {
+        database_url_override: Some(format!(
+            "host=127.0.0.1 port={} user=nobody dbname=nothing connect_timeout=1",
+            free_port()
+        )),
+        ..Options::default()
+    })
+    .await;
+    let started = Instant::now();
+    let resp = gw.refresh("x", "abc").await;
+    assert!(started.elapsed() < Duration::from_secs(5), "fails fast");
+    resp.assert_temporarily_unavailable();
+    let authorize = gw.authorize(&Authorization::new("x")).await;
+    assert_eq!(authorize.status, StatusCode::SERVICE_UNAVAILABLE);
+    gw.stop().await;
 }
 
 #[tokio::test]
 async fn an_exhausted_pool_answers_503_with_retry_after_after_a_bounded_wait() {
-    let gw = std::sync::Arc::new(
+    let gw = Arc::new(
         Gateway::start_with(Options {
             pool_size: 1,
             pool_wait: Duration::from_millis(300),
@@ -57,7 +60,7 @@ async fn an_exhausted_pool_answers_503_with_retry_after_after_a_bounded_wait() {
         })
         .await,
     );
-    let (client_id, _) = gw.client(true, &["mcp"]).await;
+    let client_id = gw.public_client(&["mcp"]).await;
     let (refresh, locker) = blocked_refresh(&gw, &client_id).await;
     // This request takes the only connection and waits on the row lock.
     let holder = {
@@ -66,20 +69,9 @@ async fn an_exhausted_pool_answers_503_with_retry_after_after_a_bounded_wait() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    let starved = gw
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", "x"),
-                ("client_id", &client_id),
-            ],
-            &[],
-        )
-        .await;
+    let starved = gw.refresh(&client_id, "x").await;
     let waited = started.elapsed();
-    assert_eq!(starved.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(starved.oauth_error(), "temporarily_unavailable");
-    assert_eq!(starved.header("retry-after"), Some("1"));
+    starved.assert_temporarily_unavailable();
     assert!(
         waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
         "waited {waited:?}"
@@ -90,31 +82,22 @@ async fn an_exhausted_pool_answers_503_with_retry_after_after_a_bounded_wait() {
         StatusCode::OK,
         "the held request completes once the lock goes"
     );
-    std::sync::Arc::try_unwrap(gw).ok().unwrap().stop().await;
+    Gateway::stop_shared(gw).await;
 }
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits() {
     let gw = Gateway::start().await;
-    let (client_id, _) = gw.client(true, &["mcp"]).await;
+    let client_id = gw.public_client(&["mcp"]).await;
     let (refresh, locker) = blocked_refresh(&gw, &client_id).await;
     // A second gateway process on the same database, stopped with SIGTERM while a request is in flight.
     let (mut child, base) = gw.spawn_process().await;
     let in_flight = {
-        let http = Http::new();
-        let (url, client_id) = (format!("{base}/token"), client_id.clone());
-        tokio::spawn(async move {
-            http.post_form(
-                &url,
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", &refresh),
-                    ("client_id", &client_id),
-                ],
-                &[],
-            )
-            .await
-        })
+        let (url, body) = (
+            format!("{base}/token"),
+            TokenRequest::refresh(&client_id, &refresh).body(),
+        );
+        tokio::spawn(async move { Http::new().post_raw(&url, FORM, body).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = child.id().to_string();

@@ -12,7 +12,6 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use oauth_gateway::config::RouteConfig;
 use serde_json::{Value, json};
 
 /// An upstream that echoes the headers it received as JSON, and streams `/mcp/stream` as SSE:
@@ -84,54 +83,43 @@ mod futures_core_stream {
 }
 
 async fn protected_gateway(scopes: &[&str]) -> (Gateway, String) {
-    let upstream = start_upstream().await;
-    let gw = Gateway::start_with(Options {
-        routes: vec![RouteConfig {
-            prefix: "/mcp".into(),
-            upstream,
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            resource: None,
-        }],
-        ..Options::default()
-    })
-    .await;
-    let resource = format!("{}/mcp", gw.base);
+    let gw = Gateway::start_with(Options::guarding(start_upstream().await, scopes)).await;
+    let resource = gw.mcp_url();
     (gw, resource)
 }
 
 /// An access token for `resource` with `scope`, through the built-in consent page.
 async fn token_for(gw: &Gateway, resource: &str, scope: &str) -> String {
-    let (client_id, _) = gw.client(true, &["mcp", "email", "openid"]).await;
-    let p = pkce();
-    let code = gw
-        .code(&client_id, &p, &[("resource", resource), ("scope", scope)])
+    let client_id = gw.public_client(&["mcp", "email", "openid"]).await;
+    let tokens = gw
+        .code_flow(&Authorization {
+            resource,
+            scope,
+            ..Authorization::new(&client_id)
+        })
         .await;
-    let tokens = gw.exchange(&client_id, None, &code, &p).await;
-    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text());
-    tokens.json()["access_token"].as_str().unwrap().to_owned()
+    tokens.ok_json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
-async fn wait_synced(gw: &Gateway, url: &str, bearer: &str) {
-    for _ in 0..50 {
-        if gw.http.get(url, &[("authorization", bearer)]).await.status
-            != StatusCode::SERVICE_UNAVAILABLE
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("revocation feed never synchronised");
+/// A token for `resource` with `scope` that the proxy can judge (the feed is in sync).
+async fn synced_token_for(gw: &Gateway, resource: &str, scope: &str) -> String {
+    let token = token_for(gw, resource, scope).await;
+    gw.wait_synced(resource, &token).await;
+    token
+}
+
+async fn get_with(gw: &Gateway, url: &str, token: &str) -> common::Response {
+    gw.http.get(url, &[("authorization", &bearer(token))]).await
 }
 
 #[tokio::test]
 async fn protected_resource_metadata_and_the_401_challenge_point_clients_to_the_issuer() {
     let (gw, resource) = protected_gateway(&["mcp", "offline_access"]).await;
     let prm = gw
-        .http
-        .get(
-            &format!("{}/.well-known/oauth-protected-resource/mcp", gw.base),
-            &[],
-        )
+        .get_at_root("/.well-known/oauth-protected-resource/mcp", &[])
         .await;
     assert_eq!(prm.status, StatusCode::OK);
     assert_eq!(
@@ -151,10 +139,7 @@ async fn protected_resource_metadata_and_the_401_challenge_point_clients_to_the_
         anonymous.header("www-authenticate"),
         Some(format!("Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\", scope=\"mcp offline_access\"", gw.base).as_str())
     );
-    let garbage = gw
-        .http
-        .get(&resource, &[("authorization", "Bearer not.a.jwt")])
-        .await;
+    let garbage = get_with(&gw, &resource, "not.a.jwt").await;
     assert_eq!(garbage.status, StatusCode::UNAUTHORIZED);
     assert!(
         garbage
@@ -173,23 +158,20 @@ async fn protected_resource_metadata_and_the_401_challenge_point_clients_to_the_
 #[tokio::test]
 async fn a_valid_token_reaches_the_upstream_as_identity_headers_without_the_token() {
     let (gw, resource) = protected_gateway(&["mcp"]).await;
-    let token = token_for(&gw, &resource, "mcp").await;
-    let bearer = format!("Bearer {token}");
-    wait_synced(&gw, &resource, &bearer).await;
+    let token = synced_token_for(&gw, &resource, "mcp").await;
     let resp = gw
         .http
         .get(
             &format!("{resource}/sub?x=1"),
             &[
-                ("authorization", &bearer),
+                ("authorization", &bearer(&token)),
                 ("x-oauth-subject", "mallory"),
                 ("connection", "x-drop-me"),
                 ("x-drop-me", "1"),
             ],
         )
         .await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    let echo = resp.json();
+    let echo = resp.ok_json();
     let headers = &echo["headers"];
     assert_eq!(echo["path"], "/mcp/sub?x=1");
     assert!(
@@ -220,10 +202,7 @@ async fn a_valid_token_reaches_the_upstream_as_identity_headers_without_the_toke
 async fn a_token_for_another_audience_is_refused_and_a_missing_scope_asks_for_step_up() {
     let (gw, resource) = protected_gateway(&["mcp", "email"]).await;
     let other = token_for(&gw, "https://other.example/mcp", "mcp email").await;
-    let refused = gw
-        .http
-        .get(&resource, &[("authorization", &format!("Bearer {other}"))])
-        .await;
+    let refused = get_with(&gw, &resource, &other).await;
     assert_eq!(
         refused.status,
         StatusCode::UNAUTHORIZED,
@@ -236,10 +215,8 @@ async fn a_token_for_another_audience_is_refused_and_a_missing_scope_asks_for_st
             .contains("invalid_token")
     );
 
-    let narrow = token_for(&gw, &resource, "mcp").await;
-    let bearer = format!("Bearer {narrow}");
-    wait_synced(&gw, &resource, &bearer).await;
-    let step_up = gw.http.get(&resource, &[("authorization", &bearer)]).await;
+    let narrow = synced_token_for(&gw, &resource, "mcp").await;
+    let step_up = get_with(&gw, &resource, &narrow).await;
     assert_eq!(step_up.status, StatusCode::FORBIDDEN);
     let challenge = step_up.header("www-authenticate").unwrap();
     assert!(
@@ -249,29 +226,21 @@ async fn a_token_for_another_audience_is_refused_and_a_missing_scope_asks_for_st
     assert!(challenge.contains("scope=\"mcp email\""), "{challenge}");
     assert!(challenge.contains("resource_metadata=\""), "{challenge}");
     let wide = token_for(&gw, &resource, "mcp email").await;
-    assert_eq!(
-        gw.http
-            .get(&resource, &[("authorization", &format!("Bearer {wide}"))])
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(get_with(&gw, &resource, &wide).await.status, StatusCode::OK);
     gw.stop().await;
 }
 
 #[tokio::test]
 async fn server_sent_events_are_relayed_as_they_arrive() {
     let (gw, resource) = protected_gateway(&["mcp"]).await;
-    let token = token_for(&gw, &resource, "mcp").await;
-    let bearer = format!("Bearer {token}");
-    wait_synced(&gw, &resource, &bearer).await;
+    let token = synced_token_for(&gw, &resource, "mcp").await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<Bytes>>();
     let started = Instant::now();
     let resp = client
         .request(
             Request::get(format!("{resource}/stream"))
-                .header("authorization", &bearer)
+                .header("authorization", bearer(&token))
                 .body(http_body_util::Empty::new())
                 .unwrap(),
         )
@@ -296,76 +265,33 @@ async fn server_sent_events_are_relayed_as_they_arrive() {
 async fn revoking_a_grant_in_sql_makes_a_second_gateway_refuse_its_tokens_within_a_second() {
     let (gw, resource) = protected_gateway(&["mcp"]).await;
     let token = token_for(&gw, &resource, "mcp").await;
-    let bearer = format!("Bearer {token}");
     let (second, second_base) = gw.second().await;
     let via_second = format!("{second_base}/mcp");
-    wait_synced(&gw, &via_second, &bearer).await;
+    gw.wait_synced(&via_second, &token).await;
     assert_eq!(
-        gw.http
-            .get(&via_second, &[("authorization", &bearer)])
-            .await
-            .status,
+        get_with(&gw, &via_second, &token).await.status,
         StatusCode::OK
     );
 
-    let claims = oauth_gateway::verify_access_token(
+    gw.revoke_grant(gw.claims(&token)["grant_id"].as_str().unwrap())
+        .await;
+    gw.wait_refused(
+        &via_second,
         &token,
-        gw.keys(),
-        &oauth_gateway::Expectations {
-            issuer: &gw.issuer,
-            audience: None,
-            algorithms: &[jsonwebtoken::Algorithm::ES256],
-            validate_exp: true,
-        },
+        Duration::from_secs(1),
+        "still accepted a second after revocation",
     )
-    .unwrap();
-    let grant: uuid::Uuid = claims["grant_id"].as_str().unwrap().parse().unwrap();
-    gw.admin
-        .execute("SELECT oauth.revoke_grant($1)", &[&grant])
-        .await
-        .unwrap();
-    let revoked_at = Instant::now();
-    loop {
-        let status = gw
-            .http
-            .get(&via_second, &[("authorization", &bearer)])
-            .await
-            .status;
-        if status == StatusCode::UNAUTHORIZED {
-            break;
-        }
-        assert!(
-            revoked_at.elapsed() < Duration::from_secs(1),
-            "still {status} a second after revocation"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    .await;
     second.shutdown(Duration::from_secs(1)).await;
     gw.stop().await;
 }
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_502_not_a_hang() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let gw = Gateway::start_with(Options {
-        routes: vec![RouteConfig {
-            prefix: "/mcp".into(),
-            upstream: format!("http://127.0.0.1:{closed}/mcp"),
-            scopes: vec!["mcp".into()],
-            resource: None,
-        }],
-        ..Options::default()
-    })
-    .await;
-    let resource = format!("{}/mcp", gw.base);
-    let token = token_for(&gw, &resource, "mcp").await;
-    let bearer = format!("Bearer {token}");
-    wait_synced(&gw, &resource, &bearer).await;
-    let resp = gw.http.get(&resource, &[("authorization", &bearer)]).await;
+    let gw = Gateway::start_with(Options::guarding(unreachable_upstream(), &["mcp"])).await;
+    let resource = gw.mcp_url();
+    let token = synced_token_for(&gw, &resource, "mcp").await;
+    let resp = get_with(&gw, &resource, &token).await;
     assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
     gw.stop().await;
 }

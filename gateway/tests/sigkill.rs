@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -12,44 +11,32 @@ use hyper::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_mid_traffic_leaves_every_code_and_family_consistent() {
-    let gw = Arc::new(Gateway::start().await);
-    let (client_id, _) = gw.client(true, &["mcp"]).await;
+    let gw = Gateway::start().await;
+    let client_id = gw.public_client(&["mcp"]).await;
     // Codes and refresh tokens minted through the in-process gateway, spent through the victim.
-    let mut codes = Vec::new();
+    let mut redemptions = Vec::new();
     let mut refresh_tokens = Vec::new();
     for i in 0..40 {
-        let p = pkce();
-        let code = gw.code(&client_id, &p, &[]).await;
+        let authorization = Authorization::new(&client_id);
+        let code = gw.code(&authorization).await;
+        let redeem = TokenRequest::redeem(&authorization, &code);
         if i % 2 == 0 {
-            codes.push((code, p));
+            redemptions.push(redeem.body());
         } else {
-            let tokens = gw.exchange(&client_id, None, &code, &p).await.json();
+            let tokens = gw.token(&redeem).await.json();
             refresh_tokens.push(tokens["refresh_token"].as_str().unwrap().to_owned());
         }
     }
     let (mut victim, base) = gw.spawn_process().await;
     let token_url = format!("{base}/token");
     let mut tasks = Vec::new();
-    for (code, p) in codes {
-        let (url, client_id) = (token_url.clone(), client_id.clone());
+    for body in redemptions {
+        let url = token_url.clone();
         tasks.push(tokio::spawn(async move {
-            Http::new()
-                .post_form(
-                    &url,
-                    &[
-                        ("grant_type", "authorization_code"),
-                        ("code", &code),
-                        ("code_verifier", &p.verifier),
-                        ("redirect_uri", "http://127.0.0.1:51234/callback"),
-                        ("client_id", &client_id),
-                    ],
-                    &[],
-                )
-                .await
-                .status
+            Http::new().post_raw(&url, FORM, body).await.status
         }));
     }
-    for refresh in refresh_tokens.clone() {
+    for refresh in refresh_tokens {
         let (url, client_id) = (token_url.clone(), client_id.clone());
         tasks.push(tokio::spawn(async move {
             let http = Http::new();
@@ -57,15 +44,7 @@ async fn sigkill_mid_traffic_leaves_every_code_and_family_consistent() {
             let mut last = StatusCode::OK;
             for _ in 0..50 {
                 let resp = http
-                    .post_form(
-                        &url,
-                        &[
-                            ("grant_type", "refresh_token"),
-                            ("refresh_token", &token),
-                            ("client_id", &client_id),
-                        ],
-                        &[],
-                    )
+                    .token_at(&url, &TokenRequest::refresh(&client_id, &token))
                     .await;
                 last = resp.status;
                 if resp.status != StatusCode::OK {
@@ -87,17 +66,7 @@ async fn sigkill_mid_traffic_leaves_every_code_and_family_consistent() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let one = |sql: &'static str| {
-        let gw = gw.clone();
-        let client_id = client_id.clone();
-        async move {
-            gw.admin
-                .query_one(sql, &[&client_id])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-        }
-    };
+    let one = async |sql: &str| gw.sql_value::<i64>(sql, &[&client_id]).await;
     assert_eq!(
         one("SELECT count(*) FROM oauth.codes c WHERE c.client_id = $1 AND c.redeemed_at IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM oauth.refresh_families f WHERE f.family_id = c.family_id)").await,
@@ -121,5 +90,5 @@ async fn sigkill_mid_traffic_leaves_every_code_and_family_consistent() {
         0,
         "no live family lost its token"
     );
-    Arc::try_unwrap(gw).ok().unwrap().stop().await;
+    gw.stop().await;
 }
