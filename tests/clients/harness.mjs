@@ -116,3 +116,35 @@ export async function approveInBrowser(authorizationUrl) {
   if (resp.status !== 303) throw new Error(`consent answered ${resp.status}: ${await resp.text()}`);
   return new URL(resp.headers.get('location'));
 }
+
+// An MCP SDK OAuthClientProvider that keeps everything in memory (`store`) and plays the user at
+// the consent page (`store.returned` is where the browser came back to, `store.authorizationUrl`
+// where it was sent). `clientMetadataUrl` identifies the client by a metadata document instead of
+// registration; `rememberDiscovery` adds the v2 client's discovery-state hooks.
+export function memoryProvider({ clientName, redirectUrl, grantTypes = ['authorization_code', 'refresh_token'], clientMetadataUrl, rememberDiscovery = false }) {
+  const store = { returned: null };
+  const provider = {
+    store,
+    get redirectUrl() { return redirectUrl; },
+    get clientMetadata() {
+      return { client_name: clientName, redirect_uris: [redirectUrl], grant_types: grantTypes, response_types: ['code'], token_endpoint_auth_method: 'none' };
+    },
+    state() { store.state = `state-${Math.random()}`; return store.state; },
+    clientInformation() { return store.client; },
+    saveClientInformation(client) { store.client = client; },
+    tokens() { return store.tokens; },
+    saveTokens(tokens) { store.tokens = tokens; },
+    saveCodeVerifier(verifier) { store.verifier = verifier; },
+    codeVerifier() { return store.verifier; },
+    async redirectToAuthorization(url) {
+      store.authorizationUrl = url;
+      store.returned = await approveInBrowser(url);
+    },
+  };
+  if (clientMetadataUrl) provider.clientMetadataUrl = clientMetadataUrl;
+  if (rememberDiscovery) {
+    provider.saveDiscoveryState = (state) => { store.discovery = state; };
+    provider.discoveryState = () => store.discovery;
+  }
+  return provider;
+}

@@ -3,36 +3,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Client, StreamableHTTPClientTransport, UnauthorizedError } from '@modelcontextprotocol/client';
-import { startStack, approveInBrowser } from './harness.mjs';
+import { startStack, memoryProvider } from './harness.mjs';
 
 let stack;
 before(async () => { stack = await startStack(); });
 after(async () => { await stack?.stop(); });
 
-function memoryProvider() {
-  const store = {};
-  const redirectUrl = 'http://127.0.0.1:33419/callback';
-  return {
-    store,
-    get redirectUrl() { return redirectUrl; },
-    get clientMetadata() {
-      return { client_name: 'MCP client v2 test', redirect_uris: [redirectUrl], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none' };
-    },
-    state() { store.state = `v2-${Math.random()}`; return store.state; },
-    clientInformation() { return store.client; },
-    saveClientInformation(client) { store.client = client; },
-    tokens() { return store.tokens; },
-    saveTokens(tokens) { store.tokens = tokens; },
-    saveCodeVerifier(verifier) { store.verifier = verifier; },
-    codeVerifier() { return store.verifier; },
-    saveDiscoveryState(state) { store.discovery = state; },
-    discoveryState() { return store.discovery; },
-    async redirectToAuthorization(url) { store.returned = await approveInBrowser(url); },
-  };
-}
-
 test('the v2 MCP client validates iss, then calls a tool through the gateway', async () => {
-  const provider = memoryProvider();
+  const provider = memoryProvider({ clientName: 'MCP client v2 test', redirectUrl: 'http://127.0.0.1:33419/callback', rememberDiscovery: true });
   const client = new Client({ name: 'v2-test', version: '1.0.0' });
   await assert.rejects(client.connect(new StreamableHTTPClientTransport(new URL(stack.mcpUrl), { authProvider: provider })), UnauthorizedError);
   const back = provider.store.returned;

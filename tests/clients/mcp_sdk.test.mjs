@@ -6,34 +6,17 @@ import assert from 'node:assert/strict';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError, auth } from '@modelcontextprotocol/sdk/client/auth.js';
-import { startStack, approveInBrowser } from './harness.mjs';
+import { startStack, memoryProvider } from './harness.mjs';
 
 let stack;
 before(async () => { stack = await startStack(); });
 after(async () => { await stack?.stop(); });
 
-function memoryProvider({ grantTypes = ['authorization_code', 'refresh_token'] } = {}) {
-  const store = { returned: null };
-  const redirectUrl = 'http://127.0.0.1:33418/callback';
-  return {
-    store,
-    get redirectUrl() { return redirectUrl; },
-    get clientMetadata() {
-      return { client_name: 'MCP SDK test', redirect_uris: [redirectUrl], grant_types: grantTypes, response_types: ['code'], token_endpoint_auth_method: 'none' };
-    },
-    state() { store.state = `state-${Math.random()}`; return store.state; },
-    clientInformation() { return store.client; },
-    saveClientInformation(client) { store.client = client; },
-    tokens() { return store.tokens; },
-    saveTokens(tokens) { store.tokens = tokens; },
-    saveCodeVerifier(verifier) { store.verifier = verifier; },
-    codeVerifier() { return store.verifier; },
-    async redirectToAuthorization(url) { store.returned = await approveInBrowser(url); },
-  };
-}
+// Each test registers anew: the same client name and callback, its own grant types.
+const sdkProvider = (options = {}) => memoryProvider({ clientName: 'MCP SDK test', redirectUrl: 'http://127.0.0.1:33418/callback', ...options });
 
 test('the MCP SDK discovers, registers, authorizes and calls a tool through the gateway', async () => {
-  const provider = memoryProvider();
+  const provider = sdkProvider();
   const client = new Client({ name: 'sdk-test', version: '1.0.0' });
   await assert.rejects(client.connect(new StreamableHTTPClientTransport(new URL(stack.mcpUrl), { authProvider: provider })), UnauthorizedError);
 
@@ -73,7 +56,7 @@ test('the MCP SDK discovers, registers, authorizes and calls a tool through the 
 // The SDK registers with the scope of its first challenge only ("mcp"); the registration must not
 // stop it from stepping up later.
 test('a 403 insufficient_scope makes the MCP SDK step up to the wider scope', async () => {
-  const provider = memoryProvider({ grantTypes: ['authorization_code'] });
+  const provider = sdkProvider({ grantTypes: ['authorization_code'] });
   const connectTo = async (url) => {
     const client = new Client({ name: 'sdk-step-up', version: '1.0.0' });
     try {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
-import { startStack, approveInBrowser } from './harness.mjs';
+import { startStack, memoryProvider } from './harness.mjs';
 
 let stack;
 let documentServer;
@@ -64,26 +64,8 @@ after(async () => {
 });
 
 test('the MCP SDK identified by a client ID metadata document authorizes and calls a tool', async () => {
-  const store = {};
-  const redirectUrl = 'http://127.0.0.1:33419/callback';
-  const provider = {
-    clientMetadataUrl: documentUrl,
-    get redirectUrl() { return redirectUrl; },
-    get clientMetadata() {
-      return { client_name: 'CIMD test CLI', redirect_uris: [redirectUrl], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none' };
-    },
-    state() { store.state = `state-${Math.random()}`; return store.state; },
-    clientInformation() { return store.client; },
-    saveClientInformation(client) { store.client = client; },
-    tokens() { return store.tokens; },
-    saveTokens(tokens) { store.tokens = tokens; },
-    saveCodeVerifier(verifier) { store.verifier = verifier; },
-    codeVerifier() { return store.verifier; },
-    async redirectToAuthorization(url) {
-      store.authorizationUrl = url;
-      store.returned = await approveInBrowser(url);
-    },
-  };
+  const provider = memoryProvider({ clientName: 'CIMD test CLI', redirectUrl: 'http://127.0.0.1:33419/callback', clientMetadataUrl: documentUrl });
+  const { store } = provider;
   const client = new Client({ name: 'sdk-cimd', version: '1.0.0' });
   await assert.rejects(client.connect(new StreamableHTTPClientTransport(new URL(stack.mcpUrl), { authProvider: provider })), UnauthorizedError);
   assert.equal(store.client.client_id, documentUrl, 'the SDK used its document URL as client_id');
