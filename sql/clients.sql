@@ -258,8 +258,11 @@ END
 $$;
 
 -- RFC 7591 client metadata, checked field by field for type and value; unknown fields are ignored
--- (§2). application_type defaults to "native" when every redirect URI is loopback or a private-use
--- scheme (what MCP clients register), else "web". Shared by registration and RFC 7592 updates.
+-- (§2). application_type defaults to "native" when any redirect URI is loopback or a private-use
+-- scheme, else "web". Only a native app can receive those (RFC 8252 §7), and it may list claimed
+-- https URIs beside them (§7.2): Cursor registers cursor://, https:// and http://localhost URIs
+-- together and VS Code a loopback and an https URI, both without application_type. An explicit
+-- "web" still refuses them. Shared by registration and RFC 7592 updates.
 CREATE FUNCTION oauth._registration_fields(
     metadata jsonb,
     OUT problem jsonb, OUT client_name text, OUT redirect_uris text[], OUT grant_types text[],
@@ -344,9 +347,9 @@ BEGIN
             RETURN;
         END IF;
         app_type := metadata->>'application_type';
-    ELSIF cardinality(redirect_uris) > 0 AND NOT EXISTS (
+    ELSIF EXISTS (
         SELECT 1 FROM unnest(redirect_uris) u
-         WHERE NOT oauth.is_loopback_redirect(u) AND u ~* '^https?:') THEN
+         WHERE oauth.is_loopback_redirect(u) OR u !~* '^https?:') THEN
         app_type := 'native';
     ELSE
         app_type := 'web';

@@ -7,6 +7,8 @@
 --   fetches (oauth.document_client_id_problem, from the oauth_rules crate).
 -- * oauth.get_device_authorization also returns the canonical user code, so pages bind their forms
 --   to it without knowing how codes are normalized.
+-- * Registration without application_type infers "native" when any redirect URI is loopback or a
+--   private-use scheme (Cursor and VS Code register such URIs beside https ones).
 
 \echo Use "ALTER EXTENSION oauth_provider UPDATE TO '0.2.0'" to load this file. \quit
 
@@ -99,3 +101,148 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION oauth.get_device_authorization(text, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION oauth.get_device_authorization(text, timestamptz) TO oauth_gateway, oauth_admin;
+
+-- RFC 7591 client metadata, checked field by field for type and value; unknown fields are ignored
+-- (§2). application_type defaults to "native" when any redirect URI is loopback or a private-use
+-- scheme, else "web". Only a native app can receive those (RFC 8252 §7), and it may list claimed
+-- https URIs beside them (§7.2): Cursor registers cursor://, https:// and http://localhost URIs
+-- together and VS Code a loopback and an https URI, both without application_type. An explicit
+-- "web" still refuses them. Shared by registration and RFC 7592 updates.
+CREATE OR REPLACE FUNCTION oauth._registration_fields(
+    metadata jsonb,
+    OUT problem jsonb, OUT client_name text, OUT redirect_uris text[], OUT grant_types text[],
+    OUT method text, OUT app_type text, OUT extra jsonb
+)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    field text;
+    scopes text[];
+BEGIN
+    grant_types := '{authorization_code,refresh_token}';
+    method := 'client_secret_basic';
+    extra := '{}';
+    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+        problem := oauth._error('invalid_client_metadata', 'the registration request must be a JSON object');
+        RETURN;
+    END IF;
+
+    IF metadata ? 'redirect_uris' THEN
+        IF jsonb_typeof(metadata->'redirect_uris') <> 'array'
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'redirect_uris') e WHERE jsonb_typeof(e) <> 'string') THEN
+            problem := oauth._error('invalid_redirect_uri', 'redirect_uris must be an array of strings');
+            RETURN;
+        END IF;
+        SELECT coalesce(array_agg(e), '{}') INTO redirect_uris FROM jsonb_array_elements_text(metadata->'redirect_uris') e;
+    ELSE
+        redirect_uris := '{}';
+    END IF;
+
+    IF metadata ? 'token_endpoint_auth_method' THEN
+        IF jsonb_typeof(metadata->'token_endpoint_auth_method') <> 'string' THEN
+            problem := oauth._error('invalid_client_metadata', 'token_endpoint_auth_method must be a string');
+            RETURN;
+        END IF;
+        method := metadata->>'token_endpoint_auth_method';
+    END IF;
+
+    IF metadata ? 'grant_types' THEN
+        IF jsonb_typeof(metadata->'grant_types') <> 'array'
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'grant_types') e WHERE jsonb_typeof(e) <> 'string') THEN
+            problem := oauth._error('invalid_client_metadata', 'grant_types must be an array of strings');
+            RETURN;
+        END IF;
+        SELECT array_agg(DISTINCT e ORDER BY e) INTO grant_types FROM jsonb_array_elements_text(metadata->'grant_types') e;
+    END IF;
+    -- Anyone may register: a self-registered machine client would get tokens no user ever approved.
+    -- client_credentials clients are made by an administrator (oauth.create_client).
+    IF 'client_credentials' = ANY (grant_types) THEN
+        problem := oauth._error('invalid_client_metadata',
+            'client_credentials cannot be registered; an administrator creates such clients');
+        RETURN;
+    END IF;
+
+    IF metadata ? 'response_types' THEN
+        IF jsonb_typeof(metadata->'response_types') <> 'array'
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'response_types') e WHERE e <> '"code"') THEN
+            problem := oauth._error('invalid_client_metadata', 'response_types may only contain "code"');
+            RETURN;
+        END IF;
+    END IF;
+
+    -- A registered scope list would limit nothing (anyone may register again asking for more), and
+    -- MCP clients register with the scope of their first challenge, then step up (403
+    -- insufficient_scope): a registered client may use every supported scope. The field is still
+    -- checked, so that a malformed or unsupported scope is reported.
+    IF metadata ? 'scope' THEN
+        IF jsonb_typeof(metadata->'scope') <> 'string' THEN
+            problem := oauth._error('invalid_client_metadata', 'scope must be a string');
+            RETURN;
+        END IF;
+        scopes := oauth.parse_scope(metadata->>'scope');
+        IF scopes IS NULL THEN
+            problem := oauth._error('invalid_client_metadata', 'scope is not a space-separated list of scope tokens');
+            RETURN;
+        END IF;
+    END IF;
+
+    IF metadata ? 'application_type' THEN
+        IF jsonb_typeof(metadata->'application_type') <> 'string' THEN
+            problem := oauth._error('invalid_client_metadata', 'application_type must be a string');
+            RETURN;
+        END IF;
+        app_type := metadata->>'application_type';
+    ELSIF EXISTS (
+        SELECT 1 FROM unnest(redirect_uris) u
+         WHERE oauth.is_loopback_redirect(u) OR u !~* '^https?:') THEN
+        app_type := 'native';
+    ELSE
+        app_type := 'web';
+    END IF;
+
+    IF metadata ? 'client_name' THEN
+        IF jsonb_typeof(metadata->'client_name') <> 'string' OR length(metadata->>'client_name') NOT BETWEEN 1 AND 200 THEN
+            problem := oauth._error('invalid_client_metadata', 'client_name must be a string of 1 to 200 characters');
+            RETURN;
+        END IF;
+        client_name := metadata->>'client_name';
+    END IF;
+
+    -- Informational URIs are shown to users, so they must be web URLs, never script.
+    FOREACH field IN ARRAY ARRAY['client_uri', 'logo_uri', 'tos_uri', 'policy_uri'] LOOP
+        IF metadata ? field THEN
+            IF jsonb_typeof(metadata->field) <> 'string' OR oauth.resource_problem(metadata->>field) IS NOT NULL
+               OR (metadata->>field) !~ '^https?://' THEN
+                problem := oauth._error('invalid_client_metadata', format('%s must be an http(s) URL', field));
+                RETURN;
+            END IF;
+            extra := extra || jsonb_build_object(field, metadata->field);
+        END IF;
+    END LOOP;
+    FOREACH field IN ARRAY ARRAY['software_id', 'software_version'] LOOP
+        IF metadata ? field THEN
+            IF jsonb_typeof(metadata->field) <> 'string' OR length(metadata->>field) > 200 THEN
+                problem := oauth._error('invalid_client_metadata', format('%s must be a string of at most 200 characters', field));
+                RETURN;
+            END IF;
+            extra := extra || jsonb_build_object(field, metadata->field);
+        END IF;
+    END LOOP;
+    IF metadata ? 'contacts' THEN
+        IF jsonb_typeof(metadata->'contacts') <> 'array' OR jsonb_array_length(metadata->'contacts') > 10
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'contacts') e
+                       WHERE jsonb_typeof(e) <> 'string' OR length(e #>> '{}') > 200) THEN
+            problem := oauth._error('invalid_client_metadata', 'contacts must be an array of at most 10 strings');
+            RETURN;
+        END IF;
+        extra := extra || jsonb_build_object('contacts', metadata->'contacts');
+    END IF;
+    IF metadata ? 'jwks' OR metadata ? 'jwks_uri' THEN
+        problem := oauth._error('invalid_client_metadata', 'jwks and jwks_uri are not supported (no private_key_jwt)');
+        RETURN;
+    END IF;
+
+    problem := oauth._client_problem(redirect_uris, coalesce(scopes, (oauth._settings()).scopes_supported),
+                                     grant_types, method, app_type, NULL);
+END
+$$;
