@@ -151,15 +151,11 @@ impl Response {
         assert!(body["error_description"].is_string());
         body["error"].as_str().expect("error").to_owned()
     }
-    /// `(status, OAuth error)`, to compare with an expected pair in one assertion.
-    pub fn status_and_error(&self) -> (StatusCode, String) {
-        (self.status, self.oauth_error())
-    }
     /// An OAuth error response with `status` and `error`; a 401 also challenges the client to
     /// authenticate with HTTP Basic (RFC 6749 §5.2). `what` names the case in a failure.
     pub fn assert_error(&self, status: StatusCode, error: &str, what: &str) {
         assert_eq!(
-            self.status_and_error(),
+            (self.status, self.oauth_error()),
             (status, error.to_owned()),
             "{what}"
         );
@@ -665,10 +661,6 @@ impl Gateway {
     /// Where a gateway started with [`Options::guarding`] guards its upstream.
     pub fn mcp_url(&self) -> String {
         format!("{}/mcp", self.base)
-    }
-
-    pub fn keys(&self) -> &KeySet {
-        &self.keys
     }
 
     /// The claims of an access token this gateway signed, checked for `audience` when given.
