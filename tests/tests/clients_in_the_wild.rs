@@ -66,35 +66,14 @@ async fn authorize_and_redeem(db: &Client, client_id: &str, redirect_uri: &str) 
     .get(0)
 }
 
-#[tokio::test]
-async fn cursor_registers_a_private_scheme_an_https_and_a_loopback_redirect_uri_without_application_type()
- {
-    let db = gateway().await;
-    let registered = register(
-        &db,
-        &json!({
-            "client_name": "Cursor",
-            "token_endpoint_auth_method": "none",
-            "redirect_uris": [
-                "cursor://anysphere.cursor-mcp/oauth/callback",
-                "https://www.cursor.com/agents/mcp/oauth/callback",
-                "http://localhost:8787/callback"
-            ],
-            "grant_types": ["authorization_code", "refresh_token"],
-            "response_types": ["code"]
-        }),
-    )
-    .await;
+/// Registers `body` as the client sends it, then completes an authorization at each of `uses`.
+async fn registers_as_native_and_completes_at(db: &Client, body: Value, uses: &[&str]) {
+    let registered = register(db, &body).await;
     assert!(registered["error"].is_null(), "{registered}");
     assert_eq!(registered["application_type"], json!("native"));
     let client_id = registered["client_id"].as_str().unwrap();
-    for redirect_uri in [
-        "cursor://anysphere.cursor-mcp/oauth/callback",
-        "https://www.cursor.com/agents/mcp/oauth/callback",
-        "http://localhost:8787/callback",
-        "http://localhost:49152/callback",
-    ] {
-        let tokens = authorize_and_redeem(&db, client_id, redirect_uri).await;
+    for redirect_uri in uses {
+        let tokens = authorize_and_redeem(db, client_id, redirect_uri).await;
         assert!(
             tokens["refresh_token"].is_string(),
             "{redirect_uri}: {tokens}"
@@ -103,39 +82,52 @@ async fn cursor_registers_a_private_scheme_an_https_and_a_loopback_redirect_uri_
 }
 
 #[tokio::test]
+async fn cursor_registers_a_private_scheme_an_https_and_a_loopback_redirect_uri_without_application_type()
+ {
+    let body = json!({
+        "client_name": "Cursor",
+        "token_endpoint_auth_method": "none",
+        "redirect_uris": [
+            "cursor://anysphere.cursor-mcp/oauth/callback",
+            "https://www.cursor.com/agents/mcp/oauth/callback",
+            "http://localhost:8787/callback"
+        ],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"]
+    });
+    let uses = [
+        "cursor://anysphere.cursor-mcp/oauth/callback",
+        "https://www.cursor.com/agents/mcp/oauth/callback",
+        "http://localhost:8787/callback",
+        "http://localhost:49152/callback",
+    ];
+    registers_as_native_and_completes_at(&gateway().await, body, &uses).await;
+}
+
+#[tokio::test]
 async fn vs_code_registers_a_loopback_and_an_https_redirect_uri_and_uses_another_port_when_busy() {
-    let db = gateway().await;
-    let registered = register(
-        &db,
-        &json!({
-            "client_name": "Visual Studio Code",
-            "token_endpoint_auth_method": "none",
-            "redirect_uris": ["http://127.0.0.1:33418/", "https://vscode.dev/redirect"],
-            "grant_types": ["authorization_code", "refresh_token"],
-            "response_types": ["code"]
-        }),
-    )
-    .await;
-    assert!(registered["error"].is_null(), "{registered}");
-    assert_eq!(registered["application_type"], json!("native"));
-    let client_id = registered["client_id"].as_str().unwrap();
-    for redirect_uri in [
+    let body = json!({
+        "client_name": "Visual Studio Code",
+        "token_endpoint_auth_method": "none",
+        "redirect_uris": ["http://127.0.0.1:33418/", "https://vscode.dev/redirect"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"]
+    });
+    let uses = [
         "http://127.0.0.1:33418/",
         "http://127.0.0.1:33419/",
         "https://vscode.dev/redirect",
-    ] {
-        let tokens = authorize_and_redeem(&db, client_id, redirect_uri).await;
-        assert!(
-            tokens["refresh_token"].is_string(),
-            "{redirect_uri}: {tokens}"
-        );
-    }
+    ];
+    registers_as_native_and_completes_at(&gateway().await, body, &uses).await;
 }
 
 #[tokio::test]
 async fn a_client_that_says_it_is_web_still_cannot_register_loopback_or_private_scheme_uris() {
     let db = gateway().await;
-    for uri in ["http://127.0.0.1:33418/", "cursor://anysphere.cursor-mcp/oauth/callback"] {
+    for uri in [
+        "http://127.0.0.1:33418/",
+        "cursor://anysphere.cursor-mcp/oauth/callback",
+    ] {
         let refused = register(
             &db,
             &json!({
@@ -145,7 +137,11 @@ async fn a_client_that_says_it_is_web_still_cannot_register_loopback_or_private_
             }),
         )
         .await;
-        assert_eq!(refused["error"], json!("invalid_redirect_uri"), "{uri}: {refused}");
+        assert_eq!(
+            refused["error"],
+            json!("invalid_redirect_uri"),
+            "{uri}: {refused}"
+        );
     }
     let plain_http = register(
         &db,

@@ -11,10 +11,14 @@ fn sixteen_thousand_distinct_tokens() -> String {
     (0..16_000)
         .map(|i| {
             let n = ALPHABET.len();
-            [ALPHABET[i / (n * n) % n], ALPHABET[i / n % n], ALPHABET[i % n]]
-                .iter()
-                .map(|b| *b as char)
-                .collect::<String>()
+            [
+                ALPHABET[i / (n * n) % n],
+                ALPHABET[i / n % n],
+                ALPHABET[i % n],
+            ]
+            .iter()
+            .map(|b| *b as char)
+            .collect::<String>()
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -49,7 +53,11 @@ async fn oversized_scope_strings_are_refused_as_malformed_before_any_lookup() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(registered["error"], json!("invalid_client_metadata"), "{registered}");
+    assert_eq!(
+        registered["error"],
+        json!("invalid_client_metadata"),
+        "{registered}"
+    );
     assert_eq!(
         registered["error_description"],
         json!("scope is not a space-separated list of scope tokens"),

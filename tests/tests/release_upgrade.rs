@@ -124,7 +124,11 @@ fn query_param(location: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} in {location}"))
 }
 
-async fn json_call(db: &Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Value {
+async fn json_call(
+    db: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Value {
     db.query_one(sql, params)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
@@ -364,7 +368,10 @@ async fn assert_issued_still_works(db: &Client, issued: &Issued, what: &str) {
     let registration = json_call(
         db,
         "SELECT oauth.read_registration($1, $2)",
-        &[&issued.registered_client_id, &issued.registration_access_token],
+        &[
+            &issued.registered_client_id,
+            &issued.registration_access_token,
+        ],
     )
     .await;
     assert_eq!(
@@ -441,7 +448,14 @@ async fn a_database_at_the_previous_release_updates_losing_nothing_and_its_token
     let file = file.to_str().unwrap();
     run_pg_program(
         "pg_dump",
-        &["--no-owner", "--format=custom", "--file", file, "--dbname", &source.conninfo()],
+        &[
+            "--no-owner",
+            "--format=custom",
+            "--file",
+            file,
+            "--dbname",
+            &source.conninfo(),
+        ],
     );
     let restored = TempDb::create_with(false).await;
     run_pg_program(
