@@ -23,6 +23,9 @@ pub use serde_json;
 pub use tokio_postgres;
 pub use uuid::Uuid;
 
+mod requests;
+pub use requests::*;
+
 fn env(name: &str) -> String {
     match std::env::var(name) {
         Ok(v) if !v.trim().is_empty() => v,
@@ -380,7 +383,7 @@ pub async fn confidential_client(db: &Client) -> TestClient {
 /// The authorize parameters of a valid request by `client` (override or add with `extra`; a
 /// `null` in `extra` removes the parameter).
 pub fn authorize_params(client: &TestClient, pkce: &Pkce, extra: Value) -> Value {
-    let mut params = json!({
+    let defaults = json!({
         "client_id": client.id,
         "response_type": "code",
         "redirect_uri": client.redirect_uri,
@@ -390,15 +393,7 @@ pub fn authorize_params(client: &TestClient, pkce: &Pkce, extra: Value) -> Value
         "code_challenge_method": "S256",
         "nonce": unique("nonce"),
     });
-    let map = params.as_object_mut().unwrap();
-    for (k, v) in extra.as_object().expect("extra must be an object") {
-        if v.is_null() {
-            map.remove(k);
-        } else {
-            map.insert(k.clone(), v.clone());
-        }
-    }
-    params
+    changed(&defaults, extra)
 }
 
 pub async fn begin_authorization(db: &Client, params: &Value) -> Value {
@@ -425,7 +420,7 @@ pub async fn issue_code(
     .get(0)
 }
 
-/// The result of running an authorization request through consent.
+/// The result of running an authorization request through consent ([`Authorize::run`]).
 #[derive(Clone, Debug)]
 pub struct Authorized {
     pub code: String,
@@ -433,77 +428,18 @@ pub struct Authorized {
     pub params: Value,
     pub redirect_uri: String,
     pub location: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
 }
 
-/// Begins an authorization request with `extra` parameters and completes consent for `user_id`
-/// (all requested scopes, `props`), returning the code taken from the redirect URL.
-pub async fn authorize_with(
-    db: &Client,
-    client: &TestClient,
-    user_id: &str,
-    extra: Value,
-    props: Value,
-) -> Authorized {
-    let pkce = Pkce::new();
-    let params = authorize_params(client, &pkce, extra);
-    let begun = begin_authorization(db, &params).await;
-    assert_ok(&begun, "begin_authorization");
-    let location = issue_code(db, str_field(&begun, "request_id"), user_id, None, &props).await;
-    let redirect = parse_redirect(&location);
-    if let Some(state) = params.get("state").and_then(Value::as_str) {
-        assert_eq!(redirect.param("state"), state, "state is echoed");
-    }
-    let redirect_uri = params
-        .get("redirect_uri")
-        .and_then(Value::as_str)
-        .unwrap_or(&client.redirect_uri)
-        .to_owned();
-    Authorized {
-        code: redirect.param("code").to_owned(),
-        pkce,
-        params,
-        redirect_uri,
-        location,
-    }
-}
-
+/// A valid authorization request by `client`, consented by `user_id`.
 pub async fn authorize(db: &Client, client: &TestClient, user_id: &str) -> Authorized {
-    authorize_with(db, client, user_id, json!({}), json!({})).await
+    Authorize::new(client).run(db, user_id).await
 }
 
-/// `oauth.exchange_code`; `now` NULL means the database clock.
-pub async fn exchange_code_at(
-    db: &Client,
-    client_id: &str,
-    client_secret: Option<&str>,
-    code: Option<&str>,
-    verifier: Option<&str>,
-    redirect_uri: Option<&str>,
-    resource: Option<&str>,
-    now: Option<&str>,
-) -> Value {
-    db.query_one(
-        "SELECT oauth.exchange_code($1, $2, $3, $4, $5, $6, coalesce($7::text::timestamptz, now()))",
-        &[&client_id, &client_secret, &code, &verifier, &redirect_uri, &resource, &now],
-    )
-    .await
-    .unwrap_or_else(|e| panic!("exchange_code raised: {e:?}"))
-    .get(0)
-}
-
-/// Redeems `auth` the way a well-behaved client does.
+/// Redeems `auth` the way a well-behaved `client` does.
 pub async fn exchange(db: &Client, client: &TestClient, auth: &Authorized) -> Value {
-    exchange_code_at(
-        db,
-        &client.id,
-        client.secret(),
-        Some(&auth.code),
-        Some(&auth.pkce.verifier),
-        Some(&auth.redirect_uri),
-        None,
-        None,
-    )
-    .await
+    auth.exchange().by(client).run(db).await
 }
 
 /// Authorizes `user_id` and redeems the code; panics unless it succeeds.
@@ -514,36 +450,9 @@ pub async fn tokens_for(db: &Client, client: &TestClient, user_id: &str) -> Valu
     answer
 }
 
-/// `oauth.rotate_refresh_token`; `now` NULL means the database clock.
-pub async fn rotate_at(
-    db: &Client,
-    client_id: &str,
-    client_secret: Option<&str>,
-    refresh_token: Option<&str>,
-    scope: Option<&str>,
-    resource: Option<&str>,
-    now: Option<&str>,
-) -> Value {
-    db.query_one(
-        "SELECT oauth.rotate_refresh_token($1, $2, $3, $4, $5, coalesce($6::text::timestamptz, now()))",
-        &[&client_id, &client_secret, &refresh_token, &scope, &resource, &now],
-    )
-    .await
-    .unwrap_or_else(|e| panic!("rotate_refresh_token raised: {e:?}"))
-    .get(0)
-}
-
+/// `client` rotating `refresh_token` with no other argument.
 pub async fn rotate(db: &Client, client: &TestClient, refresh_token: &str) -> Value {
-    rotate_at(
-        db,
-        &client.id,
-        client.secret(),
-        Some(refresh_token),
-        None,
-        None,
-        None,
-    )
-    .await
+    Rotate::of(client, refresh_token).run(db).await
 }
 
 /// `oauth.introspect` of a refresh token.

@@ -8,21 +8,17 @@ use oauth_provider_tests::*;
 async fn begin_authorization_holds_the_request_the_consent_screen_shows() {
     let admin = admin().await;
     let gw = gateway().await;
-    let client = create_client(
-        &admin,
-        ClientSpec {
-            metadata: json!({"client_uri": "https://app.example/about"}),
-            ..Default::default()
-        },
-    )
+    let with_uri = ClientSpec {
+        metadata: json!({"client_uri": "https://app.example/about"}),
+        ..Default::default()
+    };
+    let client = create_client(&admin, with_uri).await;
+    let begun = Authorize {
+        params: json!({"resource": "https://mcp.example/mcp", "prompt": "consent", "scope": "mcp openid mcp"}),
+        ..Authorize::new(&client)
+    }
+    .begin(&gw)
     .await;
-    let pkce = Pkce::new();
-    let params = authorize_params(
-        &client,
-        &pkce,
-        json!({"resource": "https://mcp.example/mcp", "prompt": "consent", "scope": "mcp openid mcp"}),
-    );
-    let begun = begin_authorization(&gw, &params).await;
     assert_ok(&begun, "begin_authorization");
     assert_eq!(begun["client_id"], json!(client.id));
     assert_eq!(begun["client_name"], json!(client.spec.name));
@@ -72,38 +68,30 @@ async fn begin_authorization_holds_the_request_the_consent_screen_shows() {
 #[tokio::test]
 async fn unknown_authorization_request_is_not_found() {
     let db = admin().await;
-    assert_sqlstate(
-        db.query("SELECT * FROM oauth.get_authorization_request('nope')", &[])
-            .await,
-        "OA411",
-        "get_authorization_request",
-    );
-    assert_sqlstate(
-        db.query_one("SELECT oauth.issue_code('nope', 'user')", &[])
-            .await,
-        "OA411",
-        "issue_code",
-    );
-    assert_sqlstate(
-        db.query_one("SELECT oauth.deny_authorization('nope')", &[])
-            .await,
-        "OA411",
-        "deny_authorization",
-    );
+    for (what, sql) in [
+        (
+            "get_authorization_request",
+            "SELECT * FROM oauth.get_authorization_request('nope')",
+        ),
+        ("issue_code", "SELECT oauth.issue_code('nope', 'user')"),
+        (
+            "deny_authorization",
+            "SELECT oauth.deny_authorization('nope')",
+        ),
+    ] {
+        assert_sqlstate(db.query(sql, &[]).await, "OA411", what);
+    }
 }
 
 #[tokio::test]
 async fn errors_before_the_redirect_uri_is_validated_are_never_redirected() {
     let admin = admin().await;
     let gw = gateway().await;
-    let client = create_client(
-        &admin,
-        ClientSpec {
-            redirect_uris: vec!["https://a.example/cb".into(), "https://b.example/cb".into()],
-            ..Default::default()
-        },
-    )
-    .await;
+    let two_uris = ClientSpec {
+        redirect_uris: vec!["https://a.example/cb".into(), "https://b.example/cb".into()],
+        ..Default::default()
+    };
+    let client = create_client(&admin, two_uris).await;
     let loopback = create_client(&admin, ClientSpec::public_native()).await;
     let pkce = Pkce::new();
     let cases: Vec<(&str, Value, &str)> = vec![
@@ -179,11 +167,7 @@ async fn errors_before_the_redirect_uri_is_validated_are_never_redirected() {
             "{what}: no location: {answer}"
         );
     }
-    let null_params: Value = gw
-        .query_one("SELECT oauth.begin_authorization(NULL)", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let null_params: Value = scalar(&gw, "SELECT oauth.begin_authorization(NULL)", &[]).await;
     assert_error(&null_params, "invalid_request", "NULL params");
     assert_eq!(null_params["redirect"], json!(false));
 }
@@ -192,20 +176,13 @@ async fn errors_before_the_redirect_uri_is_validated_are_never_redirected() {
 async fn errors_after_the_redirect_uri_is_validated_go_back_with_state_and_iss() {
     let admin = admin().await;
     let gw = gateway().await;
-    let client = create_client(
-        &admin,
-        ClientSpec {
-            allowed_resources: Some(vec!["https://mcp.example/mcp".into()]),
-            scopes: vec!["mcp".into()],
-            ..Default::default()
-        },
-    )
-    .await;
-    let issuer: String = gw
-        .query_one("SELECT oauth.settings()->>'issuer'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let mcp_only = ClientSpec {
+        allowed_resources: Some(vec!["https://mcp.example/mcp".into()]),
+        scopes: vec!["mcp".into()],
+        ..Default::default()
+    };
+    let client = create_client(&admin, mcp_only).await;
+    let issuer = issuer(&gw).await;
     let pkce = Pkce::new();
     let long = "x".repeat(2049);
     let cases: Vec<(&str, Value, &str)> = vec![
@@ -322,16 +299,8 @@ async fn errors_after_the_redirect_uri_is_validated_go_back_with_state_and_iss()
         ),
     ];
     for (what, extra, code) in cases {
-        let params = authorize_params(&client, &pkce, json!({"scope": "mcp"}));
-        let mut params = params.as_object().unwrap().clone();
-        for (k, v) in extra.as_object().unwrap() {
-            if v.is_null() {
-                params.remove(k);
-            } else {
-                params.insert(k.clone(), v.clone());
-            }
-        }
-        let params = Value::Object(params);
+        let valid = authorize_params(&client, &pkce, json!({"scope": "mcp"}));
+        let params = changed(&valid, extra);
         let answer = begin_authorization(&gw, &params).await;
         assert_error(&answer, code, what);
         assert_eq!(answer["redirect"], json!(true), "{what}: {answer}");
@@ -368,15 +337,13 @@ async fn client_that_may_not_use_the_code_grant_is_unauthorized() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
     // The API never creates such a client; the rule still holds when a row says so.
-    admin
-        .execute(
-            "UPDATE oauth.clients SET grant_types = '{refresh_token}' WHERE client_id = $1",
-            &[&client.id],
-        )
-        .await
-        .unwrap();
-    let pkce = Pkce::new();
-    let answer = begin_authorization(&admin, &authorize_params(&client, &pkce, json!({}))).await;
+    execute(
+        &admin,
+        "UPDATE oauth.clients SET grant_types = '{refresh_token}' WHERE client_id = $1",
+        &[&client.id],
+    )
+    .await;
+    let answer = Authorize::new(&client).begin(&admin).await;
     assert_error(&answer, "unauthorized_client", "begin_authorization");
     assert_eq!(answer["redirect"], json!(true));
 }
@@ -385,17 +352,14 @@ async fn client_that_may_not_use_the_code_grant_is_unauthorized() {
 async fn loopback_redirect_uri_may_use_any_port_rfc8252() {
     let admin = admin().await;
     let gw = gateway().await;
-    let client = create_client(
-        &admin,
-        ClientSpec {
-            redirect_uris: vec![
-                "http://127.0.0.1/callback".into(),
-                "http://[::1]/callback".into(),
-            ],
-            ..ClientSpec::public_native()
-        },
-    )
-    .await;
+    let loopbacks = ClientSpec {
+        redirect_uris: vec![
+            "http://127.0.0.1/callback".into(),
+            "http://[::1]/callback".into(),
+        ],
+        ..ClientSpec::public_native()
+    };
+    let client = create_client(&admin, loopbacks).await;
     for (uri, ok) in [
         ("http://127.0.0.1:49152/callback", true),
         ("http://127.0.0.1:8080/callback", true),
@@ -408,12 +372,11 @@ async fn loopback_redirect_uri_may_use_any_port_rfc8252() {
         ("http://127.0.0.1:49152@evil.example/callback", false),
         ("https://127.0.0.1:49152/callback", false),
     ] {
-        let pkce = Pkce::new();
-        let answer = begin_authorization(
-            &gw,
-            &authorize_params(&client, &pkce, json!({"redirect_uri": uri})),
-        )
-        .await;
+        let request = Authorize {
+            params: json!({"redirect_uri": uri}),
+            ..Authorize::new(&client)
+        };
+        let answer = request.begin(&gw).await;
         if ok {
             assert_ok(&answer, uri);
             // The code goes back to exactly the presented port, and the exchange must repeat it.
@@ -427,16 +390,13 @@ async fn loopback_redirect_uri_may_use_any_port_rfc8252() {
             .await;
             assert!(location.starts_with(&format!("{uri}?")), "{location}");
             let code = parse_redirect(&location).param("code").to_owned();
-            let wrong_port = exchange_code_at(
-                &gw,
-                &client.id,
-                None,
-                Some(&code),
-                Some(&pkce.verifier),
-                Some("http://127.0.0.1:1/callback"),
-                None,
-                None,
-            )
+            let wrong_port = Exchange {
+                code: Some(&code),
+                verifier: Some(&request.pkce.verifier),
+                redirect_uri: Some("http://127.0.0.1:1/callback"),
+                ..Exchange::of(&client)
+            }
+            .run(&gw)
             .await;
             assert_error(&wrong_port, "invalid_grant", "exchange with another port");
         } else {
@@ -449,14 +409,11 @@ async fn loopback_redirect_uri_may_use_any_port_rfc8252() {
 #[tokio::test]
 async fn registered_redirect_uri_is_compared_byte_for_byte() {
     let admin = admin().await;
-    let client = create_client(
-        &admin,
-        ClientSpec {
-            redirect_uris: vec!["https://app.example/cb".into()],
-            ..Default::default()
-        },
-    )
-    .await;
+    let one_uri = ClientSpec {
+        redirect_uris: vec!["https://app.example/cb".into()],
+        ..Default::default()
+    };
+    let client = create_client(&admin, one_uri).await;
     for uri in [
         "https://APP.example/cb",
         "HTTPS://app.example/cb",
@@ -470,11 +427,11 @@ async fn registered_redirect_uri_is_compared_byte_for_byte() {
         "https://app.example/./cb",
         "http://app.example/cb",
     ] {
-        let pkce = Pkce::new();
-        let answer = begin_authorization(
-            &admin,
-            &authorize_params(&client, &pkce, json!({"redirect_uri": uri})),
-        )
+        let answer = Authorize {
+            params: json!({"redirect_uri": uri}),
+            ..Authorize::new(&client)
+        }
+        .begin(&admin)
         .await;
         assert_error(&answer, "invalid_request", uri);
         assert_eq!(
@@ -489,21 +446,17 @@ async fn registered_redirect_uri_is_compared_byte_for_byte() {
 async fn issue_code_redirects_with_code_state_and_iss_and_records_the_grant() {
     let admin = admin().await;
     let gw = gateway().await;
-    let client = create_client(
-        &admin,
-        ClientSpec {
-            redirect_uris: vec!["https://app.example/cb?tenant=7".into()],
-            ..Default::default()
-        },
-    )
-    .await;
+    let with_query = ClientSpec {
+        redirect_uris: vec!["https://app.example/cb?tenant=7".into()],
+        ..Default::default()
+    };
+    let client = create_client(&admin, with_query).await;
     let user = unique("user");
-    let pkce = Pkce::new();
-    let params = authorize_params(
-        &client,
-        &pkce,
-        json!({"state": "s t&a=te", "resource": "https://mcp.example/mcp"}),
-    );
+    let params = Authorize {
+        params: json!({"state": "s t&a=te", "resource": "https://mcp.example/mcp"}),
+        ..Authorize::new(&client)
+    }
+    .request();
     let begun = begin_authorization(&gw, &params).await;
     let request_id = str_field(&begun, "request_id").to_owned();
     let props = json!({"tenant": 7, "roles": ["reader"]});
@@ -518,21 +471,14 @@ async fn issue_code_redirects_with_code_state_and_iss_and_records_the_grant() {
     assert_eq!(redirect.param("tenant"), "7");
     assert_eq!(redirect.param("state"), "s t&a=te");
     assert_eq!(redirect.param("code").len(), 43);
-    let issuer: String = gw
-        .query_one("SELECT oauth.settings()->>'issuer'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(redirect.param("iss"), issuer);
+    assert_eq!(redirect.param("iss"), issuer(&gw).await);
     // Stored only as a digest.
-    let stored: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.codes WHERE code_hash = $1",
-            &[&sha256(redirect.param("code"))],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let stored: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.codes WHERE code_hash = $1",
+        &[&sha256(redirect.param("code"))],
+    )
+    .await;
     assert_eq!(stored, 1);
 
     let grants = admin
@@ -571,12 +517,11 @@ async fn issue_code_redirects_with_code_state_and_iss_and_records_the_grant() {
 async fn issue_code_refuses_bad_input_without_consuming_the_request() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
-    let pkce = Pkce::new();
-    let begun = begin_authorization(
-        &admin,
-        &authorize_params(&client, &pkce, json!({"scope": "openid mcp"})),
-    )
-    .await;
+    let request = Authorize {
+        params: json!({"scope": "openid mcp"}),
+        ..Authorize::new(&client)
+    };
+    let begun = request.begin(&admin).await;
     let request_id = str_field(&begun, "request_id").to_owned();
     let long_user = "u".repeat(256);
     for (what, user, scopes, props, code) in [
@@ -628,16 +573,13 @@ async fn issue_code_refuses_bad_input_without_consuming_the_request() {
     let user = unique("user");
     let location = issue_code(&admin, &request_id, &user, Some(&["mcp"]), &json!({})).await;
     let code = parse_redirect(&location).param("code").to_owned();
-    let answer = exchange_code_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&code),
-        Some(&pkce.verifier),
-        Some(&client.redirect_uri),
-        None,
-        None,
-    )
+    let answer = Exchange {
+        code: Some(&code),
+        verifier: Some(&request.pkce.verifier),
+        redirect_uri: Some(&client.redirect_uri),
+        ..Exchange::of(&client)
+    }
+    .run(&admin)
     .await;
     assert_ok(&answer, "narrowed consent");
     assert_eq!(answer["scope"], json!("mcp"));
@@ -648,21 +590,19 @@ async fn consenting_again_widens_the_one_live_grant() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
     let user = unique("user");
-    let first = authorize_with(
-        &admin,
-        &client,
-        &user,
-        json!({"scope": "mcp"}),
-        json!({"v": 1}),
-    )
+    let first = Authorize {
+        params: json!({"scope": "mcp"}),
+        props: json!({"v": 1}),
+        ..Authorize::new(&client)
+    }
+    .run(&admin, &user)
     .await;
-    let second = authorize_with(
-        &admin,
-        &client,
-        &user,
-        json!({"scope": "email"}),
-        json!({"v": 2}),
-    )
+    let second = Authorize {
+        params: json!({"scope": "email"}),
+        props: json!({"v": 2}),
+        ..Authorize::new(&client)
+    }
+    .run(&admin, &user)
     .await;
     let grants = admin
         .query(
@@ -691,31 +631,26 @@ async fn consenting_again_without_props_keeps_the_props_recorded_before() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
     let user = unique("user");
-    authorize_with(
-        &admin,
-        &client,
-        &user,
-        json!({"scope": "mcp"}),
-        json!({"tenant": "acme"}),
-    )
-    .await;
-    let pkce = Pkce::new();
-    let begun = begin_authorization(
-        &admin,
-        &authorize_params(&client, &pkce, json!({"scope": "mcp"})),
-    )
-    .await;
+    let mcp = Authorize {
+        params: json!({"scope": "mcp"}),
+        props: json!({"tenant": "acme"}),
+        ..Authorize::new(&client)
+    };
+    mcp.run(&admin, &user).await;
+    let begun = mcp.begin(&admin).await;
     let request_id = str_field(&begun, "request_id").to_owned();
-    let _: String = admin
-        .query_one("SELECT oauth.issue_code($1, $2)", &[&request_id, &user])
-        .await
-        .unwrap()
-        .get(0);
-    let props: Value = admin
-        .query_one("SELECT props FROM oauth.list_user_grants($1)", &[&user])
-        .await
-        .unwrap()
-        .get(0);
+    let _: String = scalar(
+        &admin,
+        "SELECT oauth.issue_code($1, $2)",
+        &[&request_id, &user],
+    )
+    .await;
+    let props: Value = scalar(
+        &admin,
+        "SELECT props FROM oauth.list_user_grants($1)",
+        &[&user],
+    )
+    .await;
     assert_eq!(
         props,
         json!({"tenant": "acme"}),
@@ -727,36 +662,32 @@ async fn consenting_again_without_props_keeps_the_props_recorded_before() {
 async fn omitted_scope_falls_back_to_the_default_scopes_the_client_may_have() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
-    let pkce = Pkce::new();
     for scope in [json!(null), json!("")] {
-        let begun = begin_authorization(
-            &admin,
-            &authorize_params(&client, &pkce, json!({"scope": scope})),
-        )
+        let begun = Authorize {
+            params: json!({"scope": scope}),
+            ..Authorize::new(&client)
+        }
+        .begin(&admin)
         .await;
         assert_ok(&begun, "default scopes");
-        let scopes: Vec<String> = admin
-            .query_one(
-                "SELECT scopes FROM oauth.get_authorization_request($1)",
-                &[&str_field(&begun, "request_id")],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let scopes: Vec<String> = scalar(
+            &admin,
+            "SELECT scopes FROM oauth.get_authorization_request($1)",
+            &[&str_field(&begun, "request_id")],
+        )
+        .await;
         assert_eq!(scopes, vec!["mcp"]);
     }
-    let no_default = create_client(
-        &admin,
-        ClientSpec {
-            scopes: vec!["openid".into()],
-            ..Default::default()
-        },
-    )
-    .await;
-    let answer = begin_authorization(
-        &admin,
-        &authorize_params(&no_default, &pkce, json!({"scope": null})),
-    )
+    let openid_only = ClientSpec {
+        scopes: vec!["openid".into()],
+        ..Default::default()
+    };
+    let no_default = create_client(&admin, openid_only).await;
+    let answer = Authorize {
+        params: json!({"scope": null}),
+        ..Authorize::new(&no_default)
+    }
+    .begin(&admin)
     .await;
     assert_error(&answer, "invalid_scope", "no default scope allowed");
     assert_eq!(answer["redirect"], json!(true));
@@ -768,49 +699,29 @@ async fn omitted_redirect_uri_uses_the_single_registration_and_then_may_not_be_s
     let admin = admin().await;
     let client = confidential_client(&admin).await;
     let user = unique("user");
-    let auth = authorize_with(
-        &admin,
-        &client,
-        &user,
-        json!({"redirect_uri": null}),
-        json!({}),
-    )
-    .await;
+    let without_uri = Authorize {
+        params: json!({"redirect_uri": null}),
+        ..Authorize::new(&client)
+    };
+    let auth = without_uri.run(&admin, &user).await;
     assert!(
         auth.location
             .starts_with(&format!("{}?", client.redirect_uri))
     );
-    let answer = exchange_code_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&auth.code),
-        Some(&auth.pkce.verifier),
-        None,
-        None,
-        None,
-    )
+    let answer = Exchange {
+        redirect_uri: None,
+        ..auth.exchange()
+    }
+    .run(&admin)
     .await;
     assert_ok(&answer, "no redirect_uri at either endpoint");
 
-    let auth = authorize_with(
-        &admin,
-        &client,
-        &user,
-        json!({"redirect_uri": null}),
-        json!({}),
-    )
-    .await;
-    let answer = exchange_code_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&auth.code),
-        Some(&auth.pkce.verifier),
-        Some("https://x.example/cb"),
-        None,
-        None,
-    )
+    let auth = without_uri.run(&admin, &user).await;
+    let answer = Exchange {
+        redirect_uri: Some("https://x.example/cb"),
+        ..auth.exchange()
+    }
+    .run(&admin)
     .await;
     assert_error(
         &answer,
@@ -824,8 +735,7 @@ async fn deny_authorization_redirects_the_error_with_state_and_iss() {
     let admin = admin().await;
     let gw = gateway().await;
     let client = confidential_client(&admin).await;
-    let pkce = Pkce::new();
-    let params = authorize_params(&client, &pkce, json!({}));
+    let params = Authorize::new(&client).request();
     let begun = begin_authorization(&gw, &params).await;
     let request_id = str_field(&begun, "request_id").to_owned();
     assert_sqlstate(
@@ -843,14 +753,12 @@ async fn deny_authorization_redirects_the_error_with_state_and_iss() {
         "OA400",
         "NULL error code",
     );
-    let location: String = gw
-        .query_one(
-            "SELECT oauth.deny_authorization($1, error_description => 'user said no')",
-            &[&request_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let location: String = scalar(
+        &gw,
+        "SELECT oauth.deny_authorization($1, error_description => 'user said no')",
+        &[&request_id],
+    )
+    .await;
     let redirect = parse_redirect(&location);
     assert_eq!(redirect.base, client.redirect_uri);
     assert_eq!(redirect.param("error"), "access_denied");
@@ -865,15 +773,13 @@ async fn deny_authorization_redirects_the_error_with_state_and_iss() {
         "a denied request cannot be completed",
     );
 
-    let begun = begin_authorization(&gw, &authorize_params(&client, &pkce, json!({}))).await;
-    let location: String = gw
-        .query_one(
-            "SELECT oauth.deny_authorization($1, 'login_required')",
-            &[&str_field(&begun, "request_id")],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let begun = Authorize::new(&client).begin(&gw).await;
+    let location: String = scalar(
+        &gw,
+        "SELECT oauth.deny_authorization($1, 'login_required')",
+        &[&str_field(&begun, "request_id")],
+    )
+    .await;
     let redirect = parse_redirect(&location);
     assert_eq!(redirect.param("error"), "login_required");
     assert!(
@@ -886,48 +792,31 @@ async fn deny_authorization_redirects_the_error_with_state_and_iss() {
 async fn authorization_request_expires_after_its_ttl() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
-    let pkce = Pkce::new();
-    let begun = begin_authorization(&admin, &authorize_params(&client, &pkce, json!({}))).await;
+    let begun = Authorize::new(&client).begin(&admin).await;
     let request_id = str_field(&begun, "request_id").to_owned();
     let later = "now() + interval '10 minutes 1 second'";
-    assert_sqlstate(
-        admin
-            .query(
-                &format!("SELECT * FROM oauth.get_authorization_request($1, {later})"),
-                &[&request_id],
-            )
-            .await,
-        "OA411",
-        "expired request on the consent screen",
-    );
-    assert_sqlstate(
-        admin
-            .query_one(
-                &format!("SELECT oauth.issue_code($1, 'alice', now => {later})"),
-                &[&request_id],
-            )
-            .await,
-        "OA411",
-        "issue_code on an expired request",
-    );
-    assert_sqlstate(
-        admin
-            .query_one(
-                &format!("SELECT oauth.deny_authorization($1, now => {later})"),
-                &[&request_id],
-            )
-            .await,
-        "OA411",
-        "deny on an expired request",
-    );
+    for (what, sql) in [
+        (
+            "expired request on the consent screen",
+            format!("SELECT * FROM oauth.get_authorization_request($1, {later})"),
+        ),
+        (
+            "issue_code on an expired request",
+            format!("SELECT oauth.issue_code($1, 'alice', now => {later})"),
+        ),
+        (
+            "deny on an expired request",
+            format!("SELECT oauth.deny_authorization($1, now => {later})"),
+        ),
+    ] {
+        assert_sqlstate(admin.query(&sql, &[&request_id]).await, "OA411", what);
+    }
     // Still fine just before expiry.
-    let location: String = admin
-        .query_one(
-            "SELECT oauth.issue_code($1, 'alice', now => now() + interval '9 minutes')",
-            &[&request_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let location: String = scalar(
+        &admin,
+        "SELECT oauth.issue_code($1, 'alice', now => now() + interval '9 minutes')",
+        &[&request_id],
+    )
+    .await;
     assert!(parse_redirect(&location).params.contains_key("code"));
 }

@@ -6,18 +6,6 @@
 use oauth_provider_tests::serde_json::{Value, json};
 use oauth_provider_tests::*;
 
-/// `seconds` after 2030-01-01T00:00:00Z (within January), as a timestamptz literal.
-fn at(seconds: i64) -> String {
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    format!(
-        "2030-01-{:02} {:02}:{:02}:{:02}+00",
-        days + 1,
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 /// A fresh document URL (the client_id) on a host of its own.
 fn document_url() -> String {
     format!(
@@ -40,17 +28,13 @@ fn document(url: &str) -> Value {
     })
 }
 
-/// `document` with `changes` applied (a `null` removes the field).
-fn altered(document: &Value, changes: Value) -> Value {
-    let mut doc = document.clone();
-    for (k, v) in changes.as_object().unwrap() {
-        if v.is_null() {
-            doc.as_object_mut().unwrap().remove(k);
-        } else {
-            doc[k] = v.clone();
-        }
+/// The document for `url` that `changes` describe: the valid [`document`] with the changes applied
+/// (a `null` removes a field), or, when `changes` is no JSON object, `changes` itself.
+fn document_with(url: &str, changes: &Value) -> Value {
+    match changes {
+        Value::Object(_) => changed(&document(url), changes.clone()),
+        other => other.clone(),
     }
-    doc
 }
 
 async fn store(
@@ -61,13 +45,12 @@ async fn store(
     retry_at: i64,
     now: i64,
 ) -> Value {
-    db.query_one(
+    scalar(
+        db,
         "SELECT oauth.store_client_document($1, $2, $3::text::timestamptz, $4::text::timestamptz, $5::text::timestamptz)",
         &[&url, document, &at(fresh_until), &at(retry_at), &at(now)],
     )
     .await
-    .unwrap_or_else(|e| panic!("store_client_document raised: {e:?}"))
-    .get(0)
 }
 
 async fn record_failure(
@@ -96,14 +79,18 @@ fn document_client(url: &str, redirect_uri: &str) -> TestClient {
 
 /// begin_authorization at `now` by the document client `url`, presenting `redirect_uri`.
 async fn begin_at(db: &tokio_postgres::Client, url: &str, redirect_uri: &str, now: i64) -> Value {
-    let params = authorize_params(&document_client(url, redirect_uri), &Pkce::new(), json!({}));
-    db.query_one(
+    let client = document_client(url, redirect_uri);
+    begin_request_at(db, &Authorize::new(&client), now).await
+}
+
+/// begin_authorization of `request` at `now`.
+async fn begin_request_at(db: &tokio_postgres::Client, request: &Authorize<'_>, now: i64) -> Value {
+    scalar(
+        db,
         "SELECT oauth.begin_authorization($1, $2::text::timestamptz)",
-        &[&params, &at(now)],
+        &[&request.request(), &at(now)],
     )
     .await
-    .unwrap_or_else(|e| panic!("begin_authorization raised: {e:?}"))
-    .get(0)
 }
 
 #[track_caller]
@@ -116,14 +103,12 @@ fn assert_fetch(answer: &Value, url: &str, what: &str) {
 }
 
 async fn client_count(admin: &tokio_postgres::Client, client_id: &str) -> i64 {
-    admin
-        .query_one(
-            "SELECT count(*) FROM oauth.clients WHERE client_id = $1",
-            &[&client_id],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    scalar(
+        admin,
+        "SELECT count(*) FROM oauth.clients WHERE client_id = $1",
+        &[&client_id],
+    )
+    .await
 }
 
 /// (failure, consecutive_failures) of the document's cache row.
@@ -151,15 +136,8 @@ async fn an_unknown_https_client_id_makes_begin_authorization_ask_for_its_docume
     );
 
     // A non-URL client_id that is unknown is simply unknown.
-    let plain = begin_authorization(
-        &gw,
-        &authorize_params(
-            &document_client(&unique("nobody"), "http://127.0.0.1/callback"),
-            &Pkce::new(),
-            json!({}),
-        ),
-    )
-    .await;
+    let nobody = document_client(&unique("nobody"), "http://127.0.0.1/callback");
+    let plain = Authorize::new(&nobody).begin(&gw).await;
     assert_error(&plain, "invalid_client", "unknown plain client_id");
 }
 
@@ -195,28 +173,19 @@ async fn a_stored_document_becomes_a_public_client_that_completes_a_code_flow() 
     assert_eq!(metadata["client_uri"], json!("https://app.example"));
     assert!(!row.get::<_, bool>(5));
     assert_eq!(cache_row(&admin, &url).await, (None, 0));
-    let secret: Option<Vec<u8>> = admin
-        .query_one(
-            "SELECT secret_hash FROM oauth.clients WHERE client_id = $1",
-            &[&url],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let secret: Option<Vec<u8>> = scalar(
+        &admin,
+        "SELECT secret_hash FROM oauth.clients WHERE client_id = $1",
+        &[&url],
+    )
+    .await;
     assert_eq!(secret, None, "a document client has no secret");
 
     // The code flow, on a loopback port the document does not name (RFC 8252 §7.3).
     let redirect = "http://127.0.0.1:50123/callback";
-    let pkce = Pkce::new();
-    let params = authorize_params(&document_client(&url, redirect), &pkce, json!({}));
-    let begun: Value = gw
-        .query_one(
-            "SELECT oauth.begin_authorization($1, $2::text::timestamptz)",
-            &[&params, &at(10)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let client = document_client(&url, redirect);
+    let request = Authorize::new(&client);
+    let begun = begin_request_at(&gw, &request, 10).await;
     assert_ok(&begun, "begin_authorization with a stored document");
     assert_eq!(str_field(&begun, "client_id"), url);
     assert_eq!(str_field(&begun, "client_name"), "Document Client");
@@ -230,16 +199,13 @@ async fn a_stored_document_becomes_a_public_client_that_completes_a_code_flow() 
     .await;
     assert!(location.starts_with(&format!("{redirect}?")), "{location}");
     let code = parse_redirect(&location).param("code").to_owned();
-    let tokens = exchange_code_at(
-        &gw,
-        &url,
-        None,
-        Some(&code),
-        Some(&pkce.verifier),
-        Some(redirect),
-        None,
-        None,
-    )
+    let tokens = Exchange {
+        code: Some(&code),
+        verifier: Some(&request.pkce.verifier),
+        redirect_uri: Some(redirect),
+        ..Exchange::of(&client)
+    }
+    .run(&gw)
     .await;
     assert_ok(&tokens, "exchange_code by a document client");
     assert_eq!(str_field(&tokens, "client_id"), url);
@@ -301,12 +267,12 @@ async fn a_document_past_fresh_until_is_fetched_again_and_a_refetch_updates_the_
     );
 
     // The refetched document replaces the client's metadata; the client id stays.
-    let changed = altered(
-        &document(&url),
-        json!({"client_name": "Renamed", "redirect_uris": ["http://127.0.0.1/cb2"], "client_uri": null}),
+    let renamed = document_with(
+        &url,
+        &json!({"client_name": "Renamed", "redirect_uris": ["http://127.0.0.1/cb2"], "client_uri": null}),
     );
     assert_eq!(
-        store(&gw, &url, &changed, 10_800, 3660, 3660).await,
+        store(&gw, &url, &renamed, 10_800, 3660, 3660).await,
         json!({})
     );
     let row = admin
@@ -335,103 +301,70 @@ async fn a_document_past_fresh_until_is_fetched_again_and_a_refetch_updates_the_
     assert_eq!(client_count(&admin, &url).await, 1);
 }
 
-/// Builds a document for a URL.
-type MakeDocument = Box<dyn Fn(&str) -> Value>;
-
 #[tokio::test]
 async fn invalid_documents_are_rejected_and_negatively_cached_until_retry_at() {
     let (admin, gw) = (admin().await, gateway().await);
-    let cases: Vec<(&str, MakeDocument, &str)> = vec![
+    let metadata = "invalid_client_metadata";
+    let redirect_uri = "invalid_redirect_uri";
+    let device_only = json!(["urn:ietf:params:oauth:grant-type:device_code"]);
+    let client_credentials = json!(["authorization_code", "client_credentials"]);
+    let cases = [
         (
             "not a JSON object",
-            Box::new(|_| json!(["not", "an", "object"])),
-            "invalid_client_metadata",
+            json!(["not", "an", "object"]),
+            metadata,
         ),
         (
             "client_id differs from the URL",
-            Box::new(|u| {
-                altered(
-                    &document(u),
-                    json!({"client_id": "https://other.example/c.json"}),
-                )
-            }),
-            "invalid_client_metadata",
+            json!({"client_id": "https://other.example/c.json"}),
+            metadata,
         ),
-        (
-            "client_id missing",
-            Box::new(|u| altered(&document(u), json!({"client_id": null}))),
-            "invalid_client_metadata",
-        ),
+        ("client_id missing", json!({"client_id": null}), metadata),
         (
             "client_secret present",
-            Box::new(|u| altered(&document(u), json!({"client_secret": "s3cret"}))),
-            "invalid_client_metadata",
+            json!({"client_secret": "s3cret"}),
+            metadata,
         ),
         (
             "client_secret_expires_at present",
-            Box::new(|u| altered(&document(u), json!({"client_secret_expires_at": 0}))),
-            "invalid_client_metadata",
+            json!({"client_secret_expires_at": 0}),
+            metadata,
         ),
         (
             "client_secret_basic",
-            Box::new(|u| {
-                altered(
-                    &document(u),
-                    json!({"token_endpoint_auth_method": "client_secret_basic"}),
-                )
-            }),
-            "invalid_client_metadata",
+            json!({"token_endpoint_auth_method": "client_secret_basic"}),
+            metadata,
         ),
         (
             "private_key_jwt",
-            Box::new(|u| {
-                altered(
-                    &document(u),
-                    json!({"token_endpoint_auth_method": "private_key_jwt"}),
-                )
-            }),
-            "invalid_client_metadata",
+            json!({"token_endpoint_auth_method": "private_key_jwt"}),
+            metadata,
         ),
         (
             "redirect_uris missing",
-            Box::new(|u| altered(&document(u), json!({"redirect_uris": null}))),
-            "invalid_redirect_uri",
+            json!({"redirect_uris": null}),
+            redirect_uri,
         ),
         (
             "redirect_uris missing, device grant only",
-            Box::new(|u| {
-                altered(
-                    &document(u),
-                    json!({"redirect_uris": null,
-                           "grant_types": ["urn:ietf:params:oauth:grant-type:device_code"]}),
-                )
-            }),
-            "invalid_redirect_uri",
+            json!({"redirect_uris": null, "grant_types": device_only}),
+            redirect_uri,
         ),
         (
             "plain http redirect URI",
-            Box::new(|u| {
-                altered(
-                    &document(u),
-                    json!({"redirect_uris": ["http://app.example/cb"]}),
-                )
-            }),
-            "invalid_redirect_uri",
+            json!({"redirect_uris": ["http://app.example/cb"]}),
+            redirect_uri,
         ),
         (
             "client_credentials for a public client",
-            Box::new(|u| {
-                altered(
-                    &document(u),
-                    json!({"grant_types": ["authorization_code", "client_credentials"]}),
-                )
-            }),
-            "invalid_client_metadata",
+            json!({"grant_types": client_credentials}),
+            metadata,
         ),
     ];
-    for (what, make, code) in cases {
+    for (what, changes, code) in cases {
         let url = document_url();
-        let answer = store(&gw, &url, &make(&url), 3600, 300, 0).await;
+        let invalid = document_with(&url, &changes);
+        let answer = store(&gw, &url, &invalid, 3600, 300, 0).await;
         assert_error(&answer, code, what);
         assert_eq!(
             client_count(&admin, &url).await,
@@ -456,7 +389,7 @@ async fn invalid_documents_are_rejected_and_negatively_cached_until_retry_at() {
             what,
         );
         // Another failure counts.
-        store(&gw, &url, &make(&url), 3600, 600, 300).await;
+        store(&gw, &url, &invalid, 3600, 600, 300).await;
         assert_eq!(cache_row(&admin, &url).await.1, 2, "{what}");
     }
 }
@@ -548,16 +481,15 @@ async fn a_document_cannot_take_over_an_administrator_client_with_the_same_https
     let (admin, gw) = (admin().await, gateway().await);
     let url = document_url();
     // create_client draws random ids, so an https id can only come from the table itself.
-    admin
-        .execute(
-            "INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes,
+    execute(
+        &admin,
+        "INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes,
                                         token_endpoint_auth_method, application_type, created_at, updated_at)
              VALUES ($1, oauth.token_hash('admin-secret'), 'Admin Client', '{https://admin.example/cb}',
                      '{mcp}', 'client_secret_basic', 'web', now(), now())",
-            &[&url],
-        )
-        .await
-        .unwrap();
+        &[&url],
+    )
+    .await;
     let answer = store(&gw, &url, &document(&url), 3600, 300, 0).await;
     assert_error(
         &answer,
@@ -590,19 +522,11 @@ async fn a_document_cannot_take_over_an_administrator_client_with_the_same_https
         redirect_uri: "https://admin.example/cb".into(),
         spec: ClientSpec::default(),
     };
-    let params = authorize_params(
-        &admin_client,
-        &Pkce::new(),
-        json!({"scope": "mcp", "nonce": null}),
-    );
-    let begun: Value = gw
-        .query_one(
-            "SELECT oauth.begin_authorization($1, $2::text::timestamptz)",
-            &[&params, &at(10)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let request = Authorize {
+        params: json!({"scope": "mcp", "nonce": null}),
+        ..Authorize::new(&admin_client)
+    };
+    let begun = begin_request_at(&gw, &request, 10).await;
     assert_ok(&begun, "administrator's https client");
     let tokens = tokens_for_scoped(&gw, &admin_client).await;
     assert_eq!(str_field(&tokens, "client_id"), url);
@@ -610,13 +534,11 @@ async fn a_document_cannot_take_over_an_administrator_client_with_the_same_https
 
 /// A code flow for `client` asking only for mcp.
 async fn tokens_for_scoped(db: &tokio_postgres::Client, client: &TestClient) -> Value {
-    let auth = authorize_with(
-        db,
-        client,
-        &unique("user"),
-        json!({"scope": "mcp"}),
-        json!({}),
-    )
+    let auth = Authorize {
+        params: json!({"scope": "mcp"}),
+        ..Authorize::new(client)
+    }
+    .run(db, &unique("user"))
     .await;
     let answer = exchange(db, client, &auth).await;
     assert_ok(&answer, "exchange_code");
@@ -632,49 +554,31 @@ async fn loopback_only_is_true_exactly_when_every_redirect_uri_is_loopback() {
         json!({})
     );
     let mixed_doc = document_url();
+    let mixed = document_with(
+        &mixed_doc,
+        &json!({"redirect_uris": ["http://127.0.0.1/callback", "com.example.app:/cb"],
+                "application_type": "native"}),
+    );
     assert_eq!(
-        store(
-            &gw,
-            &mixed_doc,
-            &altered(
-                &document(&mixed_doc),
-                json!({"redirect_uris": ["http://127.0.0.1/callback", "com.example.app:/cb"],
-                       "application_type": "native"})
-            ),
-            3600,
-            300,
-            0
-        )
-        .await,
+        store(&gw, &mixed_doc, &mixed, 3600, 300, 0).await,
         json!({})
     );
     let web_doc = document_url();
-    assert_eq!(
-        store(
-            &gw,
-            &web_doc,
-            &altered(
-                &document(&web_doc),
-                json!({"redirect_uris": ["https://web.example/cb"]})
-            ),
-            3600,
-            300,
-            0
-        )
-        .await,
-        json!({})
+    let web = document_with(
+        &web_doc,
+        &json!({"redirect_uris": ["https://web.example/cb"]}),
     );
+    assert_eq!(store(&gw, &web_doc, &web, 3600, 300, 0).await, json!({}));
 
     let loopback_only = |request_id: String| {
         let gw = &gw;
         async move {
-            gw.query_one(
+            scalar::<bool>(
+                gw,
                 "SELECT loopback_only FROM oauth.get_authorization_request($1, $2::text::timestamptz)",
                 &[&request_id, &at(20)],
             )
             .await
-            .unwrap()
-            .get::<_, bool>(0)
         }
     };
     for (url, redirect, expected) in [
@@ -717,17 +621,9 @@ async fn loopback_only_is_true_exactly_when_every_redirect_uri_is_loopback() {
         (ClientSpec::default(), false),
     ] {
         let client = create_client(&admin, spec).await;
-        let begun =
-            begin_authorization(&gw, &authorize_params(&client, &Pkce::new(), json!({}))).await;
+        let begun = Authorize::new(&client).begin(&gw).await;
         assert_ok(&begun, &client.redirect_uri);
-        let flag: bool = gw
-            .query_one(
-                "SELECT loopback_only FROM oauth.get_authorization_request($1)",
-                &[&str_field(&begun, "request_id")],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let flag = loopback_only_now(&gw, &begun).await;
         assert_eq!(flag, expected, "{:?}", client.spec.redirect_uris);
     }
 }
@@ -752,13 +648,22 @@ async fn store_for(
     document: &Value,
     fresh_for: &str,
 ) -> Value {
-    gw.query_one(
+    scalar(
+        gw,
         "SELECT oauth.store_client_document($1, $2, now() + $3::text::interval, now() + interval '1 minute')",
         &[&client_id, document, &fresh_for],
     )
     .await
-    .unwrap()
-    .get(0)
+}
+
+/// The consent screen's `loopback_only` of the request `begun` started.
+async fn loopback_only_now(gw: &tokio_postgres::Client, begun: &Value) -> bool {
+    scalar(
+        gw,
+        "SELECT loopback_only FROM oauth.get_authorization_request($1)",
+        &[&str_field(begun, "request_id")],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -774,15 +679,7 @@ async fn a_stored_document_makes_a_public_client_until_it_goes_stale() {
     // A port-less loopback registration matches any port (RFC 8252 §7.3).
     let begun = begin_now(&gw, &url, "http://127.0.0.1:4567/callback").await;
     assert_ok(&begun, "authorization with a stored document");
-    let loopback_only: bool = gw
-        .query_one(
-            "SELECT loopback_only FROM oauth.get_authorization_request($1)",
-            &[&str_field(&begun, "request_id")],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(loopback_only);
+    assert!(loopback_only_now(&gw, &begun).await);
     let refused = begin_now(&gw, &url, "https://elsewhere.example/callback").await;
     assert_error(&refused, "invalid_request", "unlisted redirect URI");
     assert_eq!(refused["redirect"], json!(false));
@@ -843,24 +740,15 @@ async fn invalid_documents_are_refused_remembered_and_then_forgotten_by_cleanup(
     assert_eq!(row.get::<_, i32>(0), 5);
     assert_eq!(row.get::<_, i64>(1), 0, "no client was made");
 
-    gw.execute(
+    execute(
+        &gw,
         "SELECT oauth.record_client_document_failure($1, 'timed out', now() + interval '1 minute')",
         &[&document_url()],
     )
-    .await
-    .unwrap();
-    let kept: i64 = admin
-        .query_one("SELECT oauth.cleanup(now())", &[])
-        .await
-        .unwrap()
-        .get(0);
+    .await;
+    let kept = cleanup_at(&admin, "0 seconds").await;
     assert_eq!(kept, 0, "negative entries stay while they are fresh");
-    let removed: i64 = admin
-        .query_one("SELECT oauth.cleanup(now() + interval '2 minutes')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(removed, 2);
+    assert_eq!(cleanup_at(&admin, "2 minutes").await, 2);
     assert_sqlstate(
         gw.execute("SELECT oauth.record_client_document_failure('http://plain.example/c.json', 'x', now())", &[]).await,
         "OA400",
@@ -869,14 +757,12 @@ async fn invalid_documents_are_refused_remembered_and_then_forgotten_by_cleanup(
 }
 
 async fn cleanup_at(admin: &tokio_postgres::Client, later: &str) -> i64 {
-    admin
-        .query_one(
-            "SELECT oauth.cleanup(now() + $1::text::interval)",
-            &[&later],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    scalar(
+        admin,
+        "SELECT oauth.cleanup(now() + $1::text::interval)",
+        &[&later],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -908,14 +794,12 @@ async fn cleanup_forgets_document_clients_without_a_live_grant_once_stale_past_r
     cleanup_at(&admin, "7 days 2 hours").await;
     assert_eq!(client_count(&admin, &unused).await, 0);
     assert_eq!(client_count(&admin, &consented).await, 1);
-    let cached: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.client_documents WHERE client_id = $1",
-            &[&unused],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let cached: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.client_documents WHERE client_id = $1",
+        &[&unused],
+    )
+    .await;
     assert_eq!(cached, 0);
     assert_eq!(
         begin_now(&gw, &unused, "http://127.0.0.1:4567/callback").await["fetch_client_document"],
@@ -924,13 +808,12 @@ async fn cleanup_forgets_document_clients_without_a_live_grant_once_stale_past_r
     );
 
     // Once the user revokes the grant, the client follows it out after the retention.
-    admin
-        .execute(
-            "SELECT oauth.revoke_grant(grant_id) FROM oauth.grants WHERE client_id = $1",
-            &[&consented],
-        )
-        .await
-        .unwrap();
+    execute(
+        &admin,
+        "SELECT oauth.revoke_grant(grant_id) FROM oauth.grants WHERE client_id = $1",
+        &[&consented],
+    )
+    .await;
     cleanup_at(&admin, "7 days 2 hours").await;
     assert_eq!(client_count(&admin, &consented).await, 0);
 }
@@ -941,10 +824,7 @@ async fn a_deleted_document_client_is_fetched_again_not_served_from_its_cached_c
     let url = document_url();
     let document = json!({"client_id": url, "redirect_uris": ["http://127.0.0.1/callback"]});
     assert_eq!(store_for(&gw, &url, &document, "1 hour").await, json!({}));
-    admin
-        .execute("SELECT oauth.delete_client($1)", &[&url])
-        .await
-        .unwrap();
+    delete_client(&admin, &url).await;
     assert_eq!(
         begin_now(&gw, &url, "http://127.0.0.1:4567/callback").await["fetch_client_document"],
         json!(url)

@@ -27,23 +27,19 @@ async fn confidential_client_gets_a_256_bit_secret_stored_only_as_its_sha256() {
     assert!(!row.get::<_, bool>(3));
     assert!(row.get::<_, bool>(4));
     // The plaintext is nowhere in the database row.
-    let leaked: bool = db
-        .query_one(
-            "SELECT c::text LIKE '%' || $2 || '%' FROM oauth.clients c WHERE client_id = $1",
-            &[&client.id, &secret],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let leaked: bool = scalar(
+        &db,
+        "SELECT c::text LIKE '%' || $2 || '%' FROM oauth.clients c WHERE client_id = $1",
+        &[&client.id, &secret],
+    )
+    .await;
     assert!(!leaked);
-    let created: i64 = db
-        .query_one(
-            "SELECT count(*) FROM oauth.events WHERE kind = 'client_created' AND client_id = $1",
-            &[&client.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let created: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM oauth.events WHERE kind = 'client_created' AND client_id = $1",
+        &[&client.id],
+    )
+    .await;
     assert_eq!(created, 1);
 }
 
@@ -52,30 +48,23 @@ async fn public_client_has_no_secret_and_authenticates_without_one() {
     let db = admin().await;
     let client = create_client(&db, ClientSpec::public_native()).await;
     assert_eq!(client.secret, None);
-    let hash: Option<Vec<u8>> = db
-        .query_one(
-            "SELECT secret_hash FROM oauth.clients WHERE client_id = $1",
-            &[&client.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let hash: Option<Vec<u8>> = scalar(
+        &db,
+        "SELECT secret_hash FROM oauth.clients WHERE client_id = $1",
+        &[&client.id],
+    )
+    .await;
     assert_eq!(hash, None);
     let user = unique("user");
     let tokens = tokens_for(&db, &client, &user).await;
     assert_eq!(str_field(&tokens, "client_id"), client.id);
     // A public client presenting a secret is not what was registered.
     let auth = authorize(&db, &client, &user).await;
-    let answer = exchange_code_at(
-        &db,
-        &client.id,
-        Some("some-secret"),
-        Some(&auth.code),
-        Some(&auth.pkce.verifier),
-        Some(&auth.redirect_uri),
-        None,
-        None,
-    )
+    let answer = Exchange {
+        client_secret: Some("some-secret"),
+        ..auth.exchange()
+    }
+    .run(&db)
     .await;
     assert_error(&answer, "invalid_client", "public client with a secret");
 }
@@ -125,128 +114,77 @@ async fn create_client_client_secret_post_and_metadata_are_kept() {
 #[tokio::test]
 async fn create_client_refuses_each_bad_field_with_its_sqlstate() {
     let db = admin().await;
-    let base = ClientSpec::default;
+    let spec = |change: fn(&mut ClientSpec)| {
+        let mut spec = ClientSpec::default();
+        change(&mut spec);
+        spec
+    };
     let cases: Vec<(&str, ClientSpec, &str)> = vec![
-        (
-            "empty name",
-            ClientSpec {
-                name: String::new(),
-                ..base()
-            },
-            "OA408",
-        ),
-        (
-            "name over 200",
-            ClientSpec {
-                name: "n".repeat(201),
-                ..base()
-            },
-            "OA408",
-        ),
+        ("empty name", spec(|s| s.name = String::new()), "OA408"),
+        ("name over 200", spec(|s| s.name = "n".repeat(201)), "OA408"),
         (
             "metadata not an object",
-            ClientSpec {
-                metadata: json!([1]),
-                ..base()
-            },
+            spec(|s| s.metadata = json!([1])),
             "OA408",
         ),
         (
             "application_type",
-            ClientSpec {
-                application_type: "desktop".into(),
-                ..base()
-            },
+            spec(|s| s.application_type = "desktop".into()),
             "OA408",
         ),
         (
             "auth method",
-            ClientSpec {
-                auth_method: "private_key_jwt".into(),
-                ..base()
-            },
+            spec(|s| s.auth_method = "private_key_jwt".into()),
             "OA408",
         ),
-        (
-            "no grant types",
-            ClientSpec {
-                grant_types: vec![],
-                ..base()
-            },
-            "OA408",
-        ),
+        ("no grant types", spec(|s| s.grant_types = vec![]), "OA408"),
         (
             "refresh only",
-            ClientSpec {
-                grant_types: vec!["refresh_token".into()],
-                ..base()
-            },
+            spec(|s| s.grant_types = vec!["refresh_token".into()]),
             "OA408",
         ),
         (
             "implicit",
-            ClientSpec {
-                grant_types: vec!["authorization_code".into(), "implicit".into()],
-                ..base()
-            },
+            spec(|s| s.grant_types = vec!["authorization_code".into(), "implicit".into()]),
             "OA408",
         ),
         (
             "unsupported scope",
-            ClientSpec {
-                scopes: vec!["mcp".into(), "admin".into()],
-                ..base()
-            },
+            spec(|s| s.scopes = vec!["mcp".into(), "admin".into()]),
             "OA408",
         ),
         (
             "no redirect URIs",
-            ClientSpec {
-                redirect_uris: vec![],
-                ..base()
-            },
+            spec(|s| s.redirect_uris = vec![]),
             "OA409",
         ),
         (
             "21 redirect URIs",
-            ClientSpec {
-                redirect_uris: (0..21)
+            spec(|s| {
+                s.redirect_uris = (0..21)
                     .map(|i| format!("https://a.example/cb{i}"))
-                    .collect(),
-                ..base()
-            },
+                    .collect()
+            }),
             "OA409",
         ),
         (
             "fragment",
-            ClientSpec {
-                redirect_uris: vec!["https://a.example/cb#x".into()],
-                ..base()
-            },
+            spec(|s| s.redirect_uris = vec!["https://a.example/cb#x".into()]),
             "OA409",
         ),
         (
             "http off loopback",
-            ClientSpec {
-                redirect_uris: vec!["http://a.example/cb".into()],
-                ..base()
-            },
+            spec(|s| s.redirect_uris = vec!["http://a.example/cb".into()]),
             "OA409",
         ),
         (
             "loopback for a web client",
-            ClientSpec {
-                redirect_uris: vec!["http://127.0.0.1/cb".into()],
-                ..base()
-            },
+            spec(|s| s.redirect_uris = vec!["http://127.0.0.1/cb".into()]),
             "OA409",
         ),
         (
             "non-canonical",
-            ClientSpec {
-                redirect_uris: vec!["https://A.example/cb".into()],
-                ..base()
-            },
+            spec(|s| s.redirect_uris = vec!["https://A.example/cb".into()]),
             "OA409",
         ),
         (
@@ -259,10 +197,7 @@ async fn create_client_refuses_each_bad_field_with_its_sqlstate() {
         ),
         (
             "bad resource",
-            ClientSpec {
-                allowed_resources: Some(vec!["https://mcp.example/#x".into()]),
-                ..base()
-            },
+            spec(|s| s.allowed_resources = Some(vec!["https://mcp.example/#x".into()])),
             "OA408",
         ),
     ];
@@ -270,34 +205,25 @@ async fn create_client_refuses_each_bad_field_with_its_sqlstate() {
         assert_sqlstate(try_create_client(&db, &spec).await, code, what);
     }
     // NULL arrays are refused too, with the same codes.
-    let result = db
-        .query_one("SELECT * FROM oauth.create_client('x', NULL, '{mcp}')", &[])
-        .await;
-    assert_sqlstate(result, "OA409", "NULL redirect_uris");
-    let result = db
-        .query_one(
-            "SELECT * FROM oauth.create_client('x', '{https://a.example/cb}', NULL)",
-            &[],
-        )
-        .await;
-    assert_sqlstate(result, "OA408", "NULL scopes");
-    let result = db
-        .query_one(
-            "SELECT * FROM oauth.create_client('x', ARRAY['https://a.example/cb', NULL], '{mcp}')",
-            &[],
-        )
-        .await;
-    assert_sqlstate(result, "OA409", "NULL redirect URI in the list");
+    for (what, arguments, code) in [
+        ("NULL redirect_uris", "'x', NULL, '{mcp}'", "OA409"),
+        (
+            "NULL scopes",
+            "'x', '{https://a.example/cb}', NULL",
+            "OA408",
+        ),
+        (
+            "NULL redirect URI in the list",
+            "'x', ARRAY['https://a.example/cb', NULL], '{mcp}'",
+            "OA409",
+        ),
+    ] {
+        let sql = format!("SELECT * FROM oauth.create_client({arguments})");
+        assert_sqlstate(db.query_one(&sql, &[]).await, code, what);
+    }
     // The error message names the problem and HINT carries the OAuth error code.
-    let err = try_create_client(
-        &db,
-        &ClientSpec {
-            redirect_uris: vec!["http://a.example/cb".into()],
-            ..base()
-        },
-    )
-    .await
-    .unwrap_err();
+    let http = spec(|s| s.redirect_uris = vec!["http://a.example/cb".into()]);
+    let err = try_create_client(&db, &http).await.unwrap_err();
     let db_err = err.as_db_error().unwrap();
     assert!(
         db_err.message().contains("http://a.example/cb"),
@@ -311,12 +237,12 @@ async fn create_client_refuses_each_bad_field_with_its_sqlstate() {
 async fn update_client_changes_only_the_given_fields_and_validates_the_result() {
     let db = admin().await;
     let client = confidential_client(&db).await;
-    db.execute(
+    execute(
+        &db,
         "SELECT oauth.update_client($1, client_name => 'Renamed', allowed_scopes => '{mcp}')",
         &[&client.id],
     )
-    .await
-    .unwrap();
+    .await;
     let row = db
         .query_one(
             "SELECT client_name, allowed_scopes, redirect_uris, updated_at >= created_at FROM oauth.clients WHERE client_id = $1",
@@ -328,23 +254,20 @@ async fn update_client_changes_only_the_given_fields_and_validates_the_result() 
     assert_eq!(row.get::<_, Vec<String>>(1), vec!["mcp"]);
     assert_eq!(row.get::<_, Vec<String>>(2), client.spec.redirect_uris);
     // The secret still works.
-    let auth = authorize_with(
-        &db,
-        &client,
-        &unique("user"),
-        json!({"scope": "mcp"}),
-        json!({}),
-    )
-    .await;
+    let user = unique("user");
+    let auth = Authorize {
+        params: json!({"scope": "mcp"}),
+        ..Authorize::new(&client)
+    };
     assert_ok(
-        &exchange(&db, &client, &auth).await,
+        &auth.run(&db, &user).await.exchange().run(&db).await,
         "updated client still authenticates",
     );
-    let pkce = Pkce::new();
-    let answer = begin_authorization(
-        &db,
-        &authorize_params(&client, &pkce, json!({"scope": "openid"})),
-    )
+    let answer = Authorize {
+        params: json!({"scope": "openid"}),
+        ..auth
+    }
+    .begin(&db)
     .await;
     assert_error(&answer, "invalid_scope", "scope removed by update_client");
 
@@ -397,14 +320,12 @@ async fn update_client_changes_only_the_given_fields_and_validates_the_result() 
         };
         assert_sqlstate(result, code, what);
     }
-    let name: String = db
-        .query_one(
-            "SELECT client_name FROM oauth.clients WHERE client_id = $1",
-            &[&client.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let name: String = scalar(
+        &db,
+        "SELECT client_name FROM oauth.clients WHERE client_id = $1",
+        &[&client.id],
+    )
+    .await;
     assert_eq!(name, "Renamed", "failed updates changed nothing");
 }
 
@@ -421,17 +342,17 @@ async fn narrowing_allowed_redirect_uris_stops_new_authorizations_to_the_removed
         },
     )
     .await;
-    db.execute(
+    execute(
+        &db,
         "SELECT oauth.update_client($1, redirect_uris => $2)",
         &[&client.id, &vec![new.clone()]],
     )
-    .await
-    .unwrap();
-    let pkce = Pkce::new();
-    let answer = begin_authorization(
-        &db,
-        &authorize_params(&client, &pkce, json!({"redirect_uri": old})),
-    )
+    .await;
+    let answer = Authorize {
+        params: json!({"redirect_uri": old}),
+        ..Authorize::new(&client)
+    }
+    .begin(&db)
     .await;
     assert_error(&answer, "invalid_request", "removed redirect URI");
     assert_eq!(answer["redirect"], json!(false));
@@ -443,20 +364,13 @@ async fn rotate_client_secret_replaces_the_secret() {
     let client = confidential_client(&db).await;
     let user = unique("user");
     let auth = authorize(&db, &client, &user).await;
-    let new_secret: String = db
-        .query_one("SELECT oauth.rotate_client_secret($1)", &[&client.id])
-        .await
-        .unwrap()
-        .get(0);
+    let new_secret: String =
+        scalar(&db, "SELECT oauth.rotate_client_secret($1)", &[&client.id]).await;
     assert_eq!(new_secret.len(), 43);
     assert_ne!(Some(&new_secret), client.secret.as_ref());
     let old_try = exchange(&db, &client, &auth).await;
     assert_error(&old_try, "invalid_client", "old secret");
-    let rotated = TestClient {
-        secret: Some(new_secret),
-        ..client.clone()
-    };
-    let answer = exchange(&db, &rotated, &auth).await;
+    let answer = exchange(&db, &client.with_secret(Some(&new_secret)), &auth).await;
     assert_ok(&answer, "new secret");
 
     let public = create_client(&db, ClientSpec::public_native()).await;
@@ -478,32 +392,16 @@ async fn rotate_client_secret_replaces_the_secret() {
 async fn delete_client_answers_whether_it_existed() {
     let db = admin().await;
     let client = confidential_client(&db).await;
-    let first: bool = db
-        .query_one("SELECT oauth.delete_client($1)", &[&client.id])
-        .await
-        .unwrap()
-        .get(0);
-    let second: bool = db
-        .query_one("SELECT oauth.delete_client($1)", &[&client.id])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(first);
-    assert!(!second);
-    let listed: i64 = db
-        .query_one(
-            "SELECT count(*) FROM oauth.list_clients() WHERE client_id = $1",
-            &[&client.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    assert!(delete_client(&db, &client.id).await);
+    assert!(!delete_client(&db, &client.id).await);
+    let listed: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM oauth.list_clients() WHERE client_id = $1",
+        &[&client.id],
+    )
+    .await;
     assert_eq!(listed, 0);
-    let get: Value = db
-        .query_one("SELECT oauth.get_client($1)", &[&client.id])
-        .await
-        .unwrap()
-        .get(0);
+    let get: Value = scalar(&db, "SELECT oauth.get_client($1)", &[&client.id]).await;
     assert_error(&get, "invalid_client", "deleted client");
 }
 
@@ -511,19 +409,12 @@ async fn delete_client_answers_whether_it_existed() {
 async fn get_client_shows_public_metadata_only() {
     let db = gateway().await;
     let admin = admin().await;
-    let client = create_client(
-        &admin,
-        ClientSpec {
-            metadata: json!({"client_uri": "https://app.example"}),
-            ..Default::default()
-        },
-    )
-    .await;
-    let answer: Value = db
-        .query_one("SELECT oauth.get_client($1)", &[&client.id])
-        .await
-        .unwrap()
-        .get(0);
+    let with_uri = ClientSpec {
+        metadata: json!({"client_uri": "https://app.example"}),
+        ..Default::default()
+    };
+    let client = create_client(&admin, with_uri).await;
+    let answer: Value = scalar(&db, "SELECT oauth.get_client($1)", &[&client.id]).await;
     assert_eq!(answer["client_id"], json!(client.id));
     assert_eq!(answer["client_name"], json!(client.spec.name));
     assert_eq!(answer["redirect_uris"], json!(client.spec.redirect_uris));
@@ -540,11 +431,7 @@ async fn get_client_shows_public_metadata_only() {
     assert!(answer["client_id_issued_at"].is_i64());
     let text = answer.to_string();
     assert!(!text.contains("secret_hash") && !text.contains(client.secret().unwrap()));
-    let unknown: Value = db
-        .query_one("SELECT oauth.get_client('nope')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let unknown: Value = scalar(&db, "SELECT oauth.get_client('nope')", &[]).await;
     assert_error(&unknown, "invalid_client", "unknown client");
 }
 
@@ -553,26 +440,45 @@ async fn token_endpoint_client_authentication_failures_are_invalid_client() {
     let db = admin().await;
     let client = confidential_client(&db).await;
     let auth = authorize(&db, &client, &unique("user")).await;
-    let wrong = |id: &str, secret: Option<&str>| (id.to_owned(), secret.map(str::to_owned));
-    for (what, (id, secret)) in [
-        ("wrong secret", wrong(&client.id, Some("not-the-secret"))),
-        ("no secret", wrong(&client.id, None)),
-        ("empty secret", wrong(&client.id, Some(""))),
-        ("unknown client", wrong("no-such-client", client.secret())),
-        ("empty client id", wrong("", client.secret())),
+    let presented = auth.exchange();
+    for (what, request) in [
+        (
+            "wrong secret",
+            Exchange {
+                client_secret: Some("not-the-secret"),
+                ..presented
+            },
+        ),
+        (
+            "no secret",
+            Exchange {
+                client_secret: None,
+                ..presented
+            },
+        ),
+        (
+            "empty secret",
+            Exchange {
+                client_secret: Some(""),
+                ..presented
+            },
+        ),
+        (
+            "unknown client",
+            Exchange {
+                client_id: "no-such-client",
+                ..presented
+            },
+        ),
+        (
+            "empty client id",
+            Exchange {
+                client_id: "",
+                ..presented
+            },
+        ),
     ] {
-        let answer = exchange_code_at(
-            &db,
-            &id,
-            secret.as_deref(),
-            Some(&auth.code),
-            Some(&auth.pkce.verifier),
-            Some(&auth.redirect_uri),
-            None,
-            None,
-        )
-        .await;
-        assert_error(&answer, "invalid_client", what);
+        assert_error(&request.run(&db).await, "invalid_client", what);
     }
     // Failed authentication did not burn the code.
     assert_ok(

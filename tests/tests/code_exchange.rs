@@ -3,6 +3,10 @@
 use oauth_provider_tests::serde_json::{Value, json};
 use oauth_provider_tests::*;
 
+const RESOURCE: &str = "https://mcp.example/mcp";
+/// A well-formed verifier that belongs to no test's code (RFC 7636 appendix B).
+const SOMEONE_ELSES_VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
 #[tokio::test]
 async fn exchange_returns_everything_the_gateway_needs_to_mint_tokens() {
     let admin = admin().await;
@@ -10,24 +14,18 @@ async fn exchange_returns_everything_the_gateway_needs_to_mint_tokens() {
     let client = confidential_client(&admin).await;
     let user = unique("user");
     let props = json!({"plan": "pro"});
-    let auth = authorize_with(
-        &gw,
-        &client,
-        &user,
-        json!({"nonce": "n-0S6", "resource": "https://mcp.example/mcp"}),
-        props.clone(),
-    )
+    let auth = Authorize {
+        params: json!({"nonce": "n-0S6", "resource": RESOURCE}),
+        props: props.clone(),
+        ..Authorize::new(&client)
+    }
+    .run(&gw, &user)
     .await;
-    let answer = exchange_code_at(
-        &gw,
-        &client.id,
-        client.secret(),
-        Some(&auth.code),
-        Some(&auth.pkce.verifier),
-        Some(&auth.redirect_uri),
-        Some("https://mcp.example/mcp"),
-        None,
-    )
+    let answer = Exchange {
+        resource: Some(RESOURCE),
+        ..auth.exchange()
+    }
+    .run(&gw)
     .await;
     assert_ok(&answer, "exchange");
     let grant_id = uuid_field(&answer, "grant_id");
@@ -35,7 +33,7 @@ async fn exchange_returns_everything_the_gateway_needs_to_mint_tokens() {
     assert_eq!(answer["user_id"], json!(user));
     assert_eq!(answer["client_id"], json!(client.id));
     assert_eq!(answer["scope"], json!("openid mcp"));
-    assert_eq!(answer["resource"], json!("https://mcp.example/mcp"));
+    assert_eq!(answer["resource"], json!(RESOURCE));
     assert_eq!(answer["nonce"], json!("n-0S6"));
     assert_eq!(answer["props"], props);
     assert_eq!(answer["access_token_ttl"], json!(3600));
@@ -47,11 +45,7 @@ async fn exchange_returns_everything_the_gateway_needs_to_mint_tokens() {
         "{expires_in}"
     );
     let auth_time = answer["auth_time"].as_i64().unwrap();
-    let db_now: f64 = admin
-        .query_one("SELECT date_part('epoch', now())", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let db_now: f64 = scalar(&admin, "SELECT date_part('epoch', now())", &[]).await;
     assert!(
         (auth_time - db_now as i64).abs() < 60,
         "auth_time {auth_time} vs {db_now}"
@@ -65,25 +59,21 @@ async fn exchange_returns_everything_the_gateway_needs_to_mint_tokens() {
     );
     assert_eq!(family.generation, 0);
     assert!(!family.revoked);
-    let grant_of_family: uuid::Uuid = admin
+    let grant_of_family: uuid::Uuid = scalar(
+        &admin,
+        "SELECT grant_id FROM oauth.refresh_families WHERE family_id = $1",
+        &[&family_id],
+    )
+    .await;
+    assert_eq!(grant_of_family, grant_id);
+    let row = admin
         .query_one(
-            "SELECT grant_id FROM oauth.refresh_families WHERE family_id = $1",
-            &[&family_id],
+            "SELECT family_id, redeemed_at IS NOT NULL FROM oauth.codes WHERE code_hash = $1",
+            &[&sha256(&auth.code)],
         )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(grant_of_family, grant_id);
-    let redeemed: (Option<uuid::Uuid>, bool) = {
-        let row = admin
-            .query_one(
-                "SELECT family_id, redeemed_at IS NOT NULL FROM oauth.codes WHERE code_hash = $1",
-                &[&sha256(&auth.code)],
-            )
-            .await
-            .unwrap();
-        (row.get(0), row.get(1))
-    };
+        .unwrap();
+    let redeemed: (Option<uuid::Uuid>, bool) = (row.get(0), row.get(1));
     assert_eq!(
         redeemed,
         (Some(family_id), true),
@@ -93,11 +83,12 @@ async fn exchange_returns_everything_the_gateway_needs_to_mint_tokens() {
     assert!(is_active(
         &introspect_claims(&gw, &client, grant_id, Some(family_id)).await
     ));
-    let info: Value = gw
-        .query_one("SELECT oauth.userinfo($1, $2)", &[&grant_id, &family_id])
-        .await
-        .unwrap()
-        .get(0);
+    let info: Value = scalar(
+        &gw,
+        "SELECT oauth.userinfo($1, $2)",
+        &[&grant_id, &family_id],
+    )
+    .await;
     assert_eq!(info["active"], json!(true));
     assert_eq!(info["user_id"], json!(user));
     assert_eq!(info["props"], props);
@@ -106,14 +97,11 @@ async fn exchange_returns_everything_the_gateway_needs_to_mint_tokens() {
 #[tokio::test]
 async fn client_without_the_refresh_grant_gets_no_refresh_token() {
     let admin = admin().await;
-    let client = create_client(
-        &admin,
-        ClientSpec {
-            grant_types: vec!["authorization_code".into()],
-            ..Default::default()
-        },
-    )
-    .await;
+    let code_only = ClientSpec {
+        grant_types: vec!["authorization_code".into()],
+        ..Default::default()
+    };
+    let client = create_client(&admin, code_only).await;
     let answer = tokens_for(&admin, &client, &unique("user")).await;
     assert_eq!(answer["refresh_token"], Value::Null);
     assert_eq!(answer["refresh_expires_in"], Value::Null);
@@ -130,136 +118,109 @@ async fn client_without_the_refresh_grant_gets_no_refresh_token() {
 #[tokio::test]
 async fn each_exchange_error_has_its_code_and_burns_the_code_after_redemption_starts() {
     let admin = admin().await;
-    let client = create_client(
-        &admin,
-        ClientSpec {
-            allowed_resources: None,
-            ..Default::default()
-        },
-    )
-    .await;
+    let client = confidential_client(&admin).await;
     let user = unique("user");
-    let secret = client.secret();
 
     // Before the code is looked at: the code survives.
     let auth = authorize(&admin, &client, &user).await;
-    let answer = exchange_code_at(
-        &admin,
-        &client.id,
-        secret,
-        None,
-        Some(&auth.pkce.verifier),
-        Some(&auth.redirect_uri),
-        None,
-        None,
-    )
-    .await;
-    assert_error(&answer, "invalid_request", "no code");
-    let answer = exchange_code_at(
-        &admin,
-        &client.id,
-        secret,
-        Some(""),
-        Some(&auth.pkce.verifier),
-        Some(&auth.redirect_uri),
-        None,
-        None,
-    )
-    .await;
-    assert_error(&answer, "invalid_request", "empty code");
-    let answer = exchange_code_at(
-        &admin,
-        &client.id,
-        secret,
-        Some(&auth.code),
-        None,
-        Some(&auth.redirect_uri),
-        None,
-        None,
-    )
-    .await;
-    assert_error(&answer, "invalid_request", "no verifier");
-    let answer = exchange_code_at(
-        &admin,
-        &client.id,
-        secret,
-        Some("not-a-code"),
-        Some(&auth.pkce.verifier),
-        Some(&auth.redirect_uri),
-        None,
-        None,
-    )
-    .await;
-    assert_error(&answer, "invalid_grant", "unknown code");
+    for (what, request, error) in [
+        (
+            "no code",
+            Exchange {
+                code: None,
+                ..auth.exchange()
+            },
+            "invalid_request",
+        ),
+        (
+            "empty code",
+            Exchange {
+                code: Some(""),
+                ..auth.exchange()
+            },
+            "invalid_request",
+        ),
+        (
+            "no verifier",
+            Exchange {
+                verifier: None,
+                ..auth.exchange()
+            },
+            "invalid_request",
+        ),
+        (
+            "unknown code",
+            Exchange {
+                code: Some("not-a-code"),
+                ..auth.exchange()
+            },
+            "invalid_grant",
+        ),
+    ] {
+        assert_error(&request.run(&admin).await, error, what);
+    }
     assert_ok(
-        &exchange(&admin, &client, &auth).await,
+        &auth.exchange().run(&admin).await,
         "code survived the request errors",
     );
 
     // After: a failed check burns the code, so a verifier cannot be guessed.
-    let cases: Vec<(
-        &str,
-        Box<dyn Fn(&Authorized) -> (String, Option<String>, Option<String>)>,
-        &str,
-    )> = vec![
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(authorize(&admin, &client, &user).await);
+    }
+    let [a, b, c, d, e]: [Authorized; 5] = codes.try_into().unwrap();
+    let with_slash = format!("{}/", c.redirect_uri);
+    for (what, auth, request, error) in [
         (
             "wrong verifier",
-            Box::new(|a: &Authorized| (Pkce::new().verifier, Some(a.redirect_uri.clone()), None)),
+            &a,
+            Exchange {
+                verifier: Some(SOMEONE_ELSES_VERIFIER),
+                ..a.exchange()
+            },
             "invalid_grant",
         ),
         (
             "verifier that is the challenge",
-            Box::new(|a: &Authorized| {
-                (a.pkce.challenge.clone(), Some(a.redirect_uri.clone()), None)
-            }),
+            &b,
+            Exchange {
+                verifier: Some(&b.pkce.challenge),
+                ..b.exchange()
+            },
             "invalid_grant",
         ),
         (
             "different redirect_uri",
-            Box::new(|a: &Authorized| {
-                (
-                    a.pkce.verifier.clone(),
-                    Some(format!("{}/", a.redirect_uri)),
-                    None,
-                )
-            }),
+            &c,
+            Exchange {
+                redirect_uri: Some(&with_slash),
+                ..c.exchange()
+            },
             "invalid_grant",
         ),
         (
             "redirect_uri omitted although sent",
-            Box::new(|a: &Authorized| (a.pkce.verifier.clone(), None, None)),
+            &d,
+            Exchange {
+                redirect_uri: None,
+                ..d.exchange()
+            },
             "invalid_grant",
         ),
         (
             "resource added at the token endpoint",
-            Box::new(|a: &Authorized| {
-                (
-                    a.pkce.verifier.clone(),
-                    Some(a.redirect_uri.clone()),
-                    Some("https://mcp.example/mcp".into()),
-                )
-            }),
+            &e,
+            Exchange {
+                resource: Some(RESOURCE),
+                ..e.exchange()
+            },
             "invalid_target",
         ),
-    ];
-    for (what, wrong, code) in cases {
-        let auth = authorize(&admin, &client, &user).await;
-        let (verifier, redirect_uri, resource) = wrong(&auth);
-        let answer = exchange_code_at(
-            &admin,
-            &client.id,
-            secret,
-            Some(&auth.code),
-            Some(&verifier),
-            redirect_uri.as_deref(),
-            resource.as_deref(),
-            None,
-        )
-        .await;
-        assert_error(&answer, code, what);
-        let retry = exchange(&admin, &client, &auth).await;
+    ] {
+        assert_error(&request.run(&admin).await, error, what);
         assert_error(
-            &retry,
+            &auth.exchange().run(&admin).await,
             "invalid_grant",
             &format!("{what}: the code is burnt"),
         );
@@ -271,40 +232,24 @@ async fn resource_may_be_repeated_but_not_changed_at_the_token_endpoint() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
     let user = unique("user");
-    let resource = "https://mcp.example/mcp";
-    let auth = authorize_with(
-        &admin,
-        &client,
-        &user,
-        json!({"resource": resource}),
-        json!({}),
-    )
-    .await;
-    let answer = exchange_code_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&auth.code),
-        Some(&auth.pkce.verifier),
-        Some(&auth.redirect_uri),
-        Some("https://mcp.example/other"),
-        None,
-    )
+    let bound = Authorize {
+        params: json!({"resource": RESOURCE}),
+        ..Authorize::new(&client)
+    };
+    let auth = bound.run(&admin, &user).await;
+    let answer = Exchange {
+        resource: Some("https://mcp.example/other"),
+        ..auth.exchange()
+    }
+    .run(&admin)
     .await;
     assert_error(&answer, "invalid_target", "changed resource");
-    let auth = authorize_with(
-        &admin,
-        &client,
-        &user,
-        json!({"resource": resource}),
-        json!({}),
-    )
-    .await;
-    let answer = exchange(&admin, &client, &auth).await;
+    let auth = bound.run(&admin, &user).await;
+    let answer = auth.exchange().run(&admin).await;
     assert_ok(&answer, "resource omitted at the token endpoint");
     assert_eq!(
         answer["resource"],
-        json!(resource),
+        json!(RESOURCE),
         "binding comes from the authorization request"
     );
 }
@@ -315,21 +260,10 @@ async fn code_issued_to_another_client_is_refused_and_cannot_be_redeemed_afterwa
     let owner = confidential_client(&admin).await;
     let thief = confidential_client(&admin).await;
     let auth = authorize(&admin, &owner, &unique("user")).await;
-    let answer = exchange_code_at(
-        &admin,
-        &thief.id,
-        thief.secret(),
-        Some(&auth.code),
-        Some(&auth.pkce.verifier),
-        Some(&auth.redirect_uri),
-        None,
-        None,
-    )
-    .await;
+    let answer = auth.exchange().by(&thief).run(&admin).await;
     assert_error(&answer, "invalid_grant", "foreign code");
-    let retry = exchange(&admin, &owner, &auth).await;
     assert_error(
-        &retry,
+        &auth.exchange().run(&admin).await,
         "invalid_grant",
         "a code presented by another client is burnt",
     );
@@ -339,13 +273,12 @@ async fn code_issued_to_another_client_is_refused_and_cannot_be_redeemed_afterwa
 async fn replayed_code_revokes_the_family_it_issued() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
-    let user = unique("user");
-    let auth = authorize(&admin, &client, &user).await;
-    let first = exchange(&admin, &client, &auth).await;
+    let auth = authorize(&admin, &client, &unique("user")).await;
+    let first = auth.exchange().run(&admin).await;
     assert_ok(&first, "first redemption");
     let family_id = uuid_field(&first, "family_id");
     let grant_id = uuid_field(&first, "grant_id");
-    let replay = exchange(&admin, &client, &auth).await;
+    let replay = auth.exchange().run(&admin).await;
     assert_error(&replay, "invalid_grant", "replay");
 
     let family = family_row(&admin, family_id).await;
@@ -361,14 +294,12 @@ async fn replayed_code_revokes_the_family_it_issued() {
     assert!(!is_active(
         &introspect_claims(&admin, &client, grant_id, Some(family_id)).await
     ));
-    let events: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.events WHERE kind = 'code_replayed' AND family_id = $1",
-            &[&family_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let events: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.events WHERE kind = 'code_replayed' AND family_id = $1",
+        &[&family_id],
+    )
+    .await;
     assert_eq!(events, 1);
 }
 
@@ -378,25 +309,12 @@ async fn replay_by_another_client_revokes_nothing() {
     let client = confidential_client(&admin).await;
     let other = confidential_client(&admin).await;
     let auth = authorize(&admin, &client, &unique("user")).await;
-    let first = exchange(&admin, &client, &auth).await;
+    let first = auth.exchange().run(&admin).await;
     assert_ok(&first, "redemption");
-    let replay = exchange_code_at(
-        &admin,
-        &other.id,
-        other.secret(),
-        Some(&auth.code),
-        Some(&auth.pkce.verifier),
-        Some(&auth.redirect_uri),
-        None,
-        None,
-    )
-    .await;
+    let replay = auth.exchange().by(&other).run(&admin).await;
     assert_error(&replay, "invalid_grant", "foreign replay");
-    assert!(
-        !family_row(&admin, uuid_field(&first, "family_id"))
-            .await
-            .revoked
-    );
+    let family = family_row(&admin, uuid_field(&first, "family_id")).await;
+    assert!(!family.revoked);
     assert_ok(
         &rotate(&admin, &client, str_field(&first, "refresh_token")).await,
         "tokens stay usable",
@@ -407,40 +325,23 @@ async fn replay_by_another_client_revokes_nothing() {
 async fn code_expires_after_code_ttl() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
-    let auth = authorize(&admin, &client, &unique("user")).await;
-    let answer = exchange_code_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&auth.code),
-        Some(&auth.pkce.verifier),
-        Some(&auth.redirect_uri),
-        None,
-        Some(&chrono_later(&admin, "61 seconds").await),
-    )
-    .await;
-    assert_error(&answer, "invalid_grant", "expired code");
-    let auth = authorize(&admin, &client, &unique("user")).await;
-    let answer = exchange_code_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&auth.code),
-        Some(&auth.pkce.verifier),
-        Some(&auth.redirect_uri),
-        None,
-        Some(&chrono_later(&admin, "59 seconds").await),
-    )
-    .await;
-    assert_ok(&answer, "code just before expiry");
-}
-
-/// The database clock plus `interval`, as text.
-async fn chrono_later(db: &tokio_postgres::Client, interval: &str) -> String {
-    db.query_one("SELECT (now() + $1::text::interval)::text", &[&interval])
-        .await
-        .unwrap()
-        .get(0)
+    for (what, redeemed_after, error) in [
+        ("expired code", "61 seconds", Some("invalid_grant")),
+        ("code just before expiry", "59 seconds", None),
+    ] {
+        let auth = authorize(&admin, &client, &unique("user")).await;
+        let now = db_time_in(&admin, redeemed_after).await;
+        let answer = Exchange {
+            now: Some(&now),
+            ..auth.exchange()
+        }
+        .run(&admin)
+        .await;
+        match error {
+            Some(error) => assert_error(&answer, error, what),
+            None => assert_ok(&answer, what),
+        }
+    }
 }
 
 #[tokio::test]
@@ -449,19 +350,10 @@ async fn code_of_a_revoked_grant_cannot_be_redeemed() {
     let client = confidential_client(&admin).await;
     let user = unique("user");
     let auth = authorize(&admin, &client, &user).await;
-    let grant_id: uuid::Uuid = admin
-        .query_one("SELECT grant_id FROM oauth.list_user_grants($1)", &[&user])
-        .await
-        .unwrap()
-        .get(0);
-    let revoked: bool = admin
-        .query_one("SELECT oauth.revoke_grant($1)", &[&grant_id])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(revoked);
+    let grant_id = user_grant_ids(&admin, &user).await[0];
+    assert!(revoke_grant(&admin, grant_id).await);
     assert_error(
-        &exchange(&admin, &client, &auth).await,
+        &auth.exchange().run(&admin).await,
         "invalid_grant",
         "code of a revoked grant",
     );
@@ -472,15 +364,14 @@ async fn client_that_may_not_use_the_code_grant_cannot_redeem() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
     let auth = authorize(&admin, &client, &unique("user")).await;
-    admin
-        .execute(
-            "UPDATE oauth.clients SET grant_types = '{refresh_token}' WHERE client_id = $1",
-            &[&client.id],
-        )
-        .await
-        .unwrap();
+    execute(
+        &admin,
+        "UPDATE oauth.clients SET grant_types = '{refresh_token}' WHERE client_id = $1",
+        &[&client.id],
+    )
+    .await;
     assert_error(
-        &exchange(&admin, &client, &auth).await,
+        &auth.exchange().run(&admin).await,
         "unauthorized_client",
         "exchange",
     );

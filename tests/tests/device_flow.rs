@@ -5,18 +5,6 @@ use oauth_provider_tests::*;
 use serde_json::Value;
 
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
-/// `seconds` after 2030-01-01T00:00:00Z (within January), as a timestamptz literal.
-fn at(seconds: i64) -> String {
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    format!(
-        "2030-01-{:02} {:02}:{:02}:{:02}+00",
-        days + 1,
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 async fn device_client(db: &tokio_postgres::Client, with_refresh: bool) -> TestClient {
     let mut grant_types = vec![DEVICE_GRANT.to_string()];
     if with_refresh {

@@ -7,31 +7,26 @@ use oauth_provider_tests::*;
 async fn configure_changes_settings_and_null_keeps_them() {
     let db = TempDb::create().await;
     let admin = db.admin().await;
-    let defaults: Value = admin
-        .query_one("SELECT oauth.settings()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let defaults: Value = scalar(&admin, "SELECT oauth.settings()", &[]).await;
     assert_eq!(defaults["issuer"], json!("http://127.0.0.1:8080"));
     assert_eq!(defaults["code_ttl"], json!(60));
     assert_eq!(defaults["refresh_reuse_grace"], json!(0));
     assert_eq!(defaults["registration_enabled"], json!(true));
-    let changed: Value = admin
-        .query_one(
-            "SELECT oauth.configure(issuer => 'https://auth.example', access_token_ttl => '5 minutes', code_ttl => '30 seconds')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let changed: Value = scalar(
+        &admin,
+        "SELECT oauth.configure(issuer => 'https://auth.example', access_token_ttl => '5 minutes', code_ttl => '30 seconds')",
+        &[],
+    )
+    .await;
     assert_eq!(changed["issuer"], json!("https://auth.example"));
     assert_eq!(changed["access_token_ttl"], json!(300));
     assert_eq!(changed["code_ttl"], json!(30));
-    let kept: Value = admin
-        .query_one("SELECT oauth.configure(default_scopes => '{openid}')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let kept: Value = scalar(
+        &admin,
+        "SELECT oauth.configure(default_scopes => '{openid}')",
+        &[],
+    )
+    .await;
     assert_eq!(
         kept["issuer"],
         json!("https://auth.example"),
@@ -71,13 +66,11 @@ async fn configure_changes_settings_and_null_keeps_them() {
 
     // The issuer goes out as `iss` and the TTLs to the token response.
     let client = confidential_client(&admin).await;
-    let auth = authorize_with(
-        &admin,
-        &client,
-        &unique("user"),
-        json!({"scope": "openid"}),
-        json!({}),
-    )
+    let auth = Authorize {
+        params: json!({"scope": "openid"}),
+        ..Authorize::new(&client)
+    }
+    .run(&admin, &unique("user"))
     .await;
     assert_eq!(
         parse_redirect(&auth.location).param("iss"),
@@ -85,29 +78,25 @@ async fn configure_changes_settings_and_null_keeps_them() {
     );
     let t = exchange(&admin, &client, &auth).await;
     assert_eq!(t["access_token_ttl"], json!(300));
-    let expires: bool = admin
-        .query_one(
-            "SELECT expires_at = created_at + interval '30 seconds' FROM oauth.codes WHERE code_hash = $1",
-            &[&sha256(&auth.code)],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(expires, "code_ttl applies");
-    let pkce = Pkce::new();
-    let begun = begin_authorization(
+    let expires: bool = scalar(
         &admin,
-        &authorize_params(&client, &pkce, json!({"scope": null})),
+        "SELECT expires_at = created_at + interval '30 seconds' FROM oauth.codes WHERE code_hash = $1",
+        &[&sha256(&auth.code)],
     )
     .await;
-    let scopes: Vec<String> = admin
-        .query_one(
-            "SELECT scopes FROM oauth.get_authorization_request($1)",
-            &[&str_field(&begun, "request_id")],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    assert!(expires, "code_ttl applies");
+    let begun = Authorize {
+        params: json!({"scope": null}),
+        ..Authorize::new(&client)
+    }
+    .begin(&admin)
+    .await;
+    let scopes: Vec<String> = scalar(
+        &admin,
+        "SELECT scopes FROM oauth.get_authorization_request($1)",
+        &[&str_field(&begun, "request_id")],
+    )
+    .await;
     assert_eq!(scopes, vec!["openid"], "default_scopes applies");
 }
 
@@ -117,27 +106,14 @@ async fn cleanup_removes_expired_rows_and_returns_how_many() {
     let admin = db.admin().await;
     let client = confidential_client(&admin).await;
     // One pending request, one unredeemed code, one family (with a redeemed code), one revoked grant with a family.
-    let _pending =
-        begin_authorization(&admin, &authorize_params(&client, &Pkce::new(), json!({}))).await;
+    let _pending = Authorize::new(&client).begin(&admin).await;
     let _unredeemed = authorize(&admin, &client, "user-a").await;
     let live = tokens_for(&admin, &client, "user-b").await;
     let revoked = tokens_for(&admin, &client, "user-c").await;
-    admin
-        .query_one(
-            "SELECT oauth.revoke_grant($1)",
-            &[&uuid_field(&revoked, "grant_id")],
-        )
-        .await
-        .unwrap();
+    revoke_grant(&admin, uuid_field(&revoked, "grant_id")).await;
     let count = |table: &'static str| {
         let admin = &admin;
-        async move {
-            admin
-                .query_one(&format!("SELECT count(*) FROM oauth.{table}"), &[])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-        }
+        async move { scalar::<i64>(admin, &format!("SELECT count(*) FROM oauth.{table}"), &[]).await }
     };
     // The revoke deleted user-c's... nothing unredeemed; so: 1 request, 3 codes, 2 families, 3 grants.
     assert_eq!(count("authorization_requests").await, 1);
@@ -145,30 +121,18 @@ async fn cleanup_removes_expired_rows_and_returns_how_many() {
     assert_eq!(count("refresh_families").await, 2);
     assert_eq!(count("grants").await, 3);
 
-    let nothing: i64 = admin
-        .query_one("SELECT oauth.cleanup()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let nothing: i64 = scalar(&admin, "SELECT oauth.cleanup()", &[]).await;
     assert_eq!(nothing, 0, "nothing has expired yet");
 
     // 11 minutes: request and codes expired.
-    let removed: i64 = admin
-        .query_one("SELECT oauth.cleanup(now() + interval '11 minutes')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let removed: i64 = cleanup_in(&admin, "11 minutes").await;
     assert_eq!(removed, 4, "1 request + 3 codes");
     assert_eq!(count("authorization_requests").await, 0);
     assert_eq!(count("codes").await, 0);
     assert_eq!(count("refresh_families").await, 2);
 
     // 8 days: the revoked family and grant are past their audit retention.
-    let removed: i64 = admin
-        .query_one("SELECT oauth.cleanup(now() + interval '8 days')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let removed: i64 = cleanup_in(&admin, "8 days").await;
     assert_eq!(removed, 2, "revoked family + revoked grant");
     assert_eq!(count("grants").await, 2);
     assert_ok(
@@ -177,11 +141,7 @@ async fn cleanup_removes_expired_rows_and_returns_how_many() {
     );
 
     // 31 days: the live family expired; grants stay (consent does not expire).
-    let removed: i64 = admin
-        .query_one("SELECT oauth.cleanup(now() + interval '31 days')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let removed: i64 = cleanup_in(&admin, "31 days").await;
     assert_eq!(removed, 1, "the expired family");
     assert_eq!(count("refresh_families").await, 0);
     assert_eq!(
@@ -190,36 +150,28 @@ async fn cleanup_removes_expired_rows_and_returns_how_many() {
         "tokens cascade with their family"
     );
     assert_eq!(count("grants").await, 2);
-    let again: i64 = admin
-        .query_one("SELECT oauth.cleanup(now() + interval '31 days')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let again: i64 = cleanup_in(&admin, "31 days").await;
     assert_eq!(again, 0);
 
     // Batches: batch_size bounds each kind of row per call.
     for _ in 0..5 {
-        begin_authorization(&admin, &authorize_params(&client, &Pkce::new(), json!({}))).await;
+        Authorize::new(&client).begin(&admin).await;
     }
-    let first: i64 = admin
-        .query_one(
-            "SELECT oauth.cleanup(now() + interval '11 minutes', 2)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let first: i64 = scalar(
+        &admin,
+        "SELECT oauth.cleanup(now() + interval '11 minutes', 2)",
+        &[],
+    )
+    .await;
     assert_eq!(first, 2);
     let mut total = first;
     loop {
-        let n: i64 = admin
-            .query_one(
-                "SELECT oauth.cleanup(now() + interval '11 minutes', 2)",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 = scalar(
+            &admin,
+            "SELECT oauth.cleanup(now() + interval '11 minutes', 2)",
+            &[],
+        )
+        .await;
         if n == 0 {
             break;
         }
@@ -239,25 +191,19 @@ async fn drop_extension_then_create_extension_works() {
         .expect("DROP EXTENSION");
     // The control file names the schema, so PostgreSQL created it outside the extension and it
     // stays; everything the extension created in it is gone.
-    let left: i64 = admin
-        .query_one(
-            "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'oauth'::regnamespace)
+    let left: i64 = scalar(
+        &admin,
+        "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'oauth'::regnamespace)
                   + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'oauth'::regnamespace)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[],
+    )
+    .await;
     assert_eq!(left, 0, "no table or function outlives the extension");
     admin
         .batch_execute("CREATE EXTENSION oauth_provider")
         .await
         .expect("CREATE EXTENSION again");
-    let clients: i64 = admin
-        .query_one("SELECT count(*) FROM oauth.clients", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let clients: i64 = scalar(&admin, "SELECT count(*) FROM oauth.clients", &[]).await;
     assert_eq!(clients, 0);
     // Grants to the existing roles were re-applied, and everything works.
     let gw = db.gateway().await;
@@ -326,10 +272,11 @@ async fn dump_and_restore(source: &TempDb, format: &str) -> TempDb {
 async fn pg_dump_and_restore_keep_clients_grants_settings_and_a_restored_refresh_token_rotates() {
     let source = TempDb::create().await;
     let admin = source.admin().await;
-    admin
-        .execute("SELECT oauth.configure(issuer => 'https://restored.example', refresh_reuse_grace => '5 seconds')", &[])
-        .await
-        .unwrap();
+    configure(
+        &admin,
+        "issuer => 'https://restored.example', refresh_reuse_grace => '5 seconds'",
+    )
+    .await;
     let client = confidential_client(&admin).await;
     let public = create_client(&admin, ClientSpec::public_native()).await;
     let user = unique("user");
@@ -341,27 +288,13 @@ async fn pg_dump_and_restore_keep_clients_grants_settings_and_a_restored_refresh
     .to_owned();
     let tp = tokens_for(&admin, &public, &user).await;
     let revoked = tokens_for(&admin, &client, &unique("user")).await;
-    admin
-        .query_one(
-            "SELECT oauth.revoke_grant($1)",
-            &[&uuid_field(&revoked, "grant_id")],
-        )
-        .await
-        .unwrap();
-    let events_before: i64 = admin
-        .query_one("SELECT count(*) FROM oauth.events", &[])
-        .await
-        .unwrap()
-        .get(0);
+    revoke_grant(&admin, uuid_field(&revoked, "grant_id")).await;
+    let events_before: i64 = scalar(&admin, "SELECT count(*) FROM oauth.events", &[]).await;
 
     for format in ["plain", "custom"] {
         let target = dump_and_restore(&source, format).await;
         let restored = target.admin().await;
-        let settings: Value = restored
-            .query_one("SELECT oauth.settings()", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let settings: Value = scalar(&restored, "SELECT oauth.settings()", &[]).await;
         assert_eq!(
             settings["issuer"],
             json!("https://restored.example"),
@@ -381,17 +314,14 @@ async fn pg_dump_and_restore_keep_clients_grants_settings_and_a_restored_refresh
         let mut expected = vec![client.id.clone(), public.id.clone()];
         expected.sort();
         assert_eq!(clients, expected, "{format}: clients survive");
-        let grants: i64 = restored
-            .query_one("SELECT count(*) FROM oauth.list_user_grants($1)", &[&user])
-            .await
-            .unwrap()
-            .get(0);
+        let grants: i64 = scalar(
+            &restored,
+            "SELECT count(*) FROM oauth.list_user_grants($1)",
+            &[&user],
+        )
+        .await;
         assert_eq!(grants, 2, "{format}: grants survive");
-        let events: i64 = restored
-            .query_one("SELECT count(*) FROM oauth.events", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let events: i64 = scalar(&restored, "SELECT count(*) FROM oauth.events", &[]).await;
         assert_eq!(events, events_before, "{format}: audit events survive");
 
         let gw = target.gateway().await;
@@ -412,11 +342,7 @@ async fn pg_dump_and_restore_keep_clients_grants_settings_and_a_restored_refresh
         // New rows do not collide with restored ones (sequence restored).
         let fresh = tokens_for(&gw, &client, &unique("user")).await;
         assert_ok(&fresh, "new flow after restore");
-        let events_after: i64 = restored
-            .query_one("SELECT count(*) FROM oauth.events", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let events_after: i64 = scalar(&restored, "SELECT count(*) FROM oauth.events", &[]).await;
         assert!(events_after > events_before);
         assert_error(
             &rotate(&gw, &client, str_field(&t, "refresh_token")).await,

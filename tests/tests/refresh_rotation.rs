@@ -96,19 +96,13 @@ async fn reused_refresh_token_revokes_the_family_and_the_grant() {
     assert!(!is_active(
         &introspect_claims(&admin, &client, grant_id, Some(family_id)).await
     ));
-    let grants = admin
-        .query("SELECT 1 FROM oauth.list_user_grants($1)", &[&user])
-        .await
-        .unwrap();
-    assert!(grants.is_empty());
-    let reused_events: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.events WHERE kind = 'refresh_reused' AND family_id = $1",
-            &[&family_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    assert!(user_grant_ids(&admin, &user).await.is_empty());
+    let reused_events: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.events WHERE kind = 'refresh_reused' AND family_id = $1",
+        &[&family_id],
+    )
+    .await;
     assert_eq!(reused_events, 1);
 
     // Consenting again starts a new grant; the old tokens stay dead.
@@ -126,26 +120,20 @@ async fn scope_may_narrow_on_refresh_but_never_widen() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
     let user = unique("user");
-    let auth = authorize_with(
-        &admin,
-        &client,
-        &user,
-        json!({"scope": "openid mcp email"}),
-        json!({}),
-    )
+    let auth = Authorize {
+        params: json!({"scope": "openid mcp email"}),
+        ..Authorize::new(&client)
+    }
+    .run(&admin, &user)
     .await;
-    let first = exchange(&admin, &client, &auth).await;
+    let first = auth.exchange().run(&admin).await;
     let r0 = str_field(&first, "refresh_token").to_owned();
 
-    let narrowed = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&r0),
-        Some("mcp"),
-        None,
-        None,
-    )
+    let narrowed = Rotate {
+        scope: Some("mcp"),
+        ..Rotate::of(&client, &r0)
+    }
+    .run(&admin)
     .await;
     assert_ok(&narrowed, "narrowing");
     assert_eq!(narrowed["scope"], json!("mcp"));
@@ -156,15 +144,11 @@ async fn scope_may_narrow_on_refresh_but_never_widen() {
         ("unknown scope", "admin", "invalid_scope"),
         ("malformed", "mcp  email", "invalid_scope"),
     ] {
-        let answer = rotate_at(
-            &admin,
-            &client.id,
-            client.secret(),
-            Some(&r1),
-            Some(scope),
-            None,
-            None,
-        )
+        let answer = Rotate {
+            scope: Some(scope),
+            ..Rotate::of(&client, &r1)
+        }
+        .run(&admin)
         .await;
         assert_error(&answer, code, what);
     }
@@ -182,37 +166,28 @@ async fn resource_binding_is_preserved_across_rotation() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
     let resource = "https://mcp.example/mcp";
-    let auth = authorize_with(
-        &admin,
-        &client,
-        &unique("user"),
-        json!({"resource": resource}),
-        json!({}),
-    )
+    let user = unique("user");
+    let auth = Authorize {
+        params: json!({"resource": resource}),
+        ..Authorize::new(&client)
+    }
+    .run(&admin, &user)
     .await;
-    let first = exchange(&admin, &client, &auth).await;
+    let first = auth.exchange().run(&admin).await;
     let r0 = str_field(&first, "refresh_token").to_owned();
 
-    let other = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&r0),
-        None,
-        Some("https://evil.example/mcp"),
-        None,
-    )
+    let other = Rotate {
+        resource: Some("https://evil.example/mcp"),
+        ..Rotate::of(&client, &r0)
+    }
+    .run(&admin)
     .await;
     assert_error(&other, "invalid_target", "another resource");
-    let same = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&r0),
-        None,
-        Some(resource),
-        None,
-    )
+    let same = Rotate {
+        resource: Some(resource),
+        ..Rotate::of(&client, &r0)
+    }
+    .run(&admin)
     .await;
     assert_ok(&same, "the bound resource repeated");
     assert_eq!(same["resource"], json!(resource));
@@ -226,15 +201,11 @@ async fn resource_binding_is_preserved_across_rotation() {
 
     // A token without a binding cannot acquire one.
     let unbound = tokens_for(&admin, &client, &unique("user")).await;
-    let answer = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(str_field(&unbound, "refresh_token")),
-        None,
-        Some(resource),
-        None,
-    )
+    let answer = Rotate {
+        resource: Some(resource),
+        ..Rotate::of(&client, str_field(&unbound, "refresh_token"))
+    }
+    .run(&admin)
     .await;
     assert_error(&answer, "invalid_target", "adding a resource on refresh");
 }
@@ -246,59 +217,68 @@ async fn rotation_errors_have_their_codes_and_revoke_nothing() {
     let other = confidential_client(&admin).await;
     let first = tokens_for(&admin, &client, &unique("user")).await;
     let token = str_field(&first, "refresh_token").to_owned();
-    for (what, id, secret, presented, code) in [
+    let presented = Rotate::of(&client, &token);
+    for (what, request, code) in [
         (
             "wrong secret",
-            client.id.as_str(),
-            Some("wrong"),
-            Some(token.as_str()),
+            Rotate {
+                client_secret: Some("wrong"),
+                ..presented
+            },
             "invalid_client",
         ),
         (
             "no secret",
-            client.id.as_str(),
-            None,
-            Some(token.as_str()),
+            Rotate {
+                client_secret: None,
+                ..presented
+            },
             "invalid_client",
         ),
         (
             "unknown client",
-            "no-such-client",
-            Some("x"),
-            Some(token.as_str()),
+            Rotate {
+                client_id: "no-such-client",
+                client_secret: Some("x"),
+                ..presented
+            },
             "invalid_client",
         ),
         (
             "no token",
-            client.id.as_str(),
-            client.secret(),
-            None,
+            Rotate {
+                refresh_token: None,
+                ..presented
+            },
             "invalid_request",
         ),
         (
             "empty token",
-            client.id.as_str(),
-            client.secret(),
-            Some(""),
+            Rotate {
+                refresh_token: Some(""),
+                ..presented
+            },
             "invalid_request",
         ),
         (
             "unknown token",
-            client.id.as_str(),
-            client.secret(),
-            Some("not-a-token"),
+            Rotate {
+                refresh_token: Some("not-a-token"),
+                ..presented
+            },
             "invalid_grant",
         ),
         (
             "another client's token",
-            other.id.as_str(),
-            other.secret(),
-            Some(token.as_str()),
+            Rotate {
+                client_id: &other.id,
+                client_secret: other.secret(),
+                ..presented
+            },
             "invalid_grant",
         ),
     ] {
-        let answer = rotate_at(&admin, id, secret, presented, None, None, None).await;
-        assert_error(&answer, code, what);
+        assert_error(&request.run(&admin).await, code, what);
     }
     let family = family_row(&admin, uuid_field(&first, "family_id")).await;
     assert!(
@@ -316,13 +296,12 @@ async fn client_without_the_refresh_grant_cannot_rotate() {
     let admin = admin().await;
     let client = confidential_client(&admin).await;
     let first = tokens_for(&admin, &client, &unique("user")).await;
-    admin
-        .execute(
-            "SELECT oauth.update_client($1, grant_types => '{authorization_code}')",
-            &[&client.id],
-        )
-        .await
-        .unwrap();
+    execute(
+        &admin,
+        "SELECT oauth.update_client($1, grant_types => '{authorization_code}')",
+        &[&client.id],
+    )
+    .await;
     let answer = rotate(&admin, &client, str_field(&first, "refresh_token")).await;
     assert_error(&answer, "unauthorized_client", "refresh grant removed");
 }
@@ -333,54 +312,26 @@ async fn refresh_family_expires_after_refresh_token_ttl_without_sliding() {
     let client = confidential_client(&admin).await;
     let first = tokens_for(&admin, &client, &unique("user")).await;
     let r0 = str_field(&first, "refresh_token").to_owned();
-    let later: String = admin
-        .query_one("SELECT (now() + interval '29 days')::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let rotated = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&r0),
-        None,
-        None,
-        Some(&later),
-    )
-    .await;
+    let later = db_time_in(&admin, "29 days").await;
+    let rotated = Rotate::of(&client, &r0).at(&later).run(&admin).await;
     assert_ok(&rotated, "29 days in");
     let expires_in = rotated["refresh_expires_in"].as_i64().unwrap();
     assert!(
         expires_in <= 86400,
         "the family's absolute lifetime is kept: {expires_in}"
     );
-    let beyond: String = admin
-        .query_one("SELECT (now() + interval '30 days 1 second')::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let beyond = db_time_in(&admin, "30 days 1 second").await;
     let r1 = str_field(&rotated, "refresh_token").to_owned();
-    let answer = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&r1),
-        None,
-        None,
-        Some(&beyond),
-    )
-    .await;
+    let answer = Rotate::of(&client, &r1).at(&beyond).run(&admin).await;
     assert_error(&answer, "invalid_grant", "expired family");
     let family = family_row(&admin, uuid_field(&first, "family_id")).await;
     assert!(!family.revoked, "expiry is not reuse");
-    let answer: oauth_provider_tests::serde_json::Value = admin
-        .query_one(
-            "SELECT oauth.introspect($1, $2, $3, NULL, NULL, $4::text::timestamptz)",
-            &[&client.id, &client.secret, &r1, &beyond],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let answer: oauth_provider_tests::serde_json::Value = scalar(
+        &admin,
+        "SELECT oauth.introspect($1, $2, $3, NULL, NULL, $4::text::timestamptz)",
+        &[&client.id, &client.secret, &r1, &beyond],
+    )
+    .await;
     assert!(!is_active(&answer));
 }
 
@@ -388,76 +339,49 @@ async fn refresh_family_expires_after_refresh_token_ttl_without_sliding() {
 async fn grace_window_lets_a_retry_rotate_once_more_and_then_reuse_revokes() {
     let db = TempDb::create().await;
     let admin = db.admin().await;
-    admin
-        .execute(
-            "SELECT oauth.configure(refresh_reuse_grace => '10 seconds')",
-            &[],
-        )
-        .await
-        .unwrap();
+    configure(&admin, "refresh_reuse_grace => '10 seconds'").await;
     let client = confidential_client(&admin).await;
     let first = tokens_for(&admin, &client, &unique("user")).await;
     let family_id = uuid_field(&first, "family_id");
-    let t0: String = admin
-        .query_one("SELECT now()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let t0: String = scalar(&admin, "SELECT now()::text", &[]).await;
     let at = |secs: i64| {
-        let t0 = t0.clone();
-        let admin = &admin;
+        let (t0, admin) = (t0.clone(), &admin);
         async move {
-            admin
-                .query_one(
-                    "SELECT ($1::text::timestamptz + make_interval(secs => $2))::text",
-                    &[&t0, &(secs as f64)],
-                )
-                .await
-                .unwrap()
-                .get::<_, String>(0)
+            scalar::<String>(
+                admin,
+                "SELECT ($1::text::timestamptz + make_interval(secs => $2))::text",
+                &[&t0, &(secs as f64)],
+            )
+            .await
+        }
+    };
+    let rotate_at = |token: &str, secs: i64| {
+        let (client, admin, token, at) = (&client, &admin, token.to_owned(), &at);
+        async move {
+            let now = at(secs).await;
+            Rotate::of(client, &token).at(&now).run(admin).await
         }
     };
 
     let a = str_field(&first, "refresh_token").to_owned();
-    let b = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&a),
-        None,
-        None,
-        Some(&at(1).await),
-    )
-    .await;
+    let b = rotate_at(&a, 1).await;
     assert_ok(&b, "A -> B");
     let b = str_field(&b, "refresh_token").to_owned();
     assert!(!b.is_empty());
     // The response with B was lost; the client retries with A within the window.
-    let c = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&a),
-        None,
-        None,
-        Some(&at(5).await),
-    )
-    .await;
+    let c = rotate_at(&a, 5).await;
     assert_ok(&c, "A again within the grace window");
     let c = str_field(&c, "refresh_token").to_owned();
     let family = family_row(&admin, family_id).await;
     assert_eq!(family.current_hash, Some(sha256(&c)), "one live token: C");
     assert!(!family.revoked);
     // The retry's scope must still be within the grant.
-    let wide = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&a),
-        Some("openid mcp profile"),
-        None,
-        Some(&at(6).await),
-    )
+    let six = at(6).await;
+    let wide = Rotate {
+        scope: Some("openid mcp profile"),
+        ..Rotate::of(&client, &a).at(&six)
+    }
+    .run(&admin)
     .await;
     assert_error(&wide, "invalid_grant", "a widening retry is reuse");
     assert!(family_row(&admin, family_id).await.revoked);
@@ -466,27 +390,8 @@ async fn grace_window_lets_a_retry_rotate_once_more_and_then_reuse_revokes() {
     let second = tokens_for(&admin, &client, &unique("user")).await;
     let f2 = uuid_field(&second, "family_id");
     let a2 = str_field(&second, "refresh_token").to_owned();
-    let b2 = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&a2),
-        None,
-        None,
-        Some(&at(1).await),
-    )
-    .await;
-    assert_ok(&b2, "A2 -> B2");
-    let late = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&a2),
-        None,
-        None,
-        Some(&at(12).await),
-    )
-    .await;
+    assert_ok(&rotate_at(&a2, 1).await, "A2 -> B2");
+    let late = rotate_at(&a2, 12).await;
     assert_error(&late, "invalid_grant", "A2 after the grace window");
     let family = family_row(&admin, f2).await;
     assert!(family.revoked);
@@ -498,38 +403,10 @@ async fn grace_window_lets_a_retry_rotate_once_more_and_then_reuse_revokes() {
     let third = tokens_for(&admin, &client, &unique("user")).await;
     let f3 = uuid_field(&third, "family_id");
     let a3 = str_field(&third, "refresh_token").to_owned();
-    let b3 = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&a3),
-        None,
-        None,
-        Some(&at(1).await),
-    )
-    .await;
+    let b3 = rotate_at(&a3, 1).await;
     let b3 = str_field(&b3, "refresh_token").to_owned();
-    let c3 = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&a3),
-        None,
-        None,
-        Some(&at(2).await),
-    )
-    .await;
-    assert_ok(&c3, "retry");
-    let killed = rotate_at(
-        &admin,
-        &client.id,
-        client.secret(),
-        Some(&b3),
-        None,
-        None,
-        Some(&at(3).await),
-    )
-    .await;
+    assert_ok(&rotate_at(&a3, 2).await, "retry");
+    let killed = rotate_at(&b3, 3).await;
     assert_error(&killed, "invalid_grant", "B3, superseded by the retry");
     assert!(
         family_row(&admin, f3).await.revoked,
@@ -545,42 +422,18 @@ async fn without_a_grace_window_a_retry_is_reuse_even_if_it_started_before_the_r
     for offset in ["0", "-1 second"] {
         let first = tokens_for(&admin, &client, &unique("user")).await;
         let a = str_field(&first, "refresh_token").to_owned();
-        let t: String = admin
-            .query_one("SELECT now()::text", &[])
-            .await
-            .unwrap()
-            .get(0);
-        let b = rotate_at(
-            &admin,
-            &client.id,
-            client.secret(),
-            Some(&a),
-            None,
-            None,
-            Some(&t),
-        )
-        .await;
+        let t: String = scalar(&admin, "SELECT now()::text", &[]).await;
+        let b = Rotate::of(&client, &a).at(&t).run(&admin).await;
         assert_ok(&b, "rotation");
         // A concurrent request whose transaction began before the rotation committed sees an
         // earlier now(); with the window off that must still be reuse, not a retry.
-        let retry_at: String = admin
-            .query_one(
-                "SELECT ($1::text::timestamptz + $2::text::interval)::text",
-                &[&t, &offset],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        let retry = rotate_at(
+        let retry_at: String = scalar(
             &admin,
-            &client.id,
-            client.secret(),
-            Some(&a),
-            None,
-            None,
-            Some(&retry_at),
+            "SELECT ($1::text::timestamptz + $2::text::interval)::text",
+            &[&t, &offset],
         )
         .await;
+        let retry = Rotate::of(&client, &a).at(&retry_at).run(&admin).await;
         assert_error(
             &retry,
             "invalid_grant",

@@ -13,20 +13,16 @@ async fn revoke_token(
     grant: Option<Uuid>,
     family: Option<Uuid>,
 ) -> Value {
-    db.query_one(
+    scalar(
+        db,
         "SELECT oauth.revoke_token($1, $2, $3, $4, $5)",
         &[&client.id, &client.secret, &token, &grant, &family],
     )
     .await
-    .unwrap()
-    .get(0)
 }
 
 async fn userinfo(db: &tokio_postgres::Client, grant: Uuid, family: Option<Uuid>) -> Value {
-    db.query_one("SELECT oauth.userinfo($1, $2)", &[&grant, &family])
-        .await
-        .unwrap()
-        .get(0)
+    scalar(db, "SELECT oauth.userinfo($1, $2)", &[&grant, &family]).await
 }
 
 #[tokio::test]
@@ -51,11 +47,12 @@ async fn revoke_grant_revokes_its_families_codes_and_access_token_claims() {
         json!(true)
     );
 
-    let revoked: bool = admin
-        .query_one("SELECT oauth.revoke_grant($1, 'user asked')", &[&grant_id])
-        .await
-        .unwrap()
-        .get(0);
+    let revoked: bool = scalar(
+        &admin,
+        "SELECT oauth.revoke_grant($1, 'user asked')",
+        &[&grant_id],
+    )
+    .await;
     assert!(revoked);
     for family in [fa, fb] {
         let row = family_row(&admin, family).await;
@@ -85,33 +82,19 @@ async fn revoke_grant_revokes_its_families_codes_and_access_token_claims() {
         "invalid_grant",
         "pending code",
     );
+    assert!(user_grant_ids(&admin, &user).await.is_empty());
     assert!(
-        admin
-            .query("SELECT 1 FROM oauth.list_user_grants($1)", &[&user])
-            .await
-            .unwrap()
-            .is_empty()
+        !revoke_grant(&admin, grant_id).await,
+        "a revoked grant is not live"
     );
-    let again: bool = admin
-        .query_one("SELECT oauth.revoke_grant($1)", &[&grant_id])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(!again, "a revoked grant is not live");
-    let unknown: bool = admin
-        .query_one("SELECT oauth.revoke_grant(gen_random_uuid())", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let unknown: bool = scalar(&admin, "SELECT oauth.revoke_grant(gen_random_uuid())", &[]).await;
     assert!(!unknown);
-    let events: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.events WHERE kind = 'grant_revoked' AND grant_id = $1",
-            &[&grant_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let events: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.events WHERE kind = 'grant_revoked' AND grant_id = $1",
+        &[&grant_id],
+    )
+    .await;
     assert_eq!(events, 1);
 }
 
@@ -126,12 +109,7 @@ async fn delete_client_makes_every_token_of_it_inactive() {
     let pending = authorize(&gw, &client, &user).await;
     let grant_id = uuid_field(&t, "grant_id");
     let family_id = uuid_field(&t, "family_id");
-    let deleted: bool = admin
-        .query_one("SELECT oauth.delete_client($1)", &[&client.id])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(deleted);
+    assert!(delete_client(&admin, &client.id).await);
     assert!(!is_active(
         &introspect_claims(&gw, &observer, grant_id, Some(family_id)).await
     ));
@@ -152,26 +130,20 @@ async fn delete_client_makes_every_token_of_it_inactive() {
         "invalid_client",
         "pending code",
     );
-    for table in ["grants", "codes", "authorization_requests"] {
-        let left: i64 = admin
-            .query_one(
-                &format!("SELECT count(*) FROM oauth.{table} WHERE client_id = $1"),
-                &[&client.id],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(left, 0, "{table} rows of the deleted client");
-    }
-    let left: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.refresh_families WHERE client_id = $1",
+    for table in [
+        "grants",
+        "codes",
+        "authorization_requests",
+        "refresh_families",
+    ] {
+        let left: i64 = scalar(
+            &admin,
+            &format!("SELECT count(*) FROM oauth.{table} WHERE client_id = $1"),
             &[&client.id],
         )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0);
+        .await;
+        assert_eq!(left, 0, "{table} rows of the deleted client");
+    }
     let events: Vec<String> = admin
         .query(
             "SELECT kind FROM oauth.events WHERE client_id = $1 ORDER BY event_id",
@@ -200,18 +172,9 @@ async fn revoke_token_revokes_a_refresh_family_of_the_calling_client_only() {
     let token = str_field(&t, "refresh_token");
     let family_id = uuid_field(&t, "family_id");
 
+    let wrong_secret = client.with_secret(Some("wrong"));
     assert_error(
-        &revoke_token(
-            &gw,
-            &TestClient {
-                secret: Some("wrong".into()),
-                ..client.clone()
-            },
-            Some(token),
-            None,
-            None,
-        )
-        .await,
+        &revoke_token(&gw, &wrong_secret, Some(token), None, None).await,
         "invalid_client",
         "bad client auth",
     );
@@ -300,15 +263,16 @@ async fn introspection_of_a_live_refresh_token_describes_it() {
     let gw = gateway().await;
     let client = confidential_client(&admin).await;
     let user = unique("user");
-    let auth = authorize_with(
-        &gw,
-        &client,
-        &user,
-        json!({"resource": "https://mcp.example/mcp"}),
-        json!({"k": "v"}),
-    )
+    let t = Authorize {
+        params: json!({"resource": "https://mcp.example/mcp"}),
+        props: json!({"k": "v"}),
+        ..Authorize::new(&client)
+    }
+    .run(&gw, &user)
+    .await
+    .exchange()
+    .run(&gw)
     .await;
-    let t = exchange(&gw, &client, &auth).await;
     let answer = introspect_refresh(&gw, &client, str_field(&t, "refresh_token")).await;
     assert_eq!(answer["active"], json!(true));
     assert_eq!(answer["token_type"], json!("refresh_token"));
@@ -352,10 +316,7 @@ async fn introspection_of_a_live_refresh_token_describes_it() {
         .await,
         json!({"active": false})
     );
-    let bad = TestClient {
-        secret: Some("wrong".into()),
-        ..client.clone()
-    };
+    let bad = client.with_secret(Some("wrong"));
     assert_error(
         &introspect_refresh(&gw, &bad, str_field(&t, "refresh_token")).await,
         "invalid_client",
@@ -392,10 +353,7 @@ async fn revocation_notifies_oauth_revocations_listeners() {
         json!({"grant_id": grant_id, "family_id": family_id})
     );
 
-    admin
-        .query_one("SELECT oauth.revoke_grant($1)", &[&grant_id])
-        .await
-        .unwrap();
+    revoke_grant(&admin, grant_id).await;
     let payload = next_payload_for(&mut notifications, grant_id).await;
     assert_eq!(payload, json!({"grant_id": grant_id, "family_id": null}));
 
@@ -423,10 +381,12 @@ async fn revocation_notifies_oauth_revocations_listeners() {
         ))
         .await
         .unwrap();
-    admin
-        .query_one("SELECT oauth.revoke_grant($1, 'second')", &[&grant_id])
-        .await
-        .unwrap();
+    execute(
+        &admin,
+        "SELECT oauth.revoke_grant($1, 'second')",
+        &[&grant_id],
+    )
+    .await;
     let payload = next_payload_for(&mut notifications, grant_id).await;
     assert_eq!(payload, json!({"grant_id": grant_id, "family_id": null}));
     assert!(

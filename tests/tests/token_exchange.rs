@@ -2,7 +2,7 @@
 //! policy, and bound to the subject's grant and family.
 
 use oauth_provider_tests::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const SERVED: &str = "https://files.example.com/mcp";
 const TARGET: &str = "https://calendar.example.com/mcp";
@@ -13,40 +13,106 @@ struct Subject {
     scope: String,
 }
 
-async fn subject(admin: &tokio_postgres::Client, gw: &tokio_postgres::Client) -> Subject {
+/// A user's tokens from a code flow asking for `scope`, as the subject of an exchange, with the
+/// user and the client the user's tokens were issued to.
+async fn subject_with_scope(
+    admin: &tokio_postgres::Client,
+    gw: &tokio_postgres::Client,
+    scope: &str,
+) -> (Subject, String, TestClient) {
     let app = confidential_client(admin).await;
-    let tokens = tokens_for(gw, &app, &unique("user")).await;
-    Subject {
+    let user = unique("user");
+    let tokens = Authorize {
+        params: json!({"scope": scope}),
+        props: json!({"plan": "team"}),
+        ..Authorize::new(&app)
+    }
+    .run(gw, &user)
+    .await
+    .exchange()
+    .run(gw)
+    .await;
+    assert_ok(&tokens, "subject code flow");
+    let subject = Subject {
         grant_id: uuid_field(&tokens, "grant_id"),
         family_id: uuid_field(&tokens, "family_id"),
         scope: str_field(&tokens, "scope").to_owned(),
-    }
+    };
+    (subject, user, app)
 }
 
-async fn exchange_token(
-    gw: &tokio_postgres::Client,
-    client: &TestClient,
-    subject: &Subject,
-    subject_audience: &str,
-    audience: Option<&str>,
-    scope: Option<&str>,
-) -> Value {
-    gw.query_one(
-        "SELECT oauth.exchange_token($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[
-            &client.id,
-            &client.secret(),
-            &subject.grant_id,
-            &subject.family_id,
-            &subject_audience,
-            &subject.scope,
-            &audience,
-            &scope,
-        ],
+/// The subject of a default code flow (scope `openid mcp`).
+async fn subject(admin: &tokio_postgres::Client, gw: &tokio_postgres::Client) -> Subject {
+    subject_with_scope(admin, gw, "openid mcp").await.0
+}
+
+/// `oauth.set_token_exchange_policy`: `client_id` may exchange tokens for [`SERVED`] into tokens
+/// for `target`, within `scopes` (`None`: no ceiling).
+async fn set_policy(
+    db: &tokio_postgres::Client,
+    client_id: &str,
+    target: &str,
+    scopes: Option<&[&str]>,
+) -> Result<u64, tokio_postgres::Error> {
+    db.execute(
+        "SELECT oauth.set_token_exchange_policy($1, ARRAY[$2], ARRAY[$3], $4)",
+        &[&client_id, &SERVED, &target, &scopes],
     )
     .await
-    .unwrap()
-    .get(0)
+}
+
+/// A confidential client with a policy to exchange [`SERVED`] tokens for [`TARGET`] ones.
+async fn server_with_policy(admin: &tokio_postgres::Client, scopes: Option<&[&str]>) -> TestClient {
+    let server = confidential_client(admin).await;
+    set_policy(admin, &server.id, TARGET, scopes).await.unwrap();
+    server
+}
+
+/// `oauth.exchange_token` by `client` of `subject`; `TokenExchange::new` asks for a token for
+/// [`TARGET`] from one for [`SERVED`], with the subject's scope.
+struct TokenExchange<'a> {
+    client: &'a TestClient,
+    subject: &'a Subject,
+    subject_audience: &'a str,
+    audience: Option<&'a str>,
+    scope: Option<&'a str>,
+}
+
+impl<'a> TokenExchange<'a> {
+    fn new(client: &'a TestClient, subject: &'a Subject) -> Self {
+        TokenExchange {
+            client,
+            subject,
+            subject_audience: SERVED,
+            audience: Some(TARGET),
+            scope: None,
+        }
+    }
+
+    fn scope(self, scope: &'a str) -> Self {
+        TokenExchange {
+            scope: Some(scope),
+            ..self
+        }
+    }
+
+    async fn run(&self, gw: &tokio_postgres::Client) -> Value {
+        scalar(
+            gw,
+            "SELECT oauth.exchange_token($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &self.client.id,
+                &self.client.secret(),
+                &self.subject.grant_id,
+                &self.subject.family_id,
+                &self.subject_audience,
+                &self.subject.scope,
+                &self.audience,
+                &self.scope,
+            ],
+        )
+        .await
+    }
 }
 
 #[tokio::test]
@@ -58,16 +124,9 @@ async fn an_exchanged_token_is_narrower_bound_to_the_subject_and_recorded() {
         "{}",
         subject.scope
     );
-    let server = confidential_client(&admin).await;
-    admin
-        .execute(
-            "SELECT oauth.set_token_exchange_policy($1, ARRAY[$2], ARRAY[$3])",
-            &[&server.id, &SERVED, &TARGET],
-        )
-        .await
-        .unwrap();
+    let server = server_with_policy(&admin, None).await;
 
-    let exchanged = exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await;
+    let exchanged = TokenExchange::new(&server, &subject).run(&gw).await;
     assert_ok(&exchanged, "exchange");
     assert_eq!(str_field(&exchanged, "client_id"), server.id);
     assert_eq!(str_field(&exchanged, "resource"), TARGET);
@@ -79,42 +138,34 @@ async fn an_exchanged_token_is_narrower_bound_to_the_subject_and_recorded() {
         !scopes.contains(&"openid") && !scopes.contains(&"offline_access"),
         "{scopes:?}"
     );
-    let narrow = exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), Some("mcp")).await;
+    let narrow = TokenExchange::new(&server, &subject)
+        .scope("mcp")
+        .run(&gw)
+        .await;
     assert_eq!(str_field(&narrow, "scope"), "mcp");
-    let events: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.events WHERE kind = 'token_exchanged' AND client_id = $1",
-            &[&server.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let events: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.events WHERE kind = 'token_exchanged' AND client_id = $1",
+        &[&server.id],
+    )
+    .await;
     assert_eq!(events, 2);
 
     // A policy's scope ceiling applies; removing the policy ends exchanges.
-    admin
-        .execute(
-            "SELECT oauth.set_token_exchange_policy($1, ARRAY[$2], ARRAY[$3], '{profile}')",
-            &[&server.id, &SERVED, &TARGET],
-        )
+    set_policy(&admin, &server.id, TARGET, Some(&["profile"]))
         .await
         .unwrap();
     assert_error(
-        &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), Some("mcp")).await,
+        &TokenExchange::new(&server, &subject)
+            .scope("mcp")
+            .run(&gw)
+            .await,
         "invalid_scope",
         "above the ceiling",
     );
-    let removed: bool = admin
-        .query_one(
-            "SELECT oauth.remove_token_exchange_policy($1)",
-            &[&server.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(removed);
+    assert!(remove_policy(&admin, &server.id).await);
     assert_error(
-        &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+        &TokenExchange::new(&server, &subject).run(&gw).await,
         "unauthorized_client",
         "policy removed",
     );
@@ -124,14 +175,8 @@ async fn an_exchanged_token_is_narrower_bound_to_the_subject_and_recorded() {
 async fn exchanges_outside_the_policy_or_of_dead_subjects_are_refused() {
     let (admin, gw) = (admin().await, gateway().await);
     let subject = subject(&admin, &gw).await;
-    let server = confidential_client(&admin).await;
-    admin
-        .execute(
-            "SELECT oauth.set_token_exchange_policy($1, ARRAY[$2], ARRAY[$3])",
-            &[&server.id, &SERVED, &TARGET],
-        )
-        .await
-        .unwrap();
+    let server = server_with_policy(&admin, None).await;
+    let valid = TokenExchange::new(&server, &subject);
     for (subject_audience, audience, scope, error) in [
         (
             "https://elsewhere.example/mcp",
@@ -155,38 +200,40 @@ async fn exchanges_outside_the_policy_or_of_dead_subjects_are_refused() {
         ),
         (SERVED, Some(TARGET), Some("bad  scope"), "invalid_scope"),
     ] {
+        let request = TokenExchange {
+            subject_audience,
+            audience,
+            scope,
+            ..valid
+        };
         assert_error(
-            &exchange_token(&gw, &server, &subject, subject_audience, audience, scope).await,
+            &request.run(&gw).await,
             error,
             &format!("{subject_audience} {audience:?} {scope:?}"),
         );
     }
-    let wrong_secret = TestClient {
-        secret: Some("nope".into()),
-        ..server.clone()
-    };
+    let wrong_secret = server.with_secret(Some("nope"));
     assert_error(
-        &exchange_token(&gw, &wrong_secret, &subject, SERVED, Some(TARGET), None).await,
+        &TokenExchange::new(&wrong_secret, &subject).run(&gw).await,
         "invalid_client",
         "wrong secret",
     );
     let no_policy = confidential_client(&admin).await;
     assert_error(
-        &exchange_token(&gw, &no_policy, &subject, SERVED, Some(TARGET), None).await,
+        &TokenExchange::new(&no_policy, &subject).run(&gw).await,
         "unauthorized_client",
         "no policy",
     );
 
     // The subject's family revoked (the user's client signed out): nothing more to exchange.
-    admin
-        .execute(
-            "UPDATE oauth.refresh_families SET revoked_at = now() WHERE family_id = $1",
-            &[&subject.family_id],
-        )
-        .await
-        .unwrap();
+    execute(
+        &admin,
+        "UPDATE oauth.refresh_families SET revoked_at = now() WHERE family_id = $1",
+        &[&subject.family_id],
+    )
+    .await;
     assert_error(
-        &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+        &TokenExchange::new(&server, &subject).run(&gw).await,
         "invalid_request",
         "revoked family",
     );
@@ -194,12 +241,7 @@ async fn exchanges_outside_the_policy_or_of_dead_subjects_are_refused() {
     // Public clients may not be given a policy.
     let public = create_client(&admin, ClientSpec::public_native()).await;
     assert_sqlstate(
-        admin
-            .execute(
-                "SELECT oauth.set_token_exchange_policy($1, ARRAY[$2], ARRAY[$3])",
-                &[&public.id, &SERVED, &TARGET],
-            )
-            .await,
+        set_policy(&admin, &public.id, TARGET, None).await,
         "OA408",
         "public client policy",
     );
@@ -215,54 +257,15 @@ async fn exchanges_outside_the_policy_or_of_dead_subjects_are_refused() {
     );
 }
 
-/// A user's tokens from a code flow asking for `scope`, as the subject of an exchange.
-async fn subject_with_scope(
-    admin: &tokio_postgres::Client,
-    gw: &tokio_postgres::Client,
-    scope: &str,
-) -> (Subject, String, TestClient) {
-    let app = confidential_client(admin).await;
-    let user = unique("user");
-    let auth = authorize_with(
-        gw,
-        &app,
-        &user,
-        serde_json::json!({"scope": scope}),
-        serde_json::json!({"plan": "team"}),
-    )
-    .await;
-    let tokens = exchange(gw, &app, &auth).await;
-    assert_ok(&tokens, "subject code flow");
-    (
-        Subject {
-            grant_id: uuid_field(&tokens, "grant_id"),
-            family_id: uuid_field(&tokens, "family_id"),
-            scope: str_field(&tokens, "scope").to_owned(),
-        },
-        user,
-        app,
-    )
-}
-
-async fn server_with_policy(admin: &tokio_postgres::Client, scopes: Option<&[&str]>) -> TestClient {
-    let server = confidential_client(admin).await;
-    let scopes: Option<Vec<String>> = scopes.map(|s| s.iter().map(|s| s.to_string()).collect());
-    admin
-        .execute(
-            "SELECT oauth.set_token_exchange_policy($1, ARRAY[$2], ARRAY[$3], $4)",
-            &[&server.id, &SERVED, &TARGET, &scopes],
-        )
-        .await
-        .unwrap();
-    server
-}
-
 #[tokio::test]
 async fn the_exchanged_token_speaks_for_the_user_to_the_target_and_is_recorded_as_such() {
     let (admin, gw) = (admin().await, gateway().await);
     let (subject, user, app) = subject_with_scope(&admin, &gw, "mcp profile").await;
     let server = server_with_policy(&admin, None).await;
-    let exchanged = exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), Some("mcp")).await;
+    let exchanged = TokenExchange::new(&server, &subject)
+        .scope("mcp")
+        .run(&gw)
+        .await;
     assert_ok(&exchanged, "exchange");
     assert_eq!(
         str_field(&exchanged, "user_id"),
@@ -278,7 +281,7 @@ async fn the_exchanged_token_speaks_for_the_user_to_the_target_and_is_recorded_a
     assert_eq!(str_field(&exchanged, "subject_type"), "user");
     assert_eq!(str_field(&exchanged, "resource"), TARGET);
     assert_eq!(str_field(&exchanged, "scope"), "mcp");
-    assert_eq!(exchanged["props"], serde_json::json!({"plan": "team"}));
+    assert_eq!(exchanged["props"], json!({"plan": "team"}));
     assert!(exchanged.get("act").is_none(), "{exchanged}");
     assert!(exchanged["refresh_token"].is_null());
     assert!(exchanged["nonce"].is_null());
@@ -296,27 +299,25 @@ async fn the_exchanged_token_speaks_for_the_user_to_the_target_and_is_recorded_a
     assert_eq!(event.get::<_, uuid::Uuid>(2), subject.family_id);
     assert_eq!(
         event.get::<_, Value>(3),
-        serde_json::json!({"subject_audience": SERVED, "audience": TARGET, "scopes": ["mcp"]})
+        json!({"subject_audience": SERVED, "audience": TARGET, "scopes": ["mcp"]})
     );
 
     // Bound to the subject: live while the user's family is, dead once the app revokes it.
     assert!(is_active(
         &introspect_claims(&gw, &server, subject.grant_id, Some(subject.family_id)).await
     ));
-    let revoked = gw
-        .query_one(
-            "SELECT oauth.revoke_token($1, $2, NULL, $3, $4)",
-            &[&app.id, &app.secret, &subject.grant_id, &subject.family_id],
-        )
-        .await
-        .unwrap()
-        .get::<_, Value>(0);
-    assert_eq!(revoked, serde_json::json!({}));
+    let revoked: Value = scalar(
+        &gw,
+        "SELECT oauth.revoke_token($1, $2, NULL, $3, $4)",
+        &[&app.id, &app.secret, &subject.grant_id, &subject.family_id],
+    )
+    .await;
+    assert_eq!(revoked, json!({}));
     assert!(!is_active(
         &introspect_claims(&gw, &server, subject.grant_id, Some(subject.family_id)).await
     ));
     assert_error(
-        &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+        &TokenExchange::new(&server, &subject).run(&gw).await,
         "invalid_request",
         "the subject's family was revoked",
     );
@@ -329,14 +330,17 @@ async fn scopes_beyond_the_subject_token_are_refused() {
     let server = server_with_policy(&admin, None).await;
     for scope in ["profile", "mcp profile", "email"] {
         assert_error(
-            &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), Some(scope)).await,
+            &TokenExchange::new(&server, &subject)
+                .scope(scope)
+                .run(&gw)
+                .await,
             "invalid_scope",
             scope,
         );
     }
     assert_eq!(
         str_field(
-            &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+            &TokenExchange::new(&server, &subject).run(&gw).await,
             "scope"
         ),
         "mcp",
@@ -351,7 +355,7 @@ async fn the_policy_caps_the_scopes_of_exchanged_tokens() {
     let server = server_with_policy(&admin, Some(&["mcp", "email"])).await;
     assert_eq!(
         str_field(
-            &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+            &TokenExchange::new(&server, &subject).run(&gw).await,
             "scope"
         ),
         "mcp email",
@@ -359,28 +363,26 @@ async fn the_policy_caps_the_scopes_of_exchanged_tokens() {
     );
     assert_eq!(
         str_field(
-            &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), Some("email")).await,
+            &TokenExchange::new(&server, &subject)
+                .scope("email")
+                .run(&gw)
+                .await,
             "scope"
         ),
         "email"
     );
     assert_error(
-        &exchange_token(
-            &gw,
-            &server,
-            &subject,
-            SERVED,
-            Some(TARGET),
-            Some("profile"),
-        )
-        .await,
+        &TokenExchange::new(&server, &subject)
+            .scope("profile")
+            .run(&gw)
+            .await,
         "invalid_scope",
         "in the subject, outside the policy",
     );
     // A policy and a subject with nothing in common leave nothing to exchange.
     let (narrow, _, _) = subject_with_scope(&admin, &gw, "profile").await;
     assert_error(
-        &exchange_token(&gw, &server, &narrow, SERVED, Some(TARGET), None).await,
+        &TokenExchange::new(&server, &narrow).run(&gw).await,
         "invalid_scope",
         "empty intersection",
     );
@@ -394,7 +396,7 @@ async fn openid_and_offline_access_are_never_delegated() {
     let server = server_with_policy(&admin, Some(&["openid", "offline_access", "mcp"])).await;
     assert_eq!(
         str_field(
-            &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+            &TokenExchange::new(&server, &subject).run(&gw).await,
             "scope"
         ),
         "mcp"
@@ -406,14 +408,17 @@ async fn openid_and_offline_access_are_never_delegated() {
         "offline_access mcp",
     ] {
         assert_error(
-            &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), Some(scope)).await,
+            &TokenExchange::new(&server, &subject)
+                .scope(scope)
+                .run(&gw)
+                .await,
             "invalid_scope",
             scope,
         );
     }
     let (user_only, _, _) = subject_with_scope(&admin, &gw, "openid offline_access").await;
     assert_error(
-        &exchange_token(&gw, &server, &user_only, SERVED, Some(TARGET), None).await,
+        &TokenExchange::new(&server, &user_only).run(&gw).await,
         "invalid_scope",
         "a subject with only user-bound scopes",
     );
@@ -431,7 +436,7 @@ async fn a_revoked_grant_or_a_family_of_another_grant_is_no_subject() {
         scope: subject.scope.clone(),
     };
     assert_error(
-        &exchange_token(&gw, &server, &mixed, SERVED, Some(TARGET), None).await,
+        &TokenExchange::new(&server, &mixed).run(&gw).await,
         "invalid_request",
         "family of another grant",
     );
@@ -441,31 +446,26 @@ async fn a_revoked_grant_or_a_family_of_another_grant_is_no_subject() {
         scope: subject.scope.clone(),
     };
     assert_error(
-        &exchange_token(&gw, &server, &unknown, SERVED, Some(TARGET), None).await,
+        &TokenExchange::new(&server, &unknown).run(&gw).await,
         "invalid_request",
         "unknown grant",
     );
     assert_ok(
-        &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+        &TokenExchange::new(&server, &subject).run(&gw).await,
         "before revocation",
     );
-    admin
-        .execute("SELECT oauth.revoke_grant($1)", &[&subject.grant_id])
-        .await
-        .unwrap();
+    revoke_grant(&admin, subject.grant_id).await;
     assert_error(
-        &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+        &TokenExchange::new(&server, &subject).run(&gw).await,
         "invalid_request",
         "revoked grant",
     );
-    let null_grant: Value = gw
-        .query_one(
-            "SELECT oauth.exchange_token($1, $2, NULL, NULL, $3, 'mcp', $4, NULL)",
-            &[&server.id, &server.secret, &SERVED, &TARGET],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let null_grant: Value = scalar(
+        &gw,
+        "SELECT oauth.exchange_token($1, $2, NULL, NULL, $3, 'mcp', $4, NULL)",
+        &[&server.id, &server.secret, &SERVED, &TARGET],
+    )
+    .await;
     assert_error(&null_grant, "invalid_request", "no subject grant");
 }
 
@@ -476,31 +476,24 @@ async fn policies_are_set_replaced_and_removed_by_the_administrator_only() {
     let server = server_with_policy(&admin, None).await;
     let elsewhere = "https://elsewhere.example/mcp";
     // Setting again replaces the policy.
-    admin
-        .execute(
-            "SELECT oauth.set_token_exchange_policy($1, ARRAY[$2], ARRAY[$3])",
-            &[&server.id, &SERVED, &elsewhere],
-        )
+    set_policy(&admin, &server.id, elsewhere, None)
         .await
         .unwrap();
     assert_error(
-        &exchange_token(&gw, &server, &subject, SERVED, Some(TARGET), None).await,
+        &TokenExchange::new(&server, &subject).run(&gw).await,
         "invalid_target",
         "the replaced target",
     );
     assert_ok(
-        &exchange_token(&gw, &server, &subject, SERVED, Some(elsewhere), None).await,
+        &TokenExchange {
+            audience: Some(elsewhere),
+            ..TokenExchange::new(&server, &subject)
+        }
+        .run(&gw)
+        .await,
         "the new target",
     );
-    let policies: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.token_exchange_policies WHERE client_id = $1",
-            &[&server.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(policies, 1);
+    assert_eq!(policy_count(&admin, &server.id).await, 1);
 
     for (sql, code, what) in [
         (
@@ -533,27 +526,16 @@ async fn policies_are_set_replaced_and_removed_by_the_administrator_only() {
     }
     // The gateway cannot grant itself exchanges.
     assert_sqlstate(
-        gw.execute(
-            "SELECT oauth.set_token_exchange_policy($1, ARRAY[$2], ARRAY[$3])",
-            &[&server.id, &SERVED, &TARGET],
-        )
-        .await,
+        set_policy(&gw, &server.id, TARGET, None).await,
         "42501",
         "gateway setting a policy",
     );
 
-    let remove = |id: String| {
-        let admin = &admin;
-        async move {
-            admin
-                .query_one("SELECT oauth.remove_token_exchange_policy($1)", &[&id])
-                .await
-                .unwrap()
-                .get::<_, bool>(0)
-        }
-    };
-    assert!(remove(server.id.clone()).await);
-    assert!(!remove(server.id.clone()).await, "nothing left to remove");
+    assert!(remove_policy(&admin, &server.id).await);
+    assert!(
+        !remove_policy(&admin, &server.id).await,
+        "nothing left to remove"
+    );
     let kinds: Vec<String> = admin
         .query(
             "SELECT kind FROM oauth.events WHERE client_id = $1 AND kind LIKE 'token_exchange_policy%'
@@ -576,17 +558,25 @@ async fn policies_are_set_replaced_and_removed_by_the_administrator_only() {
 
     // Deleting the client removes its policy.
     let doomed = server_with_policy(&admin, None).await;
-    admin
-        .execute("SELECT oauth.delete_client($1)", &[&doomed.id])
-        .await
-        .unwrap();
-    let left: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.token_exchange_policies WHERE client_id = $1",
-            &[&doomed.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    delete_client(&admin, &doomed.id).await;
+    let left = policy_count(&admin, &doomed.id).await;
     assert_eq!(left, 0);
+}
+
+async fn remove_policy(admin: &tokio_postgres::Client, client_id: &str) -> bool {
+    scalar(
+        admin,
+        "SELECT oauth.remove_token_exchange_policy($1)",
+        &[&client_id],
+    )
+    .await
+}
+
+async fn policy_count(admin: &tokio_postgres::Client, client_id: &str) -> i64 {
+    scalar(
+        admin,
+        "SELECT count(*) FROM oauth.token_exchange_policies WHERE client_id = $1",
+        &[&client_id],
+    )
+    .await
 }

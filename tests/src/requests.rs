@@ -1,0 +1,304 @@
+//! The SQL functions under test as request structs: every argument named, every default in one
+//! place. A test states only what its request changes, e.g.
+//! `Exchange { code: None, ..auth.exchange() }.run(&db).await`.
+
+use serde_json::{Value, json};
+use tokio_postgres::Client;
+use tokio_postgres::types::{FromSqlOwned, ToSql};
+
+use crate::{Authorized, Pkce, TestClient, assert_ok, issue_code, parse_redirect, str_field};
+
+/// The one value a statement returns; panics with the statement when it fails.
+pub async fn scalar<T: FromSqlOwned>(db: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> T {
+    db.query_one(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .get(0)
+}
+
+/// Runs a statement for its effect; panics with the statement when it fails.
+pub async fn execute(db: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) {
+    db.execute(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+}
+
+/// `oauth.revoke_grant`: whether the grant was live.
+pub async fn revoke_grant(db: &Client, grant_id: uuid::Uuid) -> bool {
+    scalar(db, "SELECT oauth.revoke_grant($1)", &[&grant_id]).await
+}
+
+/// `oauth.delete_client`: whether the client existed.
+pub async fn delete_client(db: &Client, client_id: &str) -> bool {
+    scalar(db, "SELECT oauth.delete_client($1)", &[&client_id]).await
+}
+
+/// The grants `oauth.list_user_grants` shows for `user`.
+pub async fn user_grant_ids(db: &Client, user: &str) -> Vec<uuid::Uuid> {
+    db.query("SELECT grant_id FROM oauth.list_user_grants($1)", &[&user])
+        .await
+        .unwrap_or_else(|e| panic!("list_user_grants({user}): {e:?}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The issuer the server names itself with (`iss`).
+pub async fn issuer(db: &Client) -> String {
+    scalar(db, "SELECT oauth.settings()->>'issuer'", &[]).await
+}
+
+/// `oauth.configure` with the named arguments `settings` (e.g. `registered_client_ttl => '1 hour'`).
+pub async fn configure(db: &Client, settings: &str) {
+    execute(db, &format!("SELECT oauth.configure({settings})"), &[]).await
+}
+
+/// A fixed clock for tests that pass time as `now`: `seconds` after 2030-01-01T00:00:00Z (within
+/// January), as a timestamptz literal.
+pub fn at(seconds: i64) -> String {
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    format!(
+        "2030-01-{:02} {:02}:{:02}:{:02}+00",
+        days + 1,
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// `oauth.cleanup` as it would run `interval` from now: how many rows it removed.
+pub async fn cleanup_in(db: &Client, interval: &str) -> i64 {
+    scalar(
+        db,
+        "SELECT oauth.cleanup(now() + $1::text::interval)",
+        &[&interval],
+    )
+    .await
+}
+
+/// The database clock plus `interval`, as a timestamptz literal for a `now` argument.
+pub async fn db_time_in(db: &Client, interval: &str) -> String {
+    scalar(
+        db,
+        "SELECT (now() + $1::text::interval)::text",
+        &[&interval],
+    )
+    .await
+}
+
+/// `base` with `changes` applied: a `null` removes the member, anything else sets it.
+pub fn changed(base: &Value, changes: Value) -> Value {
+    let mut merged = base.clone();
+    let map = merged.as_object_mut().expect("base must be an object");
+    for (k, v) in changes.as_object().expect("changes must be an object") {
+        if v.is_null() {
+            map.remove(k);
+        } else {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    merged
+}
+
+/// An authorization request by `client`: `params` changes the valid defaults of
+/// [`crate::authorize_params`] (a `null` removes one); `props` go with the user's consent.
+#[derive(Clone, Debug)]
+pub struct Authorize<'a> {
+    pub client: &'a TestClient,
+    pub pkce: Pkce,
+    pub params: Value,
+    pub props: Value,
+}
+
+impl<'a> Authorize<'a> {
+    pub fn new(client: &'a TestClient) -> Self {
+        Authorize {
+            client,
+            pkce: Pkce::new(),
+            params: json!({}),
+            props: json!({}),
+        }
+    }
+
+    /// The parameters sent to `oauth.begin_authorization`.
+    pub fn request(&self) -> Value {
+        crate::authorize_params(self.client, &self.pkce, self.params.clone())
+    }
+
+    /// `oauth.begin_authorization` of the request.
+    pub async fn begin(&self, db: &Client) -> Value {
+        crate::begin_authorization(db, &self.request()).await
+    }
+
+    /// Begins the request and completes `user`'s consent to every requested scope, returning the
+    /// code taken from the redirect URL.
+    pub async fn run(&self, db: &Client, user: &str) -> Authorized {
+        let params = self.request();
+        let begun = crate::begin_authorization(db, &params).await;
+        assert_ok(&begun, "begin_authorization");
+        let location =
+            issue_code(db, str_field(&begun, "request_id"), user, None, &self.props).await;
+        let redirect = parse_redirect(&location);
+        if let Some(state) = params.get("state").and_then(Value::as_str) {
+            assert_eq!(redirect.param("state"), state, "state is echoed");
+        }
+        let redirect_uri = params
+            .get("redirect_uri")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.client.redirect_uri)
+            .to_owned();
+        Authorized {
+            code: redirect.param("code").to_owned(),
+            pkce: self.pkce.clone(),
+            params,
+            redirect_uri,
+            location,
+            client_id: self.client.id.clone(),
+            client_secret: self.client.secret.clone(),
+        }
+    }
+}
+
+/// `oauth.exchange_code`; `now` (a timestamptz literal) `None` means the database clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Exchange<'a> {
+    pub client_id: &'a str,
+    pub client_secret: Option<&'a str>,
+    pub code: Option<&'a str>,
+    pub verifier: Option<&'a str>,
+    pub redirect_uri: Option<&'a str>,
+    pub resource: Option<&'a str>,
+    pub now: Option<&'a str>,
+}
+
+impl<'a> Exchange<'a> {
+    /// A request by `client` that presents nothing yet.
+    pub fn of(client: &'a TestClient) -> Self {
+        Exchange {
+            client_id: &client.id,
+            client_secret: client.secret(),
+            code: None,
+            verifier: None,
+            redirect_uri: None,
+            resource: None,
+            now: None,
+        }
+    }
+
+    /// The same request presented by `client`.
+    pub fn by(self, client: &'a TestClient) -> Self {
+        Exchange {
+            client_id: &client.id,
+            client_secret: client.secret(),
+            ..self
+        }
+    }
+
+    pub async fn run(&self, db: &Client) -> Value {
+        db.query_one(
+            "SELECT oauth.exchange_code($1, $2, $3, $4, $5, $6, coalesce($7::text::timestamptz, now()))",
+            &[
+                &self.client_id,
+                &self.client_secret,
+                &self.code,
+                &self.verifier,
+                &self.redirect_uri,
+                &self.resource,
+                &self.now,
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("exchange_code raised: {e:?}"))
+        .get(0)
+    }
+}
+
+impl Authorized {
+    /// The exchange a well-behaved client makes with this code.
+    pub fn exchange(&self) -> Exchange<'_> {
+        Exchange {
+            client_id: &self.client_id,
+            client_secret: self.client_secret.as_deref(),
+            code: Some(&self.code),
+            verifier: Some(&self.pkce.verifier),
+            redirect_uri: Some(&self.redirect_uri),
+            resource: None,
+            now: None,
+        }
+    }
+}
+
+/// `oauth.rotate_refresh_token`; `now` (a timestamptz literal) `None` means the database clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Rotate<'a> {
+    pub client_id: &'a str,
+    pub client_secret: Option<&'a str>,
+    pub refresh_token: Option<&'a str>,
+    pub scope: Option<&'a str>,
+    pub resource: Option<&'a str>,
+    pub now: Option<&'a str>,
+}
+
+impl<'a> Rotate<'a> {
+    /// `client` presenting `refresh_token`, asking for nothing else.
+    pub fn of(client: &'a TestClient, refresh_token: &'a str) -> Self {
+        Rotate {
+            client_id: &client.id,
+            client_secret: client.secret(),
+            refresh_token: Some(refresh_token),
+            scope: None,
+            resource: None,
+            now: None,
+        }
+    }
+
+    /// The same request at `now`.
+    pub fn at(self, now: &'a str) -> Self {
+        Rotate {
+            now: Some(now),
+            ..self
+        }
+    }
+
+    pub async fn run(&self, db: &Client) -> Value {
+        db.query_one(
+            "SELECT oauth.rotate_refresh_token($1, $2, $3, $4, $5, coalesce($6::text::timestamptz, now()))",
+            &[
+                &self.client_id,
+                &self.client_secret,
+                &self.refresh_token,
+                &self.scope,
+                &self.resource,
+                &self.now,
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("rotate_refresh_token raised: {e:?}"))
+        .get(0)
+    }
+}
+
+/// `oauth.register_client` (RFC 7591).
+pub async fn register(db: &Client, metadata: &Value) -> Value {
+    scalar(db, "SELECT oauth.register_client($1)", &[metadata]).await
+}
+
+impl TestClient {
+    /// The client an RFC 7591 registration answer describes, redirecting to `redirect_uri`.
+    pub fn registered(answer: &Value, redirect_uri: &str) -> TestClient {
+        TestClient {
+            id: str_field(answer, "client_id").to_owned(),
+            secret: answer["client_secret"].as_str().map(str::to_owned),
+            redirect_uri: redirect_uri.to_owned(),
+            spec: crate::ClientSpec::default(),
+        }
+    }
+
+    /// The same client presenting another secret.
+    pub fn with_secret(&self, secret: Option<&str>) -> TestClient {
+        TestClient {
+            secret: secret.map(str::to_owned),
+            ..self.clone()
+        }
+    }
+}
