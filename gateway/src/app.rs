@@ -1,29 +1,31 @@
-//! What every request handler shares: configuration, keys, the pool, and the database's settings.
+//! What every request handler shares: configuration, keys, the database contract, the database's
+//! settings, and the parts built from them (the guard, the metadata-document fetcher).
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use ring::hmac;
-use serde_json::Value;
 
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{Db, Settings};
 use crate::keys::KeySet;
+use crate::tokens::TokenVerifier;
 
 pub struct App {
     pub config: Config,
-    pub keys: KeySet,
+    pub keys: Arc<KeySet>,
     pub db: Db,
-    /// `oauth.settings()` (scopes, registration switch) for metadata, refreshed in the background
-    /// so an operator's `oauth.configure` reaches every gateway without a restart.
-    pub settings: RwLock<Value>,
+    /// `oauth.settings()` (scopes, registration switch, capabilities) for metadata, refreshed in
+    /// the background so an operator's `oauth.configure` reaches every gateway without a restart;
+    /// `None` until the database has answered once.
+    pub settings: RwLock<Option<Arc<Settings>>>,
     /// Binds consent forms to their request and user. Derived from the signing key, so every
     /// gateway sharing the keys accepts every other gateway's forms.
     pub csrf_key: hmac::Key,
-    /// Grants and families revoked recently, from the database's revocation feed (proxy checks).
-    pub revoked: std::sync::Arc<crate::revoked::RevokedSet>,
-    pub props: crate::protect::PropsCache,
-    pub verified: crate::protect::VerifiedTokens,
-    pub proxy: crate::protect::ProxyClient,
+    /// Verifies the access tokens this deployment issued (token exchange, revocation,
+    /// introspection, userinfo).
+    pub tokens: TokenVerifier,
+    /// The protected routes' reverse proxy.
+    pub guard: crate::guard::Guard,
     /// Fetches Client ID Metadata Documents (TLS roots, per-host budget).
     pub cimd: crate::cimd::Fetcher,
     /// Wrong user codes entered per signed-in user on the device verification page.
@@ -31,39 +33,11 @@ pub struct App {
 }
 
 impl App {
+    pub fn settings(&self) -> Option<Arc<Settings>> {
+        self.settings.read().expect("settings lock").clone()
+    }
+
     pub fn registration_enabled(&self) -> bool {
-        self.settings.read().expect("settings lock")["registration_enabled"]
-            .as_bool()
-            .unwrap_or(false)
-    }
-
-    pub fn scopes_supported(&self) -> Vec<String> {
-        self.settings.read().expect("settings lock")["scopes_supported"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl App {
-    /// Verifies an access token this gateway issued (any audience; `validate_exp` off for
-    /// revocation, where an expired token may still be named).
-    pub fn verify_own_token(
-        &self,
-        token: &str,
-        audience: Option<&str>,
-        validate_exp: bool,
-    ) -> Result<Value, crate::jwt::VerifyError> {
-        let expect = crate::jwt::Expectations {
-            issuer: &self.config.issuer,
-            audience,
-            algorithms: &crate::jwt::ASYMMETRIC,
-            validate_exp,
-        };
-        crate::jwt::verify_access_token(token, &self.keys, &expect)
+        self.settings().is_some_and(|s| s.registration_enabled)
     }
 }

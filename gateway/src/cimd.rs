@@ -22,12 +22,15 @@ use tokio::sync::OnceCell;
 use tokio_rustls::TlsConnector;
 use url::Url;
 
-use crate::app::App;
 use crate::budget::Budget;
 use crate::config::CimdConfig;
-use crate::error::OAuthError;
+use crate::db::Db;
+use crate::error::{ErrorCode, OAuthError};
 
 pub struct Fetcher {
+    config: CimdConfig,
+    /// Where fetched documents (and failures) are stored, for every gateway.
+    db: Db,
     tls: TlsConnector,
     /// Fetches per client-id host in the last minute.
     per_host: Budget,
@@ -47,7 +50,7 @@ pub struct Fetched {
 }
 
 impl Fetcher {
-    pub fn new(config: &CimdConfig) -> Result<Self, String> {
+    pub fn new(config: CimdConfig, db: Db) -> Result<Self, String> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = &config.extra_ca_file {
@@ -68,6 +71,8 @@ impl Fetcher {
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Self {
+            config,
+            db,
             tls: TlsConnector::from(Arc::new(tls)),
             per_host: Budget::new(Duration::from_secs(60)),
             in_flight: Mutex::default(),
@@ -75,7 +80,8 @@ impl Fetcher {
     }
 
     /// GETs the document, within `config.fetch_timeout` overall.
-    pub async fn fetch(&self, url: &Url, config: &CimdConfig) -> Result<Fetched, String> {
+    pub async fn fetch(&self, url: &Url) -> Result<Fetched, String> {
+        let config = &self.config;
         match tokio::time::timeout(config.fetch_timeout, self.fetch_unbounded(url, config)).await {
             Ok(result) => result,
             Err(_) => Err(format!(
@@ -164,25 +170,13 @@ impl Fetcher {
     }
 }
 
-/// The URL of an acceptable client id, or why not: https, a host, a path beyond `/`, no
-/// userinfo, query or fragment, and the host allowed by policy.
+/// The URL of an acceptable client id, or why not: a metadata-document URL by the extension's
+/// rule (`oauth_rules`), from a host this deployment's policy allows.
 pub fn check_client_id(client_id: &str, config: &CimdConfig) -> Result<Url, String> {
+    if let Some(problem) = oauth_rules::client_id::document_url_problem(client_id) {
+        return Err(problem.into());
+    }
     let url = Url::parse(client_id).map_err(|_| "the client_id is not a URL".to_owned())?;
-    if url.scheme() != "https" {
-        return Err("a client_id URL must be https".into());
-    }
-    if url.as_str() != client_id {
-        return Err("the client_id URL is not in normalized form".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("a client_id URL must not carry userinfo".into());
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("a client_id URL must not have a query or fragment".into());
-    }
-    if url.path() == "/" || url.path().is_empty() {
-        return Err("a client_id URL must have a path".into());
-    }
     let host = url.host_str().ok_or("the client_id URL has no host")?;
     let host = host.to_ascii_lowercase();
     if config
@@ -328,87 +322,81 @@ pub fn freshness(cache_control: Option<&HeaderValue>, config: &CimdConfig) -> Du
         .clamp(config.min_cache, config.max_cache)
 }
 
-/// Makes the database's copy of `client_id`'s document fresh: fetch, then store (validated by the
-/// extension) or record the failure. Every refusal is `invalid_client`, shown on an error page,
-/// since the redirect URI cannot be trusted before the document is.
-pub async fn refresh(app: &App, client_id: &str) -> Result<(), OAuthError> {
-    let flight = app
-        .cimd
-        .in_flight
-        .lock()
-        .expect("in-flight lock")
-        .entry(client_id.to_owned())
-        .or_default()
-        .clone();
-    // A caller that goes away mid-fetch hands the fetch to the next one waiting (OnceCell).
-    let outcome = flight
-        .get_or_init(|| fetch_and_store(app, client_id))
-        .await
-        .clone();
-    let mut in_flight = app.cimd.in_flight.lock().expect("in-flight lock");
-    if in_flight
-        .get(client_id)
-        .is_some_and(|current| Arc::ptr_eq(current, &flight))
-    {
-        in_flight.remove(client_id);
-    }
-    outcome
-}
-
-async fn fetch_and_store(app: &App, client_id: &str) -> Result<(), OAuthError> {
-    let config = &app.config.cimd;
-    let refuse = |reason: &str| {
-        OAuthError::new(
-            "invalid_client",
-            format!("client metadata document unusable: {reason}"),
-        )
-    };
-    if !config.enabled {
-        return Err(refuse("client ID metadata documents are not accepted here"));
-    }
-    let url = check_client_id(client_id, config).map_err(|reason| refuse(&reason))?;
-    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    if !app
-        .cimd
-        .per_host
-        .spend(&host, config.per_host_fetches_per_minute)
-    {
-        // Not recorded: the budget is this process's, and the host may be fine for the others.
-        return Err(refuse(
-            "too many fetches from this host; try again in a minute",
-        ));
-    }
-    let retry_after = config.negative_cache.as_secs_f64();
-    match app.cimd.fetch(&url, config).await {
-        Ok(fetched) => {
-            tracing::info!(host = %host, "client metadata document fetched");
-            app.db
-                .call_ok(
-                    "SELECT oauth.store_client_document($1, $2, now() + make_interval(secs => $3), \
-                     now() + make_interval(secs => $4))",
-                    &[
-                        &client_id,
-                        &fetched.document,
-                        &fetched.fresh_for.as_secs_f64(),
-                        &retry_after,
-                    ],
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| match e.code.as_str() {
-                    "temporarily_unavailable" | "server_error" => e,
-                    _ => refuse(&e.description),
-                })
+impl Fetcher {
+    /// Makes the database's copy of `client_id`'s document fresh: fetch, then store (validated by
+    /// the extension) or record the failure. Every refusal is `invalid_client`, shown on an error
+    /// page, since the redirect URI cannot be trusted before the document is.
+    pub async fn refresh(&self, client_id: &str) -> Result<(), OAuthError> {
+        let flight = self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .entry(client_id.to_owned())
+            .or_default()
+            .clone();
+        // A caller that goes away mid-fetch hands the fetch to the next one waiting (OnceCell).
+        let outcome = flight
+            .get_or_init(|| self.fetch_and_store(client_id))
+            .await
+            .clone();
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        if in_flight
+            .get(client_id)
+            .is_some_and(|current| Arc::ptr_eq(current, &flight))
+        {
+            in_flight.remove(client_id);
         }
-        Err(reason) => {
-            tracing::info!(host = %host, %reason, "client metadata document fetch failed");
-            app.db
-                .query(
-                    "SELECT oauth.record_client_document_failure($1, $2, now() + make_interval(secs => $3))",
-                    &[&client_id, &reason, &retry_after],
-                )
-                .await?;
-            Err(refuse(&reason))
+        outcome
+    }
+
+    async fn fetch_and_store(&self, client_id: &str) -> Result<(), OAuthError> {
+        let config = &self.config;
+        let refuse = |reason: &str| {
+            OAuthError::new(
+                ErrorCode::InvalidClient,
+                format!("client metadata document unusable: {reason}"),
+            )
+        };
+        if !config.enabled {
+            return Err(refuse("client ID metadata documents are not accepted here"));
+        }
+        let url = check_client_id(client_id, config).map_err(|reason| refuse(&reason))?;
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        if !self
+            .per_host
+            .spend(&host, config.per_host_fetches_per_minute)
+        {
+            // Not recorded: the budget is this process's, and the host may be fine for the others.
+            return Err(refuse(
+                "too many fetches from this host; try again in a minute",
+            ));
+        }
+        match self.fetch(&url).await {
+            Ok(fetched) => {
+                tracing::info!(host = %host, "client metadata document fetched");
+                self.db
+                    .store_client_document(
+                        client_id,
+                        &fetched.document,
+                        fetched.fresh_for,
+                        config.negative_cache,
+                    )
+                    .await
+                    .map_err(|e| {
+                        if e.is_unavailable_or_server_error() {
+                            e
+                        } else {
+                            refuse(&e.description)
+                        }
+                    })
+            }
+            Err(reason) => {
+                tracing::info!(host = %host, %reason, "client metadata document fetch failed");
+                self.db
+                    .record_client_document_failure(client_id, &reason, config.negative_cache)
+                    .await?;
+                Err(refuse(&reason))
+            }
         }
     }
 }

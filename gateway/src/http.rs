@@ -10,7 +10,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::Value;
 
-use crate::error::OAuthError;
+use crate::error::{ErrorCode, OAuthError, Rendering};
 
 pub type Req = Request<Incoming>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -87,10 +87,11 @@ impl Params {
     }
 
     /// As JSON for the extension: a name maps to its value, or to an array when repeated, so the
-    /// extension (which knows whether it may redirect yet) decides what a repeat means.
+    /// extension (which knows whether it may redirect yet) decides what a repeat means. Empty
+    /// values are left out, as `single` treats them (RFC 6749 §3.1).
     pub fn to_json(&self) -> Value {
         let mut map = serde_json::Map::new();
-        for (name, value) in &self.0 {
+        for (name, value) in self.0.iter().filter(|(_, v)| !v.is_empty()) {
             match map.get_mut(name) {
                 None => {
                     map.insert(name.clone(), Value::String(value.clone()));
@@ -123,10 +124,38 @@ pub async fn read_form(req: Req, limit: usize) -> Result<(HeaderMap, Params), OA
     Ok((headers, Params::parse(&body)?))
 }
 
+/// A client's POST to a back-channel endpoint: who it says it is, and its parameters.
+pub async fn read_client_form(
+    req: Req,
+    limit: usize,
+) -> Result<(ClientCredentials, Params), OAuthError> {
+    let (headers, params) = read_form(req, limit).await?;
+    let client = client_credentials(&headers, &params)?;
+    Ok((client, params))
+}
+
+/// The back-channel endpoints answer another method than POST with `invalid_request` (400).
+pub fn require_post(req: &Req, endpoint: &str) -> Result<(), OAuthError> {
+    if req.method() == hyper::Method::POST {
+        Ok(())
+    } else {
+        Err(OAuthError::invalid_request(format!(
+            "the {endpoint} endpoint accepts POST only"
+        )))
+    }
+}
+
 pub struct ClientCredentials {
     pub client_id: String,
     pub secret: Option<String>,
     pub via_basic: bool,
+}
+
+impl ClientCredentials {
+    /// `error` as this client is answered: challenged with Basic when it used Basic.
+    pub fn challenged(&self, error: OAuthError) -> OAuthError {
+        error.with_basic_challenge(self.via_basic)
+    }
 }
 
 /// Client authentication per RFC 6749 §2.3.1: HTTP Basic (form-encoded id and secret) or the
@@ -144,10 +173,8 @@ pub fn client_credentials(
             let (scheme, rest) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("basic").then(|| rest.trim())
         });
-    let invalid_client = |d: &str| OAuthError {
-        basic_challenge: true,
-        ..OAuthError::new("invalid_client", d)
-    };
+    let invalid_client =
+        |d: &str| OAuthError::new(ErrorCode::InvalidClient, d).with_basic_challenge(true);
     if let Some(encoded) = basic {
         if body_secret.is_some() {
             return Err(OAuthError::invalid_request(
@@ -218,19 +245,50 @@ pub fn json_no_store(status: StatusCode, body: &Value) -> Resp {
     resp
 }
 
+/// Every error response: how it looks is what the error says (`OAuthError::rendering`).
 pub fn error(err: &OAuthError) -> Resp {
-    let mut resp = json_no_store(err.status(), &err.body());
-    if err.basic_challenge && err.status() == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"oauth\""),
-        );
+    let status = err.status();
+    let mut resp = match &err.rendering {
+        Rendering::Page { title } => return error_page(status, title, &err.description),
+        _ => json_no_store(status, &err.body()),
+    };
+    let headers = resp.headers_mut();
+    match &err.rendering {
+        // RFC 6749 §5.2: a failed client authentication by Basic is answered with its challenge.
+        Rendering::Json {
+            basic_challenge: true,
+        } if err.code == ErrorCode::InvalidClient => {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"oauth\""),
+            );
+        }
+        Rendering::Bearer(challenge) => {
+            if let Ok(value) = HeaderValue::from_str(&challenge.header_value(err)) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
+            // Browser-based MCP clients must read the challenge to find the resource's metadata.
+            if challenge.resource_metadata.is_some() {
+                headers.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static("WWW-Authenticate"),
+                );
+            }
+        }
+        _ => {}
     }
-    if err.status() == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
+}
+
+/// A JSON answer that must not be cached, or the error.
+pub fn json_or_error(status: StatusCode, outcome: Result<Value, OAuthError>) -> Resp {
+    match outcome {
+        Ok(body) => json_no_store(status, &body),
+        Err(e) => error(&e),
+    }
 }
 
 pub fn redirect(location: &str, status: StatusCode) -> Resp {
@@ -306,6 +364,12 @@ mod tests {
         assert_eq!(p.to_json(), serde_json::json!({"a": ["1", "3"], "b": "2"}));
         assert!(Params::parse(b"a=%FF").is_err());
         assert_eq!(Params::parse(b"a=").unwrap().single("a").unwrap(), None);
+    }
+
+    #[test]
+    fn empty_parameters_are_omitted_in_what_the_extension_sees() {
+        let p = Params::parse(b"state=&scope=mcp&nonce=").unwrap();
+        assert_eq!(p.to_json(), serde_json::json!({"scope": "mcp"}));
     }
 
     #[test]

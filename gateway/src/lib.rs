@@ -11,12 +11,12 @@ pub mod config;
 pub mod db;
 mod endpoints;
 pub mod error;
+mod guard;
 pub mod http;
 pub mod jwt;
 pub mod keys;
-mod protect;
-mod revoked;
 pub mod server;
+pub mod tokens;
 
 pub use config::Config;
 pub use jwt::{Expectations, VerifyError, verify_access_token};

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use oauth_gateway::Config;
 use oauth_gateway::config::{KeyConfig, RouteConfig};
+use oauth_gateway::db::admin;
 use oauth_gateway::keys::{Alg, generate_pem};
-use tokio_postgres::NoTls;
 
 #[derive(Parser)]
 #[command(
@@ -175,20 +175,6 @@ enum ClientCommand {
     },
 }
 
-async fn admin(url: &str) -> Result<tokio_postgres::Client, String> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-fn db_error(e: tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.message().to_owned())
-        .unwrap_or_else(|| e.to_string())
-}
-
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve(args) => {
@@ -218,13 +204,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             config,
         } => {
             let config = config.load()?;
-            let db = admin(&admin_database_url).await?;
-            db.batch_execute("CREATE EXTENSION IF NOT EXISTS oauth_provider; ALTER EXTENSION oauth_provider UPDATE;")
-                .await
-                .map_err(db_error)?;
-            db.execute("SELECT oauth.configure(issuer => $1)", &[&config.issuer])
-                .await
-                .map_err(db_error)?;
+            let db = admin::connect(&admin_database_url).await?;
+            admin::install(&db, &config.issuer).await?;
             println!(
                 "oauth_provider is installed and its issuer is {}",
                 config.issuer
@@ -235,36 +216,42 @@ async fn run(cli: Cli) -> Result<(), String> {
             admin_database_url,
             command,
         } => {
-            let db = admin(&admin_database_url).await?;
+            let db = admin::connect(&admin_database_url).await?;
             match command {
-                ClientCommand::Create { name, redirect_uris, scopes, public, application_type } => {
-                    let method = if public { "none" } else { "client_secret_basic" };
-                    let row = db
-                        .query_one(
-                            "SELECT client_id, client_secret FROM oauth.create_client($1, $2, $3, $4, application_type => $5)",
-                            &[&name, &redirect_uris, &scopes, &method, &application_type],
-                        )
-                        .await
-                        .map_err(db_error)?;
-                    let id: String = row.get(0);
-                    let secret: Option<String> = row.get(1);
+                ClientCommand::Create {
+                    name,
+                    redirect_uris,
+                    scopes,
+                    public,
+                    application_type,
+                } => {
+                    let new = admin::NewClient {
+                        name: &name,
+                        redirect_uris: &redirect_uris,
+                        scopes: &scopes,
+                        token_endpoint_auth_method: if public {
+                            "none"
+                        } else {
+                            "client_secret_basic"
+                        },
+                        application_type: &application_type,
+                    };
+                    let (id, secret) = admin::create_client(&db, &new).await?;
                     println!("client_id={id}");
                     if let Some(secret) = secret {
                         println!("client_secret={secret}");
                     }
                 }
                 ClientCommand::List => {
-                    for row in db
-                        .query("SELECT client_id, client_name, token_endpoint_auth_method FROM oauth.list_clients()", &[])
-                        .await
-                        .map_err(db_error)?
-                    {
-                        println!("{}\t{}\t{}", row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, String>(2));
+                    for client in admin::list_clients(&db).await? {
+                        println!(
+                            "{}\t{}\t{}",
+                            client.client_id, client.client_name, client.token_endpoint_auth_method
+                        );
                     }
                 }
                 ClientCommand::Delete { client_id } => {
-                    let deleted: bool =
-                        db.query_one("SELECT oauth.delete_client($1)", &[&client_id]).await.map_err(db_error)?.get(0);
+                    let deleted = admin::delete_client(&db, &client_id).await?;
                     println!("{}", if deleted { "deleted" } else { "no such client" });
                 }
             }

@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ring::hmac;
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{Db, Settings};
+use crate::guard::Guard;
 use crate::keys::{KeySet, SigningKey};
+use crate::tokens::TokenVerifier;
 
 pub struct ServerHandle {
     pub addr: SocketAddr,
@@ -49,18 +50,18 @@ pub fn load_keys(config: &Config) -> Result<KeySet, String> {
     Ok(KeySet { keys })
 }
 
-async fn read_settings(db: &Db) -> Option<Value> {
-    db.call("SELECT oauth.settings()", &[]).await.ok()
+async fn read_settings(db: &Db) -> Option<Settings> {
+    db.settings().await.ok()
 }
 
 pub async fn build(config: Config) -> Result<Arc<App>, String> {
     config.validate()?;
-    let keys = load_keys(&config)?;
+    let keys = Arc::new(load_keys(&config)?);
     let db = Db::connect(&config.database_url, config.pool_size, config.pool_wait)?;
     let settings = read_settings(&db).await;
     if let Some(settings) = &settings {
-        let db_issuer = settings["issuer"].as_str().unwrap_or_default();
-        if db_issuer != config.issuer {
+        let db_issuer = &settings.issuer;
+        if *db_issuer != config.issuer {
             return Err(format!(
                 "the database's issuer is {db_issuer:?} but this gateway's is {:?}; run `oauth-gateway migrate` \
                  or SELECT oauth.configure(issuer => ...)",
@@ -70,7 +71,18 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
     } else {
         tracing::warn!("database unreachable at start-up; serving and retrying in the background");
     }
-    let cimd = crate::cimd::Fetcher::new(&config.cimd)?;
+    let cimd = crate::cimd::Fetcher::new(config.cimd.clone(), db.clone())?;
+    let tokens = TokenVerifier {
+        issuer: config.issuer.clone(),
+        keys: keys.clone(),
+    };
+    let guard = Guard::new(
+        config.routes.clone(),
+        config.origin(),
+        tokens.clone(),
+        db.clone(),
+        config.upstream_timeout,
+    );
     let csrf_seed = keys.signing().sign(b"oauth-gateway consent CSRF key v1");
     let csrf_key = hmac::Key::new(
         hmac::HMAC_SHA256,
@@ -80,12 +92,10 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         config,
         keys,
         db,
-        settings: std::sync::RwLock::new(settings.unwrap_or(Value::Null)),
+        settings: std::sync::RwLock::new(settings.map(Arc::new)),
         csrf_key,
-        revoked: Default::default(),
-        props: Default::default(),
-        verified: Default::default(),
-        proxy: crate::protect::new_client(),
+        tokens,
+        guard,
         cimd,
         user_code_misses: crate::budget::Budget::new(crate::endpoints::USER_CODE_MISS_WINDOW),
     }))
@@ -98,15 +108,9 @@ pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (tx, mut rx) = oneshot::channel::<()>();
     let refresher = tokio::spawn(refresh_settings(app.clone()));
-    // Tokens live at most a day (the extension's bound on access_token_ttl): revocations older
-    // than that cannot matter to the proxy.
-    let feed = (!app.config.routes.is_empty()).then(|| {
-        tokio::spawn(crate::revoked::follow(
-            app.revoked.clone(),
-            app.config.database_url.clone(),
-            Duration::from_secs(86_400),
-        ))
-    });
+    let feed = app
+        .guard
+        .follow_revocations(app.config.database_url.clone());
     let done = tokio::spawn(async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
@@ -148,10 +152,10 @@ pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
 
 async fn refresh_settings(app: Arc<App>) {
     loop {
-        let missing = app.settings.read().expect("settings lock").is_null();
+        let missing = app.settings().is_none();
         tokio::time::sleep(Duration::from_secs(if missing { 2 } else { 30 })).await;
         if let Some(settings) = read_settings(&app.db).await {
-            *app.settings.write().expect("settings lock") = settings;
+            *app.settings.write().expect("settings lock") = Some(Arc::new(settings));
         }
     }
 }

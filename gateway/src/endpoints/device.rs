@@ -3,51 +3,39 @@
 //! application's own (`login_url?user_code=…`, completing with `oauth.approve_device_authorization`).
 
 use hyper::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::consent::{self, Approval};
+use super::pages::{self, Approval, Purpose};
 use crate::app::App;
-use crate::error::OAuthError;
-use crate::http::{self, Params, Req, Resp, escape_html};
+use crate::error::{ErrorCode, OAuthError};
+use crate::http::{self, Req, Resp, escape_html};
 
 pub async fn authorization(app: &App, req: Req) -> Resp {
-    match begin(app, req).await {
-        Ok(body) => http::json_no_store(StatusCode::OK, &body),
-        Err(e) => http::error(&e),
-    }
+    http::json_or_error(StatusCode::OK, begin(app, req).await)
 }
 
 async fn begin(app: &App, req: Req) -> Result<Value, OAuthError> {
-    if req.method() != Method::POST {
-        return Err(OAuthError::invalid_request(
-            "the device authorization endpoint accepts POST only",
-        ));
-    }
-    let (headers, params) = http::read_form(req, app.config.max_body_bytes).await?;
-    let client = http::client_credentials(&headers, &params)?;
+    http::require_post(&req, "device authorization")?;
+    let (client, params) = http::read_client_form(req, app.config.max_body_bytes).await?;
     let scope = params.single("scope")?;
     let resource = params.single("resource")?;
-    let mut answer = app
+    let codes = app
         .db
-        .call_ok(
-            "SELECT oauth.begin_device_authorization($1, $2, $3, $4)",
-            &[&client.client_id, &client.secret, &scope, &resource],
-        )
+        .begin_device_authorization(&client, scope, resource)
         .await
-        .map_err(|mut e| {
-            e.basic_challenge = client.via_basic;
-            e
-        })?;
+        .map_err(|e| client.challenged(e))?;
     let verification_uri = app.config.endpoint("/device");
-    let user_code = answer["user_code"].as_str().unwrap_or_default().to_owned();
-    answer["verification_uri_complete"] = Value::String(format!(
-        "{verification_uri}?{}",
-        form_urlencoded::Serializer::new(String::new())
-            .append_pair("user_code", &user_code)
-            .finish()
-    ));
-    answer["verification_uri"] = Value::String(verification_uri);
-    Ok(answer)
+    let complete = form_urlencoded::Serializer::new(String::new())
+        .append_pair("user_code", &codes.user_code)
+        .finish();
+    Ok(json!({
+        "device_code": codes.device_code,
+        "user_code": codes.user_code,
+        "expires_in": codes.expires_in,
+        "interval": codes.interval,
+        "verification_uri_complete": format!("{verification_uri}?{complete}"),
+        "verification_uri": verification_uri,
+    }))
 }
 
 /// Wrong user codes a signed-in user may enter per window: a user code has ~34.6 bits, so
@@ -57,40 +45,30 @@ pub const USER_CODE_MISS_WINDOW: std::time::Duration = std::time::Duration::from
 
 fn too_many_misses(app: &App, user: &str) -> Option<Resp> {
     (!app.user_code_misses.remaining(user, USER_CODE_MISSES)).then(|| {
-        http::error_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts",
-            "Too many codes that did not match. Wait a few minutes, then enter the code your device shows.",
+        http::error(
+            &OAuthError::new(
+                ErrorCode::SlowDown,
+                "Too many codes that did not match. Wait a few minutes, then enter the code your device shows.",
+            )
+            .with_status(StatusCode::TOO_MANY_REQUESTS)
+            .as_page("Too many attempts"),
         )
     })
 }
 
 /// Counts an unknown, expired or decided code against the user, then shows the failure.
 fn code_failure(app: &App, user: &str, e: &OAuthError) -> Resp {
-    if e.code == "not_found" {
+    if e.code == ErrorCode::NotFound {
         app.user_code_misses.spend(user, USER_CODE_MISSES);
     }
-    consent::failure_page(e)
-}
-
-/// The form field as the user typed it, in the extension's canonical form (what CSRF binds to).
-fn normalize_user_code(typed: &str) -> String {
-    typed
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .flat_map(char::to_uppercase)
-        .collect()
+    pages::failure(e)
 }
 
 pub async fn verification(app: &App, req: Req) -> Resp {
     match *req.method() {
         Method::GET => show(app, req).await,
         Method::POST => decide(app, req).await,
-        _ => http::error_page(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "Method not allowed",
-            "Use GET or POST.",
-        ),
+        _ => pages::method_not_allowed(),
     }
 }
 
@@ -111,23 +89,19 @@ fn entry_form(app: &App) -> Resp {
 }
 
 fn done_page(approved: bool) -> Resp {
-    let (title, detail) = if approved {
-        ("Device connected", "You can return to your device.")
+    if approved {
+        pages::message("Device connected", "You can return to your device.")
     } else {
-        ("Request denied", "The device was not given access.")
-    };
-    http::error_page(StatusCode::OK, title, detail)
+        pages::message("Request denied", "The device was not given access.")
+    }
 }
 
 async fn show(app: &App, req: Req) -> Resp {
-    let params = match Params::parse(req.uri().query().unwrap_or("").as_bytes()) {
-        Ok(p) => p,
-        Err(e) => return consent::failure_page(&e),
-    };
-    let typed = match params.single("user_code") {
-        Ok(Some(code)) if !code.trim().is_empty() => code.to_owned(),
+    let typed = match pages::query(&req).and_then(|p| Ok(p.single("user_code")?.map(str::to_owned)))
+    {
+        Ok(Some(code)) if !code.trim().is_empty() => code,
         Ok(_) => return entry_form(app),
-        Err(e) => return consent::failure_page(&e),
+        Err(e) => return pages::failure(&e),
     };
     if let Some(login_url) = &app.config.login_url {
         let encoded: String = form_urlencoded::Serializer::new(String::new())
@@ -139,95 +113,69 @@ async fn show(app: &App, req: Req) -> Resp {
             StatusCode::FOUND,
         );
     }
-    let Some(user) = consent::current_user(app, req.headers()) else {
-        return consent::sign_in_required();
+    let Some(user) = pages::current_user(app, req.headers()) else {
+        return pages::sign_in_required();
     };
     if let Some(refused) = too_many_misses(app, &user) {
         return refused;
     }
-    let user_code = normalize_user_code(&typed);
     if app.config.dev_auto_approve {
-        return match approve(app, &user_code, &user).await {
+        return match app.db.approve_device_authorization(&typed, &user).await {
             Ok(()) => done_page(true),
             Err(e) => code_failure(app, &user, &e),
         };
     }
-    let rows = match app
-        .db
-        .query(
-            "SELECT client_name, client_id, scopes, resource \
-               FROM oauth.get_device_authorization($1)",
-            &[&user_code],
-        )
-        .await
-    {
-        Ok(rows) => rows,
+    let request = match app.db.get_device_authorization(&typed).await {
+        Ok(Some(request)) => request,
+        Ok(None) => {
+            let unknown = OAuthError::new(ErrorCode::NotFound, "no such code");
+            return code_failure(app, &user, &unknown);
+        }
         Err(e) => return code_failure(app, &user, &e),
     };
-    let Some(row) = rows.first() else {
-        return code_failure(app, &user, &OAuthError::new("not_found", "no such code"));
-    };
+    // The form binds to the code as the extension spells it, whatever the user typed.
+    let user_code = request.canonical_user_code;
     let page = Approval {
-        client_name: row.get(0),
-        client_id: row.get(1),
-        scopes: row.get(2),
-        resource: row.get(3),
+        client_name: request.client_name,
+        client_id: request.client_id,
+        scopes: request.scopes,
+        resource: request.resource,
         loopback_only: false,
         destination: None,
         action: app.config.endpoint("/device"),
-        hidden: ("user_code", user_code.clone()),
-        csrf: consent::csrf_token(app, "device", &user_code, &user),
+        csrf: pages::csrf_token(app, Purpose::Device, &user_code, &user),
+        hidden: ("user_code", user_code),
     };
     http::html(StatusCode::OK, page.render(&user))
 }
 
-async fn approve(app: &App, user_code: &str, user: &str) -> Result<(), OAuthError> {
-    app.db
-        .query(
-            "SELECT oauth.approve_device_authorization($1, $2)",
-            &[&user_code, &user],
-        )
-        .await
-        .map(|_| ())
-}
-
 async fn decide(app: &App, req: Req) -> Resp {
-    let Some(user) = consent::current_user(app, req.headers()) else {
-        return consent::sign_in_required();
+    let Some(user) = pages::current_user(app, req.headers()) else {
+        return pages::sign_in_required();
     };
-    let params = match http::read_form(req, app.config.max_body_bytes).await {
-        Ok((_, p)) => p,
-        Err(e) => return consent::failure_page(&e),
-    };
-    let fields = (|| {
-        Ok::<_, OAuthError>((
-            params.required("user_code")?,
-            params.required("csrf_token")?,
-            params.required("decision")?,
-        ))
-    })();
-    let (typed, csrf, decision) = match fields {
-        Ok(f) => f,
-        Err(e) => return consent::failure_page(&e),
-    };
+    // The hidden field carries the canonical code the page was rendered for.
+    let [user_code, csrf, decision] =
+        match pages::form_fields(app, req, ["user_code", "csrf_token", "decision"]).await {
+            Ok(fields) => fields,
+            Err(e) => return pages::failure(&e),
+        };
     if let Some(refused) = too_many_misses(app, &user) {
         return refused;
     }
-    let user_code = normalize_user_code(typed);
-    if !consent::csrf_valid(app, "device", &user_code, &user, csrf) {
-        return http::error_page(
-            StatusCode::FORBIDDEN,
-            "Request not accepted",
-            "The form was not issued to you for this code.",
-        );
+    if !pages::csrf_valid(app, Purpose::Device, &user_code, &user, &csrf) {
+        return pages::form_not_accepted("code");
     }
-    let outcome = match decision {
-        "approve" => approve(app, &user_code, &user).await.map(|()| true),
+    let outcome = match decision.as_str() {
+        "approve" => app
+            .db
+            .approve_device_authorization(&user_code, &user)
+            .await
+            .map(|()| true),
         "deny" => app
             .db
-            .query("SELECT oauth.deny_device_authorization($1)", &[&user_code])
+            .deny_device_authorization(&user_code)
             .await
-            .map(|_| false),
+            .map(|()| false),
         _ => Err(OAuthError::invalid_request(
             "decision must be approve or deny",
         )),
@@ -235,17 +183,5 @@ async fn decide(app: &App, req: Req) -> Resp {
     match outcome {
         Ok(approved) => done_page(approved),
         Err(e) => code_failure(app, &user, &e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::normalize_user_code;
-
-    #[test]
-    fn typed_codes_normalize_like_the_extension() {
-        assert_eq!(normalize_user_code("bcdf-ghjk"), "BCDFGHJK");
-        assert_eq!(normalize_user_code(" BCDF GHJK "), "BCDFGHJK");
-        assert_eq!(normalize_user_code("bcdfghjk"), "BCDFGHJK");
     }
 }

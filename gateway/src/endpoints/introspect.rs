@@ -1,105 +1,98 @@
 //! RFC 7662 token introspection for authenticated confidential clients (resource servers). A
 //! revoked grant or family answers `active: false` at once: the extension is asked every time.
 
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::error::OAuthError;
 use crate::http::{self, Req, Resp};
+use crate::tokens::AccessClaims;
 
 pub async fn handle(app: &App, req: Req) -> Resp {
-    match respond(app, req).await {
-        Ok(body) => http::json_no_store(StatusCode::OK, &body),
-        Err(e) => http::error(&e),
+    http::json_or_error(StatusCode::OK, respond(app, req).await)
+}
+
+/// RFC 7662 §2.2 for an access token of ours: its claims (but not `act`).
+#[derive(Serialize)]
+struct ActiveAccessToken {
+    active: bool,
+    token_type: &'static str,
+    iss: String,
+    sub: String,
+    aud: String,
+    client_id: String,
+    scope: String,
+    exp: u64,
+    iat: u64,
+    jti: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant_id: Option<uuid::Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    family_id: Option<uuid::Uuid>,
+}
+
+impl From<AccessClaims> for ActiveAccessToken {
+    fn from(claims: AccessClaims) -> Self {
+        Self {
+            active: true,
+            token_type: "Bearer",
+            iss: claims.iss,
+            sub: claims.sub,
+            aud: claims.aud,
+            client_id: claims.client_id,
+            scope: claims.scope,
+            exp: claims.exp,
+            iat: claims.iat,
+            jti: claims.jti,
+            grant_id: claims.grant_id,
+            family_id: claims.family_id,
+        }
     }
 }
 
 async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
-    if req.method() != Method::POST {
-        return Err(OAuthError::invalid_request(
-            "the introspection endpoint accepts POST only",
-        ));
-    }
-    let (headers, params) = http::read_form(req, app.config.max_body_bytes).await?;
-    let client = http::client_credentials(&headers, &params)?;
+    http::require_post(&req, "introspection")?;
+    let (client, params) = http::read_client_form(req, app.config.max_body_bytes).await?;
     let token = params.required("token")?;
     params.single("token_type_hint")?;
-    let challenge = |mut e: OAuthError| {
-        e.basic_challenge = client.via_basic;
-        e
-    };
-    let sql = "SELECT oauth.introspect($1, $2, $3, $4, $5)";
+    let inactive = json!({ "active": false });
     if token.split('.').count() == 3 {
         let now = jsonwebtoken::get_current_timestamp();
-        let Some((grant, family, claims)) = super::revoke::access_token_ids(app, token) else {
-            // Still authenticate the caller: an unauthenticated probe learns nothing.
-            let none: Option<&str> = None;
-            let nil: Option<uuid::Uuid> = None;
-            app.db
-                .call_ok(sql, &[&client.client_id, &client.secret, &none, &nil, &nil])
-                .await
-                .map_err(challenge)?;
-            return Ok(json!({ "active": false }));
-        };
-        let none: Option<&str> = None;
+        let claims = app.tokens.verify(token, None, false).ok();
+        let grant = claims.as_ref().and_then(|c| c.grant_id);
+        let family = claims.as_ref().and_then(|c| c.family_id);
+        // Without a grant this still authenticates the caller: an unauthenticated probe learns nothing.
         let live = app
             .db
-            .call_ok(
-                sql,
-                &[
-                    &client.client_id,
-                    &client.secret,
-                    &none,
-                    &Some(grant),
-                    &family,
-                ],
-            )
+            .introspect(&client, None, grant, family)
             .await
-            .map_err(challenge)?;
-        if live["active"] != json!(true) || claims["exp"].as_u64().is_none_or(|exp| exp <= now) {
-            return Ok(json!({ "active": false }));
-        }
-        let mut answer = json!({ "active": true, "token_type": "Bearer" });
-        for claim in [
-            "iss",
-            "sub",
-            "aud",
-            "client_id",
-            "scope",
-            "exp",
-            "iat",
-            "jti",
-            "grant_id",
-            "family_id",
-        ] {
-            if !claims[claim].is_null() {
-                answer[claim] = claims[claim].clone();
+            .map_err(|e| client.challenged(e))?;
+        return Ok(match claims {
+            Some(claims) if grant.is_some() && live.active && claims.exp > now => {
+                json!(ActiveAccessToken::from(claims))
             }
-        }
-        return Ok(answer);
+            _ => inactive,
+        });
     }
-    let nil: Option<uuid::Uuid> = None;
     let live = app
         .db
-        .call_ok(
-            sql,
-            &[&client.client_id, &client.secret, &Some(token), &nil, &nil],
-        )
+        .introspect(&client, Some(token), None, None)
         .await
-        .map_err(challenge)?;
-    if live["active"] != json!(true) {
-        return Ok(json!({ "active": false }));
+        .map_err(|e| client.challenged(e))?;
+    if !live.active {
+        return Ok(inactive);
     }
     Ok(json!({
         "active": true,
         "token_type": "refresh_token",
         "iss": app.config.issuer,
-        "sub": live["user_id"],
-        "client_id": live["client_id"],
-        "scope": live["scope"],
-        "exp": live["exp"],
-        "iat": live["iat"],
-        "aud": live["resource"],
+        "sub": live.user_id,
+        "client_id": live.client_id,
+        "scope": live.scope,
+        "exp": live.exp,
+        "iat": live.iat,
+        "aud": live.resource,
     }))
 }

@@ -1,14 +1,16 @@
-//! RFC 8414 / OpenID Connect Discovery metadata and the JWKS.
+//! RFC 8414 / OpenID Connect Discovery metadata and the JWKS. What the server supports is what
+//! the extension enforces (`oauth.settings()`); the endpoints' URLs are this gateway's.
 
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
 use crate::app::App;
+use crate::db::Settings;
+use crate::error::OAuthError;
 use crate::http::{self, Resp};
 
-pub fn document(app: &App) -> Value {
+pub fn document(app: &App, settings: &Settings) -> Value {
     let c = &app.config;
-    let auth_methods = json!(["client_secret_basic", "client_secret_post", "none"]);
     let mut doc = json!({
         "issuer": c.issuer,
         "authorization_endpoint": c.endpoint("/authorize"),
@@ -17,16 +19,16 @@ pub fn document(app: &App) -> Value {
         "introspection_endpoint": c.endpoint("/introspect"),
         "userinfo_endpoint": c.endpoint("/userinfo"),
         "jwks_uri": c.endpoint("/.well-known/jwks.json"),
-        "scopes_supported": app.scopes_supported(),
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
-        "grant_types_supported": super::token::GRANT_TYPES,
+        "scopes_supported": settings.scopes_supported,
+        "response_types_supported": settings.response_types_supported,
+        "response_modes_supported": settings.response_modes_supported,
+        "grant_types_supported": settings.grant_types_supported,
         "device_authorization_endpoint": c.endpoint("/device_authorization"),
-        "client_id_metadata_document_supported": true,
-        "token_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_methods_supported": auth_methods,
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "code_challenge_methods_supported": ["S256"],
+        "client_id_metadata_document_supported": settings.client_id_metadata_document_supported,
+        "token_endpoint_auth_methods_supported": settings.token_endpoint_auth_methods_supported,
+        "revocation_endpoint_auth_methods_supported": settings.revocation_endpoint_auth_methods_supported,
+        "introspection_endpoint_auth_methods_supported": settings.introspection_endpoint_auth_methods_supported,
+        "code_challenge_methods_supported": settings.code_challenge_methods_supported,
         "authorization_response_iss_parameter_supported": true,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [app.keys.signing().alg.name()],
@@ -35,14 +37,24 @@ pub fn document(app: &App) -> Value {
         "request_uri_parameter_supported": false,
         "prompt_values_supported": ["login", "consent", "select_account"],
     });
-    if app.registration_enabled() {
-        doc["registration_endpoint"] = json!(c.endpoint("/register"));
+    if settings.registration_enabled
+        && let Some(fields) = doc.as_object_mut()
+    {
+        fields.insert(
+            "registration_endpoint".into(),
+            json!(c.endpoint("/register")),
+        );
     }
     doc
 }
 
 pub fn serve_document(app: &App) -> Resp {
-    let mut resp = http::json(StatusCode::OK, &document(app));
+    // Until the database has answered once, what this server supports is unknown: a document
+    // claiming nothing would be cached by clients for the document's lifetime.
+    let Some(settings) = app.settings() else {
+        return http::error(&OAuthError::unavailable());
+    };
+    let mut resp = http::json(StatusCode::OK, &document(app, &settings));
     resp.headers_mut().insert(
         hyper::header::CACHE_CONTROL,
         "public, max-age=300".parse().expect("literal"),

@@ -5,6 +5,7 @@ mod consent;
 mod device;
 mod introspect;
 pub mod metadata;
+mod pages;
 mod register;
 mod revoke;
 mod token;
@@ -17,6 +18,7 @@ use serde_json::json;
 pub use device::USER_CODE_MISS_WINDOW;
 
 use crate::app::App;
+use crate::error::{ErrorCode, OAuthError};
 use crate::http::{self, Req, Resp};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -101,16 +103,10 @@ pub async fn dispatch(app: &App, req: Req) -> Resp {
         return http::json(StatusCode::OK, &json!({"status": "ok"}));
     }
     let Some(route) = route(app, req.uri().path()) else {
-        if let Some(protected) = crate::protect::route_for_metadata(app, req.uri().path()) {
-            return crate::protect::metadata(app, protected);
-        }
-        if let Some(protected) = crate::protect::route_for(app, req.uri().path()) {
-            return crate::protect::handle(app, req, protected).await;
-        }
-        return http::json_no_store(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "not_found", "error_description": "no such endpoint"}),
-        );
+        return match app.guard.respond(req).await {
+            Some(resp) => resp,
+            None => http::error(&OAuthError::new(ErrorCode::NotFound, "no such endpoint")),
+        };
     };
     let cors = if route.allows_cors() {
         allowed_origin(app, &req)
@@ -142,9 +138,8 @@ pub async fn dispatch(app: &App, req: Req) -> Resp {
         Route::Metadata | Route::Jwks
             if req.method() != Method::GET && req.method() != Method::HEAD =>
         {
-            http::json_no_store(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &json!({"error": "invalid_request", "error_description": "use GET"}),
+            http::error(
+                &OAuthError::invalid_request("use GET").with_status(StatusCode::METHOD_NOT_ALLOWED),
             )
         }
         Route::Metadata => metadata::serve_document(app),

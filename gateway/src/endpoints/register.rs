@@ -4,30 +4,21 @@
 
 use hyper::header::{self, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::app::App;
-use crate::error::OAuthError;
+use crate::db::Registration;
+use crate::error::{BearerChallenge, ChallengeNames, ErrorCode, OAuthError};
 use crate::http::{self, Req, Resp};
 
 pub async fn handle(app: &App, req: Req) -> Resp {
-    match register(app, req).await {
-        Ok(registered) => http::json_no_store(StatusCode::CREATED, &registered),
-        Err(e) => http::error(&e),
-    }
+    http::json_or_error(StatusCode::CREATED, register(app, req).await)
 }
 
 async fn register(app: &App, req: Req) -> Result<Value, OAuthError> {
-    if req.method() != Method::POST {
-        return Err(OAuthError::invalid_request(
-            "the registration endpoint accepts POST only",
-        ));
-    }
+    http::require_post(&req, "registration")?;
     let metadata = read_metadata(app, req).await?;
-    let registered = app
-        .db
-        .call_ok("SELECT oauth.register_client($1)", &[&metadata])
-        .await?;
+    let registered = app.db.register_client(&metadata).await?;
     Ok(with_configuration_uri(app, registered))
 }
 
@@ -46,7 +37,7 @@ async fn read_metadata(app: &App, req: Req) -> Result<Value, OAuthError> {
     let body = http::read_body(req, app.config.max_body_bytes).await?;
     serde_json::from_slice(&body).map_err(|_| {
         OAuthError::new(
-            "invalid_client_metadata",
+            ErrorCode::InvalidClientMetadata,
             "the request body is not valid JSON",
         )
     })
@@ -59,83 +50,72 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
     .remove(b'.')
     .remove(b'~');
 
-fn configuration_uri(app: &App, client_id: &str) -> String {
-    let encoded = percent_encoding::utf8_percent_encode(client_id, PATH_SEGMENT);
-    app.config.endpoint(&format!("/register/{encoded}"))
+fn with_configuration_uri(app: &App, mut registration: Registration) -> Value {
+    let encoded = percent_encoding::utf8_percent_encode(&registration.client_id, PATH_SEGMENT);
+    registration.registration_client_uri =
+        Some(app.config.endpoint(&format!("/register/{encoded}")));
+    serde_json::json!(registration)
 }
 
-fn with_configuration_uri(app: &App, mut registration: Value) -> Value {
-    if let Some(client_id) = registration["client_id"].as_str() {
-        registration["registration_client_uri"] = json!(configuration_uri(app, client_id));
-    }
-    registration
+/// RFC 7592 §2 / RFC 6750 §3.1: an unknown client and a wrong token look the same.
+fn invalid_token() -> OAuthError {
+    OAuthError::new(
+        ErrorCode::InvalidToken,
+        "the registration access token is invalid for this client",
+    )
+    .with_bearer_challenge(BearerChallenge {
+        names: ChallengeNames::Code,
+        ..BearerChallenge::default()
+    })
 }
 
 /// RFC 7592 §2: read (GET), replace (PUT) or delete (DELETE) the registration of `client_id`.
 pub async fn configure(app: &App, req: Req, encoded_client_id: &str) -> Resp {
-    let Ok(client_id) = percent_encoding::percent_decode_str(encoded_client_id).decode_utf8()
-    else {
-        return invalid_token();
-    };
-    let client_id = client_id.into_owned();
-    let Some(token) = http::bearer_token(req.headers()).map(str::to_owned) else {
-        return invalid_token();
-    };
-    let outcome = match *req.method() {
-        Method::GET => app
-            .db
-            .call_ok(
-                "SELECT oauth.read_registration($1, $2)",
-                &[&client_id, &token],
-            )
-            .await
-            .map(|r| (StatusCode::OK, Some(r))),
-        Method::PUT => match read_metadata(app, req).await {
-            Ok(metadata) => app
-                .db
-                .call_ok(
-                    "SELECT oauth.update_registration($1, $2, $3)",
-                    &[&client_id, &token, &metadata],
-                )
-                .await
-                .map(|r| (StatusCode::OK, Some(r))),
-            Err(e) => Err(e),
-        },
-        Method::DELETE => app
-            .db
-            .call_ok(
-                "SELECT oauth.delete_registration($1, $2)",
-                &[&client_id, &token],
-            )
-            .await
-            .map(|_| (StatusCode::NO_CONTENT, None)),
-        _ => Err(OAuthError::new(
-            "method_not_allowed",
-            "use GET, PUT or DELETE",
-        )),
-    };
-    match outcome {
-        Ok((status, Some(body))) => http::json_no_store(status, &with_configuration_uri(app, body)),
-        Ok((status, None)) => {
-            let mut resp = http::empty(status);
+    match manage(app, req, encoded_client_id).await {
+        Ok(Some(registration)) => {
+            http::json_no_store(StatusCode::OK, &with_configuration_uri(app, registration))
+        }
+        Ok(None) => {
+            let mut resp = http::empty(StatusCode::NO_CONTENT);
             resp.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
         }
-        Err(e) if e.code == "invalid_token" => invalid_token(),
+        Err(e) if e.code == ErrorCode::InvalidToken => http::error(&invalid_token()),
         Err(e) => http::error(&e),
     }
 }
 
-/// RFC 7592 §2 / RFC 6750 §3.1: an unknown client and a wrong token look the same.
-fn invalid_token() -> Resp {
-    let mut resp = http::error(&OAuthError::new(
-        "invalid_token",
-        "the registration access token is invalid for this client",
-    ));
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer error=\"invalid_token\""),
-    );
-    resp
+/// The registration after the request, or `None` once deleted.
+async fn manage(
+    app: &App,
+    req: Req,
+    encoded_client_id: &str,
+) -> Result<Option<Registration>, OAuthError> {
+    let client_id = percent_encoding::percent_decode_str(encoded_client_id)
+        .decode_utf8()
+        .map_err(|_| invalid_token())?
+        .into_owned();
+    let token = http::bearer_token(req.headers())
+        .ok_or_else(invalid_token)?
+        .to_owned();
+    match *req.method() {
+        Method::GET => app.db.read_registration(&client_id, &token).await.map(Some),
+        Method::PUT => {
+            let metadata = read_metadata(app, req).await?;
+            app.db
+                .update_registration(&client_id, &token, &metadata)
+                .await
+                .map(Some)
+        }
+        Method::DELETE => app
+            .db
+            .delete_registration(&client_id, &token)
+            .await
+            .map(|()| None),
+        _ => Err(OAuthError::new(
+            ErrorCode::MethodNotAllowed,
+            "use GET, PUT or DELETE",
+        )),
+    }
 }

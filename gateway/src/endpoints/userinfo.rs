@@ -1,12 +1,12 @@
 //! OIDC Core §5.3 UserInfo: the subject and, by granted scope, claims from the grant's `props`
 //! (which the application supplied with `oauth.issue_code`).
 
-use hyper::header::{HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Map, Value};
 
 use crate::app::App;
-use crate::error::OAuthError;
+use crate::error::{BearerChallenge, ChallengeNames, ErrorCode, OAuthError};
 use crate::http::{self, Req, Resp};
 
 const PROFILE_CLAIMS: [&str; 8] = [
@@ -20,77 +20,77 @@ const PROFILE_CLAIMS: [&str; 8] = [
     "zoneinfo",
 ];
 
-fn bearer_error(code: &str, description: &str) -> Resp {
-    let mut resp = http::error(&OAuthError::new(code, description));
-    let challenge = format!("Bearer error=\"{code}\", error_description=\"{description}\"");
-    resp.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        HeaderValue::from_str(&challenge).expect("ascii challenge"),
-    );
-    resp
+const EMAIL_CLAIMS: [&str; 2] = ["email", "email_verified"];
+
+/// RFC 6750 §3.1: the challenge names the error, except when no token was presented at all.
+fn bearer_error(code: ErrorCode, description: &str, names: ChallengeNames) -> OAuthError {
+    OAuthError::new(code, description).with_bearer_challenge(BearerChallenge {
+        names,
+        ..BearerChallenge::default()
+    })
 }
 
 pub async fn handle(app: &App, req: Req) -> Resp {
+    match respond(app, req).await {
+        Ok(info) => {
+            let mut resp = http::json(StatusCode::OK, &Value::Object(info));
+            resp.headers_mut().insert(
+                hyper::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+            resp
+        }
+        Err(e) => http::error(&e),
+    }
+}
+
+async fn respond(app: &App, req: Req) -> Result<Map<String, Value>, OAuthError> {
     if req.method() != Method::GET && req.method() != Method::POST {
-        return http::error(&OAuthError::invalid_request("use GET or POST"));
+        return Err(OAuthError::invalid_request("use GET or POST"));
     }
     let Some(token) = http::bearer_token(req.headers()) else {
-        let mut resp = http::error(&OAuthError::new(
-            "invalid_token",
+        return Err(bearer_error(
+            ErrorCode::InvalidToken,
             "a bearer access token is required",
+            ChallengeNames::Nothing,
         ));
-        resp.headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return resp;
     };
-
-    let claims = match app.verify_own_token(token, None, true) {
-        Ok(claims) => claims,
-        Err(e) => return bearer_error("invalid_token", &e.to_string()),
-    };
-    let scopes: Vec<&str> = claims["scope"]
-        .as_str()
-        .unwrap_or_default()
-        .split(' ')
-        .collect();
-    if !scopes.contains(&"openid") {
-        return bearer_error("insufficient_scope", "the openid scope is required");
+    let named = ChallengeNames::CodeAndDescription;
+    let claims = app
+        .tokens
+        .verify(token, None, true)
+        .map_err(|e| bearer_error(ErrorCode::InvalidToken, &e.to_string(), named))?;
+    if !claims.has_scope("openid") {
+        return Err(bearer_error(
+            ErrorCode::InsufficientScope,
+            "the openid scope is required",
+            named,
+        ));
     }
-    let grant: Option<uuid::Uuid> = claims["grant_id"].as_str().and_then(|g| g.parse().ok());
-    let family: Option<uuid::Uuid> = claims["family_id"].as_str().and_then(|f| f.parse().ok());
-    let live = match app
+    let live = app
         .db
-        .call("SELECT oauth.userinfo($1, $2)", &[&grant, &family])
-        .await
-    {
-        Ok(live) => live,
-        Err(e) => return http::error(&e),
-    };
-    if live["active"] != json!(true) {
-        return bearer_error(
-            "invalid_token",
-            "the grant behind this token has been revoked",
-        );
+        .userinfo(claims.grant_id, claims.family_id)
+        .await?
+        .ok_or_else(|| {
+            bearer_error(
+                ErrorCode::InvalidToken,
+                "the grant behind this token has been revoked",
+                named,
+            )
+        })?;
+    let mut info = Map::new();
+    info.insert("sub".into(), Value::String(live.user_id));
+    let mut released: Vec<&str> = Vec::new();
+    if claims.has_scope("profile") {
+        released.extend(PROFILE_CLAIMS);
     }
-    let props = &live["props"];
-    let mut info = json!({ "sub": live["user_id"] });
-    let mut copy = |names: &[&str]| {
-        for name in names {
-            if let Some(value) = props.get(*name) {
-                info[*name] = value.clone();
-            }
+    if claims.has_scope("email") {
+        released.extend(EMAIL_CLAIMS);
+    }
+    for name in released {
+        if let Some(value) = live.props.get(name) {
+            info.insert(name.to_owned(), value.clone());
         }
-    };
-    if scopes.contains(&"profile") {
-        copy(&PROFILE_CLAIMS);
     }
-    if scopes.contains(&"email") {
-        copy(&["email", "email_verified"]);
-    }
-    let mut resp = http::json(StatusCode::OK, &info);
-    resp.headers_mut().insert(
-        hyper::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    resp
+    Ok(info)
 }

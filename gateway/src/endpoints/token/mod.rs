@@ -1,137 +1,177 @@
-//! The token endpoint (RFC 6749 §3.2): one module per grant type; the extension decides, this
-//! module mints the JWTs for what it decided.
+//! The token endpoint (RFC 6749 §3.2): the extension decides each grant, this module mints the
+//! JWTs for what it decided.
 
-mod authorization_code;
-mod client_credentials;
-mod device_code;
-mod refresh_token;
 mod token_exchange;
 
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::error::OAuthError;
-use crate::http::{self, ClientCredentials, Req, Resp};
+use crate::db::Issued;
+use crate::error::{ErrorCode, OAuthError};
+use crate::http::{self, Req, Resp};
 use crate::jwt;
+use crate::tokens::AccessClaims;
 
 pub async fn handle(app: &App, req: Req) -> Resp {
-    match respond(app, req).await {
-        Ok(body) => http::json_no_store(StatusCode::OK, &body),
-        Err(e) => http::error(&e),
-    }
+    http::json_or_error(StatusCode::OK, respond(app, req).await)
 }
 
+const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// Every grant type this endpoint serves.
+const GRANT_TYPES: [&str; 5] = [
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    DEVICE_CODE,
+    token_exchange::GRANT_TYPE,
+];
+
 async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
-    if req.method() != Method::POST {
-        return Err(OAuthError::new(
-            "invalid_request",
-            "the token endpoint accepts POST only",
-        ));
-    }
+    http::require_post(&req, "token")?;
     let (headers, params) = http::read_form(req, app.config.max_body_bytes).await?;
     let grant_type = params.required("grant_type")?;
     let client = http::client_credentials(&headers, &params)?;
-    let outcome = match grant_type {
-        "authorization_code" => authorization_code::exchange(app, &client, &params).await,
-        "refresh_token" => refresh_token::rotate(app, &client, &params).await,
-        "client_credentials" => client_credentials::issue(app, &client, &params).await,
-        device_code::GRANT_TYPE => device_code::poll(app, &client, &params).await,
-        token_exchange::GRANT_TYPE => token_exchange::exchange(app, &client, &params).await,
+    let db = &app.db;
+    // An ID token is issued where a user signed in (RFC 6749 §4.1.3 with PKCE, RFC 8628 §3.4), not
+    // on refresh (rotation per OAuth 2.1 §4.3.1) or for a client's own token (RFC 6749 §4.4).
+    let (issued, with_id_token) = match grant_type {
+        "authorization_code" => {
+            let code = params.required("code")?;
+            let verifier = params.required("code_verifier")?;
+            let redirect_uri = params.single("redirect_uri")?;
+            let resource = params.single("resource")?;
+            let issued = db.exchange_code(&client, code, verifier, redirect_uri, resource);
+            (issued.await, true)
+        }
+        "refresh_token" => {
+            let refresh_token = params.required("refresh_token")?;
+            let scope = params.single("scope")?;
+            let resource = params.single("resource")?;
+            let issued = db.rotate_refresh_token(&client, refresh_token, scope, resource);
+            (issued.await, false)
+        }
+        "client_credentials" => {
+            let scope = params.single("scope")?;
+            let resource = params.single("resource")?;
+            let issued = db.client_credentials_grant(&client, scope, resource);
+            (issued.await, false)
+        }
+        // Pending, slow_down, denial, expiry and single use are the extension's.
+        DEVICE_CODE => {
+            let device_code = params.required("device_code")?;
+            (
+                db.poll_device_authorization(&client, device_code).await,
+                true,
+            )
+        }
+        token_exchange::GRANT_TYPE => {
+            return token_exchange::exchange(app, &client, &params)
+                .await
+                .map_err(|e| client.challenged(e));
+        }
         _ => {
             return Err(OAuthError::new(
-                "unsupported_grant_type",
+                ErrorCode::UnsupportedGrantType,
                 format!("grant_type must be one of {}", GRANT_TYPES.join(", ")),
             ));
         }
     };
-    outcome.map_err(|e| with_challenge(e, &client))
-}
-
-/// Every grant type the token endpoint serves (metadata lists exactly these).
-pub const GRANT_TYPES: [&str; 5] = [
-    "authorization_code",
-    "refresh_token",
-    "client_credentials",
-    device_code::GRANT_TYPE,
-    token_exchange::GRANT_TYPE,
-];
-
-fn with_challenge(mut e: OAuthError, client: &ClientCredentials) -> OAuthError {
-    if e.code == "invalid_client" {
-        e.basic_challenge = client.via_basic;
-    }
-    e
+    let issued = issued.map_err(|e| client.challenged(e))?;
+    Ok(token_response(app, &issued, with_id_token))
 }
 
 /// An RFC 9068 access token for what the extension issued. `act` (RFC 8693 §4.1) names who acts
 /// on the subject's behalf; `not_after` caps `exp` (an exchanged token never outlives its subject).
 pub fn access_token(
     app: &App,
-    issued: &Value,
+    issued: &Issued,
     now: u64,
-    act: Option<&Value>,
+    act: Option<Value>,
     not_after: Option<u64>,
 ) -> (String, u64) {
-    let ttl = issued["access_token_ttl"].as_u64().unwrap_or(3600);
+    let ttl = issued.access_token_ttl;
     let exp = not_after.map_or(now + ttl, |limit| limit.min(now + ttl));
-    let audience = issued["resource"]
-        .as_str()
-        .map(str::to_owned)
+    let audience = issued
+        .resource
+        .clone()
         .or_else(|| app.config.default_audience.clone())
         .unwrap_or_else(|| app.config.issuer.clone());
-    let mut claims = json!({
-        "iss": app.config.issuer,
-        "sub": issued["user_id"],
-        "aud": audience,
-        "client_id": issued["client_id"],
-        "scope": issued["scope"].as_str().unwrap_or_default(),
-        "jti": uuid::Uuid::new_v4().to_string(),
-        "iat": now,
-        "exp": exp,
-        "grant_id": issued["grant_id"],
-        "family_id": issued["family_id"],
-    });
-    if let Some(act) = act {
-        claims["act"] = act.clone();
-    }
+    let claims = AccessClaims {
+        iss: app.config.issuer.clone(),
+        sub: issued.user_id.clone(),
+        aud: audience,
+        client_id: issued.client_id.clone(),
+        scope: issued.scope.clone(),
+        jti: uuid::Uuid::new_v4().to_string(),
+        iat: now,
+        exp,
+        grant_id: Some(issued.grant_id),
+        family_id: issued.family_id,
+        act,
+    };
     (
-        jwt::sign(app.keys.signing(), "at+jwt", &claims),
+        jwt::sign(app.keys.signing(), "at+jwt", &json!(claims)),
         exp.saturating_sub(now),
     )
 }
 
+/// RFC 6749 §5.1 (and OIDC Core §3.1.3.3 for `id_token`).
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    scope: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+}
+
+/// OIDC Core §2.
+#[derive(Serialize)]
+struct IdClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    azp: &'a str,
+    iat: u64,
+    exp: u64,
+    auth_time: Option<i64>,
+    at_hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+}
+
 /// The token response for what the extension issued: an RFC 9068 access token, the refresh token
 /// the extension minted, and an ID token when `openid` was granted to a user in a code exchange.
-pub fn token_response(app: &App, issued: &Value, with_id_token: bool) -> Value {
+pub fn token_response(app: &App, issued: &Issued, with_id_token: bool) -> Value {
     let now = jsonwebtoken::get_current_timestamp();
     let key = app.keys.signing();
-    let scope = issued["scope"].as_str().unwrap_or_default();
     let (access_token, expires_in) = access_token(app, issued, now, None, None);
-    let mut body = json!({
-        "access_token": access_token,
-        "token_type": "Bearer",
-        "expires_in": expires_in,
-        "scope": scope,
+    let id_token = (with_id_token && issued.scope.split(' ').any(|s| s == "openid")).then(|| {
+        let claims = IdClaims {
+            iss: &app.config.issuer,
+            sub: &issued.user_id,
+            aud: &issued.client_id,
+            azp: &issued.client_id,
+            iat: now,
+            exp: now + expires_in,
+            auth_time: issued.auth_time,
+            at_hash: jwt::at_hash(key.alg, &access_token),
+            nonce: issued.nonce.as_deref(),
+        };
+        jwt::sign(key, "JWT", &json!(claims))
     });
-    if let Some(refresh) = issued["refresh_token"].as_str() {
-        body["refresh_token"] = json!(refresh);
-    }
-    if with_id_token && scope.split(' ').any(|s| s == "openid") {
-        let mut id_claims = json!({
-            "iss": app.config.issuer,
-            "sub": issued["user_id"],
-            "aud": issued["client_id"],
-            "azp": issued["client_id"],
-            "iat": now,
-            "exp": now + expires_in,
-            "auth_time": issued["auth_time"],
-            "at_hash": jwt::at_hash(key.alg, &access_token),
-        });
-        if let Some(nonce) = issued["nonce"].as_str() {
-            id_claims["nonce"] = json!(nonce);
-        }
-        body["id_token"] = json!(jwt::sign(key, "JWT", &id_claims));
-    }
-    body
+    json!(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in,
+        scope: &issued.scope,
+        refresh_token: issued.refresh_token.as_deref(),
+        id_token,
+    })
 }

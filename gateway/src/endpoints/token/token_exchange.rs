@@ -6,7 +6,8 @@
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::error::OAuthError;
+use crate::db::SubjectToken;
+use crate::error::{ErrorCode, OAuthError};
 use crate::http::{ClientCredentials, Params};
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -39,7 +40,7 @@ pub async fn exchange(
     let audience = match (params.single("resource")?, params.single("audience")?) {
         (Some(r), Some(a)) if r != a => {
             return Err(OAuthError::new(
-                "invalid_target",
+                ErrorCode::InvalidTarget,
                 "resource and audience name different targets; ask for one",
             ));
         }
@@ -48,43 +49,32 @@ pub async fn exchange(
     };
     let scope = params.single("scope")?;
     let subject = app
-        .verify_own_token(subject_token, None, true)
+        .tokens
+        .verify(subject_token, None, true)
         .map_err(|_| OAuthError::invalid_request("subject_token is invalid or expired"))?;
-    let grant_id = subject["grant_id"]
-        .as_str()
-        .and_then(|g| uuid::Uuid::parse_str(g).ok());
-    let family_id = subject["family_id"]
-        .as_str()
-        .and_then(|f| uuid::Uuid::parse_str(f).ok());
+    let subject_token = SubjectToken {
+        grant_id: subject.grant_id,
+        family_id: subject.family_id,
+        audience: Some(&subject.aud),
+        scope: Some(&subject.scope),
+    };
     let issued = app
         .db
-        .call_ok(
-            "SELECT oauth.exchange_token($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &client.client_id,
-                &client.secret,
-                &grant_id,
-                &family_id,
-                &subject["aud"].as_str(),
-                &subject["scope"].as_str(),
-                &audience,
-                &scope,
-            ],
-        )
+        .exchange_token(client, &subject_token, audience, scope)
         .await?;
     // Delegation chains nest: the previous actor stays visible under the new one.
-    let mut act = json!({ "sub": client.client_id });
-    if let Some(previous) = subject.get("act") {
-        act["act"] = previous.clone();
-    }
+    let act = match subject.act {
+        Some(previous) => json!({ "sub": client.client_id, "act": previous }),
+        None => json!({ "sub": client.client_id }),
+    };
     let now = jsonwebtoken::get_current_timestamp();
     let (access_token, expires_in) =
-        super::access_token(app, &issued, now, Some(&act), subject["exp"].as_u64());
+        super::access_token(app, &issued, now, Some(act), Some(subject.exp));
     Ok(json!({
         "access_token": access_token,
         "issued_token_type": ACCESS_TOKEN_TYPE,
         "token_type": "Bearer",
         "expires_in": expires_in,
-        "scope": issued["scope"],
+        "scope": issued.scope,
     }))
 }

@@ -1,8 +1,9 @@
-//! The database side of every request: one extension function call through the pool.
+//! The pool, and one extension function call through it.
 //!
 //! Unavailability (pool timeout, connection refused, a connection lost mid-call) becomes
-//! `temporarily_unavailable` (503); an `OAxxx` SQLSTATE becomes its OAuth error; anything else is
-//! a bug, logged here and answered as `server_error` without the database's text.
+//! `temporarily_unavailable` (503); an error raised by `oauth._raise` becomes the OAuth error it
+//! names in its HINT; anything else is a bug, logged here and answered as `server_error` without
+//! the database's text.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use serde_json::Value;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
-use crate::error::OAuthError;
+use crate::error::{ErrorCode, OAuthError};
 
 #[derive(Clone)]
 pub struct Db {
@@ -53,7 +54,7 @@ impl Db {
 
     /// Calls `sql` (one statement returning one jsonb value) and returns that value as-is:
     /// expected failures are in it as `{"error", ...}`.
-    pub async fn call(
+    pub(super) async fn call(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -68,20 +69,20 @@ impl Db {
     }
 
     /// Like `call`, but an `{"error"}` result becomes `Err`.
-    pub async fn call_ok(
+    pub(super) async fn call_ok(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Value, OAuthError> {
         let value = self.call(sql, params).await?;
-        match OAuthError::from_sql_result(&value) {
+        match error_answer(&value) {
             Some(error) => Err(error),
             None => Ok(value),
         }
     }
 
     /// Rows of a set-returning call, for the few functions that are not jsonb-shaped.
-    pub async fn query(
+    pub(super) async fn query(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -92,6 +93,19 @@ impl Db {
     }
 }
 
+/// The extension's expected-failure answer `{"error", "error_description"}`, if `value` is one.
+pub(super) fn error_answer(value: &Value) -> Option<OAuthError> {
+    let code = value.get("error")?.as_str()?;
+    let description = value
+        .get("error_description")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Some(OAuthError::new(
+        ErrorCode::from_extension(code),
+        description,
+    ))
+}
+
 fn pool_error(error: PoolError) -> OAuthError {
     tracing::warn!(%error, "database unavailable");
     OAuthError::unavailable()
@@ -99,11 +113,13 @@ fn pool_error(error: PoolError) -> OAuthError {
 
 fn query_error(error: tokio_postgres::Error) -> OAuthError {
     if let Some(db) = error.as_db_error() {
-        if let Some(mapped) = OAuthError::from_sqlstate(db.code().code(), db.message()) {
-            return mapped;
+        let code = db.code().code();
+        // `oauth._raise` raises class OA with the error's name in HINT.
+        if code.starts_with("OA") {
+            let name = db.hint().unwrap_or_default();
+            return OAuthError::new(ErrorCode::from_extension(name), db.message());
         }
         // Class 08 (connection), 53 (resources), 57P (shutdown): the database, not the request.
-        let code = db.code().code();
         if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") {
             tracing::warn!(sqlstate = code, "database unavailable");
             return OAuthError::unavailable();

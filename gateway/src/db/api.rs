@@ -1,0 +1,560 @@
+//! One function per `oauth.*` call a request makes (docs/sql-api.md describes each), with the
+//! answers as types: a key the extension renames fails here, in one place, not in an endpoint.
+//! Expected failures (`{"error", "error_description"}` answers) come back as `Err(OAuthError)`.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::pool::{Db, error_answer};
+use crate::error::OAuthError;
+use crate::http::ClientCredentials;
+
+/// `oauth.settings()`: the deployment's configuration, as every gateway serves it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub issuer: String,
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    #[serde(default)]
+    pub registration_enabled: bool,
+    /// The capability lists of RFC 8414 metadata, as the extension enforces them.
+    pub grant_types_supported: Vec<String>,
+    pub response_types_supported: Vec<String>,
+    pub response_modes_supported: Vec<String>,
+    pub code_challenge_methods_supported: Vec<String>,
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    pub client_id_metadata_document_supported: bool,
+    /// Seconds a revocation can matter: the longest an access token lives.
+    pub revocation_horizon: u64,
+}
+
+/// What the extension issued at the token endpoint; the gateway mints the JWTs for it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Issued {
+    pub grant_id: Uuid,
+    pub family_id: Option<Uuid>,
+    pub user_id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub resource: Option<String>,
+    pub nonce: Option<String>,
+    pub auth_time: Option<i64>,
+    pub access_token_ttl: u64,
+    pub refresh_token: Option<String>,
+}
+
+/// `oauth.begin_authorization`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BeganAuthorization {
+    /// Valid: the user is asked next.
+    Pending { request_id: String },
+    /// A URL client_id whose document the database has no fresh copy of.
+    FetchClientDocument { url: String },
+    /// Refused; `location` is set when the extension says the error may go to the client's
+    /// (validated) redirect URI.
+    Refused {
+        error: OAuthError,
+        location: Option<String>,
+    },
+}
+
+/// What the consent page shows (`oauth.get_authorization_request`).
+#[derive(Debug, Clone)]
+pub struct AuthorizationRequest {
+    pub client_id: String,
+    pub client_name: String,
+    pub scopes: Vec<String>,
+    pub resource: Option<String>,
+    pub redirect_uri: String,
+    pub redirect_host: Option<String>,
+    /// Every registered redirect URI is loopback: any local program could be this client.
+    pub loopback_only: bool,
+}
+
+/// A device's codes (`oauth.begin_device_authorization`, RFC 8628 §3.2).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeviceAuthorization {
+    pub device_code: String,
+    pub user_code: String,
+    pub expires_in: u64,
+    pub interval: u64,
+}
+
+/// What the device verification page shows (`oauth.get_device_authorization`).
+#[derive(Debug, Clone)]
+pub struct DeviceAuthorizationRequest {
+    pub client_id: String,
+    pub client_name: String,
+    pub scopes: Vec<String>,
+    pub resource: Option<String>,
+    /// The user code in its canonical form: what the form and its CSRF token bind to.
+    pub canonical_user_code: String,
+}
+
+/// `oauth.introspect`'s answer; the fields are set when `active`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Introspection {
+    pub active: bool,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    pub iat: Option<i64>,
+    pub exp: Option<i64>,
+}
+
+/// A live grant behind an access token (`oauth.userinfo`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LiveGrant {
+    pub user_id: String,
+    /// Claims the application stored with the grant; open-ended by design.
+    #[serde(default)]
+    pub props: Value,
+}
+
+/// A client registration (RFC 7591 §3.2.1), echoed to the client as the extension wrote it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    pub client_id: String,
+    /// RFC 7592 §3: where the client manages its registration; the gateway knows its own URLs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_client_uri: Option<String>,
+    #[serde(flatten)]
+    pub metadata: Map<String, Value>,
+}
+
+/// Revoked grants and families (`oauth.revocations`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Revocations {
+    #[serde(default)]
+    pub grants: Vec<Uuid>,
+    #[serde(default)]
+    pub families: Vec<Uuid>,
+}
+
+/// One `NOTIFY oauth_revocations` payload.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Revocation {
+    pub grant_id: Option<Uuid>,
+    pub family_id: Option<Uuid>,
+}
+
+/// An answer whose shape is not what this gateway was built against: a deployment error
+/// (gateway and extension versions differ), logged, never shown.
+pub(super) fn decode<T: DeserializeOwned>(call: &str, value: Value) -> Result<T, OAuthError> {
+    serde_json::from_value(value).map_err(|error| {
+        tracing::error!(call, %error, "unexpected answer shape from the extension");
+        OAuthError::server_error()
+    })
+}
+
+fn text_column(call: &str, rows: &[Row]) -> Result<String, OAuthError> {
+    rows.first()
+        .and_then(|r| r.try_get::<_, String>(0).ok())
+        .ok_or_else(|| {
+            tracing::error!(call, "the extension answered no text");
+            OAuthError::server_error()
+        })
+}
+
+impl Db {
+    /// Calls `sql` and decodes its answer (an `{"error"}` answer is the `Err`).
+    async fn answer<T: DeserializeOwned>(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<T, OAuthError> {
+        let value = self.call_ok(sql, params).await?;
+        decode(sql, value)
+    }
+
+    pub async fn settings(&self) -> Result<Settings, OAuthError> {
+        let value = self.call("SELECT oauth.settings()", &[]).await?;
+        decode("settings", value)
+    }
+
+    /// `params` is the request's parameters as JSON (a repeated one as an array).
+    pub async fn begin_authorization(
+        &self,
+        params: &Value,
+    ) -> Result<BeganAuthorization, OAuthError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            request_id: Option<String>,
+            fetch_client_document: Option<String>,
+            redirect: Option<bool>,
+            location: Option<String>,
+        }
+        let value = self
+            .call("SELECT oauth.begin_authorization($1)", &[params])
+            .await?;
+        let refused = error_answer(&value);
+        let answer: Answer = decode("begin_authorization", value)?;
+        Ok(match (refused, answer) {
+            (Some(error), answer) => BeganAuthorization::Refused {
+                error,
+                location: answer.location.filter(|_| answer.redirect == Some(true)),
+            },
+            (
+                None,
+                Answer {
+                    fetch_client_document: Some(url),
+                    ..
+                },
+            ) => BeganAuthorization::FetchClientDocument { url },
+            (
+                None,
+                Answer {
+                    request_id: Some(request_id),
+                    ..
+                },
+            ) => BeganAuthorization::Pending { request_id },
+            (None, _) => {
+                tracing::error!("begin_authorization answered neither a request nor an error");
+                return Err(OAuthError::server_error());
+            }
+        })
+    }
+
+    /// Raises `not_found` for an unknown or expired request.
+    pub async fn get_authorization_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<AuthorizationRequest>, OAuthError> {
+        let rows = self
+            .query(
+                "SELECT client_name, client_id, redirect_host, redirect_uri, scopes, resource, loopback_only \
+                 FROM oauth.get_authorization_request($1)",
+                &[&request_id],
+            )
+            .await?;
+        Ok(rows.first().map(|row| AuthorizationRequest {
+            client_name: row.get(0),
+            client_id: row.get(1),
+            redirect_host: row.get(2),
+            redirect_uri: row.get(3),
+            scopes: row.get(4),
+            resource: row.get(5),
+            loopback_only: row.get(6),
+        }))
+    }
+
+    /// The user approved: the client's redirect with a code.
+    pub async fn issue_code(&self, request_id: &str, user: &str) -> Result<String, OAuthError> {
+        let rows = self
+            .query("SELECT oauth.issue_code($1, $2)", &[&request_id, &user])
+            .await?;
+        text_column("issue_code", &rows)
+    }
+
+    /// The user refused: the client's redirect with `access_denied`.
+    pub async fn deny_authorization(&self, request_id: &str) -> Result<String, OAuthError> {
+        let rows = self
+            .query("SELECT oauth.deny_authorization($1)", &[&request_id])
+            .await?;
+        text_column("deny_authorization", &rows)
+    }
+
+    pub async fn exchange_code(
+        &self,
+        client: &ClientCredentials,
+        code: &str,
+        code_verifier: &str,
+        redirect_uri: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<Issued, OAuthError> {
+        self.answer(
+            "SELECT oauth.exchange_code($1, $2, $3, $4, $5, $6)",
+            &[
+                &client.client_id,
+                &client.secret,
+                &code,
+                &code_verifier,
+                &redirect_uri,
+                &resource,
+            ],
+        )
+        .await
+    }
+
+    pub async fn rotate_refresh_token(
+        &self,
+        client: &ClientCredentials,
+        refresh_token: &str,
+        scope: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<Issued, OAuthError> {
+        self.answer(
+            "SELECT oauth.rotate_refresh_token($1, $2, $3, $4, $5)",
+            &[
+                &client.client_id,
+                &client.secret,
+                &refresh_token,
+                &scope,
+                &resource,
+            ],
+        )
+        .await
+    }
+
+    pub async fn client_credentials_grant(
+        &self,
+        client: &ClientCredentials,
+        scope: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<Issued, OAuthError> {
+        self.answer(
+            "SELECT oauth.client_credentials_grant($1, $2, $3, $4)",
+            &[&client.client_id, &client.secret, &scope, &resource],
+        )
+        .await
+    }
+
+    pub async fn poll_device_authorization(
+        &self,
+        client: &ClientCredentials,
+        device_code: &str,
+    ) -> Result<Issued, OAuthError> {
+        self.answer(
+            "SELECT oauth.poll_device_authorization($1, $2, $3)",
+            &[&client.client_id, &client.secret, &device_code],
+        )
+        .await
+    }
+
+    /// RFC 8693: the subject token's grant, family, audience and scope (verified by the gateway)
+    /// and the target the client asks for.
+    pub async fn exchange_token(
+        &self,
+        client: &ClientCredentials,
+        subject: &SubjectToken<'_>,
+        audience: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<Issued, OAuthError> {
+        self.answer(
+            "SELECT oauth.exchange_token($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &client.client_id,
+                &client.secret,
+                &subject.grant_id,
+                &subject.family_id,
+                &subject.audience,
+                &subject.scope,
+                &audience,
+                &scope,
+            ],
+        )
+        .await
+    }
+
+    pub async fn begin_device_authorization(
+        &self,
+        client: &ClientCredentials,
+        scope: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<DeviceAuthorization, OAuthError> {
+        self.answer(
+            "SELECT oauth.begin_device_authorization($1, $2, $3, $4)",
+            &[&client.client_id, &client.secret, &scope, &resource],
+        )
+        .await
+    }
+
+    /// Raises `not_found` for an unknown, expired or decided code; `user_code` as typed.
+    pub async fn get_device_authorization(
+        &self,
+        user_code: &str,
+    ) -> Result<Option<DeviceAuthorizationRequest>, OAuthError> {
+        let rows = self
+            .query(
+                "SELECT client_id, client_name, scopes, resource, canonical_user_code \
+                   FROM oauth.get_device_authorization($1)",
+                &[&user_code],
+            )
+            .await?;
+        Ok(rows.first().map(|row| DeviceAuthorizationRequest {
+            client_id: row.get(0),
+            client_name: row.get(1),
+            scopes: row.get(2),
+            resource: row.get(3),
+            canonical_user_code: row.get(4),
+        }))
+    }
+
+    pub async fn approve_device_authorization(
+        &self,
+        user_code: &str,
+        user: &str,
+    ) -> Result<(), OAuthError> {
+        self.query(
+            "SELECT oauth.approve_device_authorization($1, $2)",
+            &[&user_code, &user],
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn deny_device_authorization(&self, user_code: &str) -> Result<(), OAuthError> {
+        self.query("SELECT oauth.deny_device_authorization($1)", &[&user_code])
+            .await
+            .map(drop)
+    }
+
+    /// RFC 7009: either a refresh token, or the grant and family of an access token of ours.
+    pub async fn revoke_token(
+        &self,
+        client: &ClientCredentials,
+        refresh_token: Option<&str>,
+        grant_id: Option<Uuid>,
+        family_id: Option<Uuid>,
+    ) -> Result<(), OAuthError> {
+        self.call_ok(
+            "SELECT oauth.revoke_token($1, $2, $3, $4, $5)",
+            &[
+                &client.client_id,
+                &client.secret,
+                &refresh_token,
+                &grant_id,
+                &family_id,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// RFC 7662: a refresh token, or the grant and family of an access token of ours; with
+    /// neither, it only authenticates the caller.
+    pub async fn introspect(
+        &self,
+        client: &ClientCredentials,
+        refresh_token: Option<&str>,
+        grant_id: Option<Uuid>,
+        family_id: Option<Uuid>,
+    ) -> Result<Introspection, OAuthError> {
+        self.answer(
+            "SELECT oauth.introspect($1, $2, $3, $4, $5)",
+            &[
+                &client.client_id,
+                &client.secret,
+                &refresh_token,
+                &grant_id,
+                &family_id,
+            ],
+        )
+        .await
+    }
+
+    /// The grant behind an access token while it (and the token's family) is live.
+    pub async fn userinfo(
+        &self,
+        grant_id: Option<Uuid>,
+        family_id: Option<Uuid>,
+    ) -> Result<Option<LiveGrant>, OAuthError> {
+        let value = self
+            .call("SELECT oauth.userinfo($1, $2)", &[&grant_id, &family_id])
+            .await?;
+        if value.get("active") != Some(&Value::Bool(true)) {
+            return Ok(None);
+        }
+        decode("userinfo", value).map(Some)
+    }
+
+    pub async fn register_client(&self, metadata: &Value) -> Result<Registration, OAuthError> {
+        let value = self
+            .call_ok("SELECT oauth.register_client($1)", &[metadata])
+            .await?;
+        decode("register_client", value)
+    }
+
+    pub async fn read_registration(
+        &self,
+        client_id: &str,
+        registration_access_token: &str,
+    ) -> Result<Registration, OAuthError> {
+        self.answer(
+            "SELECT oauth.read_registration($1, $2)",
+            &[&client_id, &registration_access_token],
+        )
+        .await
+    }
+
+    pub async fn update_registration(
+        &self,
+        client_id: &str,
+        registration_access_token: &str,
+        metadata: &Value,
+    ) -> Result<Registration, OAuthError> {
+        self.answer(
+            "SELECT oauth.update_registration($1, $2, $3)",
+            &[&client_id, &registration_access_token, metadata],
+        )
+        .await
+    }
+
+    pub async fn delete_registration(
+        &self,
+        client_id: &str,
+        registration_access_token: &str,
+    ) -> Result<(), OAuthError> {
+        self.call_ok(
+            "SELECT oauth.delete_registration($1, $2)",
+            &[&client_id, &registration_access_token],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Stores a fetched Client ID Metadata Document (validated by the extension), fresh for
+    /// `fresh_for`; a later failure is not retried before `retry_after`.
+    pub async fn store_client_document(
+        &self,
+        client_id: &str,
+        document: &Value,
+        fresh_for: Duration,
+        retry_after: Duration,
+    ) -> Result<(), OAuthError> {
+        self.call_ok(
+            "SELECT oauth.store_client_document($1, $2, now() + make_interval(secs => $3), \
+             now() + make_interval(secs => $4))",
+            &[
+                &client_id,
+                document,
+                &fresh_for.as_secs_f64(),
+                &retry_after.as_secs_f64(),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Records why a document could not be fetched; authorizations are refused with `reason`
+    /// until `retry_after` has passed.
+    pub async fn record_client_document_failure(
+        &self,
+        client_id: &str,
+        reason: &str,
+        retry_after: Duration,
+    ) -> Result<(), OAuthError> {
+        self.query(
+            "SELECT oauth.record_client_document_failure($1, $2, now() + make_interval(secs => $3))",
+            &[&client_id, &reason, &retry_after.as_secs_f64()],
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// The verified subject token of a token exchange, as the extension checks it.
+pub struct SubjectToken<'a> {
+    pub grant_id: Option<Uuid>,
+    pub family_id: Option<Uuid>,
+    pub audience: Option<&'a str>,
+    pub scope: Option<&'a str>,
+}

@@ -1,0 +1,12 @@
+//! The gateway's whole contract with the extension: every `oauth.*` call it makes, with typed
+//! arguments and typed answers (`api`), the pool and how database failures become OAuth errors
+//! (`pool`), the revocation feed (`feed`) and the administrator's calls of the CLI (`admin`).
+//! No SQL text lives outside this module.
+
+pub mod admin;
+mod api;
+pub mod feed;
+mod pool;
+
+pub use api::*;
+pub use pool::Db;

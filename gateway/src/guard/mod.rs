@@ -1,0 +1,283 @@
+//! The gateway as the protected-resource front door of MCP servers (RFC 9728, RFC 6750, MCP
+//! authorization): it checks the bearer token, forwards the request to the upstream without the
+//! token and with the verified identity in headers, and streams both bodies unbuffered.
+//!
+//! A request passes four steps: authenticate (a valid token for this resource), authorise (not
+//! revoked, the route's scopes, the grant still live), rewrite, forward.
+
+mod caches;
+mod forward;
+mod revoked;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::StatusCode;
+use hyper::header::{self, HeaderValue};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::config::RouteConfig;
+use crate::db::Db;
+use crate::error::{BearerChallenge, ChallengeNames, ErrorCode, OAuthError};
+use crate::http::{self, Req, Resp};
+use crate::tokens::{AccessClaims, TokenVerifier};
+
+pub struct Guard {
+    routes: Vec<RouteConfig>,
+    /// Where this gateway is reached (RFC 9728 metadata URLs, default resource identifiers).
+    origin: String,
+    issuer: String,
+    verifier: TokenVerifier,
+    db: Db,
+    upstream_timeout: Duration,
+    verified: caches::VerifiedTokens,
+    props: caches::PropsCache,
+    revoked: Arc<revoked::RevokedSet>,
+    client: forward::ProxyClient,
+}
+
+/// A request that passed authentication and authorisation: who it is from.
+struct Identity {
+    claims: AccessClaims,
+    grant: Uuid,
+    props: Value,
+}
+
+impl Guard {
+    pub fn new(
+        routes: Vec<RouteConfig>,
+        origin: String,
+        verifier: TokenVerifier,
+        db: Db,
+        upstream_timeout: Duration,
+    ) -> Self {
+        Self {
+            routes,
+            origin,
+            issuer: verifier.issuer.clone(),
+            verifier,
+            db,
+            upstream_timeout,
+            verified: Default::default(),
+            props: Default::default(),
+            revoked: Default::default(),
+            client: forward::new_client(),
+        }
+    }
+
+    /// Keeps the revoked set current, when there are routes to guard.
+    pub fn follow_revocations(&self, database_url: String) -> Option<tokio::task::JoinHandle<()>> {
+        (!self.routes.is_empty())
+            .then(|| tokio::spawn(revoked::follow(self.revoked.clone(), database_url)))
+    }
+
+    /// The guard's answer for a request at `path`, or `None` when no route (or its RFC 9728
+    /// metadata) lives there.
+    pub async fn respond(&self, req: Req) -> Option<Resp> {
+        let path = req.uri().path();
+        if let Some(route) = self.routes.iter().find(|r| metadata_path(r) == path) {
+            return Some(self.metadata(route));
+        }
+        let at = self.route_for(path)?;
+        Some(match self.pass(req, at).await {
+            Ok(resp) => resp,
+            Err(e) => http::error(&e),
+        })
+    }
+
+    /// The most specific route whose prefix covers `path`.
+    fn route_for(&self, path: &str) -> Option<usize> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.prefix == "/" || path == r.prefix || path.starts_with(&format!("{}/", r.prefix))
+            })
+            .max_by_key(|(_, r)| r.prefix.len())
+            .map(|(at, _)| at)
+    }
+
+    fn resource_of(&self, route: &RouteConfig) -> String {
+        route
+            .resource
+            .clone()
+            .unwrap_or_else(|| format!("{}{}", self.origin, route.prefix))
+    }
+
+    fn metadata(&self, route: &RouteConfig) -> Resp {
+        let scopes: Vec<&String> = route
+            .scopes
+            .iter()
+            .filter(|s| *s != "offline_access")
+            .collect();
+        let mut resp = http::json(
+            StatusCode::OK,
+            &json!({
+                "resource": self.resource_of(route),
+                "authorization_servers": [self.issuer],
+                "scopes_supported": scopes,
+                "bearer_methods_supported": ["header"],
+            }),
+        );
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        resp.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        resp
+    }
+
+    /// A refusal with the route's challenge (RFC 9728 §5.1: where to learn how to get a token).
+    fn refuse(&self, route: &RouteConfig, code: ErrorCode, description: &str) -> OAuthError {
+        self.challenge(
+            route,
+            OAuthError::new(code, description),
+            ChallengeNames::CodeAndDescription,
+        )
+    }
+
+    fn challenge(
+        &self,
+        route: &RouteConfig,
+        error: OAuthError,
+        names: ChallengeNames,
+    ) -> OAuthError {
+        error.with_bearer_challenge(BearerChallenge {
+            resource_metadata: Some(format!("{}{}", self.origin, metadata_path(route))),
+            scope: Some(route.scopes.join(" ")),
+            names,
+        })
+    }
+
+    async fn pass(&self, mut req: Req, at: usize) -> Result<Resp, OAuthError> {
+        let route = &self.routes[at];
+        let claims = self.authenticate(&req, at)?;
+        let identity = self.authorise(route, claims).await?;
+        let uri = forward::upstream_uri(route, req.uri()).ok_or_else(|| {
+            self.refuse(route, ErrorCode::InvalidRequest, "malformed request target")
+        })?;
+        let headers = [
+            ("x-oauth-subject", identity.claims.sub),
+            ("x-oauth-client-id", identity.claims.client_id),
+            ("x-oauth-scope", identity.claims.scope),
+            ("x-oauth-grant-id", identity.grant.to_string()),
+            ("x-oauth-props", identity.props.to_string()),
+        ];
+        forward::rewrite(&mut req, uri, &headers, self.issuer.starts_with("https"));
+        self.forward(req, route).await
+    }
+
+    /// A token in the Authorization header, valid for this route's resource.
+    fn authenticate(&self, req: &Req, at: usize) -> Result<AccessClaims, OAuthError> {
+        let route = &self.routes[at];
+        if req
+            .uri()
+            .query()
+            .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token"))
+        {
+            return Err(self.refuse(
+                route,
+                ErrorCode::InvalidRequest,
+                "tokens are accepted in the Authorization header only",
+            ));
+        }
+        if req.headers().get(header::AUTHORIZATION).is_none() {
+            let missing = OAuthError::new(ErrorCode::InvalidToken, "an access token is required");
+            return Err(self.challenge(route, missing, ChallengeNames::Nothing));
+        }
+        let token = http::bearer_token(req.headers()).ok_or_else(|| {
+            self.refuse(route, ErrorCode::InvalidRequest, "use the Bearer scheme")
+        })?;
+        let cache_key = (Sha256::digest(token.as_bytes()).into(), at);
+        if let Some(claims) = self.verified.get(&cache_key) {
+            return Ok(claims);
+        }
+        let claims = self
+            .verifier
+            .verify(token, Some(&self.resource_of(route)), true)
+            .map_err(|e| self.refuse(route, ErrorCode::InvalidToken, &e.to_string()))?;
+        self.verified.insert(cache_key, claims.clone());
+        Ok(claims)
+    }
+
+    /// The token's grant is not revoked and still live, and it carries the route's scopes.
+    async fn authorise(
+        &self,
+        route: &RouteConfig,
+        claims: AccessClaims,
+    ) -> Result<Identity, OAuthError> {
+        let Some(grant) = claims.grant_id else {
+            return Err(self.refuse(route, ErrorCode::InvalidToken, "the token names no grant"));
+        };
+        if !self.revoked.is_synced() {
+            return Err(OAuthError::unavailable());
+        }
+        let revoked = || self.refuse(route, ErrorCode::InvalidToken, "the token has been revoked");
+        if self.revoked.is_revoked(Some(grant), claims.family_id) {
+            return Err(revoked());
+        }
+        if !route.scopes.iter().all(|s| claims.has_scope(s)) {
+            return Err(self.refuse(
+                route,
+                ErrorCode::InsufficientScope,
+                "the token lacks a scope this resource needs",
+            ));
+        }
+        let props = self
+            .props_of(grant, claims.family_id)
+            .await?
+            .ok_or_else(revoked)?;
+        Ok(Identity {
+            claims,
+            grant,
+            props,
+        })
+    }
+
+    async fn props_of(
+        &self,
+        grant: Uuid,
+        family: Option<Uuid>,
+    ) -> Result<Option<Value>, OAuthError> {
+        if let Some(props) = self.props.get(grant) {
+            return Ok(Some(props));
+        }
+        let Some(live) = self.db.userinfo(Some(grant), family).await? else {
+            return Ok(None);
+        };
+        self.props.insert(grant, live.props.clone());
+        Ok(Some(live.props))
+    }
+
+    async fn forward(&self, req: Req, route: &RouteConfig) -> Result<Resp, OAuthError> {
+        match tokio::time::timeout(self.upstream_timeout, self.client.request(req)).await {
+            Err(_) => Err(OAuthError::new(
+                ErrorCode::UpstreamUnavailable,
+                "the upstream did not answer in time",
+            )
+            .with_status(StatusCode::GATEWAY_TIMEOUT)),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, upstream = %route.upstream, "upstream request failed");
+                Err(OAuthError::new(
+                    ErrorCode::UpstreamUnavailable,
+                    "the upstream could not be reached",
+                ))
+            }
+            Ok(Ok(resp)) => Ok(forward::downstream(resp)),
+        }
+    }
+}
+
+pub fn metadata_path(route: &RouteConfig) -> String {
+    let suffix = if route.prefix == "/" {
+        ""
+    } else {
+        route.prefix.as_str()
+    };
+    format!("/.well-known/oauth-protected-resource{suffix}")
+}

@@ -1,0 +1,66 @@
+//! The access tokens this gateway issues (RFC 9068), as typed claims, and their verification for
+//! the gateway's own endpoints and the guard.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::jwt::{self, Expectations, VerifyError};
+use crate::keys::KeySet;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub scope: String,
+    pub jti: String,
+    pub iat: u64,
+    pub exp: u64,
+    /// The grant the token stands for; its family when it came with a refresh token.
+    pub grant_id: Option<Uuid>,
+    pub family_id: Option<Uuid>,
+    /// RFC 8693 §4.1: who acts on the subject's behalf (nested for delegation chains).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Value>,
+}
+
+impl AccessClaims {
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split(' ')
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes().any(|s| s == scope)
+    }
+}
+
+/// Verifies access tokens signed by this deployment's keys for its issuer.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    pub issuer: String,
+    pub keys: Arc<KeySet>,
+}
+
+impl TokenVerifier {
+    /// `audience: None` accepts any audience (the authorization server's own endpoints);
+    /// `validate_exp: false` is for revocation, where an expired token may still be named.
+    pub fn verify(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+        validate_exp: bool,
+    ) -> Result<AccessClaims, VerifyError> {
+        let expect = Expectations {
+            issuer: &self.issuer,
+            audience,
+            algorithms: &jwt::ASYMMETRIC,
+            validate_exp,
+        };
+        let claims = jwt::verify_access_token(token, &self.keys, &expect)?;
+        serde_json::from_value(claims).map_err(|e| VerifyError::Invalid(format!("claims: {e}")))
+    }
+}
