@@ -23,6 +23,20 @@ pub async fn execute(db: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) {
         .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
 }
 
+/// The administrator's connection and a confidential web client it created: how most tests start.
+pub async fn admin_with_client() -> (Client, TestClient) {
+    let admin = crate::admin().await;
+    let client = crate::confidential_client(&admin).await;
+    (admin, client)
+}
+
+/// How many audit events of `kind` name `id` in their column `about` (`grant_id`, `family_id`,
+/// `client_id`).
+pub async fn event_count(db: &Client, kind: &str, about: &str, id: &(dyn ToSql + Sync)) -> i64 {
+    let sql = format!("SELECT count(*) FROM oauth.events WHERE kind = $1 AND {about} = $2");
+    scalar(db, &sql, &[&kind, id]).await
+}
+
 /// `oauth.revoke_grant`: whether the grant was live.
 pub async fn revoke_grant(db: &Client, grant_id: uuid::Uuid) -> bool {
     scalar(db, "SELECT oauth.revoke_grant($1)", &[&grant_id]).await
@@ -86,15 +100,19 @@ pub async fn db_time_in(db: &Client, interval: &str) -> String {
     .await
 }
 
-/// `base` with `changes` applied: a `null` removes the member, anything else sets it.
+/// `base` with `changes` applied: a `null` member removes it, anything else sets it. Changes that
+/// are no JSON object replace `base` whole (to send something that is not an object at all).
 pub fn changed(base: &Value, changes: Value) -> Value {
+    let Value::Object(changes) = changes else {
+        return changes;
+    };
     let mut merged = base.clone();
     let map = merged.as_object_mut().expect("base must be an object");
-    for (k, v) in changes.as_object().expect("changes must be an object") {
+    for (k, v) in changes {
         if v.is_null() {
-            map.remove(k);
+            map.remove(&k);
         } else {
-            map.insert(k.clone(), v.clone());
+            map.insert(k, v);
         }
     }
     merged

@@ -334,8 +334,7 @@ async fn errors_after_the_redirect_uri_is_validated_go_back_with_state_and_iss()
 
 #[tokio::test]
 async fn client_that_may_not_use_the_code_grant_is_unauthorized() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     // The API never creates such a client; the rule still holds when a row says so.
     execute(
         &admin,
@@ -515,8 +514,7 @@ async fn issue_code_redirects_with_code_state_and_iss_and_records_the_grant() {
 
 #[tokio::test]
 async fn issue_code_refuses_bad_input_without_consuming_the_request() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let request = Authorize {
         params: json!({"scope": "openid mcp"}),
         ..Authorize::new(&client)
@@ -587,8 +585,7 @@ async fn issue_code_refuses_bad_input_without_consuming_the_request() {
 
 #[tokio::test]
 async fn consenting_again_widens_the_one_live_grant() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let user = unique("user");
     let first = Authorize {
         params: json!({"scope": "mcp"}),
@@ -628,8 +625,7 @@ async fn consenting_again_widens_the_one_live_grant() {
 
 #[tokio::test]
 async fn consenting_again_without_props_keeps_the_props_recorded_before() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let user = unique("user");
     let mcp = Authorize {
         params: json!({"scope": "mcp"}),
@@ -660,8 +656,7 @@ async fn consenting_again_without_props_keeps_the_props_recorded_before() {
 
 #[tokio::test]
 async fn omitted_scope_falls_back_to_the_default_scopes_the_client_may_have() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     for scope in [json!(null), json!("")] {
         let begun = Authorize {
             params: json!({"scope": scope}),
@@ -696,8 +691,7 @@ async fn omitted_scope_falls_back_to_the_default_scopes_the_client_may_have() {
 #[tokio::test]
 async fn omitted_redirect_uri_uses_the_single_registration_and_then_may_not_be_sent_at_the_token_endpoint_differently()
  {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let user = unique("user");
     let without_uri = Authorize {
         params: json!({"redirect_uri": null}),
@@ -732,9 +726,8 @@ async fn omitted_redirect_uri_uses_the_single_registration_and_then_may_not_be_s
 
 #[tokio::test]
 async fn deny_authorization_redirects_the_error_with_state_and_iss() {
-    let admin = admin().await;
+    let (_, client) = admin_with_client().await;
     let gw = gateway().await;
-    let client = confidential_client(&admin).await;
     let params = Authorize::new(&client).request();
     let begun = begin_authorization(&gw, &params).await;
     let request_id = str_field(&begun, "request_id").to_owned();
@@ -790,8 +783,7 @@ async fn deny_authorization_redirects_the_error_with_state_and_iss() {
 
 #[tokio::test]
 async fn authorization_request_expires_after_its_ttl() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let begun = Authorize::new(&client).begin(&admin).await;
     let request_id = str_field(&begun, "request_id").to_owned();
     let later = "now() + interval '10 minutes 1 second'";

@@ -24,13 +24,12 @@ async fn issue(
     scope: Option<&str>,
     resource: Option<&str>,
 ) -> Value {
-    db.query_one(
+    scalar(
+        &db,
         "SELECT oauth.client_credentials_grant($1, $2, $3, $4)",
         &[&client.id, &secret, &scope, &resource],
     )
     .await
-    .unwrap()
-    .get(0)
 }
 
 #[tokio::test]
@@ -87,19 +86,14 @@ async fn a_machine_client_gets_tokens_for_itself_within_its_registration() {
     );
 
     // The client's grant is no user's: it is not listed as one, and revoking it ends its tokens.
-    let listed: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.list_user_grants($1)",
-            &[&client.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let listed: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.list_user_grants($1)",
+        &[&client.id],
+    )
+    .await;
     assert_eq!(listed, 0);
-    admin
-        .execute("SELECT oauth.revoke_grant($1)", &[&grant])
-        .await
-        .unwrap();
+    execute(&admin, "SELECT oauth.revoke_grant($1)", &[&grant]).await;
     let claims = introspect_claims(&gw, &client, grant, None).await;
     assert!(!is_active(&claims));
     let next = issue(&gw, &client, client.secret(), None, None).await;
@@ -110,18 +104,13 @@ async fn a_machine_client_gets_tokens_for_itself_within_its_registration() {
     );
     // Deleting the client revokes the grant too.
     let live = uuid_field(&next, "grant_id");
-    admin
-        .execute("SELECT oauth.delete_client($1)", &[&client.id])
-        .await
-        .unwrap();
-    let revoked: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.events WHERE kind = 'grant_revoked' AND grant_id = $1 AND detail->>'reason' = 'client_deleted'",
-            &[&live],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    execute(&admin, "SELECT oauth.delete_client($1)", &[&client.id]).await;
+    let revoked: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.events WHERE kind = 'grant_revoked' AND grant_id = $1 AND detail->>'reason' = 'client_deleted'",
+        &[&live],
+    )
+    .await;
     assert_eq!(
         revoked, 1,
         "deleting the client revoked (and notified) its grant"
@@ -168,14 +157,12 @@ async fn concurrent_first_requests_of_one_client_converge_on_one_grant() {
         grants.insert(t.await.unwrap());
     }
     assert_eq!(grants.len(), 1, "{grants:?}");
-    let live: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.grants WHERE client_id = $1 AND revoked_at IS NULL",
-            &[&client.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let live: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.grants WHERE client_id = $1 AND revoked_at IS NULL",
+        &[&client.id],
+    )
+    .await;
     assert_eq!(live, 1);
 }
 
@@ -306,14 +293,12 @@ async fn a_missing_secret_or_an_unknown_client_is_invalid_client() {
         "invalid_client",
         "unknown client",
     );
-    let grants: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.grants WHERE client_id = $1",
-            &[&client.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let grants: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.grants WHERE client_id = $1",
+        &[&client.id],
+    )
+    .await;
     assert_eq!(grants, 0, "failed requests create no grant");
 }
 
@@ -333,25 +318,14 @@ async fn a_client_token_is_active_until_its_grant_is_revoked() {
     assert_eq!(row.get::<_, String>(0), "client");
     assert_eq!(row.get::<_, String>(1), client.id);
     assert_eq!(row.get::<_, String>(2), client.id);
-    let events: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.events WHERE kind = 'client_grant_created' AND grant_id = $1",
-            &[&grant],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let events: i64 = event_count(&admin, "client_grant_created", "grant_id", &grant).await;
     assert_eq!(events, 1);
 
     let before = introspect_claims(&gw, &client, grant, None).await;
     assert!(is_active(&before), "{before}");
     assert_eq!(str_field(&before, "user_id"), client.id);
     assert_eq!(str_field(&before, "client_id"), client.id);
-    let revoked: bool = admin
-        .query_one("SELECT oauth.revoke_grant($1)", &[&grant])
-        .await
-        .unwrap()
-        .get(0);
+    let revoked: bool = scalar(&admin, "SELECT oauth.revoke_grant($1)", &[&grant]).await;
     assert!(revoked);
     assert!(!is_active(
         &introspect_claims(&gw, &client, grant, None).await
@@ -401,10 +375,7 @@ async fn a_user_whose_id_equals_the_client_id_keeps_a_grant_of_their_own() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(listed, vec![user_grant], "only the user's grant is listed");
-    admin
-        .execute("SELECT oauth.revoke_grant($1)", &[&client_grant])
-        .await
-        .unwrap();
+    execute(&admin, "SELECT oauth.revoke_grant($1)", &[&client_grant]).await;
     assert!(
         grant_live(&admin, user_grant).await,
         "the user's grant is another grant"

@@ -31,10 +31,7 @@ fn document(url: &str) -> Value {
 /// The document for `url` that `changes` describe: the valid [`document`] with the changes applied
 /// (a `null` removes a field), or, when `changes` is no JSON object, `changes` itself.
 fn document_with(url: &str, changes: &Value) -> Value {
-    match changes {
-        Value::Object(_) => changed(&document(url), changes.clone()),
-        other => other.clone(),
-    }
+    changed(&document(url), changes.clone())
 }
 
 async fn store(

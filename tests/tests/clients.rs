@@ -6,8 +6,7 @@ use oauth_provider_tests::*;
 
 #[tokio::test]
 async fn confidential_client_gets_a_256_bit_secret_stored_only_as_its_sha256() {
-    let db = admin().await;
-    let client = confidential_client(&db).await;
+    let (db, client) = admin_with_client().await;
     let secret = client
         .secret
         .clone()
@@ -34,12 +33,7 @@ async fn confidential_client_gets_a_256_bit_secret_stored_only_as_its_sha256() {
     )
     .await;
     assert!(!leaked);
-    let created: i64 = scalar(
-        &db,
-        "SELECT count(*) FROM oauth.events WHERE kind = 'client_created' AND client_id = $1",
-        &[&client.id],
-    )
-    .await;
+    let created: i64 = event_count(&db, "client_created", "client_id", &client.id).await;
     assert_eq!(created, 1);
 }
 
@@ -235,8 +229,7 @@ async fn create_client_refuses_each_bad_field_with_its_sqlstate() {
 
 #[tokio::test]
 async fn update_client_changes_only_the_given_fields_and_validates_the_result() {
-    let db = admin().await;
-    let client = confidential_client(&db).await;
+    let (db, client) = admin_with_client().await;
     execute(
         &db,
         "SELECT oauth.update_client($1, client_name => 'Renamed', allowed_scopes => '{mcp}')",
@@ -360,8 +353,7 @@ async fn narrowing_allowed_redirect_uris_stops_new_authorizations_to_the_removed
 
 #[tokio::test]
 async fn rotate_client_secret_replaces_the_secret() {
-    let db = admin().await;
-    let client = confidential_client(&db).await;
+    let (db, client) = admin_with_client().await;
     let user = unique("user");
     let auth = authorize(&db, &client, &user).await;
     let new_secret: String =
@@ -390,8 +382,7 @@ async fn rotate_client_secret_replaces_the_secret() {
 
 #[tokio::test]
 async fn delete_client_answers_whether_it_existed() {
-    let db = admin().await;
-    let client = confidential_client(&db).await;
+    let (db, client) = admin_with_client().await;
     assert!(delete_client(&db, &client.id).await);
     assert!(!delete_client(&db, &client.id).await);
     let listed: i64 = scalar(
@@ -437,8 +428,7 @@ async fn get_client_shows_public_metadata_only() {
 
 #[tokio::test]
 async fn token_endpoint_client_authentication_failures_are_invalid_client() {
-    let db = admin().await;
-    let client = confidential_client(&db).await;
+    let (db, client) = admin_with_client().await;
     let auth = authorize(&db, &client, &unique("user")).await;
     let presented = auth.exchange();
     for (what, request) in [

@@ -9,9 +9,8 @@ const SOMEONE_ELSES_VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjX
 
 #[tokio::test]
 async fn exchange_returns_everything_the_gateway_needs_to_mint_tokens() {
-    let admin = admin().await;
+    let (admin, client) = admin_with_client().await;
     let gw = gateway().await;
-    let client = confidential_client(&admin).await;
     let user = unique("user");
     let props = json!({"plan": "pro"});
     let auth = Authorize {
@@ -117,8 +116,7 @@ async fn client_without_the_refresh_grant_gets_no_refresh_token() {
 
 #[tokio::test]
 async fn each_exchange_error_has_its_code_and_burns_the_code_after_redemption_starts() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let user = unique("user");
 
     // Before the code is looked at: the code survives.
@@ -229,8 +227,7 @@ async fn each_exchange_error_has_its_code_and_burns_the_code_after_redemption_st
 
 #[tokio::test]
 async fn resource_may_be_repeated_but_not_changed_at_the_token_endpoint() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let user = unique("user");
     let bound = Authorize {
         params: json!({"resource": RESOURCE}),
@@ -271,8 +268,7 @@ async fn code_issued_to_another_client_is_refused_and_cannot_be_redeemed_afterwa
 
 #[tokio::test]
 async fn replayed_code_revokes_the_family_it_issued() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let auth = authorize(&admin, &client, &unique("user")).await;
     let first = auth.exchange().run(&admin).await;
     assert_ok(&first, "first redemption");
@@ -294,19 +290,13 @@ async fn replayed_code_revokes_the_family_it_issued() {
     assert!(!is_active(
         &introspect_claims(&admin, &client, grant_id, Some(family_id)).await
     ));
-    let events: i64 = scalar(
-        &admin,
-        "SELECT count(*) FROM oauth.events WHERE kind = 'code_replayed' AND family_id = $1",
-        &[&family_id],
-    )
-    .await;
+    let events: i64 = event_count(&admin, "code_replayed", "family_id", &family_id).await;
     assert_eq!(events, 1);
 }
 
 #[tokio::test]
 async fn replay_by_another_client_revokes_nothing() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let other = confidential_client(&admin).await;
     let auth = authorize(&admin, &client, &unique("user")).await;
     let first = auth.exchange().run(&admin).await;
@@ -323,8 +313,7 @@ async fn replay_by_another_client_revokes_nothing() {
 
 #[tokio::test]
 async fn code_expires_after_code_ttl() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     for (what, redeemed_after, error) in [
         ("expired code", "61 seconds", Some("invalid_grant")),
         ("code just before expiry", "59 seconds", None),
@@ -346,8 +335,7 @@ async fn code_expires_after_code_ttl() {
 
 #[tokio::test]
 async fn code_of_a_revoked_grant_cannot_be_redeemed() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let user = unique("user");
     let auth = authorize(&admin, &client, &user).await;
     let grant_id = user_grant_ids(&admin, &user).await[0];
@@ -361,8 +349,7 @@ async fn code_of_a_revoked_grant_cannot_be_redeemed() {
 
 #[tokio::test]
 async fn client_that_may_not_use_the_code_grant_cannot_redeem() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let auth = authorize(&admin, &client, &unique("user")).await;
     execute(
         &admin,

@@ -54,8 +54,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_code_redeemed_by_16_connections_has_exactly_one_winner_whose_family_is_then_revoked() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     for round in 0..3 {
         let auth = authorize(&admin, &client, &unique("user")).await;
         let (c, a) = (client.clone(), auth.clone());
@@ -84,14 +83,12 @@ async fn one_code_redeemed_by_16_connections_has_exactly_one_winner_whose_family
             "round {round}: replay revokes the winner's family"
         );
         assert_eq!(family.revoked_reason.as_deref(), Some("code_replayed"));
-        let families: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM oauth.refresh_families WHERE grant_id = $1",
-                &[&uuid_field(winners[0], "grant_id")],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let families: i64 = scalar(
+            &admin,
+            "SELECT count(*) FROM oauth.refresh_families WHERE grant_id = $1",
+            &[&uuid_field(winners[0], "grant_id")],
+        )
+        .await;
         assert_eq!(families, 1, "round {round}: one code opens one family");
         assert_error(
             &rotate(&admin, &client, str_field(winners[0], "refresh_token")).await,
@@ -103,8 +100,7 @@ async fn one_code_redeemed_by_16_connections_has_exactly_one_winner_whose_family
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_refresh_token_rotated_by_16_connections_never_yields_two_live_successors() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     // Rounds 3.. open every transaction before the release, so losers carry an earlier now() than
     // the winner's rotation: with the grace window off that must still count as reuse.
     for round in 0..6 {
@@ -166,15 +162,13 @@ async fn one_refresh_token_rotated_by_16_connections_never_yields_two_live_succe
                 "round {round}"
             );
         }
-        let live_successors: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM oauth.refresh_families f JOIN oauth.grants g USING (grant_id)
+        let live_successors: i64 = scalar(
+            &admin,
+            "SELECT count(*) FROM oauth.refresh_families f JOIN oauth.grants g USING (grant_id)
                   WHERE f.grant_id = $1 AND f.revoked_at IS NULL AND g.revoked_at IS NULL AND f.current_hash IS NOT NULL",
-                &[&grant_id],
-            )
-            .await
-            .unwrap()
-            .get(0);
+            &[&grant_id],
+        )
+        .await;
         assert!(live_successors <= 1, "round {round}");
     }
 }
@@ -183,13 +177,12 @@ async fn one_refresh_token_rotated_by_16_connections_never_yields_two_live_succe
 async fn concurrent_rotations_inside_a_grace_window_still_leave_one_live_token() {
     let db = TempDb::create().await;
     let admin = db.admin().await;
-    admin
-        .execute(
-            "SELECT oauth.configure(refresh_reuse_grace => '30 seconds')",
-            &[],
-        )
-        .await
-        .unwrap();
+    execute(
+        &admin,
+        "SELECT oauth.configure(refresh_reuse_grace => '30 seconds')",
+        &[],
+    )
+    .await;
     let client = confidential_client(&admin).await;
     let first = tokens_for(&admin, &client, &unique("user")).await;
     let family_id = uuid_field(&first, "family_id");
@@ -231,8 +224,7 @@ async fn concurrent_rotations_inside_a_grace_window_still_leave_one_live_token()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_consents_for_one_user_and_client_converge_on_one_grant() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let user = unique("user");
     let mut requests = Vec::new();
     for i in 0..N {
@@ -262,8 +254,7 @@ async fn concurrent_consents_for_one_user_and_client_converge_on_one_grant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_authorization_request_completed_by_16_connections_yields_one_code() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let begun =
         begin_authorization(&admin, &authorize_params(&client, &Pkce::new(), json!({}))).await;
     let request_id = str_field(&begun, "request_id").to_owned();
@@ -301,8 +292,7 @@ async fn one_authorization_request_completed_by_16_connections_yields_one_code()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cleanup_runs_while_traffic_flows() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let traffic = {
         let client = client.clone();
         tokio::spawn(async move {

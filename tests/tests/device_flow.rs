@@ -26,13 +26,12 @@ async fn begin(
     scope: Option<&str>,
     now: &str,
 ) -> Value {
-    db.query_one(
+    scalar(
+        &db,
         "SELECT oauth.begin_device_authorization($1, $2, $3, NULL, $4::text::timestamptz)",
         &[&client.id, &client.secret(), &scope, &now],
     )
     .await
-    .unwrap()
-    .get(0)
 }
 
 async fn poll(
@@ -41,13 +40,12 @@ async fn poll(
     device_code: &str,
     now: &str,
 ) -> Value {
-    db.query_one(
+    scalar(
+        &db,
         "SELECT oauth.poll_device_authorization($1, $2, $3, $4::text::timestamptz)",
         &[&client.id, &client.secret(), &device_code, &now],
     )
     .await
-    .unwrap()
-    .get(0)
 }
 
 async fn approve(
@@ -95,14 +93,12 @@ async fn polling_faster_than_the_interval_slows_the_device_down_by_five_seconds_
         "authorization_pending",
         "15 s after, interval 15",
     );
-    let interval: i32 = admin
-        .query_one(
-            "SELECT poll_interval FROM oauth.device_authorizations WHERE device_code_hash = $1",
-            &[&sha256(&code)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let interval: i32 = scalar(
+        &admin,
+        "SELECT poll_interval FROM oauth.device_authorizations WHERE device_code_hash = $1",
+        &[&sha256(&code)],
+    )
+    .await;
     assert_eq!(interval, 15);
 }
 
@@ -178,12 +174,12 @@ async fn denial_expiry_foreign_clients_and_revoked_grants_each_get_their_error()
     let other = device_client(&admin, false).await;
 
     let denied = begin(&gw, &client, None, &at(0)).await;
-    gw.execute(
+    execute(
+        &gw,
         "SELECT oauth.deny_device_authorization($1, $2::text::timestamptz)",
         &[&str_field(&denied, "user_code"), &at(1)],
     )
-    .await
-    .unwrap();
+    .await;
     assert_error(
         &poll(&gw, &client, str_field(&denied, "device_code"), &at(10)).await,
         "access_denied",
@@ -216,10 +212,7 @@ async fn denial_expiry_foreign_clients_and_revoked_grants_each_get_their_error()
     )
     .await
     .unwrap();
-    admin
-        .execute("SELECT oauth.revoke_grant($1)", &[&grant_id])
-        .await
-        .unwrap();
+    execute(&admin, "SELECT oauth.revoke_grant($1)", &[&grant_id]).await;
     assert_error(
         &poll(&gw, &client, str_field(&revoked, "device_code"), &at(10)).await,
         "invalid_grant",
@@ -232,14 +225,12 @@ async fn denial_expiry_foreign_clients_and_revoked_grants_each_get_their_error()
         "unknown code",
     );
     let code_only = confidential_client(&admin).await;
-    let refused = gw
-        .query_one(
-            "SELECT oauth.begin_device_authorization($1, $2, NULL, NULL)",
-            &[&code_only.id, &code_only.secret()],
-        )
-        .await
-        .unwrap()
-        .get::<_, Value>(0);
+    let refused = scalar::<Value>(
+        &gw,
+        "SELECT oauth.begin_device_authorization($1, $2, NULL, NULL)",
+        &[&code_only.id, &code_only.secret()],
+    )
+    .await;
     assert_error(
         &refused,
         "unauthorized_client",
@@ -300,20 +291,22 @@ async fn cleanup_removes_device_codes_once_they_expire() {
     let cleanup = |now: String| {
         let admin = &admin;
         async move {
-            admin
-                .query_one("SELECT oauth.cleanup($1::text::timestamptz)", &[&now])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
+            scalar::<i64>(
+                &admin,
+                "SELECT oauth.cleanup($1::text::timestamptz)",
+                &[&now],
+            )
+            .await
         }
     };
     assert_eq!(cleanup(at(599)).await, 0, "still pending");
     assert_eq!(cleanup(at(600)).await, 1);
-    let left: i64 = admin
-        .query_one("SELECT count(*) FROM oauth.device_authorizations", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.device_authorizations",
+        &[],
+    )
+    .await;
     assert_eq!(left, 0);
 }
 
@@ -368,14 +361,12 @@ async fn user_codes_are_eight_consonants_shown_as_two_groups_of_four() {
             "{user_code}"
         );
         assert!(seen.insert(user_code.to_owned()), "repeated {user_code}");
-        let stored: String = admin
-            .query_one(
-                "SELECT user_code FROM oauth.device_authorizations WHERE device_code_hash = $1",
-                &[&sha256(str_field(&started, "device_code"))],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let stored: String = scalar(
+            &admin,
+            "SELECT user_code FROM oauth.device_authorizations WHERE device_code_hash = $1",
+            &[&sha256(str_field(&started, "device_code"))],
+        )
+        .await;
         assert_eq!(stored, format!("{left}{right}"), "stored without the dash");
     }
 }
@@ -475,14 +466,12 @@ async fn polling_at_the_interval_is_pending_and_slow_down_names_the_new_interval
     assert_eq!(faster["interval"], 15, "{faster}");
 
     // Once approved, the next poll gets the tokens whatever the interval.
-    let user_code: String = admin
-        .query_one(
-            "SELECT user_code FROM oauth.device_authorizations WHERE device_code_hash = $1",
-            &[&sha256(&code)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let user_code: String = scalar(
+        &admin,
+        "SELECT user_code FROM oauth.device_authorizations WHERE device_code_hash = $1",
+        &[&sha256(&code)],
+    )
+    .await;
     approve(&gw, &user_code, &unique("user"), &at(31))
         .await
         .unwrap();
@@ -597,27 +586,23 @@ async fn approval_grants_a_non_empty_subset_of_the_requested_scopes() {
         "empty user id",
     );
     // The refusals left the code pending: the user can still approve part of it.
-    let grant_id: uuid::Uuid = gw
-        .query_one(
-            "SELECT oauth.approve_device_authorization($1, $2, '{profile}', '{\"tier\": \"pro\"}', $3::text::timestamptz)",
-            &[&user_code, &user, &at(2)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let grant_id: uuid::Uuid = scalar(
+        &gw,
+        "SELECT oauth.approve_device_authorization($1, $2, '{profile}', '{\"tier\": \"pro\"}', $3::text::timestamptz)",
+        &[&user_code, &user, &at(2)],
+    )
+    .await;
     let tokens = poll(&gw, &client, str_field(&started, "device_code"), &at(5)).await;
     assert_eq!(str_field(&tokens, "scope"), "profile");
     assert_eq!(uuid_field(&tokens, "grant_id"), grant_id);
     assert_eq!(tokens["props"], serde_json::json!({"tier": "pro"}));
-    let event: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.events WHERE kind = 'consent_granted' AND grant_id = $1
+    let event: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.events WHERE kind = 'consent_granted' AND grant_id = $1
                 AND detail->>'flow' = 'device'",
-            &[&grant_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[&grant_id],
+    )
+    .await;
     assert_eq!(event, 1);
 
     // A second device authorization of the same user widens the one live grant.
@@ -643,13 +628,12 @@ async fn device_requests_authenticate_the_client_and_check_its_resources() {
     let begin_with = |secret: Option<String>, resource: Option<&'static str>| {
         let (gw, id) = (&gw, confidential.id.clone());
         async move {
-            gw.query_one(
+            scalar::<Value>(
+                &gw,
                 "SELECT oauth.begin_device_authorization($1, $2, NULL, $3, $4::text::timestamptz)",
                 &[&id, &secret, &resource, &at(0)],
             )
             .await
-            .unwrap()
-            .get::<_, Value>(0)
         }
     };
     let secret = confidential.secret.clone();

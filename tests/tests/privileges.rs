@@ -56,14 +56,12 @@ async fn gateway_login_can_execute_exactly_the_gateway_functions_and_read_no_tab
         .get_user()
         .expect("gateway URL names a user")
         .to_owned();
-    let member: bool = admin
-        .query_one(
-            "SELECT pg_has_role($1, 'oauth_gateway', 'MEMBER')",
-            &[&login],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let member: bool = scalar(
+        &admin,
+        "SELECT pg_has_role($1, 'oauth_gateway', 'MEMBER')",
+        &[&login],
+    )
+    .await;
     assert!(member, "{login} is a member of oauth_gateway");
     let expected: BTreeSet<String> = GATEWAY_FUNCTIONS.iter().map(|s| s.to_string()).collect();
     assert_eq!(executable_by(&admin, "oauth_gateway").await, expected);
@@ -165,14 +163,12 @@ async fn oauth_admin_gets_the_application_functions_and_reads_no_secret() {
             "oauth_admin may call {f}"
         );
     }
-    let secret_visible: bool = admin
-        .query_one(
-            "SELECT has_column_privilege('oauth_admin', 'oauth.clients', 'secret_hash', 'SELECT')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let secret_visible: bool = scalar(
+        &admin,
+        "SELECT has_column_privilege('oauth_admin', 'oauth.clients', 'secret_hash', 'SELECT')",
+        &[],
+    )
+    .await;
     assert!(!secret_visible);
 }
 
@@ -229,14 +225,12 @@ async fn a_role_outside_oauth_gateway_can_call_nothing_and_read_nothing() {
         .filter(|f| !f.starts_with("error_sqlstate"))
     {
         let name = f.split('(').next().unwrap();
-        let definer: bool = admin
-            .query_one(
-                "SELECT bool_and(prosecdef) FROM pg_proc WHERE pronamespace = 'oauth'::regnamespace AND proname = $1",
-                &[&name],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let definer: bool = scalar(
+            &admin,
+            "SELECT bool_and(prosecdef) FROM pg_proc WHERE pronamespace = 'oauth'::regnamespace AND proname = $1",
+            &[&name],
+        )
+        .await;
         assert!(definer, "{name} is SECURITY DEFINER");
     }
     let _ = client;

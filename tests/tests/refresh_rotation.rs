@@ -6,9 +6,8 @@ use oauth_provider_tests::*;
 
 #[tokio::test]
 async fn rotation_hands_out_a_successor_and_retires_the_presented_token() {
-    let admin = admin().await;
+    let (admin, client) = admin_with_client().await;
     let gw = gateway().await;
-    let client = confidential_client(&admin).await;
     let user = unique("user");
     let first = tokens_for(&gw, &client, &user).await;
     let family_id = uuid_field(&first, "family_id");
@@ -51,8 +50,7 @@ async fn rotation_hands_out_a_successor_and_retires_the_presented_token() {
 
 #[tokio::test]
 async fn reused_refresh_token_revokes_the_family_and_the_grant() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let user = unique("user");
     let first = tokens_for(&admin, &client, &user).await;
     let family_id = uuid_field(&first, "family_id");
@@ -97,12 +95,7 @@ async fn reused_refresh_token_revokes_the_family_and_the_grant() {
         &introspect_claims(&admin, &client, grant_id, Some(family_id)).await
     ));
     assert!(user_grant_ids(&admin, &user).await.is_empty());
-    let reused_events: i64 = scalar(
-        &admin,
-        "SELECT count(*) FROM oauth.events WHERE kind = 'refresh_reused' AND family_id = $1",
-        &[&family_id],
-    )
-    .await;
+    let reused_events: i64 = event_count(&admin, "refresh_reused", "family_id", &family_id).await;
     assert_eq!(reused_events, 1);
 
     // Consenting again starts a new grant; the old tokens stay dead.
@@ -117,8 +110,7 @@ async fn reused_refresh_token_revokes_the_family_and_the_grant() {
 
 #[tokio::test]
 async fn scope_may_narrow_on_refresh_but_never_widen() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let user = unique("user");
     let auth = Authorize {
         params: json!({"scope": "openid mcp email"}),
@@ -163,8 +155,7 @@ async fn scope_may_narrow_on_refresh_but_never_widen() {
 
 #[tokio::test]
 async fn resource_binding_is_preserved_across_rotation() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let resource = "https://mcp.example/mcp";
     let user = unique("user");
     let auth = Authorize {
@@ -212,8 +203,7 @@ async fn resource_binding_is_preserved_across_rotation() {
 
 #[tokio::test]
 async fn rotation_errors_have_their_codes_and_revoke_nothing() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let other = confidential_client(&admin).await;
     let first = tokens_for(&admin, &client, &unique("user")).await;
     let token = str_field(&first, "refresh_token").to_owned();
@@ -293,8 +283,7 @@ async fn rotation_errors_have_their_codes_and_revoke_nothing() {
 
 #[tokio::test]
 async fn client_without_the_refresh_grant_cannot_rotate() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let first = tokens_for(&admin, &client, &unique("user")).await;
     execute(
         &admin,
@@ -308,8 +297,7 @@ async fn client_without_the_refresh_grant_cannot_rotate() {
 
 #[tokio::test]
 async fn refresh_family_expires_after_refresh_token_ttl_without_sliding() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let first = tokens_for(&admin, &client, &unique("user")).await;
     let r0 = str_field(&first, "refresh_token").to_owned();
     let later = db_time_in(&admin, "29 days").await;
@@ -417,8 +405,7 @@ async fn grace_window_lets_a_retry_rotate_once_more_and_then_reuse_revokes() {
 
 #[tokio::test]
 async fn without_a_grace_window_a_retry_is_reuse_even_if_it_started_before_the_rotation() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     for offset in ["0", "-1 second"] {
         let first = tokens_for(&admin, &client, &unique("user")).await;
         let a = str_field(&first, "refresh_token").to_owned();

@@ -6,13 +6,6 @@ use oauth_provider_tests::*;
 
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
-async fn register(db: &tokio_postgres::Client, metadata: &Value) -> Value {
-    db.query_one("SELECT oauth.register_client($1)", &[metadata])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// Registers and panics unless it succeeds.
 async fn registered(db: &tokio_postgres::Client, metadata: Value) -> Value {
     let answer = register(db, &metadata).await;
@@ -21,13 +14,12 @@ async fn registered(db: &tokio_postgres::Client, metadata: Value) -> Value {
 }
 
 async fn read(db: &tokio_postgres::Client, client_id: &str, token: Option<&str>) -> Value {
-    db.query_one(
+    scalar(
+        db,
         "SELECT oauth.read_registration($1, $2)",
         &[&client_id, &token],
     )
     .await
-    .unwrap()
-    .get(0)
 }
 
 async fn update(
@@ -36,36 +28,25 @@ async fn update(
     token: Option<&str>,
     metadata: &Value,
 ) -> Value {
-    db.query_one(
+    scalar(
+        db,
         "SELECT oauth.update_registration($1, $2, $3)",
         &[&client_id, &token, metadata],
     )
     .await
-    .unwrap()
-    .get(0)
 }
 
 async fn delete(db: &tokio_postgres::Client, client_id: &str, token: Option<&str>) -> Value {
-    db.query_one(
+    scalar(
+        db,
         "SELECT oauth.delete_registration($1, $2)",
         &[&client_id, &token],
     )
     .await
-    .unwrap()
-    .get(0)
 }
 
 fn token_of(answer: &Value) -> String {
     str_field(answer, "registration_access_token").to_owned()
-}
-
-fn client_of(answer: &Value, redirect_uri: &str) -> TestClient {
-    TestClient {
-        id: str_field(answer, "client_id").to_owned(),
-        secret: answer["client_secret"].as_str().map(str::to_owned),
-        redirect_uri: redirect_uri.to_owned(),
-        spec: ClientSpec::default(),
-    }
 }
 
 #[tokio::test]
@@ -224,9 +205,9 @@ async fn update_replaces_the_metadata_and_keeps_id_secret_and_registration_token
     assert_eq!(row.get::<_, Value>(2), json!({}));
 
     // The old secret still authenticates, at the new redirect URI only.
-    let client = client_of(&answer, "https://after.example/cb");
+    let client = TestClient::registered(&answer, "https://after.example/cb");
     tokens_for(&gw, &client, &unique("user")).await;
-    let old_uri = client_of(&answer, "https://before.example/cb");
+    let old_uri = TestClient::registered(&answer, "https://before.example/cb");
     let refused =
         begin_authorization(&gw, &authorize_params(&old_uri, &Pkce::new(), json!({}))).await;
     assert_error(&refused, "invalid_request", "the replaced redirect URI");
@@ -261,72 +242,54 @@ async fn update_refuses_bad_requests_and_leaves_the_registration_as_it_was() {
     let secret = str_field(&answer, "client_secret").to_owned();
     let before = read(&gw, &client_id, Some(&token)).await;
     let base = json!({"client_id": client_id, "redirect_uris": ["https://stable.example/new"]});
-    let with = |changes: Value| {
-        let mut m = base.clone();
-        for (k, v) in changes.as_object().unwrap() {
-            if v.is_null() {
-                m.as_object_mut().unwrap().remove(k);
-            } else {
-                m[k] = v.clone();
-            }
-        }
-        m
-    };
-    for (what, metadata, code) in [
-        (
-            "client_id missing",
-            with(json!({"client_id": null})),
-            "invalid_client_metadata",
-        ),
+    let (metadata, redirect_uri) = ("invalid_client_metadata", "invalid_redirect_uri");
+    for (what, changes, code) in [
+        ("client_id missing", json!({"client_id": null}), metadata),
         (
             "another client_id",
-            with(json!({"client_id": "someone-else"})),
-            "invalid_client_metadata",
+            json!({"client_id": "someone-else"}),
+            metadata,
         ),
-        (
-            "client_id not a string",
-            with(json!({"client_id": 1})),
-            "invalid_client_metadata",
-        ),
+        ("client_id not a string", json!({"client_id": 1}), metadata),
         (
             "wrong client_secret",
-            with(json!({"client_secret": "not-the-secret"})),
-            "invalid_client_metadata",
+            json!({"client_secret": "not-the-secret"}),
+            metadata,
         ),
         (
             "client_secret not a string",
-            with(json!({"client_secret": 5})),
-            "invalid_client_metadata",
+            json!({"client_secret": 5}),
+            metadata,
         ),
         (
             "confidential to public",
-            with(json!({"client_secret": secret, "token_endpoint_auth_method": "none"})),
-            "invalid_client_metadata",
+            json!({"client_secret": secret, "token_endpoint_auth_method": "none"}),
+            metadata,
         ),
         (
             "plain http redirect URI",
-            with(json!({"redirect_uris": ["http://stable.example/cb"]})),
-            "invalid_redirect_uri",
+            json!({"redirect_uris": ["http://stable.example/cb"]}),
+            redirect_uri,
         ),
         (
             "no redirect URI for the code grant",
-            with(json!({"redirect_uris": []})),
-            "invalid_redirect_uri",
+            json!({"redirect_uris": []}),
+            redirect_uri,
         ),
         (
             "refresh_token alone",
-            with(json!({"grant_types": ["refresh_token"]})),
-            "invalid_client_metadata",
+            json!({"grant_types": ["refresh_token"]}),
+            metadata,
         ),
         (
             "unsupported grant",
-            with(json!({"grant_types": ["implicit"]})),
-            "invalid_client_metadata",
+            json!({"grant_types": ["implicit"]}),
+            metadata,
         ),
-        ("not an object", json!(["x"]), "invalid_client_metadata"),
+        ("not an object", json!(["x"]), metadata),
     ] {
         assert_error(
-            &update(&gw, &client_id, Some(&token), &metadata).await,
+            &update(&gw, &client_id, Some(&token), &changed(&base, changes)).await,
             code,
             what,
         );
@@ -336,14 +299,12 @@ async fn update_refuses_bad_requests_and_leaves_the_registration_as_it_was() {
             "{what}: unchanged"
         );
     }
-    let null: Value = gw
-        .query_one(
-            "SELECT oauth.update_registration($1, $2, NULL)",
-            &[&client_id, &token],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let null: Value = scalar(
+        &gw,
+        "SELECT oauth.update_registration($1, $2, NULL)",
+        &[&client_id, &token],
+    )
+    .await;
     assert_error(&null, "invalid_client_metadata", "NULL metadata");
 
     // A public client may not become confidential (it has no secret to keep), whether it asks for
@@ -392,31 +353,27 @@ async fn update_refuses_bad_requests_and_leaves_the_registration_as_it_was() {
 async fn delete_registration_revokes_every_grant_and_removes_the_client() {
     let (admin, gw) = (admin().await, gateway().await);
     let answer = registered(&gw, json!({"redirect_uris": ["https://gone.example/cb"]})).await;
-    let client = client_of(&answer, "https://gone.example/cb");
+    let client = TestClient::registered(&answer, "https://gone.example/cb");
     let token = token_of(&answer);
     let tokens = tokens_for(&gw, &client, &unique("user")).await;
     let grant_id = uuid_field(&tokens, "grant_id");
 
     assert_eq!(delete(&gw, &client.id, Some(&token)).await, json!({}));
-    let revoked: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.events
+    let revoked: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.events
               WHERE kind = 'grant_revoked' AND grant_id = $1 AND detail->>'reason' = 'client_deleted'",
-            &[&grant_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[&grant_id],
+    )
+    .await;
     assert_eq!(revoked, 1, "the grant was revoked (and notified) first");
-    let left: i64 = admin
-        .query_one(
-            "SELECT (SELECT count(*) FROM oauth.clients WHERE client_id = $1)
+    let left: i64 = scalar(
+        &admin,
+        "SELECT (SELECT count(*) FROM oauth.clients WHERE client_id = $1)
                   + (SELECT count(*) FROM oauth.grants WHERE client_id = $1)",
-            &[&client.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[&client.id],
+    )
+    .await;
     assert_eq!(left, 0, "the client and its grants are gone");
     assert_error(
         &rotate(&gw, &client, str_field(&tokens, "refresh_token")).await,
@@ -437,8 +394,8 @@ async fn delete_registration_revokes_every_grant_and_removes_the_client() {
 
 #[tokio::test]
 async fn an_administrator_created_client_has_no_registration_token_to_manage_it_with() {
-    let (admin, gw) = (admin().await, gateway().await);
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
+    let gw = gateway().await;
     for token in [Some(""), Some("anything"), client.secret(), None] {
         assert_error(
             &read(&gw, &client.id, token).await,
@@ -462,14 +419,12 @@ async fn an_administrator_created_client_has_no_registration_token_to_manage_it_
             &format!("delete {token:?}"),
         );
     }
-    let count: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM oauth.clients WHERE client_id = $1 AND redirect_uris = $2",
-            &[&client.id, &client.spec.redirect_uris],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let count: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.clients WHERE client_id = $1 AND redirect_uris = $2",
+        &[&client.id, &client.spec.redirect_uris],
+    )
+    .await;
     assert_eq!(count, 1, "the administrator's client is untouched");
 }
 
@@ -477,13 +432,12 @@ async fn an_administrator_created_client_has_no_registration_token_to_manage_it_
 async fn an_expired_registered_client_cannot_be_read_updated_or_deleted() {
     let db = TempDb::create().await;
     let admin = db.admin().await;
-    admin
-        .execute(
-            "SELECT oauth.configure(registered_client_ttl => '1 hour')",
-            &[],
-        )
-        .await
-        .unwrap();
+    execute(
+        &admin,
+        "SELECT oauth.configure(registered_client_ttl => '1 hour')",
+        &[],
+    )
+    .await;
     let gw = db.gateway().await;
     let answer = registered(&gw, json!({"redirect_uris": ["https://ttl.example/cb"]})).await;
     let (client_id, token) = (str_field(&answer, "client_id"), token_of(&answer));
@@ -491,12 +445,7 @@ async fn an_expired_registered_client_cannot_be_read_updated_or_deleted() {
     let read_at = |offset: &'static str| {
         let (gw, token) = (&gw, token.clone());
         let sql = format!("SELECT oauth.read_registration($1, $2, {})", at(offset));
-        async move {
-            gw.query_one(&sql, &[&client_id, &token])
-                .await
-                .unwrap()
-                .get::<_, Value>(0)
-        }
+        async move { scalar::<Value>(&gw, &sql, &[&client_id, &token]).await }
     };
     assert_ok(&read_at("59 minutes").await, "before expiry");
     assert_error(
@@ -505,27 +454,23 @@ async fn an_expired_registered_client_cannot_be_read_updated_or_deleted() {
         "read after expiry",
     );
     let later = at("1 hour 1 second");
-    let updated: Value = gw
-        .query_one(
-            &format!("SELECT oauth.update_registration($1, $2, $3, {later})"),
-            &[
-                &client_id,
-                &token,
-                &json!({"client_id": client_id, "redirect_uris": ["https://ttl.example/cb"]}),
-            ],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let updated: Value = scalar(
+        &gw,
+        &format!("SELECT oauth.update_registration($1, $2, $3, {later})"),
+        &[
+            &client_id,
+            &token,
+            &json!({"client_id": client_id, "redirect_uris": ["https://ttl.example/cb"]}),
+        ],
+    )
+    .await;
     assert_error(&updated, "invalid_token", "update after expiry");
-    let deleted: Value = gw
-        .query_one(
-            &format!("SELECT oauth.delete_registration($1, $2, {later})"),
-            &[&client_id, &token],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let deleted: Value = scalar(
+        &gw,
+        &format!("SELECT oauth.delete_registration($1, $2, {later})"),
+        &[&client_id, &token],
+    )
+    .await;
     assert_error(&deleted, "invalid_token", "delete after expiry");
 }
 
@@ -540,17 +485,15 @@ async fn a_public_device_only_client_registers_without_redirect_uris_and_starts_
         .await;
         assert_eq!(answer["redirect_uris"], json!([]), "{grant_types:?}");
         assert_eq!(answer.get("client_secret"), None);
-        let started: Value = gw
-            .query_one(
-                "SELECT oauth.begin_device_authorization($1, NULL, 'mcp', NULL)",
-                &[&str_field(&answer, "client_id")],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let started: Value = scalar(
+            &gw,
+            "SELECT oauth.begin_device_authorization($1, NULL, 'mcp', NULL)",
+            &[&str_field(&answer, "client_id")],
+        )
+        .await;
         assert_ok(&started, "device authorization by the registered client");
         // It cannot start a code flow: it has neither the grant nor a redirect URI.
-        let client = client_of(&answer, "http://127.0.0.1/callback");
+        let client = TestClient::registered(&answer, "http://127.0.0.1/callback");
         assert_error(
             &begin_authorization(&gw, &authorize_params(&client, &Pkce::new(), json!({}))).await,
             "invalid_request",

@@ -27,9 +27,8 @@ async fn userinfo(db: &tokio_postgres::Client, grant: Uuid, family: Option<Uuid>
 
 #[tokio::test]
 async fn revoke_grant_revokes_its_families_codes_and_access_token_claims() {
-    let admin = admin().await;
+    let (admin, client) = admin_with_client().await;
     let gw = gateway().await;
-    let client = confidential_client(&admin).await;
     let user = unique("user");
     let a = tokens_for(&gw, &client, &user).await;
     let b = tokens_for(&gw, &client, &user).await;
@@ -89,20 +88,14 @@ async fn revoke_grant_revokes_its_families_codes_and_access_token_claims() {
     );
     let unknown: bool = scalar(&admin, "SELECT oauth.revoke_grant(gen_random_uuid())", &[]).await;
     assert!(!unknown);
-    let events: i64 = scalar(
-        &admin,
-        "SELECT count(*) FROM oauth.events WHERE kind = 'grant_revoked' AND grant_id = $1",
-        &[&grant_id],
-    )
-    .await;
+    let events: i64 = event_count(&admin, "grant_revoked", "grant_id", &grant_id).await;
     assert_eq!(events, 1);
 }
 
 #[tokio::test]
 async fn delete_client_makes_every_token_of_it_inactive() {
-    let admin = admin().await;
+    let (admin, client) = admin_with_client().await;
     let gw = gateway().await;
-    let client = confidential_client(&admin).await;
     let observer = confidential_client(&admin).await;
     let user = unique("user");
     let t = tokens_for(&gw, &client, &user).await;
@@ -162,9 +155,8 @@ async fn delete_client_makes_every_token_of_it_inactive() {
 
 #[tokio::test]
 async fn revoke_token_revokes_a_refresh_family_of_the_calling_client_only() {
-    let admin = admin().await;
+    let (admin, client) = admin_with_client().await;
     let gw = gateway().await;
-    let client = confidential_client(&admin).await;
     let other = confidential_client(&admin).await;
     let user = unique("user");
     let t = tokens_for(&gw, &client, &user).await;
@@ -234,8 +226,7 @@ async fn revoke_token_revokes_a_refresh_family_of_the_calling_client_only() {
 
 #[tokio::test]
 async fn revoke_token_with_access_token_claims_revokes_that_family() {
-    let admin = admin().await;
-    let client = confidential_client(&admin).await;
+    let (admin, client) = admin_with_client().await;
     let t = tokens_for(&admin, &client, &unique("user")).await;
     let (grant_id, family_id) = (uuid_field(&t, "grant_id"), uuid_field(&t, "family_id"));
     // The family must belong to the named grant.
@@ -259,9 +250,8 @@ async fn revoke_token_with_access_token_claims_revokes_that_family() {
 
 #[tokio::test]
 async fn introspection_of_a_live_refresh_token_describes_it() {
-    let admin = admin().await;
+    let (_, client) = admin_with_client().await;
     let gw = gateway().await;
-    let client = confidential_client(&admin).await;
     let user = unique("user");
     let t = Authorize {
         params: json!({"resource": "https://mcp.example/mcp"}),

@@ -9,13 +9,12 @@ async fn s256_matches(
     verifier: Option<&str>,
     challenge: Option<&str>,
 ) -> bool {
-    db.query_one(
+    scalar(
+        &db,
         "SELECT oauth.pkce_s256_matches($1, $2)",
         &[&verifier, &challenge],
     )
     .await
-    .unwrap()
-    .get(0)
 }
 
 #[tokio::test]
@@ -68,11 +67,7 @@ async fn pkce_challenge_must_be_a_base64url_sha256_digest() {
         ("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-c!", false),
         ("", false),
     ] {
-        let got: bool = db
-            .query_one("SELECT oauth.pkce_challenge_valid($1)", &[&challenge])
-            .await
-            .unwrap()
-            .get(0);
+        let got: bool = scalar(&db, "SELECT oauth.pkce_challenge_valid($1)", &[&challenge]).await;
         assert_eq!(got, valid, "pkce_challenge_valid({challenge:?})");
     }
 }
@@ -101,16 +96,8 @@ async fn random_token_is_unpadded_base64url_of_the_requested_size_and_never_repe
     }
     // Two backends forked from one postmaster must not share a stream.
     let other = admin().await;
-    let a: String = db
-        .query_one("SELECT oauth.random_token(32)", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let b: String = other
-        .query_one("SELECT oauth.random_token(32)", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let a: String = scalar(&db, "SELECT oauth.random_token(32)", &[]).await;
+    let b: String = scalar(&other, "SELECT oauth.random_token(32)", &[]).await;
     assert_ne!(a, b);
     for bad in [0, 15, 65, -1] {
         let result = db.query_one("SELECT oauth.random_token($1)", &[&bad]).await;
@@ -122,11 +109,7 @@ async fn random_token_is_unpadded_base64url_of_the_requested_size_and_never_repe
 async fn token_hash_is_sha256_and_secure_equal_compares_bytes() {
     let db = admin().await;
     let token = unique("token");
-    let hash: Vec<u8> = db
-        .query_one("SELECT oauth.token_hash($1)", &[&token])
-        .await
-        .unwrap()
-        .get(0);
+    let hash: Vec<u8> = scalar(&db, "SELECT oauth.token_hash($1)", &[&token]).await;
     assert_eq!(hash, sha256(&token));
     let row = db
         .query_one(
@@ -161,11 +144,7 @@ async fn parse_scope_follows_rfc6749_section_3_3() {
         (Some("é"), None),
         (Some("a\tb"), None),
     ] {
-        let got: Option<Vec<String>> = db
-            .query_one("SELECT oauth.parse_scope($1)", &[&input])
-            .await
-            .unwrap()
-            .get(0);
+        let got: Option<Vec<String>> = scalar(&db, "SELECT oauth.parse_scope($1)", &[&input]).await;
         let expected: Option<Vec<String>> =
             expected.map(|v| v.into_iter().map(String::from).collect());
         assert_eq!(got, expected, "parse_scope({input:?})");
@@ -177,13 +156,12 @@ async fn redirect_problem(
     uri: &str,
     app_type: &str,
 ) -> Option<String> {
-    db.query_one(
+    scalar(
+        &db,
         "SELECT oauth.redirect_uri_problem($1, $2)",
         &[&uri, &app_type],
     )
     .await
-    .unwrap()
-    .get(0)
 }
 
 #[tokio::test]
@@ -287,24 +265,20 @@ async fn presented_redirect_uri_must_match_exactly_except_the_loopback_port() {
         ("https://app.example/cb#", false),
         ("", false),
     ] {
-        let got: bool = db
-            .query_one(
-                "SELECT oauth.redirect_uri_allowed($1, $2)",
-                &[&registered, &presented],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let got: bool = scalar(
+            &db,
+            "SELECT oauth.redirect_uri_allowed($1, $2)",
+            &[&registered, &presented],
+        )
+        .await;
         assert_eq!(got, allowed, "redirect_uri_allowed(.., {presented:?})");
     }
-    let with_null: bool = db
-        .query_one(
-            "SELECT oauth.redirect_uri_allowed(ARRAY[NULL, 'https://a.example/cb'], 'https://a.example/cb')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let with_null: bool = scalar(
+        &db,
+        "SELECT oauth.redirect_uri_allowed(ARRAY[NULL, 'https://a.example/cb'], 'https://a.example/cb')",
+        &[],
+    )
+    .await;
     assert!(with_null);
 }
 
@@ -359,11 +333,8 @@ async fn resource_indicator_must_be_an_absolute_http_uri_without_fragment() {
         ("https://user@mcp.example/mcp", false),
         ("", false),
     ] {
-        let problem: Option<String> = db
-            .query_one("SELECT oauth.resource_problem($1)", &[&uri])
-            .await
-            .unwrap()
-            .get(0);
+        let problem: Option<String> =
+            scalar(&db, "SELECT oauth.resource_problem($1)", &[&uri]).await;
         assert_eq!(
             problem.is_none(),
             ok,
@@ -394,14 +365,12 @@ async fn append_query_form_encodes_and_keeps_the_registered_string() {
         ),
         ("myapp:/cb", "myapp:/cb?code=a+b&state=x%26y%3D%23"),
     ] {
-        let got: String = db
-            .query_one(
-                "SELECT oauth.append_query($1, ARRAY['code', 'state', 'skipped'], ARRAY['a b', 'x&y=#', NULL])",
-                &[&uri],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let got: String = scalar(
+            &db,
+            "SELECT oauth.append_query($1, ARRAY['code', 'state', 'skipped'], ARRAY['a b', 'x&y=#', NULL])",
+            &[&uri],
+        )
+        .await;
         assert_eq!(got, expected, "append_query({uri})");
     }
 }

@@ -143,12 +143,7 @@ async fn an_exchanged_token_is_narrower_bound_to_the_subject_and_recorded() {
         .run(&gw)
         .await;
     assert_eq!(str_field(&narrow, "scope"), "mcp");
-    let events: i64 = scalar(
-        &admin,
-        "SELECT count(*) FROM oauth.events WHERE kind = 'token_exchanged' AND client_id = $1",
-        &[&server.id],
-    )
-    .await;
+    let events: i64 = event_count(&admin, "token_exchanged", "client_id", &server.id).await;
     assert_eq!(events, 2);
 
     // A policy's scope ceiling applies; removing the policy ends exchanges.
