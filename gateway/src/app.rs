@@ -14,7 +14,7 @@ pub struct App {
     pub config: Config,
     pub keys: Arc<KeySet>,
     pub db: Db,
-    /// `oauth.settings()` (scopes, registration switch, capabilities) for metadata, refreshed in
+    /// The extension's settings (scopes, registration switch, capabilities) for metadata, refreshed in
     /// the background so an operator's `oauth.configure` reaches every gateway without a restart;
     /// `None` until the database has answered once.
     pub settings: RwLock<Option<Arc<Settings>>>,

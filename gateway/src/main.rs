@@ -217,47 +217,51 @@ async fn run(cli: Cli) -> Result<(), String> {
             command,
         } => {
             let db = admin::connect(&admin_database_url).await?;
-            match command {
-                ClientCommand::Create {
-                    name,
-                    redirect_uris,
-                    scopes,
-                    public,
-                    application_type,
-                } => {
-                    let new = admin::NewClient {
-                        name: &name,
-                        redirect_uris: &redirect_uris,
-                        scopes: &scopes,
-                        token_endpoint_auth_method: if public {
-                            "none"
-                        } else {
-                            "client_secret_basic"
-                        },
-                        application_type: &application_type,
-                    };
-                    let (id, secret) = admin::create_client(&db, &new).await?;
-                    println!("client_id={id}");
-                    if let Some(secret) = secret {
-                        println!("client_secret={secret}");
-                    }
-                }
-                ClientCommand::List => {
-                    for client in admin::list_clients(&db).await? {
-                        println!(
-                            "{}\t{}\t{}",
-                            client.client_id, client.client_name, client.token_endpoint_auth_method
-                        );
-                    }
-                }
-                ClientCommand::Delete { client_id } => {
-                    let deleted = admin::delete_client(&db, &client_id).await?;
-                    println!("{}", if deleted { "deleted" } else { "no such client" });
-                }
-            }
-            Ok(())
+            manage_clients(&db, command).await
         }
     }
+}
+
+async fn manage_clients(db: &tokio_postgres::Client, command: ClientCommand) -> Result<(), String> {
+    match command {
+        ClientCommand::Create {
+            name,
+            redirect_uris,
+            scopes,
+            public,
+            application_type,
+        } => {
+            let new = admin::NewClient {
+                name: &name,
+                redirect_uris: &redirect_uris,
+                scopes: &scopes,
+                token_endpoint_auth_method: if public {
+                    "none"
+                } else {
+                    "client_secret_basic"
+                },
+                application_type: &application_type,
+            };
+            let (id, secret) = admin::create_client(db, &new).await?;
+            println!("client_id={id}");
+            if let Some(secret) = secret {
+                println!("client_secret={secret}");
+            }
+        }
+        ClientCommand::List => {
+            for client in admin::list_clients(db).await? {
+                println!(
+                    "{}\t{}\t{}",
+                    client.client_id, client.client_name, client.token_endpoint_auth_method
+                );
+            }
+        }
+        ClientCommand::Delete { client_id } => {
+            let deleted = admin::delete_client(db, &client_id).await?;
+            println!("{}", if deleted { "deleted" } else { "no such client" });
+        }
+    }
+    Ok(())
 }
 
 fn write_private(path: &std::path::Path, contents: &[u8]) -> Result<(), String> {

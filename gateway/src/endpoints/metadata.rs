@@ -1,5 +1,5 @@
 //! RFC 8414 / OpenID Connect Discovery metadata and the JWKS. What the server supports is what
-//! the extension enforces (`oauth.settings()`); the endpoints' URLs are this gateway's.
+//! the extension enforces (its settings); the endpoints' URLs are this gateway's.
 
 use hyper::StatusCode;
 use serde_json::{Value, json};

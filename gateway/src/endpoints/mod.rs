@@ -97,6 +97,29 @@ fn allowed_origin(app: &App, req: &Req) -> Option<HeaderValue> {
     origins.iter().any(|o| o == text).then(|| origin.clone())
 }
 
+/// The answer to a CORS preflight; without an allowed origin, one the browser will refuse.
+fn preflight(cors: Option<HeaderValue>) -> Resp {
+    let mut resp = http::empty(StatusCode::NO_CONTENT);
+    if let Some(origin) = cors {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Authorization, Content-Type, MCP-Protocol-Version"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
+}
+
 pub async fn dispatch(app: &App, req: Req) -> Resp {
     // Liveness for load balancers and process supervisors: answers without touching the database.
     if req.uri().path() == "/healthz" {
@@ -114,25 +137,7 @@ pub async fn dispatch(app: &App, req: Req) -> Resp {
         None
     };
     if req.method() == Method::OPTIONS && route.allows_cors() {
-        let mut resp = http::empty(StatusCode::NO_CONTENT);
-        if let Some(origin) = cors {
-            let h = resp.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("Authorization, Content-Type, MCP-Protocol-Version"),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("600"),
-            );
-            h.insert(header::VARY, HeaderValue::from_static("Origin"));
-        }
-        return resp;
+        return preflight(cors);
     }
     let mut resp = match route {
         Route::Metadata | Route::Jwks
