@@ -17,11 +17,18 @@ BEGIN
 END
 $$;
 
--- An authorization error that may be sent to the validated redirect URI.
-CREATE FUNCTION oauth._redirect_error(redirect_uri text, state text, error text, description text) RETURNS jsonb
+-- An authorization error that may be sent to the validated redirect URI. Only when an administrator
+-- vetted the client: a redirect URI that anyone registered (RFC 7591) or that a metadata document
+-- names could be anyone's, and an error sent there before the user did anything would make this
+-- server an open redirector (RFC 9700 §4.11.2). Those errors are shown on the server's page.
+CREATE FUNCTION oauth._redirect_error(redirect_uri text, state text, error text, description text, vetted boolean)
+RETURNS jsonb
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
+    IF NOT vetted THEN
+        RETURN oauth._error(error, description) || '{"redirect": false}';
+    END IF;
     RETURN oauth._error(error, description) || jsonb_build_object(
         'redirect', true,
         'redirect_uri', redirect_uri,
@@ -35,7 +42,8 @@ $$;
 -- Validates an authorization request (RFC 6749 §4.1.1, RFC 7636, RFC 8707, OIDC Core §3.1.2.1) and
 -- stores it for the consent step. `params` maps each parameter name to its value, or to an array
 -- of values when the parameter was repeated. Until client_id and redirect_uri are validated an
--- error is never redirected (`"redirect": false`): that would make us an open redirector.
+-- error is never redirected (`"redirect": false`): that would make us an open redirector; nor,
+-- for a client no administrator vetted, at all (see _redirect_error).
 CREATE FUNCTION oauth.begin_authorization(params jsonb, now timestamptz DEFAULT now()) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -51,6 +59,7 @@ DECLARE
     prompt text;
     request_id text;
     document_state jsonb;
+    vetted boolean;
 BEGIN
     IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
         RETURN oauth._error('invalid_request', 'missing parameters') || '{"redirect": false}';
@@ -74,6 +83,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN oauth._error('invalid_client', 'unknown client') || '{"redirect": false}';
     END IF;
+    vetted := NOT client.registered_dynamically AND NOT coalesce((client.metadata->>'metadata_document')::boolean, false);
 
     redirect_uri := params->>'redirect_uri';
     IF redirect_uri IS NULL THEN
@@ -88,78 +98,78 @@ BEGIN
 
     -- From here on errors go back to the client.
     IF jsonb_typeof(params->'state') = 'array' THEN
-        RETURN oauth._redirect_error(redirect_uri, NULL, 'invalid_request', 'state is repeated');
+        RETURN oauth._redirect_error(redirect_uri, NULL, 'invalid_request', 'state is repeated', vetted);
     END IF;
     state := params->>'state';
     FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) = 'array' ORDER BY key LOOP
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is repeated', name));
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is repeated', name), vetted);
     END LOOP;
     FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) <> 'string' OR length(value #>> '{}') > 2048 ORDER BY key LOOP
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is not a string of at most 2048 characters', name));
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is not a string of at most 2048 characters', name), vetted);
     END LOOP;
     IF params ? 'request' THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'request_not_supported', 'request objects are not supported');
+        RETURN oauth._redirect_error(redirect_uri, state, 'request_not_supported', 'request objects are not supported', vetted);
     END IF;
     IF params ? 'request_uri' THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'request_uri_not_supported', 'request_uri is not supported');
+        RETURN oauth._redirect_error(redirect_uri, state, 'request_uri_not_supported', 'request_uri is not supported', vetted);
     END IF;
     IF params->>'response_type' IS NULL THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'response_type is required');
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'response_type is required', vetted);
     END IF;
     IF params->>'response_type' <> 'code' THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'unsupported_response_type', 'only response_type=code is supported');
+        RETURN oauth._redirect_error(redirect_uri, state, 'unsupported_response_type', 'only response_type=code is supported', vetted);
     END IF;
     IF coalesce(params->>'response_mode', 'query') <> 'query' THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'only response_mode=query is supported');
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'only response_mode=query is supported', vetted);
     END IF;
     IF NOT 'authorization_code' = ANY (client.grant_types) THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'unauthorized_client', 'client may not use the authorization code grant');
+        RETURN oauth._redirect_error(redirect_uri, state, 'unauthorized_client', 'client may not use the authorization code grant', vetted);
     END IF;
     IF params->>'code_challenge' IS NULL THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is required (PKCE)');
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is required (PKCE)', vetted);
     END IF;
     IF coalesce(params->>'code_challenge_method', 'plain') <> 'S256' THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge_method must be S256');
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge_method must be S256', vetted);
     END IF;
     IF NOT oauth.pkce_challenge_valid(params->>'code_challenge') THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is not a base64url SHA-256 digest');
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is not a base64url SHA-256 digest', vetted);
     END IF;
 
     IF params ? 'scope' THEN
         scopes := oauth.parse_scope(params->>'scope');
         IF scopes IS NULL THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is malformed');
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is malformed', vetted);
         END IF;
     END IF;
     IF scopes IS NULL OR cardinality(scopes) = 0 THEN
         SELECT coalesce(array_agg(s), '{}') INTO scopes FROM unnest(settings.default_scopes) s WHERE s = ANY (client.allowed_scopes);
         IF cardinality(scopes) = 0 THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is required');
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is required', vetted);
         END IF;
     ELSIF NOT scopes <@ client.allowed_scopes THEN
         RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope',
             format('scope not allowed for this client: %s',
-                   (SELECT string_agg(s, ' ') FROM unnest(scopes) s WHERE NOT s = ANY (client.allowed_scopes))));
+                   (SELECT string_agg(s, ' ') FROM unnest(scopes) s WHERE NOT s = ANY (client.allowed_scopes))), vetted);
     END IF;
 
     resource := params->>'resource';
     IF resource IS NOT NULL THEN
         IF oauth.resource_problem(resource) IS NOT NULL THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', oauth.resource_problem(resource));
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', oauth.resource_problem(resource), vetted);
         END IF;
         IF client.allowed_resources IS NOT NULL AND NOT resource = ANY (client.allowed_resources) THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', 'resource not allowed for this client');
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', 'resource not allowed for this client', vetted);
         END IF;
     END IF;
 
     prompt := params->>'prompt';
     IF prompt IS NOT NULL THEN
         IF prompt !~ '^(none|login|consent|select_account)( (none|login|consent|select_account))*$' THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'prompt has an unsupported value');
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'prompt has an unsupported value', vetted);
         END IF;
         -- The user is always shown the application's login/consent step; silent authorization is not offered.
         IF prompt ~ '\mnone\M' THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'login_required', 'prompt=none is not supported');
+            RETURN oauth._redirect_error(redirect_uri, state, 'login_required', 'prompt=none is not supported', vetted);
         END IF;
     END IF;
 

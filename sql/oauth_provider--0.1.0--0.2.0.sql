@@ -9,6 +9,8 @@
 --   to it without knowing how codes are normalized.
 -- * Registration without application_type infers "native" when any redirect URI is loopback or a
 --   private-use scheme (Cursor and VS Code register such URIs beside https ones).
+-- * begin_authorization never redirects an error to a redirect URI no administrator vetted
+--   (dynamically registered and metadata-document clients): RFC 9700 §4.11.2.
 
 \echo Use "ALTER EXTENSION oauth_provider UPDATE TO '0.2.0'" to load this file. \quit
 
@@ -244,5 +246,174 @@ BEGIN
 
     problem := oauth._client_problem(redirect_uris, coalesce(scopes, (oauth._settings()).scopes_supported),
                                      grant_types, method, app_type, NULL);
+END
+$$;
+
+-- The vetting decides whether an error may be redirected: a new argument, so a new function.
+DROP FUNCTION oauth._redirect_error(text, text, text, text);
+-- An authorization error that may be sent to the validated redirect URI. Only when an administrator
+-- vetted the client: a redirect URI that anyone registered (RFC 7591) or that a metadata document
+-- names could be anyone's, and an error sent there before the user did anything would make this
+-- server an open redirector (RFC 9700 §4.11.2). Those errors are shown on the server's page.
+CREATE FUNCTION oauth._redirect_error(redirect_uri text, state text, error text, description text, vetted boolean)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF NOT vetted THEN
+        RETURN oauth._error(error, description) || '{"redirect": false}';
+    END IF;
+    RETURN oauth._error(error, description) || jsonb_build_object(
+        'redirect', true,
+        'redirect_uri', redirect_uri,
+        'state', state,
+        'iss', (oauth._settings()).issuer,
+        'location', oauth._client_redirect(redirect_uri,
+            jsonb_build_object('error', error, 'error_description', description, 'state', state)));
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth._redirect_error(text, text, text, text, boolean) FROM PUBLIC;
+
+-- Validates an authorization request (RFC 6749 §4.1.1, RFC 7636, RFC 8707, OIDC Core §3.1.2.1) and
+-- stores it for the consent step. `params` maps each parameter name to its value, or to an array
+-- of values when the parameter was repeated. Until client_id and redirect_uri are validated an
+-- error is never redirected (`"redirect": false`): that would make us an open redirector; nor,
+-- for a client no administrator vetted, at all (see _redirect_error).
+CREATE OR REPLACE FUNCTION oauth.begin_authorization(params jsonb, now timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    settings oauth.settings := oauth._settings();
+    client oauth.clients;
+    name text;
+    redirect_uri text;
+    state text;
+    scopes text[];
+    resource text;
+    prompt text;
+    request_id text;
+    document_state jsonb;
+    vetted boolean;
+BEGIN
+    IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
+        RETURN oauth._error('invalid_request', 'missing parameters') || '{"redirect": false}';
+    END IF;
+    FOREACH name IN ARRAY ARRAY['client_id', 'redirect_uri'] LOOP
+        IF jsonb_typeof(params->name) = 'array' THEN
+            RETURN oauth._error('invalid_request', format('%s is repeated', name)) || '{"redirect": false}';
+        END IF;
+    END LOOP;
+    IF coalesce(params->>'client_id', '') = '' THEN
+        RETURN oauth._error('invalid_request', 'client_id is required') || '{"redirect": false}';
+    END IF;
+    IF oauth._is_document_client_id(params->>'client_id') THEN
+        document_state := oauth._client_document_state(params->>'client_id', now);
+        IF document_state IS NOT NULL THEN
+            RETURN document_state || '{"redirect": false}';
+        END IF;
+    END IF;
+    SELECT * INTO client FROM oauth.clients c WHERE c.client_id = params->>'client_id'
+       AND (c.expires_at IS NULL OR c.expires_at > now);
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_client', 'unknown client') || '{"redirect": false}';
+    END IF;
+    vetted := NOT client.registered_dynamically AND NOT coalesce((client.metadata->>'metadata_document')::boolean, false);
+
+    redirect_uri := params->>'redirect_uri';
+    IF redirect_uri IS NULL THEN
+        -- Only an unambiguous registration lets the parameter be omitted; a loopback one needs its port.
+        IF cardinality(client.redirect_uris) <> 1 OR oauth.is_loopback_redirect(client.redirect_uris[1]) THEN
+            RETURN oauth._error('invalid_request', 'redirect_uri is required') || '{"redirect": false}';
+        END IF;
+        redirect_uri := client.redirect_uris[1];
+    ELSIF NOT oauth.redirect_uri_allowed(client.redirect_uris, redirect_uri) THEN
+        RETURN oauth._error('invalid_request', 'redirect_uri is not registered for this client') || '{"redirect": false}';
+    END IF;
+
+    -- From here on errors go back to the client.
+    IF jsonb_typeof(params->'state') = 'array' THEN
+        RETURN oauth._redirect_error(redirect_uri, NULL, 'invalid_request', 'state is repeated', vetted);
+    END IF;
+    state := params->>'state';
+    FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) = 'array' ORDER BY key LOOP
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is repeated', name), vetted);
+    END LOOP;
+    FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) <> 'string' OR length(value #>> '{}') > 2048 ORDER BY key LOOP
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is not a string of at most 2048 characters', name), vetted);
+    END LOOP;
+    IF params ? 'request' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'request_not_supported', 'request objects are not supported', vetted);
+    END IF;
+    IF params ? 'request_uri' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'request_uri_not_supported', 'request_uri is not supported', vetted);
+    END IF;
+    IF params->>'response_type' IS NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'response_type is required', vetted);
+    END IF;
+    IF params->>'response_type' <> 'code' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'unsupported_response_type', 'only response_type=code is supported', vetted);
+    END IF;
+    IF coalesce(params->>'response_mode', 'query') <> 'query' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'only response_mode=query is supported', vetted);
+    END IF;
+    IF NOT 'authorization_code' = ANY (client.grant_types) THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'unauthorized_client', 'client may not use the authorization code grant', vetted);
+    END IF;
+    IF params->>'code_challenge' IS NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is required (PKCE)', vetted);
+    END IF;
+    IF coalesce(params->>'code_challenge_method', 'plain') <> 'S256' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge_method must be S256', vetted);
+    END IF;
+    IF NOT oauth.pkce_challenge_valid(params->>'code_challenge') THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is not a base64url SHA-256 digest', vetted);
+    END IF;
+
+    IF params ? 'scope' THEN
+        scopes := oauth.parse_scope(params->>'scope');
+        IF scopes IS NULL THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is malformed', vetted);
+        END IF;
+    END IF;
+    IF scopes IS NULL OR cardinality(scopes) = 0 THEN
+        SELECT coalesce(array_agg(s), '{}') INTO scopes FROM unnest(settings.default_scopes) s WHERE s = ANY (client.allowed_scopes);
+        IF cardinality(scopes) = 0 THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is required', vetted);
+        END IF;
+    ELSIF NOT scopes <@ client.allowed_scopes THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope',
+            format('scope not allowed for this client: %s',
+                   (SELECT string_agg(s, ' ') FROM unnest(scopes) s WHERE NOT s = ANY (client.allowed_scopes))), vetted);
+    END IF;
+
+    resource := params->>'resource';
+    IF resource IS NOT NULL THEN
+        IF oauth.resource_problem(resource) IS NOT NULL THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', oauth.resource_problem(resource), vetted);
+        END IF;
+        IF client.allowed_resources IS NOT NULL AND NOT resource = ANY (client.allowed_resources) THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', 'resource not allowed for this client', vetted);
+        END IF;
+    END IF;
+
+    prompt := params->>'prompt';
+    IF prompt IS NOT NULL THEN
+        IF prompt !~ '^(none|login|consent|select_account)( (none|login|consent|select_account))*$' THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'prompt has an unsupported value', vetted);
+        END IF;
+        -- The user is always shown the application's login/consent step; silent authorization is not offered.
+        IF prompt ~ '\mnone\M' THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'login_required', 'prompt=none is not supported', vetted);
+        END IF;
+    END IF;
+
+    request_id := oauth.random_token(24);
+    INSERT INTO oauth.authorization_requests (request_id, client_id, redirect_uri, redirect_uri_sent, scopes, resource,
+                                              state, nonce, code_challenge, prompt, created_at, expires_at)
+    VALUES (request_id, client.client_id, redirect_uri, params ? 'redirect_uri', scopes, resource, state,
+            params->>'nonce', params->>'code_challenge', prompt, now, now + settings.authorization_request_ttl);
+    RETURN jsonb_build_object('request_id', request_id, 'client_id', client.client_id,
+                              'client_name', client.client_name, 'prompt', prompt);
 END
 $$;

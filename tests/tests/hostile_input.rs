@@ -1,8 +1,9 @@
-//! Input an attacker controls reaches some functions before any authentication: its cost is
-//! bounded, and it is refused the way malformed input is.
+//! What an attacker controls: input that reaches functions before any authentication (its cost is
+//! bounded, and it is refused the way malformed input is), and redirect URIs anyone can register.
 
 use oauth_provider_tests::serde_json::{Value, json};
-use oauth_provider_tests::{admin, unique};
+use oauth_provider_tests::tokio_postgres::Client;
+use oauth_provider_tests::{admin, gateway, unique};
 
 /// 16,000 distinct three-character scope tokens: 64 KB that an unbounded, quadratic parser spent
 /// about 350 ms of backend CPU on per call.
@@ -85,5 +86,120 @@ async fn oversized_scope_strings_are_refused_as_malformed_before_any_lookup() {
         rotated,
         json!({"error": "invalid_scope", "error_description": "scope is malformed"}),
         "a refresh request is refused on its scope before its token is looked up"
+    );
+}
+
+/// `begin_authorization` with an invalid scope (an error found before the user did anything).
+async fn authorize_with_invalid_scope(db: &Client, client_id: &str, redirect_uri: &str) -> Value {
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    db.query_one(
+        "SELECT oauth.begin_authorization($1)",
+        &[&json!({
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "scope": "mcp  two-spaces-make-it-malformed",
+            "state": "s",
+        })],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn errors_before_the_user_acted_never_go_to_redirect_uris_no_administrator_vetted() {
+    let db = gateway().await;
+    let evil = "https://evil.example/cb";
+
+    let registered: Value = db
+        .query_one(
+            "SELECT oauth.register_client($1)",
+            &[&json!({"redirect_uris": [evil], "token_endpoint_auth_method": "none"})],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let dynamic = registered["client_id"].as_str().unwrap().to_owned();
+
+    let document_id = format!("https://{}.example/client.json", unique("doc"));
+    let stored: Value = db
+        .query_one(
+            "SELECT oauth.store_client_document($1, $2, now() + interval '1 hour', now() + interval '1 minute')",
+            &[
+                &document_id,
+                &json!({"client_id": document_id, "client_name": "Doc", "redirect_uris": [evil],
+                        "token_endpoint_auth_method": "none"}),
+            ],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored["error"].is_null(), "{stored}");
+
+    for (what, client_id) in [
+        ("registered by anyone", &dynamic),
+        ("metadata document", &document_id),
+    ] {
+        let answer = authorize_with_invalid_scope(&db, client_id, evil).await;
+        assert_eq!(answer["error"], json!("invalid_scope"), "{what}: {answer}");
+        assert_eq!(
+            answer["redirect"],
+            json!(false),
+            "{what}: shown here, not redirected: {answer}"
+        );
+        assert!(
+            answer["location"].is_null(),
+            "{what}: no location: {answer}"
+        );
+    }
+
+    let vetted: String = admin()
+        .await
+        .query_one(
+            "SELECT client_id FROM oauth.create_client($1, $2, '{mcp}', 'none', application_type => 'web')",
+            &[&unique("vetted"), &vec!["https://vetted.example/cb"]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let answer = authorize_with_invalid_scope(&db, &vetted, "https://vetted.example/cb").await;
+    assert_eq!(
+        answer["redirect"],
+        json!(true),
+        "an administrator's client: {answer}"
+    );
+    assert!(
+        answer["location"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("https://vetted.example/cb?error=invalid_scope")),
+        "{answer}"
+    );
+
+    // Once the user decided, the answer goes back to the client as usual.
+    let began: Value = db
+        .query_one(
+            "SELECT oauth.begin_authorization($1)",
+            &[&json!({
+                "response_type": "code", "client_id": dynamic, "redirect_uri": evil, "state": "s",
+                "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
+            })],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let request_id = began["request_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{began}"));
+    let denied: String = db
+        .query_one("SELECT oauth.deny_authorization($1)", &[&request_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        denied.starts_with("https://evil.example/cb?error=access_denied"),
+        "{denied}"
     );
 }
