@@ -16,6 +16,36 @@ pub async fn scalar<T: FromSqlOwned>(db: &Client, sql: &str, params: &[&(dyn ToS
         .get(0)
 }
 
+/// The one row a statement returns; panics with the statement when it fails.
+pub async fn one_row(
+    db: &Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> tokio_postgres::Row {
+    db.query_one(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+}
+
+/// How many rows of `relation` (a table, possibly with a `WHERE` clause) there are.
+pub async fn row_count(db: &Client, relation: &str, params: &[&(dyn ToSql + Sync)]) -> i64 {
+    scalar(db, &format!("SELECT count(*) FROM {relation}"), params).await
+}
+
+/// The first column of every row a statement returns; panics with the statement when it fails.
+pub async fn column<T: FromSqlOwned>(
+    db: &Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Vec<T> {
+    db.query(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 /// Runs a statement for its effect; panics with the statement when it fails.
 pub async fn execute(db: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) {
     db.execute(sql, params)
@@ -49,12 +79,12 @@ pub async fn delete_client(db: &Client, client_id: &str) -> bool {
 
 /// The grants `oauth.list_user_grants` shows for `user`.
 pub async fn user_grant_ids(db: &Client, user: &str) -> Vec<uuid::Uuid> {
-    db.query("SELECT grant_id FROM oauth.list_user_grants($1)", &[&user])
-        .await
-        .unwrap_or_else(|e| panic!("list_user_grants({user}): {e:?}"))
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    column(
+        db,
+        "SELECT grant_id FROM oauth.list_user_grants($1)",
+        &[&user],
+    )
+    .await
 }
 
 /// The issuer the server names itself with (`iss`).

@@ -29,15 +29,14 @@ async fn begin_authorization_holds_the_request_the_consent_screen_shows() {
         "request ids are unguessable: {request_id}"
     );
 
-    let row = gw
-        .query_one(
-            "SELECT client_id, client_name, client_uri, scopes, resource, redirect_uri, redirect_host, prompt,
+    let row = one_row(
+        &gw,
+        "SELECT client_id, client_name, client_uri, scopes, resource, redirect_uri, redirect_host, prompt,
                     expires_at > now() + interval '9 minutes' AND expires_at <= now() + interval '10 minutes'
                FROM oauth.get_authorization_request($1)",
-            &[&request_id],
-        )
-        .await
-        .unwrap();
+        &[&request_id],
+    )
+    .await;
     assert_eq!(row.get::<_, String>(0), client.id);
     assert_eq!(row.get::<_, String>(1), client.spec.name);
     assert_eq!(
@@ -472,9 +471,9 @@ async fn issue_code_redirects_with_code_state_and_iss_and_records_the_grant() {
     assert_eq!(redirect.param("code").len(), 43);
     assert_eq!(redirect.param("iss"), issuer(&gw).await);
     // Stored only as a digest.
-    let stored: i64 = scalar(
+    let stored: i64 = row_count(
         &admin,
-        "SELECT count(*) FROM oauth.codes WHERE code_hash = $1",
+        "oauth.codes WHERE code_hash = $1",
         &[&sha256(redirect.param("code"))],
     )
     .await;

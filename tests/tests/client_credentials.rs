@@ -86,12 +86,7 @@ async fn a_machine_client_gets_tokens_for_itself_within_its_registration() {
     );
 
     // The client's grant is no user's: it is not listed as one, and revoking it ends its tokens.
-    let listed: i64 = scalar(
-        &admin,
-        "SELECT count(*) FROM oauth.list_user_grants($1)",
-        &[&client.id],
-    )
-    .await;
+    let listed: i64 = row_count(&admin, "oauth.list_user_grants($1)", &[&client.id]).await;
     assert_eq!(listed, 0);
     execute(&admin, "SELECT oauth.revoke_grant($1)", &[&grant]).await;
     let claims = introspect_claims(&gw, &client, grant, None).await;
@@ -105,12 +100,7 @@ async fn a_machine_client_gets_tokens_for_itself_within_its_registration() {
     // Deleting the client revokes the grant too.
     let live = uuid_field(&next, "grant_id");
     execute(&admin, "SELECT oauth.delete_client($1)", &[&client.id]).await;
-    let revoked: i64 = scalar(
-        &admin,
-        "SELECT count(*) FROM oauth.events WHERE kind = 'grant_revoked' AND grant_id = $1 AND detail->>'reason' = 'client_deleted'",
-        &[&live],
-    )
-    .await;
+    let revoked: i64 = row_count(&admin, "oauth.events WHERE kind = 'grant_revoked' AND grant_id = $1 AND detail->>'reason' = 'client_deleted'", &[&live]).await;
     assert_eq!(
         revoked, 1,
         "deleting the client revoked (and notified) its grant"
@@ -157,9 +147,9 @@ async fn concurrent_first_requests_of_one_client_converge_on_one_grant() {
         grants.insert(t.await.unwrap());
     }
     assert_eq!(grants.len(), 1, "{grants:?}");
-    let live: i64 = scalar(
+    let live: i64 = row_count(
         &admin,
-        "SELECT count(*) FROM oauth.grants WHERE client_id = $1 AND revoked_at IS NULL",
+        "oauth.grants WHERE client_id = $1 AND revoked_at IS NULL",
         &[&client.id],
     )
     .await;
@@ -293,12 +283,7 @@ async fn a_missing_secret_or_an_unknown_client_is_invalid_client() {
         "invalid_client",
         "unknown client",
     );
-    let grants: i64 = scalar(
-        &admin,
-        "SELECT count(*) FROM oauth.grants WHERE client_id = $1",
-        &[&client.id],
-    )
-    .await;
+    let grants: i64 = row_count(&admin, "oauth.grants WHERE client_id = $1", &[&client.id]).await;
     assert_eq!(grants, 0, "failed requests create no grant");
 }
 
@@ -308,13 +293,12 @@ async fn a_client_token_is_active_until_its_grant_is_revoked() {
     let client = machine_client(&admin).await;
     let answer = issue(&gw, &client, client.secret(), None, None).await;
     let grant = uuid_field(&answer, "grant_id");
-    let row = admin
-        .query_one(
-            "SELECT subject_type, user_id, client_id FROM oauth.grants WHERE grant_id = $1",
-            &[&grant],
-        )
-        .await
-        .unwrap();
+    let row = one_row(
+        &admin,
+        "SELECT subject_type, user_id, client_id FROM oauth.grants WHERE grant_id = $1",
+        &[&grant],
+    )
+    .await;
     assert_eq!(row.get::<_, String>(0), "client");
     assert_eq!(row.get::<_, String>(1), client.id);
     assert_eq!(row.get::<_, String>(2), client.id);
@@ -364,16 +348,12 @@ async fn a_user_whose_id_equals_the_client_id_keeps_a_grant_of_their_own() {
     assert_ne!(user_grant, client_grant);
     assert_eq!(str_field(&own, "subject_type"), "client");
 
-    let listed: Vec<uuid::Uuid> = admin
-        .query(
-            "SELECT grant_id FROM oauth.list_user_grants($1)",
-            &[&client.id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let listed: Vec<uuid::Uuid> = column(
+        &admin,
+        "SELECT grant_id FROM oauth.list_user_grants($1)",
+        &[&client.id],
+    )
+    .await;
     assert_eq!(listed, vec![user_grant], "only the user's grant is listed");
     execute(&admin, "SELECT oauth.revoke_grant($1)", &[&client_grant]).await;
     assert!(

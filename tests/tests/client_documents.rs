@@ -100,12 +100,7 @@ fn assert_fetch(answer: &Value, url: &str, what: &str) {
 }
 
 async fn client_count(admin: &tokio_postgres::Client, client_id: &str) -> i64 {
-    scalar(
-        admin,
-        "SELECT count(*) FROM oauth.clients WHERE client_id = $1",
-        &[&client_id],
-    )
-    .await
+    row_count(&admin, "oauth.clients WHERE client_id = $1", &[&client_id]).await
 }
 
 /// (failure, consecutive_failures) of the document's cache row.
@@ -145,15 +140,14 @@ async fn a_stored_document_becomes_a_public_client_that_completes_a_code_flow() 
     let stored = store(&gw, &url, &document(&url), 3600, 3600, 0).await;
     assert_eq!(stored, json!({}), "a valid document is accepted");
 
-    let row = admin
-        .query_one(
-            "SELECT client_name, token_endpoint_auth_method, application_type, redirect_uris, metadata,
+    let row = one_row(
+        &admin,
+        "SELECT client_name, token_endpoint_auth_method, application_type, redirect_uris, metadata,
                     registered_dynamically
                FROM oauth.list_clients() WHERE client_id = $1",
-            &[&url],
-        )
-        .await
-        .unwrap();
+        &[&url],
+    )
+    .await;
     assert_eq!(row.get::<_, String>(0), "Document Client");
     assert_eq!(row.get::<_, String>(1), "none");
     assert_eq!(
@@ -272,13 +266,12 @@ async fn a_document_past_fresh_until_is_fetched_again_and_a_refetch_updates_the_
         store(&gw, &url, &renamed, 10_800, 3660, 3660).await,
         json!({})
     );
-    let row = admin
-        .query_one(
-            "SELECT client_name, redirect_uris, metadata FROM oauth.list_clients() WHERE client_id = $1",
-            &[&url],
-        )
-        .await
-        .unwrap();
+    let row = one_row(
+        &admin,
+        "SELECT client_name, redirect_uris, metadata FROM oauth.list_clients() WHERE client_id = $1",
+        &[&url],
+    )
+    .await;
     assert_eq!(row.get::<_, String>(0), "Renamed");
     assert_eq!(row.get::<_, Vec<String>>(1), vec!["http://127.0.0.1/cb2"]);
     assert_eq!(
@@ -493,15 +486,14 @@ async fn a_document_cannot_take_over_an_administrator_client_with_the_same_https
         "invalid_client",
         "document for an administrator's id",
     );
-    let row = admin
-        .query_one(
-            "SELECT client_name, redirect_uris, token_endpoint_auth_method, metadata,
+    let row = one_row(
+        &admin,
+        "SELECT client_name, redirect_uris, token_endpoint_auth_method, metadata,
                     secret_hash = oauth.token_hash('admin-secret')
                FROM oauth.clients WHERE client_id = $1",
-            &[&url],
-        )
-        .await
-        .unwrap();
+        &[&url],
+    )
+    .await;
     assert_eq!(row.get::<_, String>(0), "Admin Client");
     assert_eq!(
         row.get::<_, Vec<String>>(1),
@@ -730,10 +722,12 @@ async fn invalid_documents_are_refused_remembered_and_then_forgotten_by_cleanup(
                 .contains(reason)
         );
     }
-    let row = admin
-        .query_one("SELECT consecutive_failures, (SELECT count(*) FROM oauth.clients WHERE client_id = $1) FROM oauth.client_documents WHERE client_id = $1", &[&url])
-        .await
-        .unwrap();
+    let row = one_row(
+        &admin,
+        "SELECT consecutive_failures, (SELECT count(*) FROM oauth.clients WHERE client_id = $1) FROM oauth.client_documents WHERE client_id = $1",
+        &[&url],
+    )
+    .await;
     assert_eq!(row.get::<_, i32>(0), 5);
     assert_eq!(row.get::<_, i64>(1), 0, "no client was made");
 
@@ -791,9 +785,9 @@ async fn cleanup_forgets_document_clients_without_a_live_grant_once_stale_past_r
     cleanup_at(&admin, "7 days 2 hours").await;
     assert_eq!(client_count(&admin, &unused).await, 0);
     assert_eq!(client_count(&admin, &consented).await, 1);
-    let cached: i64 = scalar(
+    let cached: i64 = row_count(
         &admin,
-        "SELECT count(*) FROM oauth.client_documents WHERE client_id = $1",
+        "oauth.client_documents WHERE client_id = $1",
         &[&unused],
     )
     .await;

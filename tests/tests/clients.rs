@@ -12,14 +12,13 @@ async fn confidential_client_gets_a_256_bit_secret_stored_only_as_its_sha256() {
         .clone()
         .expect("a confidential client gets a secret");
     assert_eq!(secret.len(), 43, "32 random bytes, base64url");
-    let row = db
-        .query_one(
-            "SELECT secret_hash, client_name, token_endpoint_auth_method, registered_dynamically, created_at = updated_at
+    let row = one_row(
+        &db,
+        "SELECT secret_hash, client_name, token_endpoint_auth_method, registered_dynamically, created_at = updated_at
                FROM oauth.clients WHERE client_id = $1",
-            &[&client.id],
-        )
-        .await
-        .unwrap();
+        &[&client.id],
+    )
+    .await;
     assert_eq!(row.get::<_, Vec<u8>>(0), sha256(&secret));
     assert_eq!(row.get::<_, String>(1), client.spec.name);
     assert_eq!(row.get::<_, String>(2), "client_secret_basic");
@@ -75,15 +74,14 @@ async fn create_client_client_secret_post_and_metadata_are_kept() {
     };
     let client = create_client(&db, spec).await;
     assert!(client.secret.is_some());
-    let row = db
-        .query_one(
-            "SELECT client_name, redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
+    let row = one_row(
+        &db,
+        "SELECT client_name, redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
                     application_type, allowed_resources, metadata, registered_dynamically, expires_at IS NULL
                FROM oauth.list_clients() WHERE client_id = $1",
-            &[&client.id],
-        )
-        .await
-        .unwrap();
+        &[&client.id],
+    )
+    .await;
     assert_eq!(row.get::<_, String>(0), client.spec.name);
     assert_eq!(row.get::<_, Vec<String>>(1), client.spec.redirect_uris);
     assert_eq!(row.get::<_, Vec<String>>(2), vec!["mcp"]);
@@ -236,13 +234,12 @@ async fn update_client_changes_only_the_given_fields_and_validates_the_result() 
         &[&client.id],
     )
     .await;
-    let row = db
-        .query_one(
-            "SELECT client_name, allowed_scopes, redirect_uris, updated_at >= created_at FROM oauth.clients WHERE client_id = $1",
-            &[&client.id],
-        )
-        .await
-        .unwrap();
+    let row = one_row(
+        &db,
+        "SELECT client_name, allowed_scopes, redirect_uris, updated_at >= created_at FROM oauth.clients WHERE client_id = $1",
+        &[&client.id],
+    )
+    .await;
     assert_eq!(row.get::<_, String>(0), "Renamed");
     assert_eq!(row.get::<_, Vec<String>>(1), vec!["mcp"]);
     assert_eq!(row.get::<_, Vec<String>>(2), client.spec.redirect_uris);
@@ -385,9 +382,9 @@ async fn delete_client_answers_whether_it_existed() {
     let (db, client) = admin_with_client().await;
     assert!(delete_client(&db, &client.id).await);
     assert!(!delete_client(&db, &client.id).await);
-    let listed: i64 = scalar(
+    let listed: i64 = row_count(
         &db,
-        "SELECT count(*) FROM oauth.list_clients() WHERE client_id = $1",
+        "oauth.list_clients() WHERE client_id = $1",
         &[&client.id],
     )
     .await;

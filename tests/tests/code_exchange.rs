@@ -65,13 +65,12 @@ async fn exchange_returns_everything_the_gateway_needs_to_mint_tokens() {
     )
     .await;
     assert_eq!(grant_of_family, grant_id);
-    let row = admin
-        .query_one(
-            "SELECT family_id, redeemed_at IS NOT NULL FROM oauth.codes WHERE code_hash = $1",
-            &[&sha256(&auth.code)],
-        )
-        .await
-        .unwrap();
+    let row = one_row(
+        &admin,
+        "SELECT family_id, redeemed_at IS NOT NULL FROM oauth.codes WHERE code_hash = $1",
+        &[&sha256(&auth.code)],
+    )
+    .await;
     let redeemed: (Option<uuid::Uuid>, bool) = (row.get(0), row.get(1));
     assert_eq!(
         redeemed,

@@ -162,13 +162,8 @@ async fn one_refresh_token_rotated_by_16_connections_never_yields_two_live_succe
                 "round {round}"
             );
         }
-        let live_successors: i64 = scalar(
-            &admin,
-            "SELECT count(*) FROM oauth.refresh_families f JOIN oauth.grants g USING (grant_id)
-                  WHERE f.grant_id = $1 AND f.revoked_at IS NULL AND g.revoked_at IS NULL AND f.current_hash IS NOT NULL",
-            &[&grant_id],
-        )
-        .await;
+        let live_successors: i64 = row_count(&admin, "oauth.refresh_families f JOIN oauth.grants g USING (grant_id)
+                  WHERE f.grant_id = $1 AND f.revoked_at IS NULL AND g.revoked_at IS NULL AND f.current_hash IS NOT NULL", &[&grant_id]).await;
         assert!(live_successors <= 1, "round {round}");
     }
 }
@@ -177,12 +172,7 @@ async fn one_refresh_token_rotated_by_16_connections_never_yields_two_live_succe
 async fn concurrent_rotations_inside_a_grace_window_still_leave_one_live_token() {
     let db = TempDb::create().await;
     let admin = db.admin().await;
-    execute(
-        &admin,
-        "SELECT oauth.configure(refresh_reuse_grace => '30 seconds')",
-        &[],
-    )
-    .await;
+    configure(&admin, "refresh_reuse_grace => '30 seconds'").await;
     let client = confidential_client(&admin).await;
     let first = tokens_for(&admin, &client, &unique("user")).await;
     let family_id = uuid_field(&first, "family_id");

@@ -118,10 +118,12 @@ async fn an_approved_device_code_gives_tokens_once_and_a_replay_revokes_them() {
 
     // The verification page finds the code however the user types it.
     let typed = format!(" {} ", user_code.to_lowercase().replace('-', " "));
-    let shown = gw
-        .query_one("SELECT client_id, scopes FROM oauth.get_device_authorization($1, $2::text::timestamptz)", &[&typed, &at(5)])
-        .await
-        .unwrap();
+    let shown = one_row(
+        &gw,
+        "SELECT client_id, scopes FROM oauth.get_device_authorization($1, $2::text::timestamptz)",
+        &[&typed, &at(5)],
+    )
+    .await;
     assert_eq!(shown.get::<_, String>(0), client.id);
     assert_eq!(
         shown.get::<_, Vec<String>>(1),
@@ -301,12 +303,7 @@ async fn cleanup_removes_device_codes_once_they_expire() {
     };
     assert_eq!(cleanup(at(599)).await, 0, "still pending");
     assert_eq!(cleanup(at(600)).await, 1);
-    let left: i64 = scalar(
-        &admin,
-        "SELECT count(*) FROM oauth.device_authorizations",
-        &[],
-    )
-    .await;
+    let left: i64 = row_count(&admin, "oauth.device_authorizations", &[]).await;
     assert_eq!(left, 0);
 }
 
@@ -596,9 +593,9 @@ async fn approval_grants_a_non_empty_subset_of_the_requested_scopes() {
     assert_eq!(str_field(&tokens, "scope"), "profile");
     assert_eq!(uuid_field(&tokens, "grant_id"), grant_id);
     assert_eq!(tokens["props"], serde_json::json!({"tier": "pro"}));
-    let event: i64 = scalar(
+    let event: i64 = row_count(
         &admin,
-        "SELECT count(*) FROM oauth.events WHERE kind = 'consent_granted' AND grant_id = $1
+        "oauth.events WHERE kind = 'consent_granted' AND grant_id = $1
                 AND detail->>'flow' = 'device'",
         &[&grant_id],
     )

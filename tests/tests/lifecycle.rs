@@ -203,7 +203,7 @@ async fn drop_extension_then_create_extension_works() {
         .batch_execute("CREATE EXTENSION oauth_provider")
         .await
         .expect("CREATE EXTENSION again");
-    let clients: i64 = scalar(&admin, "SELECT count(*) FROM oauth.clients", &[]).await;
+    let clients: i64 = row_count(&admin, "oauth.clients", &[]).await;
     assert_eq!(clients, 0);
     // Grants to the existing roles were re-applied, and everything works.
     let gw = db.gateway().await;
@@ -289,7 +289,7 @@ async fn pg_dump_and_restore_keep_clients_grants_settings_and_a_restored_refresh
     let tp = tokens_for(&admin, &public, &user).await;
     let revoked = tokens_for(&admin, &client, &unique("user")).await;
     revoke_grant(&admin, uuid_field(&revoked, "grant_id")).await;
-    let events_before: i64 = scalar(&admin, "SELECT count(*) FROM oauth.events", &[]).await;
+    let events_before: i64 = row_count(&admin, "oauth.events", &[]).await;
 
     for format in ["plain", "custom"] {
         let target = dump_and_restore(&source, format).await;
@@ -301,27 +301,18 @@ async fn pg_dump_and_restore_keep_clients_grants_settings_and_a_restored_refresh
             "{format}: settings survive"
         );
         assert_eq!(settings["refresh_reuse_grace"], json!(5));
-        let clients: Vec<String> = restored
-            .query(
-                "SELECT client_id FROM oauth.list_clients() ORDER BY client_id",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let clients: Vec<String> = column(
+            &restored,
+            "SELECT client_id FROM oauth.list_clients() ORDER BY client_id",
+            &[],
+        )
+        .await;
         let mut expected = vec![client.id.clone(), public.id.clone()];
         expected.sort();
         assert_eq!(clients, expected, "{format}: clients survive");
-        let grants: i64 = scalar(
-            &restored,
-            "SELECT count(*) FROM oauth.list_user_grants($1)",
-            &[&user],
-        )
-        .await;
+        let grants: i64 = row_count(&restored, "oauth.list_user_grants($1)", &[&user]).await;
         assert_eq!(grants, 2, "{format}: grants survive");
-        let events: i64 = scalar(&restored, "SELECT count(*) FROM oauth.events", &[]).await;
+        let events: i64 = row_count(&restored, "oauth.events", &[]).await;
         assert_eq!(events, events_before, "{format}: audit events survive");
 
         let gw = target.gateway().await;
@@ -342,7 +333,7 @@ async fn pg_dump_and_restore_keep_clients_grants_settings_and_a_restored_refresh
         // New rows do not collide with restored ones (sequence restored).
         let fresh = tokens_for(&gw, &client, &unique("user")).await;
         assert_ok(&fresh, "new flow after restore");
-        let events_after: i64 = scalar(&restored, "SELECT count(*) FROM oauth.events", &[]).await;
+        let events_after: i64 = row_count(&restored, "oauth.events", &[]).await;
         assert!(events_after > events_before);
         assert_error(
             &rotate(&gw, &client, str_field(&t, "refresh_token")).await,

@@ -34,19 +34,17 @@ const GATEWAY_FUNCTIONS: [&str; 26] = [
 ];
 
 async fn executable_by(admin: &tokio_postgres::Client, role: &str) -> BTreeSet<String> {
-    admin
-        .query(
-            "SELECT p.proname || '(' || coalesce((SELECT string_agg(format_type(t, NULL), ',' ORDER BY i)
+    column::<String>(
+        admin,
+        "SELECT p.proname || '(' || coalesce((SELECT string_agg(format_type(t, NULL), ',' ORDER BY i)
                                                    FROM unnest(p.proargtypes) WITH ORDINALITY a(t, i)), '') || ')'
                FROM pg_proc p WHERE p.pronamespace = 'oauth'::regnamespace
                 AND has_function_privilege($1, p.oid, 'EXECUTE')",
-            &[&role],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+        &[&role],
+    )
+    .await
+    .into_iter()
+    .collect()
 }
 
 #[tokio::test]
@@ -67,18 +65,14 @@ async fn gateway_login_can_execute_exactly_the_gateway_functions_and_read_no_tab
     assert_eq!(executable_by(&admin, "oauth_gateway").await, expected);
     assert_eq!(executable_by(&admin, &login).await, expected);
 
-    let readable: Vec<String> = admin
-        .query(
-            "SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'oauth'::regnamespace AND c.relkind IN ('r', 'S', 'v')
+    let readable: Vec<String> = column(
+        &admin,
+        "SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'oauth'::regnamespace AND c.relkind IN ('r', 'S', 'v')
                 AND (has_table_privilege($1, c.oid, 'SELECT') OR has_table_privilege($1, c.oid, 'INSERT')
                      OR has_table_privilege($1, c.oid, 'UPDATE') OR has_table_privilege($1, c.oid, 'DELETE'))",
-            &[&login],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[&login],
+    )
+    .await;
     assert!(
         readable.is_empty(),
         "gateway can touch tables: {readable:?}"
@@ -205,17 +199,13 @@ async fn a_role_outside_oauth_gateway_can_call_nothing_and_read_nothing() {
         assert_sqlstate(outsider.query(call, &[]).await, "42501", call);
     }
     // Every user-facing function is SECURITY DEFINER with a pinned search_path.
-    let unpinned: Vec<String> = admin
-        .query(
-            "SELECT proname FROM pg_proc WHERE pronamespace = 'oauth'::regnamespace AND prosecdef
+    let unpinned: Vec<String> = column(
+        &admin,
+        "SELECT proname FROM pg_proc WHERE pronamespace = 'oauth'::regnamespace AND prosecdef
                 AND NOT coalesce(proconfig @> '{\"search_path=pg_catalog, pg_temp\"}', false)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[],
+    )
+    .await;
     assert!(
         unpinned.is_empty(),
         "SECURITY DEFINER without pinned search_path: {unpinned:?}"

@@ -46,13 +46,12 @@ async fn mcp_style_public_native_client_registers_and_completes_a_flow_on_any_lo
     assert_eq!(answer["contacts"], json!(["ops@example.com"]));
     assert_eq!(answer.get("unknown_field"), None);
     assert!(answer["client_id_issued_at"].is_i64());
-    let row = admin
-        .query_one(
-            "SELECT registered_dynamically, grant_types, expires_at IS NULL FROM oauth.list_clients() WHERE client_id = $1",
-            &[&client_id],
-        )
-        .await
-        .unwrap();
+    let row = one_row(
+        &admin,
+        "SELECT registered_dynamically, grant_types, expires_at IS NULL FROM oauth.list_clients() WHERE client_id = $1",
+        &[&client_id],
+    )
+    .await;
     assert!(row.get::<_, bool>(0));
     let mut grant_types: Vec<String> = row.get(1);
     grant_types.sort();
@@ -278,16 +277,11 @@ async fn registration_checks_every_field_for_type_and_value() {
 async fn disabled_registration_is_refused() {
     let db = TempDb::create().await;
     let admin = db.admin().await;
-    execute(
-        &admin,
-        "SELECT oauth.configure(registration_enabled => false)",
-        &[],
-    )
-    .await;
+    configure(&admin, "registration_enabled => false").await;
     let gw = db.gateway().await;
     let answer = register(&gw, &json!({"redirect_uris": ["https://app.example/cb"]})).await;
     assert_error(&answer, "access_denied", "registration disabled");
-    let count: i64 = scalar(&admin, "SELECT count(*) FROM oauth.clients", &[]).await;
+    let count: i64 = row_count(&admin, "oauth.clients", &[]).await;
     assert_eq!(count, 0);
 }
 
@@ -295,12 +289,7 @@ async fn disabled_registration_is_refused() {
 async fn registered_client_expires_after_its_ttl_and_cleanup_removes_it() {
     let db = TempDb::create().await;
     let admin = db.admin().await;
-    execute(
-        &admin,
-        "SELECT oauth.configure(registered_client_ttl => '1 hour')",
-        &[],
-    )
-    .await;
+    configure(&admin, "registered_client_ttl => '1 hour'").await;
     let gw = db.gateway().await;
     let answer = register(&gw, &json!({"redirect_uris": ["https://app.example/cb"]})).await;
     assert_ok(&answer, "registration");
@@ -352,13 +341,9 @@ async fn registered_client_expires_after_its_ttl_and_cleanup_removes_it() {
 
     let removed: i64 = scalar(&admin, &format!("SELECT oauth.cleanup({later})"), &[]).await;
     assert!(removed >= 1);
-    let left: i64 = scalar(&admin, "SELECT count(*) FROM oauth.clients", &[]).await;
+    let left: i64 = row_count(&admin, "oauth.clients", &[]).await;
     assert_eq!(left, 0, "cleanup removed the expired client");
-    let revoked_events: i64 = scalar(
-        &admin,
-        "SELECT count(*) FROM oauth.events WHERE kind = 'client_deleted'",
-        &[],
-    )
-    .await;
+    let revoked_events: i64 =
+        row_count(&admin, "oauth.events WHERE kind = 'client_deleted'", &[]).await;
     assert_eq!(revoked_events, 1);
 }

@@ -194,13 +194,12 @@ async fn update_replaces_the_metadata_and_keeps_id_secret_and_registration_token
     assert_eq!(updated.get("client_uri"), None);
     assert_eq!(updated.get("client_secret"), None);
     assert_eq!(read(&gw, &client_id, Some(&token)).await, updated);
-    let row = admin
-        .query_one(
-            "SELECT client_name, redirect_uris, metadata FROM oauth.list_clients() WHERE client_id = $1",
-            &[&client_id],
-        )
-        .await
-        .unwrap();
+    let row = one_row(
+        &admin,
+        "SELECT client_name, redirect_uris, metadata FROM oauth.list_clients() WHERE client_id = $1",
+        &[&client_id],
+    )
+    .await;
     assert_eq!(row.get::<_, String>(0), "After");
     assert_eq!(row.get::<_, Value>(2), json!({}));
 
@@ -359,13 +358,8 @@ async fn delete_registration_revokes_every_grant_and_removes_the_client() {
     let grant_id = uuid_field(&tokens, "grant_id");
 
     assert_eq!(delete(&gw, &client.id, Some(&token)).await, json!({}));
-    let revoked: i64 = scalar(
-        &admin,
-        "SELECT count(*) FROM oauth.events
-              WHERE kind = 'grant_revoked' AND grant_id = $1 AND detail->>'reason' = 'client_deleted'",
-        &[&grant_id],
-    )
-    .await;
+    let revoked: i64 = row_count(&admin, "oauth.events
+              WHERE kind = 'grant_revoked' AND grant_id = $1 AND detail->>'reason' = 'client_deleted'", &[&grant_id]).await;
     assert_eq!(revoked, 1, "the grant was revoked (and notified) first");
     let left: i64 = scalar(
         &admin,
@@ -419,9 +413,9 @@ async fn an_administrator_created_client_has_no_registration_token_to_manage_it_
             &format!("delete {token:?}"),
         );
     }
-    let count: i64 = scalar(
+    let count: i64 = row_count(
         &admin,
-        "SELECT count(*) FROM oauth.clients WHERE client_id = $1 AND redirect_uris = $2",
+        "oauth.clients WHERE client_id = $1 AND redirect_uris = $2",
         &[&client.id, &client.spec.redirect_uris],
     )
     .await;
@@ -432,12 +426,7 @@ async fn an_administrator_created_client_has_no_registration_token_to_manage_it_
 async fn an_expired_registered_client_cannot_be_read_updated_or_deleted() {
     let db = TempDb::create().await;
     let admin = db.admin().await;
-    execute(
-        &admin,
-        "SELECT oauth.configure(registered_client_ttl => '1 hour')",
-        &[],
-    )
-    .await;
+    configure(&admin, "registered_client_ttl => '1 hour'").await;
     let gw = db.gateway().await;
     let answer = registered(&gw, json!({"redirect_uris": ["https://ttl.example/cb"]})).await;
     let (client_id, token) = (str_field(&answer, "client_id"), token_of(&answer));

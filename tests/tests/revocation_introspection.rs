@@ -137,16 +137,12 @@ async fn delete_client_makes_every_token_of_it_inactive() {
         .await;
         assert_eq!(left, 0, "{table} rows of the deleted client");
     }
-    let events: Vec<String> = admin
-        .query(
-            "SELECT kind FROM oauth.events WHERE client_id = $1 ORDER BY event_id",
-            &[&client.id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let events: Vec<String> = column(
+        &admin,
+        "SELECT kind FROM oauth.events WHERE client_id = $1 ORDER BY event_id",
+        &[&client.id],
+    )
+    .await;
     assert!(
         events.ends_with(&["grant_revoked".to_string(), "client_deleted".to_string()]),
         "{events:?}"

@@ -111,17 +111,16 @@ async fn token_hash_is_sha256_and_secure_equal_compares_bytes() {
     let token = unique("token");
     let hash: Vec<u8> = scalar(&db, "SELECT oauth.token_hash($1)", &[&token]).await;
     assert_eq!(hash, sha256(&token));
-    let row = db
-        .query_one(
-            "SELECT oauth.secure_equal('\\x0102'::bytea, '\\x0102'::bytea),
+    let row = one_row(
+        &db,
+        "SELECT oauth.secure_equal('\\x0102'::bytea, '\\x0102'::bytea),
                     oauth.secure_equal('\\x0102'::bytea, '\\x0103'::bytea),
                     oauth.secure_equal('\\x0102'::bytea, '\\x010203'::bytea),
                     oauth.secure_equal(NULL, '\\x01'::bytea),
                     oauth.secure_equal(NULL, NULL)",
-            &[],
-        )
-        .await
-        .unwrap();
+        &[],
+    )
+    .await;
     assert!(row.get::<_, bool>(0));
     for i in 1..5 {
         assert!(!row.get::<_, bool>(i), "secure_equal case {i}");
@@ -298,13 +297,12 @@ async fn loopback_detection_and_uri_host() {
         ),
         ("com.example.app:/cb", false, None),
     ] {
-        let row = db
-            .query_one(
-                "SELECT oauth.is_loopback_redirect($1), oauth.uri_host($1)",
-                &[&uri],
-            )
-            .await
-            .unwrap();
+        let row = one_row(
+            &db,
+            "SELECT oauth.is_loopback_redirect($1), oauth.uri_host($1)",
+            &[&uri],
+        )
+        .await;
         assert_eq!(
             row.get::<_, bool>(0),
             loopback,

@@ -281,14 +281,13 @@ async fn the_exchanged_token_speaks_for_the_user_to_the_target_and_is_recorded_a
     assert!(exchanged["refresh_token"].is_null());
     assert!(exchanged["nonce"].is_null());
 
-    let event = admin
-        .query_one(
-            "SELECT user_id, grant_id, family_id, detail FROM oauth.events
+    let event = one_row(
+        &admin,
+        "SELECT user_id, grant_id, family_id, detail FROM oauth.events
               WHERE kind = 'token_exchanged' AND client_id = $1",
-            &[&server.id],
-        )
-        .await
-        .unwrap();
+        &[&server.id],
+    )
+    .await;
     assert_eq!(event.get::<_, String>(0), user);
     assert_eq!(event.get::<_, uuid::Uuid>(1), subject.grant_id);
     assert_eq!(event.get::<_, uuid::Uuid>(2), subject.family_id);
@@ -531,17 +530,13 @@ async fn policies_are_set_replaced_and_removed_by_the_administrator_only() {
         !remove_policy(&admin, &server.id).await,
         "nothing left to remove"
     );
-    let kinds: Vec<String> = admin
-        .query(
-            "SELECT kind FROM oauth.events WHERE client_id = $1 AND kind LIKE 'token_exchange_policy%'
+    let kinds: Vec<String> = column(
+        &admin,
+        "SELECT kind FROM oauth.events WHERE client_id = $1 AND kind LIKE 'token_exchange_policy%'
               ORDER BY event_id",
-            &[&server.id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[&server.id],
+    )
+    .await;
     assert_eq!(
         kinds,
         vec![
@@ -568,9 +563,9 @@ async fn remove_policy(admin: &tokio_postgres::Client, client_id: &str) -> bool 
 }
 
 async fn policy_count(admin: &tokio_postgres::Client, client_id: &str) -> i64 {
-    scalar(
-        admin,
-        "SELECT count(*) FROM oauth.token_exchange_policies WHERE client_id = $1",
+    row_count(
+        &admin,
+        "oauth.token_exchange_policies WHERE client_id = $1",
         &[&client_id],
     )
     .await
