@@ -20,7 +20,7 @@ function psql(conninfo, sql) {
   return execFileSync('psql', ['-X', '-q', '-t', '-A', '-v', 'ON_ERROR_STOP=1', conninfo, '-c', sql], { encoding: 'utf8' }).trim();
 }
 
-async function freePort() {
+export async function freePort() {
   return new Promise((ok, fail) => {
     const server = createServer().listen(0, '127.0.0.1', () => {
       const { port } = server.address();
