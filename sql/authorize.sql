@@ -195,9 +195,12 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- redirect_host only for http(s): in x-app://claude.ai/cb the "host" is whatever the app wrote,
+    -- and the scheme is what decides which program receives the code (RFC 8252 §8.6).
     RETURN QUERY
     SELECT c.client_id, c.client_name, c.metadata->>'client_uri', r.scopes, r.resource,
-           r.redirect_uri, oauth.uri_host(r.redirect_uri), r.prompt, r.expires_at,
+           r.redirect_uri, CASE WHEN r.redirect_uri ~* '^https?://' THEN oauth.uri_host(r.redirect_uri) END,
+           r.prompt, r.expires_at,
            NOT EXISTS (SELECT 1 FROM unnest(c.redirect_uris) u WHERE NOT oauth.is_loopback_redirect(u))
       FROM oauth.authorization_requests r
       JOIN oauth.clients c ON c.client_id = r.client_id

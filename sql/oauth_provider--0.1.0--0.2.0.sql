@@ -11,6 +11,8 @@
 --   private-use scheme (Cursor and VS Code register such URIs beside https ones).
 -- * begin_authorization never redirects an error to a redirect URI no administrator vetted
 --   (dynamically registered and metadata-document clients): RFC 9700 §4.11.2.
+-- * get_authorization_request names no redirect host for private-use schemes, whose "host" the
+--   application chose (x-evil://claude.ai/cb is not claude.ai).
 
 \echo Use "ALTER EXTENSION oauth_provider UPDATE TO '0.2.0'" to load this file. \quit
 
@@ -415,5 +417,33 @@ BEGIN
             params->>'nonce', params->>'code_challenge', prompt, now, now + settings.authorization_request_ttl);
     RETURN jsonb_build_object('request_id', request_id, 'client_id', client.client_id,
                               'client_name', client.client_name, 'prompt', prompt);
+END
+$$;
+
+-- What a consent screen shows. Raises not_found for an unknown or expired request.
+CREATE OR REPLACE FUNCTION oauth.get_authorization_request(request_id text, now timestamptz DEFAULT now())
+RETURNS TABLE (
+    client_id text, client_name text, client_uri text, scopes text[], resource text,
+    redirect_uri text, redirect_host text, prompt text, expires_at timestamptz,
+    -- Every registered redirect URI is loopback: any local program could be this client.
+    loopback_only boolean
+)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- redirect_host only for http(s): in x-app://claude.ai/cb the "host" is whatever the app wrote,
+    -- and the scheme is what decides which program receives the code (RFC 8252 §8.6).
+    RETURN QUERY
+    SELECT c.client_id, c.client_name, c.metadata->>'client_uri', r.scopes, r.resource,
+           r.redirect_uri, CASE WHEN r.redirect_uri ~* '^https?://' THEN oauth.uri_host(r.redirect_uri) END,
+           r.prompt, r.expires_at,
+           NOT EXISTS (SELECT 1 FROM unnest(c.redirect_uris) u WHERE NOT oauth.is_loopback_redirect(u))
+      FROM oauth.authorization_requests r
+      JOIN oauth.clients c ON c.client_id = r.client_id
+     WHERE r.request_id = get_authorization_request.request_id AND r.expires_at > now;
+    IF NOT FOUND THEN
+        PERFORM oauth._raise('not_found', 'no such authorization request, or it has expired');
+    END IF;
 END
 $$;

@@ -203,3 +203,47 @@ async fn errors_before_the_user_acted_never_go_to_redirect_uris_no_administrator
         "{denied}"
     );
 }
+
+#[tokio::test]
+async fn a_private_use_scheme_redirect_names_no_host_on_the_consent_screen() {
+    let db = gateway().await;
+    let redirect_uri = "x-evil://claude.ai/cb";
+    let registered: Value = db
+        .query_one(
+            "SELECT oauth.register_client($1)",
+            &[&json!({"redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none"})],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let client_id = registered["client_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{registered}"));
+    let began: Value = db
+        .query_one(
+            "SELECT oauth.begin_authorization($1)",
+            &[&json!({
+                "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+                "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
+            })],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let request_id = began["request_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{began}"));
+    let row = db
+        .query_one(
+            "SELECT redirect_uri, redirect_host FROM oauth.get_authorization_request($1)",
+            &[&request_id],
+        )
+        .await
+        .unwrap();
+    let (uri, host): (String, Option<String>) = (row.get(0), row.get(1));
+    assert_eq!(uri, redirect_uri);
+    assert_eq!(
+        host, None,
+        "the app chose the part after x-evil://; it is no destination"
+    );
+}
