@@ -17,10 +17,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_postgres::config::Host;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Notification};
+use tokio_postgres::{AsyncMessage, Config, NoTls, Notification};
 
 pub use serde_json;
 pub use tokio_postgres;
+pub use tokio_postgres::Client;
 pub use uuid::Uuid;
 
 mod requests;
@@ -397,12 +398,11 @@ pub fn authorize_params(client: &TestClient, pkce: &Pkce, extra: Value) -> Value
 }
 
 pub async fn begin_authorization(db: &Client, params: &Value) -> Value {
-    db.query_one("SELECT oauth.begin_authorization($1)", &[params])
-        .await
-        .unwrap_or_else(|e| panic!("begin_authorization({params}) raised: {e:?}"))
-        .get(0)
+    scalar(db, "SELECT oauth.begin_authorization($1)", &[params]).await
 }
 
+/// `oauth.issue_code`: `user_id` consents to `scopes` (`None`: all requested) with `props`; the
+/// redirect location.
 pub async fn issue_code(
     db: &Client,
     request_id: &str,
@@ -410,14 +410,15 @@ pub async fn issue_code(
     scopes: Option<&[&str]>,
     props: &Value,
 ) -> String {
-    let scopes: Option<Vec<String>> = scopes.map(|s| s.iter().map(|s| s.to_string()).collect());
-    db.query_one(
-        "SELECT oauth.issue_code($1, $2, $3, $4)",
-        &[&request_id, &user_id, &scopes, props],
-    )
-    .await
-    .unwrap_or_else(|e| panic!("issue_code raised: {e:?}"))
-    .get(0)
+    let scopes: Option<Vec<&str>> = scopes.map(<[&str]>::to_vec);
+    let sql = "SELECT oauth.issue_code($1, $2, $3, $4)";
+    scalar(db, sql, &[&request_id, &user_id, &scopes, props]).await
+}
+
+/// A new user's consent to everything the request `begun` asks for: the redirect location.
+pub async fn consent_to(db: &Client, begun: &Value) -> String {
+    let request_id = str_field(begun, "request_id");
+    issue_code(db, request_id, &unique("user"), None, &json!({})).await
 }
 
 /// The result of running an authorization request through consent ([`Authorize::run`]).

@@ -16,6 +16,19 @@ pub async fn scalar<T: FromSqlOwned>(db: &Client, sql: &str, params: &[&(dyn ToS
         .get(0)
 }
 
+/// Runs `sql`, binding `id` to `$1` when the statement has that parameter.
+pub async fn try_execute_with(
+    db: &Client,
+    sql: &str,
+    id: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    if sql.contains("$1") {
+        db.execute(sql, &[&id]).await
+    } else {
+        db.execute(sql, &[]).await
+    }
+}
+
 /// The one row a statement returns; panics with the statement when it fails.
 pub async fn one_row(
     db: &Client,

@@ -378,14 +378,7 @@ async fn loopback_redirect_uri_may_use_any_port_rfc8252() {
         if ok {
             assert_ok(&answer, uri);
             // The code goes back to exactly the presented port, and the exchange must repeat it.
-            let location = issue_code(
-                &gw,
-                str_field(&answer, "request_id"),
-                &unique("user"),
-                None,
-                &json!({}),
-            )
-            .await;
+            let location = consent_to(&gw, &answer).await;
             assert!(location.starts_with(&format!("{uri}?")), "{location}");
             let code = parse_redirect(&location).param("code").to_owned();
             let wrong_port = Exchange {

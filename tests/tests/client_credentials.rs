@@ -4,7 +4,7 @@
 use oauth_provider_tests::*;
 use serde_json::Value;
 
-async fn machine_client(db: &tokio_postgres::Client) -> TestClient {
+async fn machine_client(db: &Client) -> TestClient {
     create_client(
         db,
         ClientSpec {
@@ -18,7 +18,7 @@ async fn machine_client(db: &tokio_postgres::Client) -> TestClient {
 }
 
 async fn issue(
-    db: &tokio_postgres::Client,
+    db: &Client,
     client: &TestClient,
     secret: Option<&str>,
     scope: Option<&str>,

@@ -35,7 +35,7 @@ fn document_with(url: &str, changes: &Value) -> Value {
 }
 
 async fn store(
-    db: &tokio_postgres::Client,
+    db: &Client,
     url: &str,
     document: &Value,
     fresh_until: i64,
@@ -51,7 +51,7 @@ async fn store(
 }
 
 async fn record_failure(
-    db: &tokio_postgres::Client,
+    db: &Client,
     url: &str,
     failure: &str,
     retry_at: Option<i64>,
@@ -75,13 +75,13 @@ fn document_client(url: &str, redirect_uri: &str) -> TestClient {
 }
 
 /// begin_authorization at `now` by the document client `url`, presenting `redirect_uri`.
-async fn begin_at(db: &tokio_postgres::Client, url: &str, redirect_uri: &str, now: i64) -> Value {
+async fn begin_at(db: &Client, url: &str, redirect_uri: &str, now: i64) -> Value {
     let client = document_client(url, redirect_uri);
     begin_request_at(db, &Authorize::new(&client), now).await
 }
 
 /// begin_authorization of `request` at `now`.
-async fn begin_request_at(db: &tokio_postgres::Client, request: &Authorize<'_>, now: i64) -> Value {
+async fn begin_request_at(db: &Client, request: &Authorize<'_>, now: i64) -> Value {
     scalar(
         db,
         "SELECT oauth.begin_authorization($1, $2::text::timestamptz)",
@@ -99,12 +99,12 @@ fn assert_fetch(answer: &Value, url: &str, what: &str) {
     );
 }
 
-async fn client_count(admin: &tokio_postgres::Client, client_id: &str) -> i64 {
+async fn client_count(admin: &Client, client_id: &str) -> i64 {
     row_count(&admin, "oauth.clients WHERE client_id = $1", &[&client_id]).await
 }
 
 /// (failure, consecutive_failures) of the document's cache row.
-async fn cache_row(admin: &tokio_postgres::Client, url: &str) -> (Option<String>, i32) {
+async fn cache_row(admin: &Client, url: &str) -> (Option<String>, i32) {
     let row = admin
         .query_one(
             "SELECT failure, consecutive_failures FROM oauth.client_documents WHERE client_id = $1",
@@ -180,14 +180,7 @@ async fn a_stored_document_becomes_a_public_client_that_completes_a_code_flow() 
     assert_ok(&begun, "begin_authorization with a stored document");
     assert_eq!(str_field(&begun, "client_id"), url);
     assert_eq!(str_field(&begun, "client_name"), "Document Client");
-    let location = issue_code(
-        &gw,
-        str_field(&begun, "request_id"),
-        &unique("user"),
-        None,
-        &json!({}),
-    )
-    .await;
+    let location = consent_to(&gw, &begun).await;
     assert!(location.starts_with(&format!("{redirect}?")), "{location}");
     let code = parse_redirect(&location).param("code").to_owned();
     let tokens = Exchange {
@@ -522,7 +515,7 @@ async fn a_document_cannot_take_over_an_administrator_client_with_the_same_https
 }
 
 /// A code flow for `client` asking only for mcp.
-async fn tokens_for_scoped(db: &tokio_postgres::Client, client: &TestClient) -> Value {
+async fn tokens_for_scoped(db: &Client, client: &TestClient) -> Value {
     let auth = Authorize {
         params: json!({"scope": "mcp"}),
         ..Authorize::new(client)
@@ -619,7 +612,7 @@ async fn loopback_only_is_true_exactly_when_every_redirect_uri_is_loopback() {
 
 // Tests with the database clock (`now()`), and cleanup of negative entries.
 
-async fn begin_now(gw: &tokio_postgres::Client, client_id: &str, redirect_uri: &str) -> Value {
+async fn begin_now(gw: &Client, client_id: &str, redirect_uri: &str) -> Value {
     let pkce = Pkce::new();
     begin_authorization(
         gw,
@@ -631,12 +624,7 @@ async fn begin_now(gw: &tokio_postgres::Client, client_id: &str, redirect_uri: &
     .await
 }
 
-async fn store_for(
-    gw: &tokio_postgres::Client,
-    client_id: &str,
-    document: &Value,
-    fresh_for: &str,
-) -> Value {
+async fn store_for(gw: &Client, client_id: &str, document: &Value, fresh_for: &str) -> Value {
     scalar(
         gw,
         "SELECT oauth.store_client_document($1, $2, now() + $3::text::interval, now() + interval '1 minute')",
@@ -646,7 +634,7 @@ async fn store_for(
 }
 
 /// The consent screen's `loopback_only` of the request `begun` started.
-async fn loopback_only_now(gw: &tokio_postgres::Client, begun: &Value) -> bool {
+async fn loopback_only_now(gw: &Client, begun: &Value) -> bool {
     scalar(
         gw,
         "SELECT loopback_only FROM oauth.get_authorization_request($1)",
@@ -747,7 +735,7 @@ async fn invalid_documents_are_refused_remembered_and_then_forgotten_by_cleanup(
     );
 }
 
-async fn cleanup_at(admin: &tokio_postgres::Client, later: &str) -> i64 {
+async fn cleanup_at(admin: &Client, later: &str) -> i64 {
     scalar(
         admin,
         "SELECT oauth.cleanup(now() + $1::text::interval)",
@@ -767,14 +755,7 @@ async fn cleanup_forgets_document_clients_without_a_live_grant_once_stale_past_r
     }
     let begun = begin_now(&gw, &consented, "http://127.0.0.1:4567/callback").await;
     assert_ok(&begun, "authorization by a document client");
-    issue_code(
-        &gw,
-        str_field(&begun, "request_id"),
-        &unique("user"),
-        None,
-        &json!({}),
-    )
-    .await;
+    consent_to(&gw, &begun).await;
 
     // Stale for less than the retention (7 days by default): both stay.
     cleanup_at(&admin, "7 days").await;

@@ -303,12 +303,7 @@ async fn update_client_changes_only_the_given_fields_and_validates_the_result() 
             "OA408",
         ),
     ] {
-        let result = if sql.contains("$1") {
-            db.execute(sql, &[&client.id]).await
-        } else {
-            db.execute(sql, &[]).await
-        };
-        assert_sqlstate(result, code, what);
+        assert_sqlstate(try_execute_with(&db, sql, &client.id).await, code, what);
     }
     let name: String = scalar(
         &db,

@@ -5,7 +5,7 @@ use oauth_provider_tests::*;
 use serde_json::Value;
 
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
-async fn device_client(db: &tokio_postgres::Client, with_refresh: bool) -> TestClient {
+async fn device_client(db: &Client, with_refresh: bool) -> TestClient {
     let mut grant_types = vec![DEVICE_GRANT.to_string()];
     if with_refresh {
         grant_types.push("refresh_token".into());
@@ -20,12 +20,7 @@ async fn device_client(db: &tokio_postgres::Client, with_refresh: bool) -> TestC
     .await
 }
 
-async fn begin(
-    db: &tokio_postgres::Client,
-    client: &TestClient,
-    scope: Option<&str>,
-    now: &str,
-) -> Value {
+async fn begin(db: &Client, client: &TestClient, scope: Option<&str>, now: &str) -> Value {
     scalar(
         &db,
         "SELECT oauth.begin_device_authorization($1, $2, $3, NULL, $4::text::timestamptz)",
@@ -34,12 +29,7 @@ async fn begin(
     .await
 }
 
-async fn poll(
-    db: &tokio_postgres::Client,
-    client: &TestClient,
-    device_code: &str,
-    now: &str,
-) -> Value {
+async fn poll(db: &Client, client: &TestClient, device_code: &str, now: &str) -> Value {
     scalar(
         &db,
         "SELECT oauth.poll_device_authorization($1, $2, $3, $4::text::timestamptz)",
@@ -49,7 +39,7 @@ async fn poll(
 }
 
 async fn approve(
-    db: &tokio_postgres::Client,
+    db: &Client,
     user_code: &str,
     user: &str,
     now: &str,
@@ -160,7 +150,7 @@ async fn an_approved_device_code_gives_tokens_once_and_a_replay_revokes_them() {
     assert_eq!(row.revoked_reason.as_deref(), Some("device_code_replayed"));
 }
 
-async fn list_user_grant(admin: &tokio_postgres::Client, user: &str, grant_id: uuid::Uuid) -> bool {
+async fn list_user_grant(admin: &Client, user: &str, grant_id: uuid::Uuid) -> bool {
     admin
         .query("SELECT grant_id FROM oauth.list_user_grants($1)", &[&user])
         .await
@@ -307,11 +297,7 @@ async fn cleanup_removes_device_codes_once_they_expire() {
     assert_eq!(left, 0);
 }
 
-async fn get_device(
-    db: &tokio_postgres::Client,
-    typed: &str,
-    now: &str,
-) -> Result<String, tokio_postgres::Error> {
+async fn get_device(db: &Client, typed: &str, now: &str) -> Result<String, tokio_postgres::Error> {
     db.query_one(
         "SELECT client_id FROM oauth.get_device_authorization($1, $2::text::timestamptz)",
         &[&typed, &now],
@@ -320,11 +306,7 @@ async fn get_device(
     .map(|r| r.get(0))
 }
 
-async fn deny(
-    db: &tokio_postgres::Client,
-    user_code: &str,
-    now: &str,
-) -> Result<u64, tokio_postgres::Error> {
+async fn deny(db: &Client, user_code: &str, now: &str) -> Result<u64, tokio_postgres::Error> {
     db.execute(
         "SELECT oauth.deny_device_authorization($1, $2::text::timestamptz)",
         &[&user_code, &now],

@@ -33,7 +33,7 @@ const GATEWAY_FUNCTIONS: [&str; 26] = [
     "userinfo(uuid,uuid,timestamp with time zone)",
 ];
 
-async fn executable_by(admin: &tokio_postgres::Client, role: &str) -> BTreeSet<String> {
+async fn executable_by(admin: &Client, role: &str) -> BTreeSet<String> {
     column::<String>(
         admin,
         "SELECT p.proname || '(' || coalesce((SELECT string_agg(format_type(t, NULL), ',' ORDER BY i)

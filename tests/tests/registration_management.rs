@@ -7,13 +7,13 @@ use oauth_provider_tests::*;
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Registers and panics unless it succeeds.
-async fn registered(db: &tokio_postgres::Client, metadata: Value) -> Value {
+async fn registered(db: &Client, metadata: Value) -> Value {
     let answer = register(db, &metadata).await;
     assert_ok(&answer, &format!("register_client({metadata})"));
     answer
 }
 
-async fn read(db: &tokio_postgres::Client, client_id: &str, token: Option<&str>) -> Value {
+async fn read(db: &Client, client_id: &str, token: Option<&str>) -> Value {
     scalar(
         db,
         "SELECT oauth.read_registration($1, $2)",
@@ -22,12 +22,7 @@ async fn read(db: &tokio_postgres::Client, client_id: &str, token: Option<&str>)
     .await
 }
 
-async fn update(
-    db: &tokio_postgres::Client,
-    client_id: &str,
-    token: Option<&str>,
-    metadata: &Value,
-) -> Value {
+async fn update(db: &Client, client_id: &str, token: Option<&str>, metadata: &Value) -> Value {
     scalar(
         db,
         "SELECT oauth.update_registration($1, $2, $3)",
@@ -36,7 +31,7 @@ async fn update(
     .await
 }
 
-async fn delete(db: &tokio_postgres::Client, client_id: &str, token: Option<&str>) -> Value {
+async fn delete(db: &Client, client_id: &str, token: Option<&str>) -> Value {
     scalar(
         db,
         "SELECT oauth.delete_registration($1, $2)",

@@ -7,7 +7,7 @@ use oauth_provider_tests::serde_json::{Value, json};
 use oauth_provider_tests::*;
 
 async fn revoke_token(
-    db: &tokio_postgres::Client,
+    db: &Client,
     client: &TestClient,
     token: Option<&str>,
     grant: Option<Uuid>,
@@ -21,7 +21,7 @@ async fn revoke_token(
     .await
 }
 
-async fn userinfo(db: &tokio_postgres::Client, grant: Uuid, family: Option<Uuid>) -> Value {
+async fn userinfo(db: &Client, grant: Uuid, family: Option<Uuid>) -> Value {
     scalar(db, "SELECT oauth.userinfo($1, $2)", &[&grant, &family]).await
 }
 

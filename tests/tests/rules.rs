@@ -4,11 +4,7 @@ use std::collections::HashSet;
 
 use oauth_provider_tests::*;
 
-async fn s256_matches(
-    db: &tokio_postgres::Client,
-    verifier: Option<&str>,
-    challenge: Option<&str>,
-) -> bool {
+async fn s256_matches(db: &Client, verifier: Option<&str>, challenge: Option<&str>) -> bool {
     scalar(
         &db,
         "SELECT oauth.pkce_s256_matches($1, $2)",
@@ -150,11 +146,7 @@ async fn parse_scope_follows_rfc6749_section_3_3() {
     }
 }
 
-async fn redirect_problem(
-    db: &tokio_postgres::Client,
-    uri: &str,
-    app_type: &str,
-) -> Option<String> {
+async fn redirect_problem(db: &Client, uri: &str, app_type: &str) -> Option<String> {
     scalar(
         &db,
         "SELECT oauth.redirect_uri_problem($1, $2)",

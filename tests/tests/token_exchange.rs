@@ -16,8 +16,8 @@ struct Subject {
 /// A user's tokens from a code flow asking for `scope`, as the subject of an exchange, with the
 /// user and the client the user's tokens were issued to.
 async fn subject_with_scope(
-    admin: &tokio_postgres::Client,
-    gw: &tokio_postgres::Client,
+    admin: &Client,
+    gw: &Client,
     scope: &str,
 ) -> (Subject, String, TestClient) {
     let app = confidential_client(admin).await;
@@ -42,14 +42,14 @@ async fn subject_with_scope(
 }
 
 /// The subject of a default code flow (scope `openid mcp`).
-async fn subject(admin: &tokio_postgres::Client, gw: &tokio_postgres::Client) -> Subject {
+async fn subject(admin: &Client, gw: &Client) -> Subject {
     subject_with_scope(admin, gw, "openid mcp").await.0
 }
 
 /// `oauth.set_token_exchange_policy`: `client_id` may exchange tokens for [`SERVED`] into tokens
 /// for `target`, within `scopes` (`None`: no ceiling).
 async fn set_policy(
-    db: &tokio_postgres::Client,
+    db: &Client,
     client_id: &str,
     target: &str,
     scopes: Option<&[&str]>,
@@ -62,7 +62,7 @@ async fn set_policy(
 }
 
 /// A confidential client with a policy to exchange [`SERVED`] tokens for [`TARGET`] ones.
-async fn server_with_policy(admin: &tokio_postgres::Client, scopes: Option<&[&str]>) -> TestClient {
+async fn server_with_policy(admin: &Client, scopes: Option<&[&str]>) -> TestClient {
     let server = confidential_client(admin).await;
     set_policy(admin, &server.id, TARGET, scopes).await.unwrap();
     server
@@ -96,7 +96,7 @@ impl<'a> TokenExchange<'a> {
         }
     }
 
-    async fn run(&self, gw: &tokio_postgres::Client) -> Value {
+    async fn run(&self, gw: &Client) -> Value {
         scalar(
             gw,
             "SELECT oauth.exchange_token($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -511,12 +511,7 @@ async fn policies_are_set_replaced_and_removed_by_the_administrator_only() {
             "unsupported scope",
         ),
     ] {
-        let result = if sql.contains("$1") {
-            admin.execute(sql, &[&server.id]).await
-        } else {
-            admin.execute(sql, &[]).await
-        };
-        assert_sqlstate(result, code, what);
+        assert_sqlstate(try_execute_with(&admin, sql, &server.id).await, code, what);
     }
     // The gateway cannot grant itself exchanges.
     assert_sqlstate(
@@ -553,7 +548,7 @@ async fn policies_are_set_replaced_and_removed_by_the_administrator_only() {
     assert_eq!(left, 0);
 }
 
-async fn remove_policy(admin: &tokio_postgres::Client, client_id: &str) -> bool {
+async fn remove_policy(admin: &Client, client_id: &str) -> bool {
     scalar(
         admin,
         "SELECT oauth.remove_token_exchange_policy($1)",
@@ -562,7 +557,7 @@ async fn remove_policy(admin: &tokio_postgres::Client, client_id: &str) -> bool 
     .await
 }
 
-async fn policy_count(admin: &tokio_postgres::Client, client_id: &str) -> i64 {
+async fn policy_count(admin: &Client, client_id: &str) -> i64 {
     row_count(
         &admin,
         "oauth.token_exchange_policies WHERE client_id = $1",
