@@ -60,6 +60,7 @@ DECLARE
     request_id text;
     document_state jsonb;
     vetted boolean;
+    target record;
 BEGIN
     IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
         RETURN oauth._error('invalid_request', 'missing parameters') || '{"redirect": false}';
@@ -152,15 +153,11 @@ BEGIN
                    (SELECT string_agg(s, ' ') FROM unnest(scopes) s WHERE NOT s = ANY (client.allowed_scopes))), vetted);
     END IF;
 
-    resource := params->>'resource';
-    IF resource IS NOT NULL THEN
-        IF oauth.resource_problem(resource) IS NOT NULL THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', oauth.resource_problem(resource), vetted);
-        END IF;
-        IF client.allowed_resources IS NOT NULL AND NOT resource = ANY (client.allowed_resources) THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', 'resource not allowed for this client', vetted);
-        END IF;
+    target := oauth._resolve_target(params->>'resource', client.allowed_resources);
+    IF target.problem IS NOT NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', target.problem->>'error_description', vetted);
     END IF;
+    resource := target.target;
 
     prompt := params->>'prompt';
     IF prompt IS NOT NULL THEN

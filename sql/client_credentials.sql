@@ -70,7 +70,7 @@ DECLARE
     authorized record;
     client oauth.clients;
     resolved record;
-    problem jsonb;
+    target record;
     own_grant oauth.grants;
 BEGIN
     authorized := oauth._client_for_grant(client_id, client_secret, 'client_credentials', now);
@@ -85,13 +85,13 @@ BEGIN
     IF resolved.scopes && oauth._user_only_scopes() THEN
         RETURN oauth._error('invalid_scope', 'openid and offline_access need a user; client_credentials has none');
     END IF;
-    problem := oauth._target_problem(resource, client.allowed_resources);
-    IF problem IS NOT NULL THEN
-        RETURN problem;
+    target := oauth._resolve_target(resource, client.allowed_resources);
+    IF target.problem IS NOT NULL THEN
+        RETURN target.problem;
     END IF;
 
     own_grant := oauth._client_grant(client, now);
     -- Tokens of this grant belong to no family: revoking the grant (or deleting the client) kills them.
-    RETURN oauth._access_token_response(own_grant, NULL, client.client_id, resolved.scopes, resource, now);
+    RETURN oauth._access_token_response(own_grant, NULL, client.client_id, resolved.scopes, target.target, now);
 END
 $$;

@@ -50,7 +50,7 @@ DECLARE
     authorized record;
     client oauth.clients;
     resolved record;
-    problem jsonb;
+    target record;
     device_code text := oauth.random_token(32);
     user_code text;
     ttl interval := (oauth._settings()).authorization_request_ttl;
@@ -64,9 +64,9 @@ BEGIN
     IF resolved.problem IS NOT NULL THEN
         RETURN resolved.problem;
     END IF;
-    problem := oauth._target_problem(resource, client.allowed_resources);
-    IF problem IS NOT NULL THEN
-        RETURN problem;
+    target := oauth._resolve_target(resource, client.allowed_resources);
+    IF target.problem IS NOT NULL THEN
+        RETURN target.problem;
     END IF;
     -- ~34.6 bits per code: a collision with a stored code is rare; draw again when it happens.
     FOR attempt IN 1..5 LOOP
@@ -75,7 +75,7 @@ BEGIN
             INSERT INTO oauth.device_authorizations (device_code_hash, user_code, client_id, scopes, resource,
                                                      created_at, expires_at)
             VALUES (oauth.token_hash(device_code), replace(user_code, '-', ''), client.client_id, resolved.scopes,
-                    begin_device_authorization.resource, now, now + ttl);
+                    target.target, now, now + ttl);
             RETURN jsonb_build_object(
                 'device_code', device_code,
                 'user_code', user_code,

@@ -121,6 +121,26 @@ BEGIN
 END
 $$;
 
+-- The RFC 8707 resource a token request ends up with, or why it cannot have one (invalid_target).
+-- A request that names none, from a client whose registration allows exactly one resource, gets
+-- that one; a client restricted to several must name one. Either way a client restricted to some
+-- resources never receives a token without an audience, to which a gateway would give its default.
+CREATE FUNCTION oauth._resolve_target(requested text, allowed_resources text[], OUT target text, OUT problem jsonb)
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    target := requested;
+    IF target IS NULL AND allowed_resources IS NOT NULL THEN
+        IF pg_catalog.cardinality(allowed_resources) <> 1 THEN
+            problem := oauth._error('invalid_target', 'resource is required: this client may ask only for particular resources');
+            RETURN;
+        END IF;
+        target := allowed_resources[1];
+    END IF;
+    problem := oauth._target_problem(target, allowed_resources);
+END
+$$;
+
 -- The client row when client_id/secret authenticate it, else NULL. Public clients (method `none`)
 -- must not present a secret; confidential ones must present the right one.
 CREATE FUNCTION oauth._authenticate_client(client_id text, client_secret text, now timestamptz)

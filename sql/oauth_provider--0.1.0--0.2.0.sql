@@ -13,6 +13,9 @@
 --   (dynamically registered and metadata-document clients): RFC 9700 §4.11.2.
 -- * get_authorization_request names no redirect host for private-use schemes, whose "host" the
 --   application chose (x-evil://claude.ai/cb is not claude.ai).
+-- * A client restricted to some resources never gets a token without one (which a gateway would
+--   give its default audience): a request that names none gets the client's only allowed resource,
+--   or invalid_target when it is allowed several (oauth._resolve_target).
 
 \echo Use "ALTER EXTENSION oauth_provider UPDATE TO '0.2.0'" to load this file. \quit
 
@@ -297,6 +300,7 @@ DECLARE
     request_id text;
     document_state jsonb;
     vetted boolean;
+    target record;
 BEGIN
     IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
         RETURN oauth._error('invalid_request', 'missing parameters') || '{"redirect": false}';
@@ -389,15 +393,11 @@ BEGIN
                    (SELECT string_agg(s, ' ') FROM unnest(scopes) s WHERE NOT s = ANY (client.allowed_scopes))), vetted);
     END IF;
 
-    resource := params->>'resource';
-    IF resource IS NOT NULL THEN
-        IF oauth.resource_problem(resource) IS NOT NULL THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', oauth.resource_problem(resource), vetted);
-        END IF;
-        IF client.allowed_resources IS NOT NULL AND NOT resource = ANY (client.allowed_resources) THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', 'resource not allowed for this client', vetted);
-        END IF;
+    target := oauth._resolve_target(params->>'resource', client.allowed_resources);
+    IF target.problem IS NOT NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', target.problem->>'error_description', vetted);
     END IF;
+    resource := target.target;
 
     prompt := params->>'prompt';
     IF prompt IS NOT NULL THEN
@@ -445,5 +445,121 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM oauth._raise('not_found', 'no such authorization request, or it has expired');
     END IF;
+END
+$$;
+
+-- The RFC 8707 resource a token request ends up with, or why it cannot have one (invalid_target).
+-- A request that names none, from a client whose registration allows exactly one resource, gets
+-- that one; a client restricted to several must name one. Either way a client restricted to some
+-- resources never receives a token without an audience, to which a gateway would give its default.
+CREATE FUNCTION oauth._resolve_target(requested text, allowed_resources text[], OUT target text, OUT problem jsonb)
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    target := requested;
+    IF target IS NULL AND allowed_resources IS NOT NULL THEN
+        IF pg_catalog.cardinality(allowed_resources) <> 1 THEN
+            problem := oauth._error('invalid_target', 'resource is required: this client may ask only for particular resources');
+            RETURN;
+        END IF;
+        target := allowed_resources[1];
+    END IF;
+    problem := oauth._target_problem(target, allowed_resources);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth._resolve_target(text, text[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION oauth.client_credentials_grant(
+    client_id text,
+    client_secret text,
+    scope text,
+    resource text,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    authorized record;
+    client oauth.clients;
+    resolved record;
+    target record;
+    own_grant oauth.grants;
+BEGIN
+    authorized := oauth._client_for_grant(client_id, client_secret, 'client_credentials', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
+    END IF;
+    client := authorized.client;
+    resolved := oauth._resolve_scopes(scope, client.allowed_scopes);
+    IF resolved.problem IS NOT NULL THEN
+        RETURN resolved.problem;
+    END IF;
+    IF resolved.scopes && oauth._user_only_scopes() THEN
+        RETURN oauth._error('invalid_scope', 'openid and offline_access need a user; client_credentials has none');
+    END IF;
+    target := oauth._resolve_target(resource, client.allowed_resources);
+    IF target.problem IS NOT NULL THEN
+        RETURN target.problem;
+    END IF;
+
+    own_grant := oauth._client_grant(client, now);
+    -- Tokens of this grant belong to no family: revoking the grant (or deleting the client) kills them.
+    RETURN oauth._access_token_response(own_grant, NULL, client.client_id, resolved.scopes, target.target, now);
+END
+$$;
+
+-- RFC 8628 §3.1–3.2. Answers device_code, user_code (XXXX-XXXX), expires_in and interval; the
+-- gateway adds the verification URIs.
+CREATE OR REPLACE FUNCTION oauth.begin_device_authorization(
+    client_id text,
+    client_secret text,
+    scope text,
+    resource text,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    authorized record;
+    client oauth.clients;
+    resolved record;
+    target record;
+    device_code text := oauth.random_token(32);
+    user_code text;
+    ttl interval := (oauth._settings()).authorization_request_ttl;
+BEGIN
+    authorized := oauth._client_for_grant(client_id, client_secret, 'urn:ietf:params:oauth:grant-type:device_code', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
+    END IF;
+    client := authorized.client;
+    resolved := oauth._resolve_scopes(scope, client.allowed_scopes);
+    IF resolved.problem IS NOT NULL THEN
+        RETURN resolved.problem;
+    END IF;
+    target := oauth._resolve_target(resource, client.allowed_resources);
+    IF target.problem IS NOT NULL THEN
+        RETURN target.problem;
+    END IF;
+    -- ~34.6 bits per code: a collision with a stored code is rare; draw again when it happens.
+    FOR attempt IN 1..5 LOOP
+        user_code := oauth.random_user_code();
+        BEGIN
+            INSERT INTO oauth.device_authorizations (device_code_hash, user_code, client_id, scopes, resource,
+                                                     created_at, expires_at)
+            VALUES (oauth.token_hash(device_code), replace(user_code, '-', ''), client.client_id, resolved.scopes,
+                    target.target, now, now + ttl);
+            RETURN jsonb_build_object(
+                'device_code', device_code,
+                'user_code', user_code,
+                'expires_in', floor(date_part('epoch', ttl))::bigint,
+                'interval', 5);
+        EXCEPTION WHEN unique_violation THEN
+            NULL;
+        END;
+    END LOOP;
+    RETURN oauth._error('temporarily_unavailable', 'could not allocate a user code; try again');
 END
 $$;

@@ -247,3 +247,74 @@ async fn a_private_use_scheme_redirect_names_no_host_on_the_consent_screen() {
         "the app chose the part after x-evil://; it is no destination"
     );
 }
+
+/// A machine client of the client_credentials grant allowed `resources`.
+async fn machine_client(resources: &[&str]) -> (String, String) {
+    let row = admin()
+        .await
+        .query_one(
+            "SELECT client_id, client_secret FROM oauth.create_client($1, '{}', '{mcp}', \
+             grant_types => '{client_credentials}', allowed_resources => $2)",
+            &[&unique("machine"), &resources],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn leaving_out_resource_never_escapes_a_clients_allowed_resources() {
+    let db = gateway().await;
+    let none: Option<&str> = None;
+
+    let (one, secret) = machine_client(&["https://mcp.example.com/mcp"]).await;
+    let issued: Value = db
+        .query_one(
+            "SELECT oauth.client_credentials_grant($1, $2, NULL, $3)",
+            &[&one, &secret, &none],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        issued["resource"],
+        json!("https://mcp.example.com/mcp"),
+        "a client allowed one resource gets it, not a token without audience: {issued}"
+    );
+
+    let (several, secret) =
+        machine_client(&["https://a.example.com/mcp", "https://b.example.com/mcp"]).await;
+    let refused: Value = db
+        .query_one(
+            "SELECT oauth.client_credentials_grant($1, $2, NULL, $3)",
+            &[&several, &secret, &none],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(refused["error"], json!("invalid_target"), "{refused}");
+
+    // The code flow decides the same at /authorize, before the user is asked.
+    let row = admin()
+        .await
+        .query_one(
+            "SELECT client_id FROM oauth.create_client($1, '{https://app.example/cb}', '{mcp}', 'none', \
+             allowed_resources => '{https://a.example.com/mcp,https://b.example.com/mcp}')",
+            &[&unique("restricted")],
+        )
+        .await
+        .unwrap();
+    let restricted: String = row.get(0);
+    let began: Value = db
+        .query_one(
+            "SELECT oauth.begin_authorization($1)",
+            &[&json!({
+                "response_type": "code", "client_id": restricted, "redirect_uri": "https://app.example/cb",
+                "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
+            })],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(began["error"], json!("invalid_target"), "{began}");
+}
