@@ -58,6 +58,13 @@ impl RevocationFeed {
         Ok(serde_json::from_value(value)?)
     }
 
+    /// A round trip through the feed's own connection: a LISTEN connection that was dropped
+    /// without being closed answers nothing here (and delivers no notifications either).
+    pub async fn heartbeat(&self) -> Result<(), FeedError> {
+        self.client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
     /// Grants and families revoked within the last `horizon`.
     pub async fn backlog(&self, horizon: Duration) -> Result<Revocations, FeedError> {
         let value: serde_json::Value = self

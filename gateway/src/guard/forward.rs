@@ -35,9 +35,13 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// The upstream URL for `uri` under `route`, or `None` when it does not parse.
-pub fn upstream_uri(route: &RouteConfig, uri: &hyper::Uri) -> Option<hyper::Uri> {
-    let path = uri.path();
+/// Where the client says it connected from and through what: a client can write anything there,
+/// and this gateway does not know the address it was reached from, so none of it is passed on.
+const CLIENT_FORWARDING: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+
+/// The upstream URL for `path` (dot-segments removed) and `query` under `route`, or `None` when
+/// it does not parse.
+pub fn upstream_uri(route: &RouteConfig, path: &str, query: Option<&str>) -> Option<hyper::Uri> {
     let rest = if route.prefix == "/" {
         path
     } else {
@@ -47,7 +51,7 @@ pub fn upstream_uri(route: &RouteConfig, uri: &hyper::Uri) -> Option<hyper::Uri>
     if target.is_empty() || (rest.is_empty() && route.upstream.ends_with('/')) {
         target.push('/');
     }
-    if let Some(q) = uri.query() {
+    if let Some(q) = query {
         target.push('?');
         target.push_str(q);
     }
@@ -55,7 +59,12 @@ pub fn upstream_uri(route: &RouteConfig, uri: &hyper::Uri) -> Option<hyper::Uri>
 }
 
 /// Replaces what the client sent about itself with what the guard verified.
-pub fn rewrite(req: &mut Req, uri: hyper::Uri, identity: &[(&'static str, String)], https: bool) {
+pub fn rewrite(
+    req: &mut Req,
+    uri: hyper::Uri,
+    identity: Vec<(&'static str, HeaderValue)>,
+    https: bool,
+) {
     let host = req.headers().get(header::HOST).cloned();
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
@@ -69,10 +78,11 @@ pub fn rewrite(req: &mut Req, uri: hyper::Uri, identity: &[(&'static str, String
         headers.remove(name);
     }
     headers.remove(header::HOST);
+    for name in CLIENT_FORWARDING {
+        headers.remove(name);
+    }
     for (name, value) in identity {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
+        headers.insert(HeaderName::from_static(name), value);
     }
     if let Some(host) = host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);

@@ -7,6 +7,7 @@
 
 mod caches;
 mod forward;
+mod path;
 mod revoked;
 
 use std::sync::Arc;
@@ -45,6 +46,49 @@ struct Identity {
     props: Value,
 }
 
+impl Identity {
+    /// The identity headers, or `None` when a value cannot be a header value (control
+    /// characters): props are JSON, written in ASCII so any props can be.
+    fn headers(self) -> Option<Vec<(&'static str, HeaderValue)>> {
+        // The extension gives a client_credentials grant the client itself as its user
+        // (`oauth._client_grant`: user_id = client_id), and access tokens carry no subject type.
+        // A user's token has sub = client_id only when a user is named exactly like the client
+        // holding the token, which then can pass for no one but that client.
+        let subject_type = if self.claims.sub == self.claims.client_id {
+            "client"
+        } else {
+            "user"
+        };
+        [
+            ("x-oauth-subject", self.claims.sub),
+            ("x-oauth-subject-type", subject_type.to_owned()),
+            ("x-oauth-client-id", self.claims.client_id),
+            ("x-oauth-scope", self.claims.scope),
+            ("x-oauth-grant-id", self.grant.to_string()),
+            ("x-oauth-props", ascii_json(&self.props)),
+        ]
+        .into_iter()
+        .map(|(name, value)| Some((name, HeaderValue::from_bytes(value.as_bytes()).ok()?)))
+        .collect()
+    }
+}
+
+/// `value` as JSON in visible ASCII: what is not ASCII (only ever inside strings) as `\u` escapes.
+fn ascii_json(value: &Value) -> String {
+    let mut ascii = String::new();
+    for c in value.to_string().chars() {
+        if c.is_ascii() && c != '\x7f' {
+            ascii.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                ascii.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    ascii
+}
+
 impl Guard {
     pub fn new(
         routes: Vec<RouteConfig>,
@@ -80,11 +124,31 @@ impl Guard {
         if let Some(route) = self.routes.iter().find(|r| metadata_path(r) == path) {
             return Some(self.metadata(route));
         }
-        let at = self.route_for(path)?;
-        Some(match self.pass(req, at).await {
-            Ok(resp) => resp,
-            Err(e) => http::error(&e),
-        })
+        let outcome = match self.locate(path)? {
+            Ok((at, path)) => self.pass(req, at, &path).await,
+            Err(at) => Err(self.refuse(
+                &self.routes[at],
+                ErrorCode::InvalidRequest,
+                "the path leaves the route, or hides a separator or a dot-segment",
+            )),
+        };
+        Some(outcome.unwrap_or_else(|e| http::error(&e)))
+    }
+
+    /// The route a request at `path` is for and the path to forward (dot-segments removed), or
+    /// `Err` with the route it names as written when, read as the upstream may read it, it leaves
+    /// that route or cannot be read safely.
+    fn locate(&self, path: &str) -> Option<Result<(usize, String), usize>> {
+        let as_written = self.route_for(path);
+        let Some(normalized) = path::normalized(path) else {
+            return as_written.map(Err);
+        };
+        match (as_written, self.route_for(&normalized)) {
+            (Some(written), Some(resolved)) if written != resolved => Some(Err(written)),
+            (Some(written), None) => Some(Err(written)),
+            (_, Some(resolved)) => Some(Ok((resolved, normalized))),
+            (None, None) => None,
+        }
     }
 
     /// The most specific route whose prefix covers `path`.
@@ -154,21 +218,24 @@ impl Guard {
         })
     }
 
-    async fn pass(&self, mut req: Req, at: usize) -> Result<Resp, OAuthError> {
+    async fn pass(&self, mut req: Req, at: usize, path: &str) -> Result<Resp, OAuthError> {
         let route = &self.routes[at];
         let claims = self.authenticate(&req, at)?;
         let identity = self.authorise(route, claims).await?;
-        let uri = forward::upstream_uri(route, req.uri()).ok_or_else(|| {
+        let uri = forward::upstream_uri(route, path, req.uri().query()).ok_or_else(|| {
             self.refuse(route, ErrorCode::InvalidRequest, "malformed request target")
         })?;
-        let headers = [
-            ("x-oauth-subject", identity.claims.sub),
-            ("x-oauth-client-id", identity.claims.client_id),
-            ("x-oauth-scope", identity.claims.scope),
-            ("x-oauth-grant-id", identity.grant.to_string()),
-            ("x-oauth-props", identity.props.to_string()),
-        ];
-        forward::rewrite(&mut req, uri, &headers, self.issuer.starts_with("https"));
+        // RFC 6750 §3.1 invalid_token ("invalid for other reasons"): the token names an identity
+        // this resource cannot be told, and forwarding without it would let the upstream take
+        // the request for someone else's or for an anonymous one.
+        let headers = identity.headers().ok_or_else(|| {
+            self.refuse(
+                route,
+                ErrorCode::InvalidToken,
+                "the token names an identity that cannot be passed to the resource",
+            )
+        })?;
+        forward::rewrite(&mut req, uri, headers, self.issuer.starts_with("https"));
         self.forward(req, route).await
     }
 

@@ -1,7 +1,11 @@
 //! The revoked set: grants and families revoked within an access token's lifetime, kept current
 //! from the extension's revocation feed so the guard refuses a revoked grant's tokens within
 //! moments, without a database round trip per proxied request. After a lost connection the set is
-//! rebuilt from the backlog before notifications are trusted again.
+//! rebuilt from the backlog before notifications are trusted again, and a connection that stops
+//! answering counts as lost: while the feed is not known to be live the guard refuses to judge.
+//!
+//! Grants and families are kept apart: a family revocation names its grant too (so a listener
+//! knows whose family it was), but it ends that family only, as introspection sees it.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -10,52 +14,79 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::db::Revocation;
 use crate::db::feed::{FeedError, RevocationFeed};
 
 #[derive(Default)]
 pub struct RevokedSet {
-    ids: RwLock<HashMap<Uuid, Instant>>,
+    grants: RwLock<HashMap<Uuid, Instant>>,
+    families: RwLock<HashMap<Uuid, Instant>>,
     synced: AtomicBool,
 }
 
 impl RevokedSet {
-    /// False until the first resync: the guard answers 503 rather than trust an empty set.
+    /// False until the first resync and from a lost feed until the next: the guard answers 503
+    /// rather than trust a set that may be missing revocations.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
     }
 
     pub fn is_revoked(&self, grant: Option<Uuid>, family: Option<Uuid>) -> bool {
-        let ids = self.ids.read().expect("revoked set lock");
-        grant.is_some_and(|g| ids.contains_key(&g)) || family.is_some_and(|f| ids.contains_key(&f))
+        let listed = |ids: &RwLock<HashMap<Uuid, Instant>>, id: Option<Uuid>| {
+            id.is_some_and(|id| ids.read().expect("revoked set lock").contains_key(&id))
+        };
+        listed(&self.grants, grant) || listed(&self.families, family)
     }
 
-    fn insert_all(&self, ids: impl IntoIterator<Item = Uuid>) {
+    fn insert_all(ids: &RwLock<HashMap<Uuid, Instant>>, revoked: impl IntoIterator<Item = Uuid>) {
         let now = Instant::now();
-        let mut set = self.ids.write().expect("revoked set lock");
-        for id in ids {
+        let mut set = ids.write().expect("revoked set lock");
+        for id in revoked {
             set.insert(id, now);
+        }
+    }
+
+    fn apply(&self, revocation: Revocation) {
+        match (revocation.family_id, revocation.grant_id) {
+            (Some(family), _) => Self::insert_all(&self.families, [family]),
+            (None, grant) => Self::insert_all(&self.grants, grant),
         }
     }
 
     /// Forgets revocations older than any token that could still be presented.
     fn prune(&self, horizon: Duration) {
         let now = Instant::now();
-        self.ids
-            .write()
-            .expect("revoked set lock")
-            .retain(|_, at| now.duration_since(*at) < horizon);
+        for ids in [&self.grants, &self.families] {
+            ids.write()
+                .expect("revoked set lock")
+                .retain(|_, at| now.duration_since(*at) < horizon);
+        }
     }
 }
+
+/// How often the feed's connection must prove it is alive, and how long it may take to answer:
+/// a connection a failover, an idle-session killer or a pooler dropped without closing it would
+/// otherwise look live (and deliver nothing) until TCP gives up, minutes later.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest wait between reconnection attempts: every moment unsynced is a 503.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Follows the feed forever: connect, LISTEN, resync, apply notifications; reconnect on loss.
 pub async fn follow(set: std::sync::Arc<RevokedSet>, database_url: String) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match session(&set, &database_url).await {
-            Ok(()) => backoff = Duration::from_millis(200),
+        let outcome = session(&set, &database_url).await;
+        // Revocations committed from now until the next resync would be missed.
+        set.synced.store(false, Ordering::Release);
+        match outcome {
+            Ok(()) => {
+                tracing::warn!("revocation feed connection lost; reconnecting");
+                backoff = Duration::from_millis(200);
+            }
             Err(error) => {
                 tracing::warn!(%error, "revocation feed interrupted; reconnecting");
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
         tokio::time::sleep(backoff).await;
@@ -67,16 +98,23 @@ async fn session(set: &RevokedSet, database_url: &str) -> Result<(), FeedError> 
     // Revocations older than the longest-lived access token cannot matter to the guard.
     let horizon = Duration::from_secs(feed.settings().await?.revocation_horizon);
     let backlog = feed.backlog(horizon).await?;
-    set.insert_all(backlog.grants.into_iter().chain(backlog.families));
+    RevokedSet::insert_all(&set.grants, backlog.grants);
+    RevokedSet::insert_all(&set.families, backlog.families);
     set.synced.store(true, Ordering::Release);
     tracing::info!("revocation feed synchronised");
     let mut prune = tokio::time::interval(Duration::from_secs(60));
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
     loop {
         tokio::select! {
             revocation = feed.next() => match revocation {
-                Some(revocation) => set.insert_all(revocation.grant_id.into_iter().chain(revocation.family_id)),
+                Some(revocation) => set.apply(revocation),
                 None => break,
             },
+            _ = heartbeat.tick() => {
+                tokio::time::timeout(HEARTBEAT_TIMEOUT, feed.heartbeat())
+                    .await
+                    .map_err(|_| "the feed's connection did not answer its heartbeat")??;
+            }
             _ = prune.tick() => set.prune(horizon + Duration::from_secs(120)),
         }
     }

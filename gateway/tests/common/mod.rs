@@ -971,3 +971,213 @@ where
     }
     out
 }
+
+impl Gateway {
+    /// Another gateway on the same database, issuer and keys, its configuration changed by
+    /// `change`: its handle and base URL.
+    pub async fn second_with(&self, change: impl FnOnce(&mut Config)) -> (ServerHandle, String) {
+        let port = free_port();
+        let mut config = self.config.clone();
+        config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        change(&mut config);
+        let app = oauth_gateway::build(config)
+            .await
+            .expect("build second gateway");
+        let handle = oauth_gateway::serve(app)
+            .await
+            .expect("serve second gateway");
+        (handle, format!("http://127.0.0.1:{port}"))
+    }
+
+    /// A pending authorization request of a new public client: its request id.
+    pub async fn pending_request_id(&self) -> String {
+        let client_id = self.public_client(&["mcp"]).await;
+        let resp = self.authorize(&Authorization::new(&client_id)).await;
+        assert_eq!(resp.status, StatusCode::FOUND, "{}", resp.text());
+        query_of(&resp.location())["request_id"].clone()
+    }
+}
+
+/// Writes `request` on a new connection to `addr` (from the local address `from` when given) and
+/// returns what the server answered before closing, or what arrived within `within`.
+pub async fn raw_exchange(
+    addr: std::net::SocketAddr,
+    from: Option<std::net::IpAddr>,
+    request: &[u8],
+    within: Duration,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(ip) = from {
+        socket.bind(std::net::SocketAddr::new(ip, 0)).unwrap();
+    }
+    let mut stream = socket.connect(addr).await.expect("connect");
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(within, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// One request as an upstream received it: the request target exactly as sent, and its headers.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub target: String,
+    pub headers: hyper::HeaderMap,
+}
+
+/// An upstream at `url` (ending in `/mcp`) that answers every request with 200 and records it.
+pub struct RecordingUpstream {
+    pub url: String,
+    received: Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl RecordingUpstream {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = received.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = log.clone();
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            log.lock().unwrap().push(Received {
+                                target: req.uri().to_string(),
+                                headers: req.headers().clone(),
+                            });
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from_static(b"{}"),
+                            )))
+                        }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        Self { url, received }
+    }
+
+    /// Everything received so far, oldest first.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+}
+
+/// A TCP relay to the test cluster whose connections can be frozen: bytes stop flowing both ways
+/// while both sockets stay open, as when a network path, a failover or a pooler silently drops a
+/// session. Only connections whose startup message names `application_name` are frozen.
+pub struct FreezingRelay {
+    /// A libpq connection string for the gateway's role through the relay.
+    pub database_url: String,
+    /// How many times [`FreezingRelay::freeze`] was called: a connection freezes when this
+    /// grows past what it was when the connection opened.
+    freezes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FreezingRelay {
+    pub async fn start(db_name: &str, application_name: &'static str) -> Self {
+        let target: tokio_postgres::Config =
+            env("OAUTH_TEST_GATEWAY_DATABASE_URL").parse().unwrap();
+        let host = match &target.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(host) => host.clone(),
+            other => panic!("a TCP host for the test cluster, not {other:?}"),
+        };
+        let upstream = format!(
+            "{host}:{}",
+            target.get_ports().first().copied().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let freezes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let switch = freezes.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let switch = switch.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    relay(client, server, switch, application_name).await;
+                });
+            }
+        });
+        let user = target.get_user().unwrap_or("postgres");
+        Self {
+            database_url: format!("host=127.0.0.1 port={port} user={user} dbname={db_name}"),
+            freezes,
+        }
+    }
+
+    /// Freezes the matching connections open now (later ones flow).
+    pub fn freeze(&self) {
+        self.freezes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    switch: Arc<std::sync::atomic::AtomicUsize>,
+    application_name: &'static str,
+) {
+    let opened_after = switch.load(std::sync::atomic::Ordering::SeqCst);
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let mut first = vec![0u8; 8192];
+    let Ok(n) = client_read.read(&mut first).await else {
+        return;
+    };
+    let named = first[..n]
+        .windows(application_name.len())
+        .any(|w| w == application_name.as_bytes());
+    if server_write.write_all(&first[..n]).await.is_err() {
+        return;
+    }
+    // A frozen connection's sockets are kept (not dropped) so neither side sees it close.
+    let flowing =
+        move || !(named && switch.load(std::sync::atomic::Ordering::SeqCst) > opened_after);
+    let flowing_back = flowing.clone();
+    let up = async move {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if !flowing() {
+                std::future::pending::<()>().await;
+            }
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if !flowing_back() {
+                std::future::pending::<()>().await;
+            }
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::join!(up, down);
+}
