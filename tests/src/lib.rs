@@ -426,7 +426,6 @@ pub async fn consent_to(db: &Client, begun: &Value) -> String {
 pub struct Authorized {
     pub code: String,
     pub pkce: Pkce,
-    pub params: Value,
     pub redirect_uri: String,
     pub location: String,
     pub client_id: String,

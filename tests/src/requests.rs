@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 use tokio_postgres::Client;
 use tokio_postgres::types::{FromSqlOwned, ToSql};
 
-use crate::{Authorized, Pkce, TestClient, assert_ok, issue_code, parse_redirect, str_field};
+use crate::{
+    Authorized, ClientSpec, Pkce, TestClient, assert_ok, issue_code, parse_redirect, str_field,
+};
 
 /// The one value a statement returns; panics with the statement when it fails.
 pub async fn scalar<T: FromSqlOwned>(db: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> T {
@@ -64,6 +66,13 @@ pub async fn execute(db: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) {
     db.execute(sql, params)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+}
+
+/// `oauth.create_client` of the default confidential web client with `change` made to it.
+pub async fn create_client_with(db: &Client, change: impl FnOnce(&mut ClientSpec)) -> TestClient {
+    let mut spec = ClientSpec::default();
+    change(&mut spec);
+    crate::create_client(db, spec).await
 }
 
 /// The administrator's connection and a confidential web client it created: how most tests start.
@@ -197,21 +206,29 @@ impl<'a> Authorize<'a> {
         let params = self.request();
         let begun = crate::begin_authorization(db, &params).await;
         assert_ok(&begun, "begin_authorization");
-        let location =
-            issue_code(db, str_field(&begun, "request_id"), user, None, &self.props).await;
-        let redirect = parse_redirect(&location);
+        let request_id = str_field(&begun, "request_id");
+        let location = issue_code(db, request_id, user, None, &self.props).await;
         if let Some(state) = params.get("state").and_then(Value::as_str) {
-            assert_eq!(redirect.param("state"), state, "state is echoed");
+            assert_eq!(
+                parse_redirect(&location).param("state"),
+                state,
+                "state is echoed"
+            );
         }
-        let redirect_uri = params
+        self.redirected(location)
+    }
+
+    /// What the client holds once the authorization server redirected it to `location`.
+    pub fn redirected(&self, location: String) -> Authorized {
+        let redirect_uri = self
+            .params
             .get("redirect_uri")
             .and_then(Value::as_str)
             .unwrap_or(&self.client.redirect_uri)
             .to_owned();
         Authorized {
-            code: redirect.param("code").to_owned(),
+            code: parse_redirect(&location).param("code").to_owned(),
             pkce: self.pkce.clone(),
-            params,
             redirect_uri,
             location,
             client_id: self.client.id.clone(),

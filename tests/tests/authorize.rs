@@ -378,14 +378,12 @@ async fn loopback_redirect_uri_may_use_any_port_rfc8252() {
         if ok {
             assert_ok(&answer, uri);
             // The code goes back to exactly the presented port, and the exchange must repeat it.
-            let location = consent_to(&gw, &answer).await;
+            let auth = request.redirected(consent_to(&gw, &answer).await);
+            let location = &auth.location;
             assert!(location.starts_with(&format!("{uri}?")), "{location}");
-            let code = parse_redirect(&location).param("code").to_owned();
             let wrong_port = Exchange {
-                code: Some(&code),
-                verifier: Some(&request.pkce.verifier),
                 redirect_uri: Some("http://127.0.0.1:1/callback"),
-                ..Exchange::of(&client)
+                ..auth.exchange()
             }
             .run(&gw)
             .await;
@@ -400,11 +398,10 @@ async fn loopback_redirect_uri_may_use_any_port_rfc8252() {
 #[tokio::test]
 async fn registered_redirect_uri_is_compared_byte_for_byte() {
     let admin = admin().await;
-    let one_uri = ClientSpec {
-        redirect_uris: vec!["https://app.example/cb".into()],
-        ..Default::default()
-    };
-    let client = create_client(&admin, one_uri).await;
+    let client = create_client_with(&admin, |spec| {
+        spec.redirect_uris = vec!["https://app.example/cb".into()];
+    })
+    .await;
     for uri in [
         "https://APP.example/cb",
         "HTTPS://app.example/cb",

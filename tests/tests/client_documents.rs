@@ -180,17 +180,10 @@ async fn a_stored_document_becomes_a_public_client_that_completes_a_code_flow() 
     assert_ok(&begun, "begin_authorization with a stored document");
     assert_eq!(str_field(&begun, "client_id"), url);
     assert_eq!(str_field(&begun, "client_name"), "Document Client");
-    let location = consent_to(&gw, &begun).await;
+    let auth = request.redirected(consent_to(&gw, &begun).await);
+    let location = &auth.location;
     assert!(location.starts_with(&format!("{redirect}?")), "{location}");
-    let code = parse_redirect(&location).param("code").to_owned();
-    let tokens = Exchange {
-        code: Some(&code),
-        verifier: Some(&request.pkce.verifier),
-        redirect_uri: Some(redirect),
-        ..Exchange::of(&client)
-    }
-    .run(&gw)
-    .await;
+    let tokens = auth.exchange().run(&gw).await;
     assert_ok(&tokens, "exchange_code by a document client");
     assert_eq!(str_field(&tokens, "client_id"), url);
     assert!(tokens["refresh_token"].is_string());

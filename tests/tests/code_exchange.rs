@@ -95,11 +95,10 @@ async fn exchange_returns_everything_the_gateway_needs_to_mint_tokens() {
 #[tokio::test]
 async fn client_without_the_refresh_grant_gets_no_refresh_token() {
     let admin = admin().await;
-    let code_only = ClientSpec {
-        grant_types: vec!["authorization_code".into()],
-        ..Default::default()
-    };
-    let client = create_client(&admin, code_only).await;
+    let client = create_client_with(&admin, |spec| {
+        spec.grant_types = vec!["authorization_code".into()];
+    })
+    .await;
     let answer = tokens_for(&admin, &client, &unique("user")).await;
     assert_eq!(answer["refresh_token"], Value::Null);
     assert_eq!(answer["refresh_expires_in"], Value::Null);
