@@ -17,32 +17,49 @@ async fn machine_client(db: &Client) -> TestClient {
     .await
 }
 
-async fn issue(
-    db: &Client,
-    client: &TestClient,
-    secret: Option<&str>,
-    scope: Option<&str>,
-    resource: Option<&str>,
-) -> Value {
-    scalar(
-        &db,
-        "SELECT oauth.client_credentials_grant($1, $2, $3, $4)",
-        &[&client.id, &secret, &scope, &resource],
-    )
-    .await
+/// `oauth.client_credentials_grant`; `Grant::of(&client)` authenticates with the client's secret
+/// and asks for no particular scope or resource.
+struct Grant<'a> {
+    client: &'a TestClient,
+    secret: Option<&'a str>,
+    scope: Option<&'a str>,
+    resource: Option<&'a str>,
+}
+
+impl<'a> Grant<'a> {
+    fn of(client: &'a TestClient) -> Self {
+        let secret = client.secret();
+        let (scope, resource) = (None, None);
+        Grant {
+            client,
+            secret,
+            scope,
+            resource,
+        }
+    }
+
+    async fn run(&self, db: &Client) -> Value {
+        let sql = "SELECT oauth.client_credentials_grant($1, $2, $3, $4)";
+        let Grant {
+            client,
+            secret,
+            scope,
+            resource,
+        } = self;
+        scalar(db, sql, &[&client.id, secret, scope, resource]).await
+    }
 }
 
 #[tokio::test]
 async fn a_machine_client_gets_tokens_for_itself_within_its_registration() {
     let (admin, gw) = (admin().await, gateway().await);
     let client = machine_client(&admin).await;
-    let answer = issue(
-        &gw,
-        &client,
-        client.secret(),
-        Some("mcp"),
-        Some("https://mcp.example.com/mcp"),
-    )
+    let answer = Grant {
+        scope: Some("mcp"),
+        resource: Some("https://mcp.example.com/mcp"),
+        ..Grant::of(&client)
+    }
+    .run(&gw)
     .await;
     assert_ok(&answer, "client_credentials");
     assert_eq!(str_field(&answer, "user_id"), client.id);
@@ -51,7 +68,7 @@ async fn a_machine_client_gets_tokens_for_itself_within_its_registration() {
     assert!(answer["family_id"].is_null());
     let grant = uuid_field(&answer, "grant_id");
     // No scope asked: the configured defaults the client is allowed (mcp).
-    let default = issue(&gw, &client, client.secret(), None, None).await;
+    let default = Grant::of(&client).run(&gw).await;
     assert_eq!(str_field(&default, "scope"), "mcp");
     assert_eq!(
         uuid_field(&default, "grant_id"),
@@ -68,19 +85,30 @@ async fn a_machine_client_gets_tokens_for_itself_within_its_registration() {
         (None, Some("relative/path"), "invalid_target"),
     ] {
         assert_error(
-            &issue(&gw, &client, client.secret(), scope, resource).await,
+            &Grant {
+                scope,
+                resource,
+                ..Grant::of(&client)
+            }
+            .run(&gw)
+            .await,
             error,
             &format!("{scope:?} {resource:?}"),
         );
     }
     assert_error(
-        &issue(&gw, &client, Some("wrong"), None, None).await,
+        &Grant {
+            secret: Some("wrong"),
+            ..Grant::of(&client)
+        }
+        .run(&gw)
+        .await,
         "invalid_client",
         "wrong secret",
     );
     let code_client = confidential_client(&admin).await;
     assert_error(
-        &issue(&gw, &code_client, code_client.secret(), None, None).await,
+        &Grant::of(&code_client).run(&gw).await,
         "unauthorized_client",
         "no grant type",
     );
@@ -91,7 +119,7 @@ async fn a_machine_client_gets_tokens_for_itself_within_its_registration() {
     execute(&admin, "SELECT oauth.revoke_grant($1)", &[&grant]).await;
     let claims = introspect_claims(&gw, &client, grant, None).await;
     assert!(!is_active(&claims));
-    let next = issue(&gw, &client, client.secret(), None, None).await;
+    let next = Grant::of(&client).run(&gw).await;
     assert_ne!(
         uuid_field(&next, "grant_id"),
         grant,
@@ -136,10 +164,7 @@ async fn concurrent_first_requests_of_one_client_converge_on_one_grant() {
         let (client, barrier) = (client.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            uuid_field(
-                &issue(&db, &client, client.secret(), None, None).await,
-                "grant_id",
-            )
+            uuid_field(&Grant::of(&client).run(&db).await, "grant_id")
         }));
     }
     let mut grants = std::collections::BTreeSet::new();
@@ -175,14 +200,24 @@ async fn requested_scopes_are_granted_as_asked_and_the_defaults_when_none_are_as
         (None, "mcp"),
         (Some(""), "mcp"),
     ] {
-        let answer = issue(&gw, &client, client.secret(), asked, None).await;
+        let answer = Grant {
+            scope: asked,
+            ..Grant::of(&client)
+        }
+        .run(&gw)
+        .await;
         assert_ok(&answer, &format!("{asked:?}"));
         assert_eq!(str_field(&answer, "scope"), granted, "{asked:?}");
         assert!(answer["resource"].is_null(), "no resource asked");
         assert!(answer["nonce"].is_null());
     }
     assert_error(
-        &issue(&gw, &client, client.secret(), Some("mcp openid"), None).await,
+        &Grant {
+            scope: Some("mcp openid"),
+            ..Grant::of(&client)
+        }
+        .run(&gw)
+        .await,
         "invalid_scope",
         "a scope the client is not allowed",
     );
@@ -198,12 +233,17 @@ async fn requested_scopes_are_granted_as_asked_and_the_defaults_when_none_are_as
     )
     .await;
     assert_error(
-        &issue(&gw, &narrow, narrow.secret(), None, None).await,
+        &Grant::of(&narrow).run(&gw).await,
         "invalid_scope",
         "no default scope allowed",
     );
     assert_ok(
-        &issue(&gw, &narrow, narrow.secret(), Some("profile"), None).await,
+        &Grant {
+            scope: Some("profile"),
+            ..Grant::of(&narrow)
+        }
+        .run(&gw)
+        .await,
         "named scope",
     );
 }
@@ -212,13 +252,11 @@ async fn requested_scopes_are_granted_as_asked_and_the_defaults_when_none_are_as
 async fn an_allowed_resource_is_carried_into_the_token() {
     let (admin, gw) = (admin().await, gateway().await);
     let client = machine_client(&admin).await;
-    let answer = issue(
-        &gw,
-        &client,
-        client.secret(),
-        None,
-        Some("https://mcp.example.com/mcp"),
-    )
+    let answer = Grant {
+        resource: Some("https://mcp.example.com/mcp"),
+        ..Grant::of(&client)
+    }
+    .run(&gw)
     .await;
     assert_ok(&answer, "allowed resource");
     assert_eq!(
@@ -232,7 +270,12 @@ async fn an_allowed_resource_is_carried_into_the_token() {
         "",
     ] {
         assert_error(
-            &issue(&gw, &client, client.secret(), None, Some(resource)).await,
+            &Grant {
+                resource: Some(resource),
+                ..Grant::of(&client)
+            }
+            .run(&gw)
+            .await,
             "invalid_target",
             resource,
         );
@@ -246,13 +289,11 @@ async fn an_allowed_resource_is_carried_into_the_token() {
         },
     )
     .await;
-    let anywhere = issue(
-        &gw,
-        &open,
-        open.secret(),
-        None,
-        Some("https://anything.example/mcp"),
-    )
+    let anywhere = Grant {
+        resource: Some("https://anything.example/mcp"),
+        ..Grant::of(&open)
+    }
+    .run(&gw)
     .await;
     assert_eq!(
         str_field(&anywhere, "resource"),
@@ -265,12 +306,22 @@ async fn a_missing_secret_or_an_unknown_client_is_invalid_client() {
     let (admin, gw) = (admin().await, gateway().await);
     let client = machine_client(&admin).await;
     assert_error(
-        &issue(&gw, &client, None, None, None).await,
+        &Grant {
+            secret: None,
+            ..Grant::of(&client)
+        }
+        .run(&gw)
+        .await,
         "invalid_client",
         "no secret",
     );
     assert_error(
-        &issue(&gw, &client, Some(""), None, None).await,
+        &Grant {
+            secret: Some(""),
+            ..Grant::of(&client)
+        }
+        .run(&gw)
+        .await,
         "invalid_client",
         "empty secret",
     );
@@ -279,7 +330,12 @@ async fn a_missing_secret_or_an_unknown_client_is_invalid_client() {
         ..client.clone()
     };
     assert_error(
-        &issue(&gw, &unknown, client.secret(), None, None).await,
+        &Grant {
+            secret: client.secret(),
+            ..Grant::of(&unknown)
+        }
+        .run(&gw)
+        .await,
         "invalid_client",
         "unknown client",
     );
@@ -291,7 +347,7 @@ async fn a_missing_secret_or_an_unknown_client_is_invalid_client() {
 async fn a_client_token_is_active_until_its_grant_is_revoked() {
     let (admin, gw) = (admin().await, gateway().await);
     let client = machine_client(&admin).await;
-    let answer = issue(&gw, &client, client.secret(), None, None).await;
+    let answer = Grant::of(&client).run(&gw).await;
     let grant = uuid_field(&answer, "grant_id");
     let row = one_row(
         &admin,
@@ -314,7 +370,7 @@ async fn a_client_token_is_active_until_its_grant_is_revoked() {
     assert!(!is_active(
         &introspect_claims(&gw, &client, grant, None).await
     ));
-    let next = issue(&gw, &client, client.secret(), None, None).await;
+    let next = Grant::of(&client).run(&gw).await;
     let new_grant = uuid_field(&next, "grant_id");
     assert_ne!(new_grant, grant, "a revoked grant is never revived");
     assert!(is_active(
@@ -343,7 +399,7 @@ async fn a_user_whose_id_equals_the_client_id_keeps_a_grant_of_their_own() {
     .await;
     let user_tokens = tokens_for(&gw, &client, &client.id).await;
     let user_grant = uuid_field(&user_tokens, "grant_id");
-    let own = issue(&gw, &client, client.secret(), None, None).await;
+    let own = Grant::of(&client).run(&gw).await;
     let client_grant = uuid_field(&own, "grant_id");
     assert_ne!(user_grant, client_grant);
     assert_eq!(str_field(&own, "subject_type"), "client");
