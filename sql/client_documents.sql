@@ -55,6 +55,12 @@ BEGIN
 END
 $$;
 
+-- A fetch that failed (no answer, a refused connection, a fetch the gateway's budget refused). When
+-- the last fetch of this document was good, less than a day ago, its client keeps serving until
+-- retry_at: an unreachable host says nothing new about the document, and refusing the client would
+-- let anyone who can make the fetch fail (or spend its budget) lock its users out. A document that
+-- answers with unusable content is different: store_client_document records that and the client is
+-- refused at once.
 CREATE FUNCTION oauth.record_client_document_failure(
     client_id text, failure text, retry_at timestamptz, now timestamptz DEFAULT now()
 ) RETURNS void
@@ -65,6 +71,14 @@ AS $$
 BEGIN
     IF NOT oauth._is_document_client_id(record_client_document_failure.client_id) THEN
         PERFORM oauth._raise('invalid_request', 'not a client metadata document URL');
+    END IF;
+    UPDATE oauth.client_documents d
+       SET fresh_until = greatest(record_client_document_failure.retry_at, now),
+           consecutive_failures = d.consecutive_failures + 1
+     WHERE d.client_id = record_client_document_failure.client_id
+       AND d.failure IS NULL AND d.fetched_at > now - interval '1 day';
+    IF FOUND THEN
+        RETURN;
     END IF;
     INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures)
     VALUES (record_client_document_failure.client_id, now, greatest(record_client_document_failure.retry_at, now),

@@ -16,6 +16,8 @@
 -- * A client restricted to some resources never gets a token without one (which a gateway would
 --   give its default audience): a request that names none gets the client's only allowed resource,
 --   or invalid_target when it is allowed several (oauth._resolve_target).
+-- * A metadata document whose refetch fails keeps serving its last good copy until retry_at, for at
+--   most a day after that good fetch (oauth.record_client_document_failure).
 
 \echo Use "ALTER EXTENSION oauth_provider UPDATE TO '0.2.0'" to load this file. \quit
 
@@ -561,5 +563,39 @@ BEGIN
         END;
     END LOOP;
     RETURN oauth._error('temporarily_unavailable', 'could not allocate a user code; try again');
+END
+$$;
+
+-- A fetch that failed (no answer, a refused connection, a fetch the gateway's budget refused). When
+-- the last fetch of this document was good, less than a day ago, its client keeps serving until
+-- retry_at: an unreachable host says nothing new about the document, and refusing the client would
+-- let anyone who can make the fetch fail (or spend its budget) lock its users out. A document that
+-- answers with unusable content is different: store_client_document records that and the client is
+-- refused at once.
+CREATE OR REPLACE FUNCTION oauth.record_client_document_failure(
+    client_id text, failure text, retry_at timestamptz, now timestamptz DEFAULT now()
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF NOT oauth._is_document_client_id(record_client_document_failure.client_id) THEN
+        PERFORM oauth._raise('invalid_request', 'not a client metadata document URL');
+    END IF;
+    UPDATE oauth.client_documents d
+       SET fresh_until = greatest(record_client_document_failure.retry_at, now),
+           consecutive_failures = d.consecutive_failures + 1
+     WHERE d.client_id = record_client_document_failure.client_id
+       AND d.failure IS NULL AND d.fetched_at > now - interval '1 day';
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures)
+    VALUES (record_client_document_failure.client_id, now, greatest(record_client_document_failure.retry_at, now),
+            pg_catalog.left(coalesce(record_client_document_failure.failure, 'unknown failure'), 300), 1)
+    ON CONFLICT (client_id) DO UPDATE
+       SET fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until, failure = EXCLUDED.failure,
+           consecutive_failures = d.consecutive_failures + 1;
 END
 $$;

@@ -318,3 +318,79 @@ async fn leaving_out_resource_never_escapes_a_clients_allowed_resources() {
         .get(0);
     assert_eq!(began["error"], json!("invalid_target"), "{began}");
 }
+
+/// Seconds after an arbitrary epoch, as the `now` the functions take.
+fn at(seconds: i64) -> String {
+    const JANUARY_2030: i64 = 1_893_456_000;
+    chrono::DateTime::from_timestamp(JANUARY_2030 + seconds, 0)
+        .unwrap()
+        .to_rfc3339()
+}
+
+async fn authorize_document_client_at(
+    db: &Client,
+    url: &str,
+    redirect: &str,
+    seconds: i64,
+) -> Value {
+    db.query_one(
+        "SELECT oauth.begin_authorization($1, ($2::text::timestamptz))",
+        &[
+            &json!({
+                "response_type": "code", "client_id": url, "redirect_uri": redirect,
+                "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
+            }),
+            &at(seconds),
+        ],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn a_document_whose_refetch_fails_keeps_its_last_good_copy_for_at_most_a_day() {
+    let db = gateway().await;
+    let url = format!("https://{}.example/client.json", unique("stale"));
+    let redirect = "https://stale.example/cb";
+    let document = json!({"client_id": url, "redirect_uris": [redirect], "token_endpoint_auth_method": "none"});
+    let stored: Value = db
+        .query_one(
+            "SELECT oauth.store_client_document($1, $2, ($3::text::timestamptz), ($4::text::timestamptz), ($5::text::timestamptz))",
+            &[&url, &document, &at(3600), &at(60), &at(0)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, json!({}));
+    let fail = |retry_at: i64, now: i64| {
+        let (db, url) = (&db, &url);
+        async move {
+            db.execute(
+                "SELECT oauth.record_client_document_failure($1, 'could not connect', ($2::text::timestamptz), ($3::text::timestamptz))",
+                &[url, &at(retry_at), &at(now)],
+            )
+            .await
+            .unwrap();
+        }
+    };
+
+    // Stale after an hour; the refetch fails: the good copy serves until the retry.
+    fail(7260, 7200).await;
+    let answer = authorize_document_client_at(&db, &url, redirect, 7230).await;
+    assert!(
+        answer["request_id"].is_string(),
+        "the last good copy serves: {answer}"
+    );
+    let answer = authorize_document_client_at(&db, &url, redirect, 7260).await;
+    assert_eq!(
+        answer["fetch_client_document"],
+        json!(url),
+        "then it is fetched again: {answer}"
+    );
+
+    // A day after the last good fetch, a failure refuses the client until its retry.
+    fail(86_460, 86_401).await;
+    let answer = authorize_document_client_at(&db, &url, redirect, 86_430).await;
+    assert_eq!(answer["error"], json!("invalid_client"), "{answer}");
+}
