@@ -18,9 +18,12 @@ pub struct App {
     /// the background so an operator's `oauth.configure` reaches every gateway without a restart;
     /// `None` until the database has answered once.
     pub settings: RwLock<Option<Arc<Settings>>>,
-    /// Binds consent forms to their request and user. Derived from the signing key, so every
-    /// gateway sharing the keys accepts every other gateway's forms.
+    /// Binds consent forms to their request and user. Derived from `csrf_secret` or the signing
+    /// key's bytes (never a signature: ECDSA's are randomized), so every gateway sharing the keys
+    /// accepts every other gateway's forms.
     pub csrf_key: hmac::Key,
+    /// Peers allowed to name the user in `trusted_user_header`.
+    pub trusted_proxies: Vec<crate::config::IpRange>,
     /// Verifies the access tokens this deployment issued (token exchange, revocation,
     /// introspection, userinfo).
     pub tokens: TokenVerifier,

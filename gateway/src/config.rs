@@ -1,7 +1,7 @@
 //! Gateway configuration: a TOML file, overridden by environment variables and flags (see main.rs).
 //! Protocol settings (TTLs, scopes, registration policy) live in the database (`oauth.configure`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -108,6 +108,12 @@ pub struct Config {
     /// Built-in consent page: request header carrying the authenticated user id, set by a trusted
     /// authenticating proxy in front of the gateway.
     pub trusted_user_header: Option<String>,
+    /// Addresses (`ip` or `ip/prefix`) of the proxies allowed to set `trusted_user_header`; from
+    /// any other peer the header is ignored. Unset: loopback only (a proxy on the same host).
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Keys the consent and device forms' CSRF tokens; unset, it is derived from the signing key,
+    /// so gateways sharing keys accept each other's forms either way.
+    pub csrf_secret: Option<String>,
     /// Development only: allow `dev_user` as the user of the built-in consent page.
     pub dev_mode: bool,
     pub dev_user: Option<String>,
@@ -116,6 +122,14 @@ pub struct Config {
     /// Origins allowed by CORS on metadata, JWKS, token, register and revoke (`*` for any).
     pub cors_origins: Vec<String>,
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request body once its headers arrived (408 after).
+    #[serde(with = "seconds")]
+    pub body_read_timeout: Duration,
+    /// Connections served at once; beyond it a connection is answered 503 and closed.
+    pub max_connections: usize,
+    /// Every statement of the gateway's database connections is cancelled after this long (503).
+    #[serde(with = "seconds")]
+    pub statement_timeout: Duration,
     /// Protected routes (the gateway as the MCP servers' front door).
     pub routes: Vec<RouteConfig>,
     /// How long the proxy waits for an upstream's response headers (streams may then run on).
@@ -137,11 +151,16 @@ impl Default for Config {
             default_audience: None,
             login_url: None,
             trusted_user_header: None,
+            trusted_proxies: None,
+            csrf_secret: None,
             dev_mode: false,
             dev_user: None,
             dev_auto_approve: false,
             cors_origins: vec!["*".into()],
             max_body_bytes: 64 * 1024,
+            body_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            statement_timeout: Duration::from_secs(5),
             routes: Vec::new(),
             upstream_timeout: Duration::from_secs(30),
             cimd: CimdConfig::default(),
@@ -174,6 +193,13 @@ impl Config {
         if self.dev_auto_approve && self.dev_user.is_none() {
             return Err("dev_auto_approve needs dev_user".into());
         }
+        self.trusted_proxy_ranges()?;
+        if self.csrf_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err("csrf_secret must have at least 32 characters".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
         for route in &self.routes {
             if !route.prefix.starts_with('/')
                 || (route.prefix.len() > 1 && route.prefix.ends_with('/'))
@@ -193,6 +219,25 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The peers allowed to name the user in `trusted_user_header`: `trusted_proxies`, or by
+    /// default loopback only (an authenticating proxy on the same host).
+    pub fn trusted_proxy_ranges(&self) -> Result<Vec<IpRange>, String> {
+        match &self.trusted_proxies {
+            Some(entries) => entries.iter().map(|e| IpRange::parse(e)).collect(),
+            None => Ok(vec![
+                IpRange::parse("127.0.0.0/8")?,
+                IpRange::parse("::1/128")?,
+            ]),
+        }
+    }
+
+    pub fn body_limits(&self) -> crate::http::BodyLimits {
+        crate::http::BodyLimits {
+            max_bytes: self.max_body_bytes,
+            read_timeout: self.body_read_timeout,
+        }
     }
 
     /// The public origin (scheme://host[:port]) of the issuer.
@@ -215,6 +260,63 @@ impl Config {
     }
 }
 
+/// An address block, `ip/prefix` (or one address, `ip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let invalid = || format!("trusted_proxies: {text:?} is not an IP address or CIDR block");
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = address.trim().parse().map_err(|_| invalid())?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(invalid)?,
+            None => bits,
+        };
+        Ok(Self { network, prefix })
+    }
+
+    /// Whether `ip` is in the block; an IPv4-mapped IPv6 peer (a dual-stack listener) counts as
+    /// its IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let masked = |bytes: &[u8], prefix: u8| -> Vec<u8> {
+            bytes
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let keep = (prefix as usize).saturating_sub(i * 8).min(8);
+                    if keep == 0 {
+                        0
+                    } else {
+                        b & (0xffu8 << (8 - keep))
+                    }
+                })
+                .collect()
+        };
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                masked(&net.octets(), self.prefix) == masked(&ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                masked(&net.octets(), self.prefix) == masked(&ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
 fn is_loopback(url: &url::Url) -> bool {
     matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
 }
@@ -230,7 +332,32 @@ mod seconds {
 
 #[cfg(test)]
 mod tests {
-    use super::Config;
+    use super::{Config, IpRange};
+
+    #[test]
+    fn trusted_proxy_ranges_match_by_prefix_and_default_to_loopback() {
+        let block = IpRange::parse("10.1.0.0/16").unwrap();
+        assert!(block.contains("10.1.255.3".parse().unwrap()));
+        assert!(!block.contains("10.2.0.1".parse().unwrap()));
+        assert!(block.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let one = IpRange::parse("fd00::1").unwrap();
+        assert!(one.contains("fd00::1".parse().unwrap()));
+        assert!(!one.contains("fd00::2".parse().unwrap()));
+        assert!(IpRange::parse("10.0.0.0/33").is_err());
+        assert!(IpRange::parse("example.com").is_err());
+        let defaults = Config::default().trusted_proxy_ranges().unwrap();
+        assert!(
+            defaults
+                .iter()
+                .any(|r| r.contains("127.0.0.2".parse().unwrap()))
+        );
+        assert!(defaults.iter().any(|r| r.contains("::1".parse().unwrap())));
+        assert!(
+            !defaults
+                .iter()
+                .any(|r| r.contains("192.168.1.1".parse().unwrap()))
+        );
+    }
 
     #[test]
     fn the_example_configuration_parses_and_validates() {
@@ -244,5 +371,8 @@ mod tests {
         assert_eq!(config.routes.len(), 1);
         assert_eq!(config.cimd.max_document_bytes, 10240);
         assert!(!config.cimd.allow_loopback);
+        assert_eq!(config.statement_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.trusted_proxy_ranges().unwrap().len(), 1);
     }
 }

@@ -24,9 +24,30 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// The request body, refused beyond `limit` bytes.
-pub async fn read_body(req: Req, limit: usize) -> Result<Bytes, OAuthError> {
-    match Limited::new(req.into_body(), limit).collect().await {
+/// The address the request's connection came from (set by the server on every request).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// How much of a request body is read, and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// A client that sends its headers and then trickles (or withholds) its body holds a
+    /// connection and a task: it is answered 408 after this long.
+    pub read_timeout: std::time::Duration,
+}
+
+/// The request body, refused beyond `limits.max_bytes` bytes or `limits.read_timeout`.
+pub async fn read_body(req: Req, limits: BodyLimits) -> Result<Bytes, OAuthError> {
+    let limit = limits.max_bytes;
+    let collect = Limited::new(req.into_body(), limit).collect();
+    let Ok(collected) = tokio::time::timeout(limits.read_timeout, collect).await else {
+        return Err(
+            OAuthError::invalid_request("the request body did not arrive in time")
+                .with_status(StatusCode::REQUEST_TIMEOUT),
+        );
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(OAuthError::invalid_request(
             format!("request body exceeds {limit} bytes"),
@@ -38,16 +59,36 @@ pub async fn read_body(req: Req, limit: usize) -> Result<Bytes, OAuthError> {
 }
 
 /// One `application/x-www-form-urlencoded` component, decoded strictly: bytes that are not UTF-8
-/// are refused rather than replaced, since no OAuth parameter may contain them.
+/// are refused rather than replaced, since no OAuth parameter may contain them, and so is NUL,
+/// which no parameter may contain either and PostgreSQL text cannot hold. Every form, query
+/// string and Basic credential is decoded here, so nothing unstorable reaches SQL.
 pub fn form_decode(component: &[u8]) -> Result<String, OAuthError> {
     let plus_as_space: Vec<u8> = component
         .iter()
         .map(|b| if *b == b'+' { b' ' } else { *b })
         .collect();
-    percent_encoding::percent_decode(&plus_as_space)
+    let decoded = percent_encoding::percent_decode(&plus_as_space)
         .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| OAuthError::invalid_request("parameters must be UTF-8"))
+        .map_err(|_| OAuthError::invalid_request("parameters must be UTF-8"))?;
+    if decoded.contains('\0') {
+        return Err(OAuthError::invalid_request(
+            "parameters must not contain NUL characters",
+        ));
+    }
+    Ok(decoded.into_owned())
+}
+
+/// Whether PostgreSQL's jsonb can hold `value`: it cannot hold NUL (`\u0000`) in a string or an
+/// object key, at any depth. (Lone surrogates never get this far: serde_json refuses them.)
+pub fn jsonb_storable(value: &Value) -> bool {
+    match value {
+        Value::String(s) => !s.contains('\0'),
+        Value::Array(items) => items.iter().all(jsonb_storable),
+        Value::Object(map) => map
+            .iter()
+            .all(|(key, item)| !key.contains('\0') && jsonb_storable(item)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => true,
+    }
 }
 
 /// Parameters of a form or query string, in order, with repeats kept so they can be refused.
@@ -108,7 +149,7 @@ impl Params {
 }
 
 /// The form body of a POST, which must be `application/x-www-form-urlencoded`.
-pub async fn read_form(req: Req, limit: usize) -> Result<(HeaderMap, Params), OAuthError> {
+pub async fn read_form(req: Req, limits: BodyLimits) -> Result<(HeaderMap, Params), OAuthError> {
     let headers = req.headers().clone();
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -120,16 +161,16 @@ pub async fn read_form(req: Req, limit: usize) -> Result<(HeaderMap, Params), OA
             "the body must be application/x-www-form-urlencoded",
         ));
     }
-    let body = read_body(req, limit).await?;
+    let body = read_body(req, limits).await?;
     Ok((headers, Params::parse(&body)?))
 }
 
 /// A client's POST to a back-channel endpoint: who it says it is, and its parameters.
 pub async fn read_client_form(
     req: Req,
-    limit: usize,
+    limits: BodyLimits,
 ) -> Result<(ClientCredentials, Params), OAuthError> {
-    let (headers, params) = read_form(req, limit).await?;
+    let (headers, params) = read_form(req, limits).await?;
     let client = client_credentials(&headers, &params)?;
     Ok((client, params))
 }
@@ -363,7 +404,23 @@ mod tests {
         assert_eq!(p.single("b").unwrap(), Some("2"));
         assert_eq!(p.to_json(), serde_json::json!({"a": ["1", "3"], "b": "2"}));
         assert!(Params::parse(b"a=%FF").is_err());
+        assert!(Params::parse(b"a=%00").is_err());
+        assert!(Params::parse(b"a%00=1").is_err());
+        assert!(Params::parse(b"a=x\0y").is_err());
+        assert_eq!(
+            Params::parse(b"a=%01").unwrap().single("a").unwrap(),
+            Some("\u{1}")
+        );
         assert_eq!(Params::parse(b"a=").unwrap().single("a").unwrap(), None);
+    }
+
+    #[test]
+    fn json_with_nul_in_a_string_or_key_at_any_depth_is_not_storable() {
+        use serde_json::json;
+        assert!(jsonb_storable(&json!({"a": ["\u{1}", {"b": 1}]})));
+        assert!(!jsonb_storable(&json!({"a": "x\u{0}"})));
+        assert!(!jsonb_storable(&json!({"a": [{"b": ["\u{0}"]}]})));
+        assert!(!jsonb_storable(&json!({"a": {"k\u{0}": 1}})));
     }
 
     #[test]

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use ring::hmac;
+use ring::{hkdf, hmac};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
@@ -57,7 +60,12 @@ async fn read_settings(db: &Db) -> Option<Settings> {
 pub async fn build(config: Config) -> Result<Arc<App>, String> {
     config.validate()?;
     let keys = Arc::new(load_keys(&config)?);
-    let db = Db::connect(&config.database_url, config.pool_size, config.pool_wait)?;
+    let db = Db::connect(
+        &config.database_url,
+        config.pool_size,
+        config.pool_wait,
+        config.statement_timeout,
+    )?;
     let settings = read_settings(&db).await;
     if let Some(settings) = &settings {
         let db_issuer = &settings.issuer;
@@ -83,22 +91,61 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         db.clone(),
         config.upstream_timeout,
     );
-    let csrf_seed = keys.signing().sign(b"oauth-gateway consent CSRF key v1");
-    let csrf_key = hmac::Key::new(
-        hmac::HMAC_SHA256,
-        ring::digest::digest(&ring::digest::SHA256, &csrf_seed).as_ref(),
-    );
+    let csrf_key = csrf_key(&config)?;
+    let trusted_proxies = config.trusted_proxy_ranges()?;
     Ok(Arc::new(App {
         config,
         keys,
         db,
         settings: std::sync::RwLock::new(settings.map(Arc::new)),
         csrf_key,
+        trusted_proxies,
         tokens,
         guard,
         cimd,
         user_code_misses: crate::budget::Budget::new(crate::endpoints::USER_CODE_MISS_WINDOW),
     }))
+}
+
+/// The consent forms' key: HKDF over `csrf_secret`, or over the signing key's private bytes, so it
+/// is the same in every process sharing the configuration (a signature would not be: ECDSA's are
+/// randomized) and reveals nothing about the key it comes from.
+fn csrf_key(config: &Config) -> Result<hmac::Key, String> {
+    let material = match (&config.csrf_secret, config.keys.first()) {
+        (Some(secret), _) => secret.as_bytes().to_vec(),
+        (None, Some(key)) => {
+            let text =
+                std::fs::read(&key.path).map_err(|e| format!("{}: {e}", key.path.display()))?;
+            pem::parse(text)
+                .map_err(|e| format!("{}: {e}", key.path.display()))?
+                .into_contents()
+        }
+        (None, None) => return Err("no signing keys configured".into()),
+    };
+    let prk =
+        hkdf::Salt::new(hkdf::HKDF_SHA256, b"oauth-gateway consent CSRF key v2").extract(&material);
+    const INFO: &[&[u8]] = &[b"csrf"];
+    let okm = prk
+        .expand(INFO, hmac::HMAC_SHA256)
+        .map_err(|_| "CSRF key derivation failed".to_owned())?;
+    Ok(hmac::Key::from(okm))
+}
+
+/// A connection beyond `max_connections`: told to come back (503, Retry-After) and closed. It is
+/// refused rather than kept waiting so a flood cannot queue behind held connections, and the
+/// client learns at once; the answer is written before the request is read, and what the client
+/// sent is drained briefly so closing does not reset the connection under the answer.
+async fn refuse_connection(mut stream: TcpStream) {
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\
+        content-length: 0\r\nconnection: close\r\n\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(BUSY).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
@@ -111,12 +158,17 @@ pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
     let feed = app
         .guard
         .follow_revocations(app.config.database_url.clone());
+    let connections = Arc::new(Semaphore::new(app.config.max_connections));
     let done = tokio::spawn(async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, peer)) = accepted else { continue };
+                    let Ok(slot) = connections.clone().try_acquire_owned() else {
+                        tokio::spawn(refuse_connection(stream));
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let app = app.clone();
                     let service = service_fn(move |req| {
@@ -131,6 +183,7 @@ pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
                         let _ = conn.await;
+                        drop(slot);
                     });
                 }
                 _ = &mut rx => break,
@@ -160,7 +213,9 @@ async fn refresh_settings(app: Arc<App>) {
     }
 }
 
-async fn handle(app: Arc<App>, req: crate::http::Req, peer: SocketAddr) -> crate::http::Resp {
+async fn handle(app: Arc<App>, mut req: crate::http::Req, peer: SocketAddr) -> crate::http::Resp {
+    // Whether a trusted proxy sent it is the handlers' question (`trusted_user_header`).
+    req.extensions_mut().insert(crate::http::PeerAddr(peer));
     let request_id = uuid::Uuid::new_v4();
     // The path only: query strings carry codes and states, which stay out of logs.
     let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path(), %peer);

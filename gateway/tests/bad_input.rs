@@ -200,3 +200,454 @@ async fn malformed_requests_to_every_endpoint_get_a_4xx_never_a_5xx() {
     );
     gw.stop().await;
 }
+
+/// Form values PostgreSQL's text cannot hold (NUL) or that are not UTF-8 (a lone surrogate):
+/// refused with the endpoint's 400.
+const UNSTORABLE_FORM_VALUES: [&[u8]; 5] = [b"%00", b"a%00b", b"%00%00", b"x\0y", b"%ED%A0%80"];
+/// Control characters are storable: refused only where a protocol rule says so, never a 5xx.
+const CONTROL_FORM_VALUES: [&[u8]; 5] = [b"%01", b"%1F", b"%7F", b"a%0D%0Ab", b"%09"];
+/// JSON string literals jsonb cannot hold (`\u0000`) or that are not Unicode (lone surrogates).
+const UNSTORABLE_JSON_STRINGS: [&str; 4] = [r"\u0000", r"a\u0000b", r"\ud800", r"x\udc00"];
+const CONTROL_JSON_STRINGS: [&str; 4] = [r"\u0001", r"\u001f", r"\u007f", r"a\r\nb"];
+
+/// A form or query string of `pairs`, values written as they go on the wire (already encoded).
+fn raw_form(pairs: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in pairs {
+        if !out.is_empty() {
+            out.push(b'&');
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+fn encoded(value: &str) -> Vec<u8> {
+    form_urlencoded::byte_serialize(value.as_bytes())
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Every string leaf of `value`, each replaced in turn by `PLACEHOLDER`.
+fn with_each_string_replaced(value: &serde_json::Value) -> Vec<serde_json::Value> {
+    use serde_json::Value;
+    match value {
+        Value::String(_) => vec![Value::String(PLACEHOLDER.into())],
+        Value::Array(items) => (0..items.len())
+            .flat_map(|i| {
+                with_each_string_replaced(&items[i])
+                    .into_iter()
+                    .map(move |replaced| (i, replaced))
+            })
+            .map(|(i, replaced)| {
+                let mut copy = items.clone();
+                copy[i] = replaced;
+                Value::Array(copy)
+            })
+            .collect(),
+        Value::Object(map) => map
+            .iter()
+            .flat_map(|(key, item)| {
+                with_each_string_replaced(item)
+                    .into_iter()
+                    .map(move |replaced| {
+                        let mut copy = map.clone();
+                        copy.insert(key.clone(), replaced);
+                        Value::Object(copy)
+                    })
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+const PLACEHOLDER: &str = "@@hostile@@";
+
+/// `body` with the placeholder string (or key) replaced by the JSON string literal `literal`.
+fn hostile_json(body: &serde_json::Value, literal: &str) -> String {
+    body.to_string().replace(PLACEHOLDER, literal)
+}
+
+#[tokio::test]
+async fn values_postgresql_cannot_store_get_the_endpoints_400_in_every_parameter_and_nothing_a_5xx()
+{
+    let gw = Gateway::start().await;
+    let public = gw.public_client(&["mcp"]).await;
+    let machine = gw
+        .create_client(&NewClient::machine(
+            "client_secret_post",
+            &["client_credentials"],
+        ))
+        .await;
+    let p = pkce();
+    let (request_id, csrf) = gw.consent_form(&Authorization::new(&public)).await;
+    let authorize_pairs = vec![
+        ("response_type", "code".to_owned()),
+        ("client_id", public.clone()),
+        ("redirect_uri", CALLBACK.to_owned()),
+        ("code_challenge", p.challenge.clone()),
+        ("code_challenge_method", "S256".to_owned()),
+        ("state", "s".to_owned()),
+        ("resource", RESOURCE.to_owned()),
+        ("scope", "mcp".to_owned()),
+        ("nonce", "n".to_owned()),
+    ];
+    let machine_secret = machine.secret().to_owned();
+    let authenticated = |mut pairs: Vec<(&'static str, String)>| {
+        pairs.push(("client_id", machine.id.clone()));
+        pairs.push(("client_secret", machine_secret.clone()));
+        pairs
+    };
+    // (method, path, parameters; a GET sends them as its query)
+    let forms: Vec<(&str, &str, Vec<(&str, String)>)> = vec![
+        ("GET", "/authorize", authorize_pairs.clone()),
+        ("POST", "/authorize", authorize_pairs),
+        (
+            "POST",
+            "/token",
+            vec![
+                ("grant_type", "authorization_code".into()),
+                ("code", "c".into()),
+                ("code_verifier", p.verifier.clone()),
+                ("redirect_uri", CALLBACK.into()),
+                ("resource", RESOURCE.into()),
+                ("client_id", public.clone()),
+            ],
+        ),
+        (
+            "POST",
+            "/token",
+            authenticated(vec![
+                ("grant_type", "refresh_token".into()),
+                ("refresh_token", "r".into()),
+                ("scope", "mcp".into()),
+                ("resource", RESOURCE.into()),
+            ]),
+        ),
+        (
+            "POST",
+            "/token",
+            authenticated(vec![
+                ("grant_type", "client_credentials".into()),
+                ("scope", "mcp".into()),
+                ("resource", RESOURCE.into()),
+            ]),
+        ),
+        (
+            "POST",
+            "/token",
+            vec![
+                ("grant_type", DEVICE_GRANT.into()),
+                ("device_code", "d".into()),
+                ("client_id", public.clone()),
+            ],
+        ),
+        (
+            "POST",
+            "/token",
+            authenticated(vec![
+                ("grant_type", EXCHANGE_GRANT.into()),
+                ("subject_token", "a.b.c".into()),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:access_token".into(),
+                ),
+                ("resource", RESOURCE.into()),
+                ("audience", RESOURCE.into()),
+                ("scope", "mcp".into()),
+            ]),
+        ),
+        (
+            "POST",
+            "/revoke",
+            authenticated(vec![
+                ("token", "t".into()),
+                ("token_type_hint", "refresh_token".into()),
+            ]),
+        ),
+        (
+            "POST",
+            "/introspect",
+            authenticated(vec![
+                ("token", "t".into()),
+                ("token_type_hint", "refresh_token".into()),
+            ]),
+        ),
+        (
+            "POST",
+            "/device_authorization",
+            vec![
+                ("client_id", public.clone()),
+                ("scope", "mcp".into()),
+                ("resource", RESOURCE.into()),
+            ],
+        ),
+        ("GET", "/consent", vec![("request_id", request_id.clone())]),
+        (
+            "POST",
+            "/consent",
+            vec![
+                ("request_id", request_id.clone()),
+                ("csrf_token", csrf.clone()),
+                ("decision", "deny".into()),
+            ],
+        ),
+        ("GET", "/device", vec![("user_code", "BCDF-GHJK".into())]),
+        (
+            "POST",
+            "/device",
+            vec![
+                ("user_code", "BCDF-GHJK".into()),
+                ("csrf_token", "c".into()),
+                ("decision", "approve".into()),
+            ],
+        ),
+        ("POST", "/userinfo", vec![("access_token", "a.b.c".into())]),
+    ];
+    let mut tried = 0;
+    let mut server_errors = Vec::new();
+    // Unstorable inputs not refused with the endpoint's 400.
+    let mut not_refused = Vec::new();
+    for (method, path, pairs) in &forms {
+        let wire: Vec<(&str, Vec<u8>)> = pairs.iter().map(|(n, v)| (*n, encoded(v))).collect();
+        // Each parameter in turn, and a parameter whose name carries the value.
+        for target in 0..=wire.len() {
+            let values = UNSTORABLE_FORM_VALUES
+                .iter()
+                .map(|v| (v, true))
+                .chain(CONTROL_FORM_VALUES.iter().map(|v| (v, false)));
+            for (value, unstorable) in values {
+                if *method == "GET" && value.contains(&0) {
+                    continue; // a raw NUL cannot be written into a request target
+                }
+                let (name, form) = if target < wire.len() {
+                    let mut hostile = wire.clone();
+                    hostile[target].1 = value.to_vec();
+                    (hostile[target].0, raw_form(&hostile))
+                } else {
+                    let mut form = raw_form(&wire);
+                    form.extend_from_slice(b"&x");
+                    form.extend_from_slice(value);
+                    form.extend_from_slice(b"=1");
+                    ("(a name)", form)
+                };
+                let resp = if *method == "GET" {
+                    let query = String::from_utf8(form).unwrap();
+                    gw.get(&format!("{path}?{query}")).await
+                } else {
+                    gw.http
+                        .send(
+                            Request::post(gw.url(path))
+                                .header("content-type", FORM)
+                                .header("authorization", "Bearer a.b.c")
+                                .body(Full::new(Bytes::from(form)))
+                                .unwrap(),
+                        )
+                        .await
+                };
+                tried += 1;
+                let what = format!("{method} {path} {name}={}", String::from_utf8_lossy(value));
+                if resp.status.is_server_error() {
+                    server_errors.push(format!("{what}: {}", resp.status));
+                    continue;
+                }
+                // /userinfo reads only its bearer token: parameters are not its input.
+                if unstorable && *path != "/userinfo" {
+                    let refused = if resp.header("content-type") == Some("application/json") {
+                        resp.status == StatusCode::BAD_REQUEST
+                            && resp.oauth_error() == "invalid_request"
+                    } else {
+                        resp.status == StatusCode::BAD_REQUEST && resp.text().contains("<h1>")
+                    };
+                    if !refused {
+                        not_refused.push(format!("{what}: {} {}", resp.status, resp.text()));
+                    }
+                }
+            }
+        }
+    }
+
+    // Registration bodies: every string field, and keys at any depth.
+    let registered = gw
+        .register(
+            serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+        )
+        .await
+        .json_if(StatusCode::CREATED);
+    let client_id = registered["client_id"].as_str().unwrap().to_owned();
+    let mut management_token = registered["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let metadata = serde_json::json!({
+        "client_id": client_id,
+        "redirect_uris": [REDIRECT, "http://127.0.0.1/other"],
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "application_type": "native",
+        "client_name": "Battery",
+        "client_uri": "https://app.example/",
+        "logo_uri": "https://app.example/logo.png",
+        "tos_uri": "https://app.example/tos",
+        "policy_uri": "https://app.example/policy",
+        "contacts": ["ops@app.example"],
+        "scope": "mcp",
+        "software_id": "battery",
+        "software_version": "1.0",
+        "id_token_signed_response_alg": "ES256",
+        "extra": {"nested": [{"deeper": "x"}]},
+    });
+    let mut bodies = with_each_string_replaced(&metadata);
+    let mut with_key = |path: &[&str]| {
+        let mut body = metadata.clone();
+        let mut at = &mut body;
+        for step in path {
+            at = &mut at[*step];
+        }
+        at.as_object_mut()
+            .unwrap()
+            .insert(format!("k{PLACEHOLDER}"), serde_json::json!("v"));
+        bodies.push(body);
+    };
+    with_key(&[]);
+    with_key(&["extra"]);
+    let mut deep = metadata.clone();
+    deep["extra"]["nested"][0]
+        .as_object_mut()
+        .unwrap()
+        .insert(PLACEHOLDER.into(), serde_json::json!(1));
+    bodies.push(deep);
+    for body in &bodies {
+        let literals = UNSTORABLE_JSON_STRINGS
+            .iter()
+            .map(|l| (l, true))
+            .chain(CONTROL_JSON_STRINGS.iter().map(|l| (l, false)));
+        for (literal, unstorable) in literals {
+            let text = hostile_json(body, literal);
+            for (method, path) in [
+                ("POST", "/register".to_owned()),
+                ("PUT", format!("/register/{client_id}")),
+            ] {
+                let resp = gw
+                    .http
+                    .send(
+                        Request::builder()
+                            .method(method)
+                            .uri(gw.url(&path))
+                            .header("content-type", "application/json")
+                            .header("authorization", bearer(&management_token))
+                            .body(Full::new(Bytes::from(text.clone())))
+                            .unwrap(),
+                    )
+                    .await;
+                tried += 1;
+                let what = format!("{method} {path} {text}");
+                if resp.status.is_server_error() {
+                    server_errors.push(format!("{what}: {}", resp.status));
+                    continue;
+                }
+                if unstorable
+                    && (resp.status != StatusCode::BAD_REQUEST
+                        || resp.oauth_error() != "invalid_client_metadata")
+                {
+                    not_refused.push(format!("{what}: {} {}", resp.status, resp.text()));
+                }
+                if resp.status == StatusCode::OK
+                    && let Some(token) = resp.json()["registration_access_token"].as_str()
+                {
+                    management_token = token.to_owned();
+                }
+            }
+        }
+    }
+    // The client id in the management path: an unknown client, never a database error.
+    for id in ["%00", "a%00b", "%01", "%ED%A0%80"] {
+        for method in ["GET", "PUT", "DELETE"] {
+            let resp = gw
+                .http
+                .send(
+                    Request::builder()
+                        .method(method)
+                        .uri(gw.url(&format!("/register/{id}")))
+                        .header("content-type", "application/json")
+                        .header("authorization", bearer(&management_token))
+                        .body(Full::new(Bytes::from(metadata.to_string())))
+                        .unwrap(),
+                )
+                .await;
+            tried += 1;
+            if resp.status.is_server_error() {
+                server_errors.push(format!("{method} /register/{id}: {}", resp.status));
+            } else {
+                assert!(
+                    resp.status.is_client_error(),
+                    "{method} /register/{id}: {}",
+                    resp.status
+                );
+            }
+        }
+    }
+    println!(
+        "{tried} inputs PostgreSQL cannot store or with control characters: {} answered 5xx, \
+         {} unstorable ones not refused with a 400",
+        server_errors.len(),
+        not_refused.len()
+    );
+    assert!(
+        server_errors.is_empty(),
+        "{} of {tried} answered 5xx:\n{}",
+        server_errors.len(),
+        server_errors.join("\n")
+    );
+    assert!(
+        not_refused.is_empty(),
+        "not refused with a 400:\n{}",
+        not_refused.join("\n")
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_three_reproduced_nul_inputs_get_400_not_500() {
+    let gw = Gateway::start().await;
+    let client_id = gw.public_client(&["mcp"]).await;
+    let refresh = gw
+        .http
+        .post_raw(
+            &gw.url("/token"),
+            FORM,
+            format!("grant_type=refresh_token&refresh_token=%00%00&client_id={client_id}"),
+        )
+        .await;
+    refresh.assert_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "refresh_token=%00%00",
+    );
+    let authorization = Authorization::new(&client_id);
+    let page = gw
+        .get(&format!(
+            "/authorize?{}&scope=%00%01",
+            authorization.query()
+        ))
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.text());
+    assert!(page.text().contains("Invalid authorization request"));
+    let registration = gw
+        .http
+        .post_raw(
+            &gw.url("/register"),
+            "application/json",
+            format!(r#"{{"redirect_uris":["{REDIRECT}"],"client_name":"\u0000"}}"#),
+        )
+        .await;
+    registration.assert_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_client_metadata",
+        "client_name NUL",
+    );
+    gw.stop().await;
+}

@@ -22,10 +22,24 @@ pub struct Db {
 }
 
 impl Db {
-    pub fn connect(database_url: &str, pool_size: usize, wait: Duration) -> Result<Self, String> {
+    /// A pool of connections to `database_url` on which every statement is cancelled after
+    /// `statement_timeout` (zero: never), so a slow statement cannot hold a connection for long.
+    pub fn connect(
+        database_url: &str,
+        pool_size: usize,
+        wait: Duration,
+        statement_timeout: Duration,
+    ) -> Result<Self, String> {
         let mut pg: tokio_postgres::Config = database_url
             .parse()
             .map_err(|e| format!("database_url: {e}"))?;
+        // A startup option, so it holds for a plain connection string and from the first statement.
+        let timeout = format!("-c statement_timeout={}", statement_timeout.as_millis());
+        let options = match pg.get_options() {
+            Some(given) if !given.trim().is_empty() => format!("{given} {timeout}"),
+            _ => timeout,
+        };
+        pg.options(&options);
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(2));
         }
@@ -119,8 +133,13 @@ fn query_error(error: tokio_postgres::Error) -> OAuthError {
             let name = db.hint().unwrap_or_default();
             return OAuthError::new(ErrorCode::from_extension(name), db.message());
         }
-        // Class 08 (connection), 53 (resources), 57P (shutdown): the database, not the request.
-        if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") {
+        // Class 08 (connection), 53 (resources), 57P (shutdown), 57014 (cancelled, as by
+        // statement_timeout): the database, not the request.
+        if code.starts_with("08")
+            || code.starts_with("53")
+            || code.starts_with("57P")
+            || code == "57014"
+        {
             tracing::warn!(sqlstate = code, "database unavailable");
             return OAuthError::unavailable();
         }

@@ -23,7 +23,7 @@ fn refused(e: &OAuthError) -> Resp {
 pub async fn handle(app: &App, req: Req) -> Resp {
     let params = match *req.method() {
         Method::GET => pages::query(&req),
-        Method::POST => http::read_form(req, app.config.max_body_bytes)
+        Method::POST => http::read_form(req, app.config.body_limits())
             .await
             .map(|(_, p)| p),
         _ => return pages::method_not_allowed(),

@@ -9,7 +9,7 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::http::{self, Req, Resp};
 
 pub async fn handle(app: &App, req: Req) -> Resp {
-    let Some(user) = pages::current_user(app, req.headers()) else {
+    let Some(user) = pages::current_user(app, &req) else {
         return pages::sign_in_required();
     };
     match *req.method() {

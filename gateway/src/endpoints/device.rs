@@ -16,7 +16,7 @@ pub async fn authorization(app: &App, req: Req) -> Resp {
 
 async fn begin(app: &App, req: Req) -> Result<Value, OAuthError> {
     http::require_post(&req, "device authorization")?;
-    let (client, params) = http::read_client_form(req, app.config.max_body_bytes).await?;
+    let (client, params) = http::read_client_form(req, app.config.body_limits()).await?;
     let scope = params.single("scope")?;
     let resource = params.single("resource")?;
     let codes = app
@@ -113,7 +113,7 @@ async fn show(app: &App, req: Req) -> Resp {
             StatusCode::FOUND,
         );
     }
-    let Some(user) = pages::current_user(app, req.headers()) else {
+    let Some(user) = pages::current_user(app, &req) else {
         return pages::sign_in_required();
     };
     if let Some(refused) = too_many_misses(app, &user) {
@@ -150,7 +150,7 @@ async fn show(app: &App, req: Req) -> Resp {
 }
 
 async fn decide(app: &App, req: Req) -> Resp {
-    let Some(user) = pages::current_user(app, req.headers()) else {
+    let Some(user) = pages::current_user(app, &req) else {
         return pages::sign_in_required();
     };
     // The hidden field carries the canonical code the page was rendered for.

@@ -54,7 +54,7 @@ impl From<AccessClaims> for ActiveAccessToken {
 
 async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
     http::require_post(&req, "introspection")?;
-    let (client, params) = http::read_client_form(req, app.config.max_body_bytes).await?;
+    let (client, params) = http::read_client_form(req, app.config.body_limits()).await?;
     let token = params.required("token")?;
     params.single("token_type_hint")?;
     let inactive = json!({ "active": false });

@@ -7,20 +7,30 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hyper::StatusCode;
-use hyper::header::HeaderMap;
 use ring::hmac;
 
 use crate::app::App;
 use crate::error::{ErrorCode, OAuthError};
-use crate::http::{self, Params, Req, Resp, escape_html};
+use crate::http::{self, Params, PeerAddr, Req, Resp, escape_html};
 
-pub fn current_user(app: &App, headers: &HeaderMap) -> Option<String> {
-    if let Some(name) = &app.config.trusted_user_header
-        && let Some(user) = headers.get(name.as_str()).and_then(|v| v.to_str().ok())
-    {
-        let user = user.trim();
-        if !user.is_empty() && user.len() <= 255 {
-            return Some(user.to_owned());
+/// The signed-in user. The user header counts only from a trusted proxy's address, and only when
+/// it came as one line: behind a proxy that appends its line, a repeat means the client sent one
+/// of its own, and which is whose cannot be told. A header that does not count signs the request
+/// out (it is not passed over for `dev_user`).
+pub fn current_user(app: &App, req: &Req) -> Option<String> {
+    if let Some(name) = &app.config.trusted_user_header {
+        let mut lines = req.headers().get_all(name.as_str()).iter();
+        if let Some(line) = lines.next() {
+            let from_trusted_proxy = req
+                .extensions()
+                .get::<PeerAddr>()
+                .is_some_and(|peer| app.trusted_proxies.iter().any(|r| r.contains(peer.0.ip())));
+            if lines.next().is_some() || !from_trusted_proxy {
+                tracing::warn!(header = %name, from_trusted_proxy, "user header refused");
+                return None;
+            }
+            let user = line.to_str().ok()?.trim();
+            return (!user.is_empty() && user.len() <= 255).then(|| user.to_owned());
         }
     }
     if app.config.dev_mode {
@@ -117,6 +127,9 @@ pub fn failure(e: &OAuthError) -> Resp {
             .as_page("This sign-in request is no longer valid"),
         ),
         ErrorCode::TemporarilyUnavailable | ErrorCode::ServerError => unavailable(e),
+        _ if e.status() == StatusCode::REQUEST_TIMEOUT => {
+            http::error(&e.clone().as_page("Request timed out"))
+        }
         _ => http::error(
             &e.clone()
                 .with_status(StatusCode::BAD_REQUEST)
@@ -141,7 +154,7 @@ pub async fn form_fields<const N: usize>(
     req: Req,
     names: [&str; N],
 ) -> Result<[String; N], OAuthError> {
-    let (_, params) = http::read_form(req, app.config.max_body_bytes).await?;
+    let (_, params) = http::read_form(req, app.config.body_limits()).await?;
     let mut values = [const { String::new() }; N];
     for (value, name) in values.iter_mut().zip(names) {
         *value = params.required(name)?.to_owned();

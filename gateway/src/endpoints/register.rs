@@ -34,13 +34,20 @@ async fn read_metadata(app: &App, req: Req) -> Result<Value, OAuthError> {
             "the registration request must be application/json",
         ));
     }
-    let body = http::read_body(req, app.config.max_body_bytes).await?;
-    serde_json::from_slice(&body).map_err(|_| {
+    let body = http::read_body(req, app.config.body_limits()).await?;
+    let metadata: Value = serde_json::from_slice(&body).map_err(|_| {
         OAuthError::new(
             ErrorCode::InvalidClientMetadata,
             "the request body is not valid JSON",
         )
-    })
+    })?;
+    if !http::jsonb_storable(&metadata) {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidClientMetadata,
+            "the client metadata must not contain NUL characters",
+        ));
+    }
+    Ok(metadata)
 }
 
 /// RFC 3986 unreserved characters stay as they are; everything else in a client id is encoded.
@@ -92,9 +99,12 @@ async fn manage(
     req: Req,
     encoded_client_id: &str,
 ) -> Result<Option<Registration>, OAuthError> {
+    // No client id holds NUL (nor could PostgreSQL store one): such a path names no client.
     let client_id = percent_encoding::percent_decode_str(encoded_client_id)
         .decode_utf8()
-        .map_err(|_| invalid_token())?
+        .ok()
+        .filter(|id| !id.contains('\0'))
+        .ok_or_else(invalid_token)?
         .into_owned();
     let token = http::bearer_token(req.headers())
         .ok_or_else(invalid_token)?

@@ -31,7 +31,7 @@ const GRANT_TYPES: [&str; 5] = [
 
 async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
     http::require_post(&req, "token")?;
-    let (headers, params) = http::read_form(req, app.config.max_body_bytes).await?;
+    let (headers, params) = http::read_form(req, app.config.body_limits()).await?;
     let grant_type = params.required("grant_type")?;
     let client = http::client_credentials(&headers, &params)?;
     let db = &app.db;
