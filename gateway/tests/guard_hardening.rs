@@ -506,6 +506,10 @@ async fn forwarding_headers_a_client_sends_never_reach_the_upstream() {
             "{name}: {values:?}"
         );
     }
+    assert_eq!(
+        received.headers["x-forwarded-for"], "127.0.0.1",
+        "the address the gateway was reached from"
+    );
     gw.stop().await;
 }
 

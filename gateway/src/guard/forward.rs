@@ -9,7 +9,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::config::RouteConfig;
-use crate::http::{BoxError, Req, Resp};
+use crate::http::{BoxError, PeerAddr, Req, Resp};
 
 pub type ProxyClient = Client<HttpConnector, hyper::body::Incoming>;
 
@@ -36,7 +36,7 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Where the client says it connected from and through what: a client can write anything there,
-/// and this gateway does not know the address it was reached from, so none of it is passed on.
+/// so none of it is passed on; `X-Forwarded-For` is the address this gateway was reached from.
 const CLIENT_FORWARDING: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
 
 /// The upstream URL for `path` (dot-segments removed) and `query` under `route`, or `None` when
@@ -66,6 +66,7 @@ pub fn rewrite(
     https: bool,
 ) {
     let host = req.headers().get(header::HOST).cloned();
+    let peer = req.extensions().get::<PeerAddr>().copied();
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
@@ -80,6 +81,11 @@ pub fn rewrite(
     headers.remove(header::HOST);
     for name in CLIENT_FORWARDING {
         headers.remove(name);
+    }
+    if let Some(PeerAddr(peer)) = peer
+        && let Ok(address) = HeaderValue::from_str(&peer.ip().to_string())
+    {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), address);
     }
     for (name, value) in identity {
         headers.insert(HeaderName::from_static(name), value);
