@@ -1,10 +1,10 @@
 //! Client ID Metadata Documents: fetching the JSON document an `https://` client_id names, with the
 //! guards a server needs when strangers choose the URL it fetches (SSRF): https only, every
 //! resolved address checked and the vetted one connected to (no DNS rebinding), no redirects, a
-//! size cap, one deadline, a per-host budget. Validation and the shared (negative) cache are the
-//! extension's (`oauth.store_client_document`, `oauth.record_client_document_failure`).
+//! size cap, one deadline, per-host and global budgets. Validation and the shared (negative) cache
+//! are the extension's (`oauth.store_client_document`, `oauth.record_client_document_failure`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,13 +27,35 @@ use crate::config::CimdConfig;
 use crate::db::Db;
 use crate::error::{ErrorCode, OAuthError};
 
+/// Fetches a minute across all hosts, per process, for each of unknown and known documents: with
+/// wildcard DNS every name has a fresh per-host budget, so only a global one bounds the fan-out.
+/// A constant while config.rs is edited elsewhere; meant to become `cimd.global_fetches_per_minute`.
+pub const GLOBAL_FETCHES_PER_MINUTE: usize = 60;
+
+/// How many client_ids this process remembers as known (fetched and stored successfully). Only
+/// successful fetches, which the global budget paces, add to it; once full, further documents are
+/// budgeted as unknown. Meant to become `cimd.max_known_documents`.
+const MAX_KNOWN_DOCUMENTS: usize = 10_000;
+
+/// What the browser is told when no answer came back (no address, no connection, no TLS, an HTTP
+/// error status): one description for all, or the error page would tell an outsider which ports
+/// and services the gateway can reach. The precise reason goes to the log and the database.
+const NOT_FETCHED: &str = "the client's metadata document could not be fetched";
+
 pub struct Fetcher {
     config: CimdConfig,
     /// Where fetched documents (and failures) are stored, for every gateway.
     db: Db,
     tls: TlsConnector,
-    /// Fetches per client-id host in the last minute.
+    /// Fetches in the last minute by "known|unknown host": strangers' URLs on a host cannot spend
+    /// what the documents of clients already known there need to be refreshed when stale.
     per_host: Budget,
+    /// Fetches in the last minute across all hosts, by "known" and "unknown".
+    global: Budget,
+    /// Client ids whose documents this process fetched and stored successfully: the database
+    /// has a client row for them, and a refetch means the copy went stale. The extension's answer
+    /// (`fetch_client_document`) does not tell a first fetch from a refetch, hence this set.
+    known: Mutex<HashSet<String>>,
     /// Refreshes under way, by client_id: the authorizations of one new client that arrive together
     /// share one fetch (and one unit of the host's budget).
     in_flight: Mutex<HashMap<String, Arc<Flight>>>,
@@ -75,24 +97,29 @@ impl Fetcher {
             db,
             tls: TlsConnector::from(Arc::new(tls)),
             per_host: Budget::new(Duration::from_secs(60)),
+            global: Budget::new(Duration::from_secs(60)),
+            known: Mutex::default(),
             in_flight: Mutex::default(),
         })
     }
 
     /// GETs the document, within `config.fetch_timeout` overall.
-    pub async fn fetch(&self, url: &Url) -> Result<Fetched, String> {
+    pub async fn fetch(&self, url: &Url) -> Result<Fetched, FetchError> {
         let config = &self.config;
         match tokio::time::timeout(config.fetch_timeout, self.fetch_unbounded(url, config)).await {
             Ok(result) => result,
-            Err(_) => Err(format!(
+            Err(_) => Err(FetchError::Unusable(format!(
                 "no complete answer within {} s",
                 config.fetch_timeout.as_secs_f64()
-            )),
+            ))),
         }
     }
 
-    async fn fetch_unbounded(&self, url: &Url, config: &CimdConfig) -> Result<Fetched, String> {
-        let host = url.host_str().ok_or("the URL has no host")?;
+    async fn fetch_unbounded(&self, url: &Url, config: &CimdConfig) -> Result<Fetched, FetchError> {
+        use FetchError::{NotFetched, Unusable};
+        let host = url
+            .host_str()
+            .ok_or(NotFetched("the URL has no host".into()))?;
         let port = url.port_or_known_default().unwrap_or(443);
         let mut tcp = None;
         for address in vetted_addresses(host, port, config.allow_loopback).await? {
@@ -101,23 +128,23 @@ impl Fetcher {
                 break;
             }
         }
-        let tcp = tcp.ok_or_else(|| "could not connect".to_owned())?;
+        let tcp = tcp.ok_or_else(|| NotFetched("could not connect".into()))?;
         let _ = tcp.set_nodelay(true);
         let name = match url.host() {
             Some(url::Host::Domain(d)) => ServerName::try_from(d.to_owned()),
             Some(url::Host::Ipv4(ip)) => Ok(ServerName::IpAddress(IpAddr::V4(ip).into())),
             Some(url::Host::Ipv6(ip)) => Ok(ServerName::IpAddress(IpAddr::V6(ip).into())),
-            None => return Err("the URL has no host".into()),
+            None => return Err(NotFetched("the URL has no host".into())),
         }
-        .map_err(|_| "the host is not a valid TLS server name".to_owned())?;
+        .map_err(|_| NotFetched("the host is not a valid TLS server name".into()))?;
         let tls = self
             .tls
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            .map_err(|e| NotFetched(format!("TLS handshake failed: {e}")))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|_| "HTTP handshake failed".to_owned())?;
+            .map_err(|_| NotFetched("HTTP handshake failed".into()))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -135,38 +162,70 @@ impl Fetcher {
             .header(header::ACCEPT, "application/json")
             .header(header::USER_AGENT, "oauth_provider-gateway")
             .body(Empty::<Bytes>::new())
-            .map_err(|_| "could not build the request".to_owned())?;
+            .map_err(|_| NotFetched("could not build the request".into()))?;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|_| "the request failed".to_owned())?;
+            .map_err(|_| NotFetched("the request failed".into()))?;
         let status = response.status();
         if status.is_redirection() {
-            return Err(format!("answered {status}; redirects are not followed"));
+            return Err(Unusable(format!(
+                "answered {status}; redirects are not followed"
+            )));
         }
         if status != StatusCode::OK {
-            return Err(format!("answered {status}"));
+            return Err(NotFetched(format!("answered {status}")));
         }
         if !is_json(response.headers().get(header::CONTENT_TYPE)) {
-            return Err("the document is not served as application/json".into());
+            return Err(Unusable(
+                "the document is not served as application/json".into(),
+            ));
         }
         let fresh_for = freshness(response.headers().get(header::CACHE_CONTROL), config);
         let body = Limited::new(response.into_body(), config.max_document_bytes)
             .collect()
             .await
             .map_err(|_| {
-                format!(
+                Unusable(format!(
                     "the document is larger than {} bytes or was cut off",
                     config.max_document_bytes
-                )
+                ))
             })?
             .to_bytes();
         let document = serde_json::from_slice(&body)
-            .map_err(|_| "the document is not valid JSON".to_owned())?;
+            .map_err(|_| Unusable("the document is not valid JSON".into()))?;
         Ok(Fetched {
             document,
             fresh_for,
         })
+    }
+}
+
+/// Why a fetch gave no document. The reason is logged and recorded either way; the browser is
+/// shown it only for `Unusable`.
+#[derive(Debug)]
+pub enum FetchError {
+    /// No HTTP answer, or an error status: the browser is told `NOT_FETCHED` only.
+    NotFetched(String),
+    /// The address is refused, or an answer came but is not a document (redirect, content type,
+    /// size, JSON, deadline): said as is, to help the client's author.
+    Unusable(String),
+}
+
+impl FetchError {
+    /// Why, for the log and the database's negative cache.
+    pub fn reason(&self) -> &str {
+        match self {
+            FetchError::NotFetched(reason) | FetchError::Unusable(reason) => reason,
+        }
+    }
+
+    /// What the browser is told.
+    pub fn shown(&self) -> &str {
+        match self {
+            FetchError::NotFetched(_) => NOT_FETCHED,
+            FetchError::Unusable(reason) => reason,
+        }
     }
 }
 
@@ -215,24 +274,26 @@ async fn vetted_addresses(
     host: &str,
     port: u16,
     allow_loopback: bool,
-) -> Result<Vec<SocketAddr>, String> {
+) -> Result<Vec<SocketAddr>, FetchError> {
     let literal = host.trim_start_matches('[').trim_end_matches(']');
     let addresses: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
+        // Whether a name resolves (with the gateway's resolver, which may know internal names) is
+        // not the browser's to learn.
         Err(_) => tokio::net::lookup_host((host, port))
             .await
-            .map_err(|_| format!("{host} does not resolve"))?
+            .map_err(|_| FetchError::NotFetched(format!("{host} does not resolve")))?
             .collect(),
     };
     if addresses.is_empty() {
-        return Err(format!("{host} does not resolve"));
+        return Err(FetchError::NotFetched(format!("{host} does not resolve")));
     }
     for address in &addresses {
         let ip = address.ip();
         if is_forbidden(ip) && !(allow_loopback && is_loopback(ip)) {
-            return Err(format!(
+            return Err(FetchError::Unusable(format!(
                 "{host} resolves to a private or special-purpose address"
-            ));
+            )));
         }
     }
     Ok(addresses)
@@ -282,7 +343,15 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
         let embedded = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
         return is_forbidden_v4(embedded);
     }
-    ip.is_loopback()
+    // Transition prefixes are refused whole rather than by the IPv4 address they embed: 6to4
+    // (2002::/16) and Teredo (2001::/32, whose client address is obfuscated and whose relays
+    // decide where it goes) reach IPv4 space through relays we do not control, and local-use NAT64
+    // (64:ff9b:1::/48) translates by a site's own rule. No client's document needs to live there.
+    let transition = s[0] == 0x2002
+        || (s[0] == 0x2001 && s[1] == 0)
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1);
+    transition
+        || ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || (s[0] & 0xfe00) == 0xfc00
@@ -362,18 +431,14 @@ impl Fetcher {
         }
         let url = check_client_id(client_id, config).map_err(|reason| refuse(&reason))?;
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        if !self
-            .per_host
-            .spend(&host, config.per_host_fetches_per_minute)
-        {
+        let known = self.known.lock().expect("known lock").contains(client_id);
+        if let Err(exhausted) = self.spend_budget(known, &host) {
             // Not recorded: the budget is this process's, and the host may be fine for the others.
-            return Err(refuse(
-                "too many fetches from this host; try again in a minute",
-            ));
+            return Err(refuse(exhausted));
         }
         match self.fetch(&url).await {
             Ok(fetched) => {
-                tracing::info!(host = %host, "client metadata document fetched");
+                tracing::info!(host = %host, known, "client metadata document fetched");
                 self.db
                     .store_client_document(
                         client_id,
@@ -388,15 +453,48 @@ impl Fetcher {
                         } else {
                             refuse(&e.description)
                         }
-                    })
+                    })?;
+                let mut known = self.known.lock().expect("known lock");
+                if known.len() < MAX_KNOWN_DOCUMENTS {
+                    known.insert(client_id.to_owned());
+                }
+                Ok(())
             }
-            Err(reason) => {
-                tracing::info!(host = %host, %reason, "client metadata document fetch failed");
+            Err(failure) => {
+                let reason = failure.reason();
+                tracing::info!(host = %host, known, %reason, "client metadata document fetch failed");
                 self.db
-                    .record_client_document_failure(client_id, &reason, config.negative_cache)
+                    .record_client_document_failure(client_id, reason, config.negative_cache)
                     .await?;
-                Err(refuse(&reason))
+                Err(match failure {
+                    FetchError::NotFetched(_) => {
+                        OAuthError::new(ErrorCode::InvalidClient, failure.shown())
+                    }
+                    FetchError::Unusable(_) => refuse(failure.shown()),
+                })
             }
+        }
+    }
+
+    /// Spends one fetch of the host's and of the global budget of known or of unknown documents,
+    /// or says which is exhausted.
+    fn spend_budget(&self, known: bool, host: &str) -> Result<(), &'static str> {
+        let class = if known { "known" } else { "unknown" };
+        let host_key = format!("{class} {host}");
+        let per_host = self.config.per_host_fetches_per_minute;
+        if !self.per_host.remaining(&host_key, per_host) {
+            return Err("too many fetches from this host; try again in a minute");
+        }
+        if !self.global.remaining(class, GLOBAL_FETCHES_PER_MINUTE) {
+            return Err("too many fetches of client metadata documents; try again in a minute");
+        }
+        // Concurrent refreshes may pass the checks together; spending re-checks each budget.
+        if self.per_host.spend(&host_key, per_host)
+            && self.global.spend(class, GLOBAL_FETCHES_PER_MINUTE)
+        {
+            Ok(())
+        } else {
+            Err("too many fetches; try again in a minute")
         }
     }
 }
@@ -450,6 +548,32 @@ mod tests {
             "::ffff:93.184.216.34",
             "64:ff9b::5db8:d822",
         ] {
+            assert!(!forbidden(ip), "{ip} is public");
+        }
+    }
+
+    #[test]
+    fn ipv6_transition_prefixes_are_refused_whole_whatever_they_embed() {
+        for ip in [
+            // 6to4 (2002::/16) of 127.0.0.1, 10.0.0.1, 169.254.169.254 and of a public address.
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+            "2002:a9fe:a9fe::1",
+            "2002:5db8:d822::1",
+            // Teredo (2001::/32): server and (obfuscated) client address of any kind.
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:0:7f00:1::1",
+            "2001::1",
+            // Local-use NAT64 (64:ff9b:1::/48), embedding private and public IPv4 addresses.
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1::7f00:1",
+            "64:ff9b:1::5db8:d822",
+            "64:ff9b:1:ffff::1",
+        ] {
+            assert!(forbidden(ip), "{ip} must be refused");
+        }
+        // Their neighbours are ordinary public space.
+        for ip in ["2001:4860:4860::8888", "2003::1", "64:ff9b::5db8:d822"] {
             assert!(!forbidden(ip), "{ip} is public");
         }
     }

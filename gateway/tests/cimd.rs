@@ -200,6 +200,16 @@ fn assert_refused_here(resp: &common::Response, what: &str) {
     );
 }
 
+/// Refused here because this gateway fetched enough for the minute.
+fn assert_over_budget(resp: &common::Response, what: &str) {
+    assert_refused_here(resp, what);
+    assert!(
+        resp.text().contains("too many fetches"),
+        "{what}: {}",
+        resp.text()
+    );
+}
+
 #[tokio::test]
 async fn a_client_identified_by_its_metadata_document_completes_the_code_flow_from_one_fetch() {
     let docs = DocumentServer::start().await;
@@ -255,13 +265,7 @@ async fn a_client_identified_by_its_metadata_document_completes_the_code_flow_fr
     let mut changed = docs.valid_document("/client.json");
     changed["redirect_uris"] = json!(["http://127.0.0.1/other"]);
     docs.serve("/client.json", Answer::json(changed));
-    gw.admin
-        .execute(
-            "UPDATE oauth.client_documents SET fresh_until = now() WHERE client_id = $1",
-            &[&client_id],
-        )
-        .await
-        .unwrap();
+    make_stale(&gw, &client_id).await;
     let stale = authorize(&gw, &client_id).await;
     assert_refused_here(&stale, "redirect URI no longer in the document");
     assert_eq!(docs.hits("/client.json"), 2);
@@ -305,15 +309,17 @@ async fn unusable_documents_are_refused_without_redirecting_and_negatively_cache
     }
     let gw = gateway_with(docs.cimd_config()).await;
 
+    // The page says why, except when no answer came (here a 404): then only that the document
+    // could not be fetched, the precise reason being recorded for the operator.
     let reasons = cases
         .iter()
-        .map(|(path, _, reason)| (*path, *reason))
-        .chain([("/missing.json", "404")]);
-    for (path, reason) in reasons {
+        .map(|(path, _, reason)| (*path, *reason, *reason))
+        .chain([("/missing.json", "could not be fetched", "404")]);
+    for (path, page_says, reason) in reasons {
         let client_id = docs.url(path);
         let resp = authorize(&gw, &client_id).await;
         assert_refused_here(&resp, path);
-        assert!(resp.text().contains(reason), "{path}: {}", resp.text());
+        assert!(resp.text().contains(page_says), "{path}: {}", resp.text());
         assert_eq!(docs.hits(path), 1, "{path}");
         let recorded: Option<String> = gw
             .sql_value(
@@ -441,12 +447,7 @@ async fn a_document_server_that_never_answers_fails_within_the_deadline_and_the_
     );
     let _ = authorize(&gw, &docs.url("/client.json")).await;
     let limited = authorize(&gw, &docs.url("/client.json")).await;
-    assert_refused_here(&limited, "budget");
-    assert!(
-        limited.text().contains("too many fetches"),
-        "{}",
-        limited.text()
-    );
+    assert_over_budget(&limited, "budget");
     assert_eq!(docs.hits("/client.json"), 1);
     gw.stop().await;
 }
@@ -472,4 +473,107 @@ async fn authorizations_of_one_new_client_arriving_together_share_one_fetch() {
         assert_eq!(resp.status, StatusCode::FOUND, "{}", resp.text());
     }
     assert_eq!(docs.hits("/together.json"), 1, "one fetch for all twenty");
+}
+
+/// Makes the database's copy of `client_id`'s document stale, as time would.
+async fn make_stale(gw: &Gateway, client_id: &str) {
+    gw.admin
+        .execute(
+            "UPDATE oauth.client_documents SET fresh_until = now() WHERE client_id = $1",
+            &[&client_id],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn junk_urls_on_a_host_do_not_spend_the_budget_a_known_stale_document_needs() {
+    let docs = DocumentServer::start().await;
+    docs.serve("/known.json", docs.valid("/known.json"));
+    let gw = gateway_with(CimdConfig {
+        per_host_fetches_per_minute: 2,
+        ..docs.cimd_config()
+    })
+    .await;
+    let known = docs.url("/known.json");
+    let first = authorize(&gw, &known).await;
+    assert_eq!(first.status, StatusCode::FOUND, "{}", first.text());
+
+    // Strangers' URLs on the same host spend what is left of the host's budget, and more.
+    for junk in ["/junk-1.json", "/junk-2.json", "/junk-3.json"] {
+        let _ = authorize(&gw, &docs.url(junk)).await;
+    }
+    let limited = authorize(&gw, &docs.url("/junk-4.json")).await;
+    assert_over_budget(&limited, "junk");
+
+    // The known client's copy goes stale: it is fetched again all the same.
+    make_stale(&gw, &known).await;
+    let stale = authorize(&gw, &known).await;
+    assert_eq!(stale.status, StatusCode::FOUND, "{}", stale.text());
+    assert_eq!(docs.hits("/known.json"), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn fetches_are_capped_across_hosts_so_fresh_names_do_not_bring_fresh_budgets() {
+    let docs = DocumentServer::start().await;
+    docs.serve("/client.json", docs.valid("/client.json"));
+    let gw = gateway_with(docs.cimd_config()).await;
+    // Every 127.0.0.0/8 address is a distinct host to the budget (as every name under a wildcard
+    // DNS record would be); nothing listens on them at this port, so each fetch fails at once.
+    let port = docs.base.rsplit(':').next().unwrap();
+    for host in 2..2 + oauth_gateway::cimd::GLOBAL_FETCHES_PER_MINUTE {
+        let resp = authorize(&gw, &format!("https://127.0.0.{host}:{port}/client.json")).await;
+        assert_refused_here(&resp, "nothing listens there");
+    }
+    let limited = authorize(&gw, &docs.url("/client.json")).await;
+    assert_over_budget(&limited, "global budget");
+    assert_eq!(docs.hits("/client.json"), 0, "not fetched");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_closed_port_a_failed_tls_handshake_and_a_404_give_the_browser_the_same_page() {
+    let docs = DocumentServer::start().await;
+    // A server whose certificate the gateway does not trust (its CA is another test CA).
+    let untrusted = DocumentServer::start().await;
+    untrusted.serve("/client.json", untrusted.valid("/client.json"));
+    let gw = gateway_with(docs.cimd_config()).await;
+    let closed_port = free_port();
+    let failing = [
+        (
+            "closed port",
+            format!("https://127.0.0.1:{closed_port}/client.json"),
+        ),
+        ("TLS failed", untrusted.url("/client.json")),
+        ("404", docs.url("/missing.json")),
+    ];
+    let mut pages = Vec::new();
+    for (what, client_id) in &failing {
+        let resp = authorize(&gw, client_id).await;
+        assert_refused_here(&resp, what);
+        pages.push((what, resp.body.clone()));
+        // The precise reason is kept for the operator.
+        let recorded: Option<String> = gw
+            .sql_value(
+                "SELECT failure FROM oauth.client_documents WHERE client_id = $1",
+                &[client_id],
+            )
+            .await;
+        assert!(recorded.is_some(), "{what}: failure recorded");
+    }
+    for (what, page) in &pages[1..] {
+        assert_eq!(
+            String::from_utf8_lossy(page),
+            String::from_utf8_lossy(&pages[0].1),
+            "{what} and {} look alike",
+            pages[0].0
+        );
+    }
+    assert!(
+        String::from_utf8_lossy(&pages[0].1).contains("could not be fetched"),
+        "{}",
+        String::from_utf8_lossy(&pages[0].1)
+    );
+    gw.stop().await;
 }
