@@ -1,69 +1,19 @@
 //! Replicas of what MCP clients in the wild send, at the extension's level: the exact registration
 //! bodies, then an authorization to each kind of redirect URI they registered.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use oauth_provider_tests::serde_json::{Value, json};
-use oauth_provider_tests::tokio_postgres::Client;
-use oauth_provider_tests::{gateway, unique};
-use sha2::{Digest, Sha256};
-
-async fn register(db: &Client, body: &Value) -> Value {
-    db.query_one("SELECT oauth.register_client($1)", &[body])
-        .await
-        .unwrap()
-        .get(0)
-}
+use oauth_provider_tests::{Client, TestClient, authorize, gateway, register, unique};
 
 /// Runs one authorization to `redirect_uri` and redeems its code; the token response.
-async fn authorize_and_redeem(db: &Client, client_id: &str, redirect_uri: &str) -> Value {
-    let verifier = format!("{}{}", unique("verifier"), "v".repeat(40));
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    let began: Value = db
-        .query_one(
-            "SELECT oauth.begin_authorization($1)",
-            &[&json!({
-                "response_type": "code",
-                "client_id": client_id,
-                "redirect_uri": redirect_uri,
-                "code_challenge": challenge,
-                "code_challenge_method": "S256",
-                "state": "st",
-            })],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let request_id = began["request_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{redirect_uri}: authorization refused: {began}"))
-        .to_owned();
-    let location: String = db
-        .query_one(
-            "SELECT oauth.issue_code($1, $2)",
-            &[&request_id, &unique("user")],
-        )
-        .await
-        .unwrap()
-        .get(0);
+async fn authorize_and_redeem(db: &Client, registered: &Value, redirect_uri: &str) -> Value {
+    let client = TestClient::registered(registered, redirect_uri);
+    let authorized = authorize(db, &client, &unique("user")).await;
     assert!(
-        location.starts_with(redirect_uri.split('?').next().unwrap()),
-        "{location} returns to {redirect_uri}"
+        authorized.location.starts_with(redirect_uri),
+        "{} returns to {redirect_uri}",
+        authorized.location
     );
-    let code = url::Url::parse(&location)
-        .unwrap()
-        .query_pairs()
-        .find(|(name, _)| name == "code")
-        .map(|(_, value)| value.into_owned())
-        .unwrap_or_else(|| panic!("no code in {location}"));
-    let none: Option<&str> = None;
-    db.query_one(
-        "SELECT oauth.exchange_code($1, $2, $3, $4, $5, NULL)",
-        &[&client_id, &none, &code, &verifier, &redirect_uri],
-    )
-    .await
-    .unwrap()
-    .get(0)
+    authorized.exchange().run(db).await
 }
 
 /// Registers `body` as the client sends it, then completes an authorization at each of `uses`.
@@ -71,9 +21,8 @@ async fn registers_as_native_and_completes_at(db: &Client, body: Value, uses: &[
     let registered = register(db, &body).await;
     assert!(registered["error"].is_null(), "{registered}");
     assert_eq!(registered["application_type"], json!("native"));
-    let client_id = registered["client_id"].as_str().unwrap();
     for redirect_uri in uses {
-        let tokens = authorize_and_redeem(db, client_id, redirect_uri).await;
+        let tokens = authorize_and_redeem(db, &registered, redirect_uri).await;
         assert!(
             tokens["refresh_token"].is_string(),
             "{redirect_uri}: {tokens}"

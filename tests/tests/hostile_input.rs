@@ -1,28 +1,53 @@
 //! What an attacker controls: input that reaches functions before any authentication (its cost is
-//! bounded, and it is refused the way malformed input is), and redirect URIs anyone can register.
+//! bounded, and it is refused the way malformed input is), redirect URIs anyone can register,
+//! resources a client leaves out, and fetches of metadata documents that fail.
 
 use oauth_provider_tests::serde_json::{Value, json};
-use oauth_provider_tests::tokio_postgres::Client;
-use oauth_provider_tests::{admin, gateway, unique};
+use oauth_provider_tests::{Client, admin, at, changed, gateway, register, scalar, unique};
 
 /// 16,000 distinct three-character scope tokens: 64 KB that an unbounded, quadratic parser spent
 /// about 350 ms of backend CPU on per call.
 fn sixteen_thousand_distinct_tokens() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let n = ALPHABET.len();
     (0..16_000)
         .map(|i| {
-            let n = ALPHABET.len();
-            [
-                ALPHABET[i / (n * n) % n],
-                ALPHABET[i / n % n],
-                ALPHABET[i % n],
-            ]
-            .iter()
-            .map(|b| *b as char)
-            .collect::<String>()
+            [i / (n * n) % n, i / n % n, i % n]
+                .iter()
+                .map(|&k| ALPHABET[k] as char)
+                .collect::<String>()
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A valid authorization request (PKCE S256, response_type=code) with `fields` changed.
+async fn begin(db: &Client, fields: Value) -> Value {
+    let valid = json!({
+        "response_type": "code",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256",
+        "state": "s",
+    });
+    scalar(
+        db,
+        "SELECT oauth.begin_authorization($1)",
+        &[&changed(&valid, fields)],
+    )
+    .await
+}
+
+/// A client registered by anyone (RFC 7591), public, redirecting to `redirect_uri`.
+async fn registered_by_anyone(db: &Client, redirect_uri: &str) -> String {
+    let answer = register(
+        db,
+        &json!({"redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    answer["client_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_owned()
 }
 
 #[tokio::test]
@@ -30,30 +55,24 @@ async fn oversized_scope_strings_are_refused_as_malformed_before_any_lookup() {
     let db = admin().await;
     let hostile = sixteen_thousand_distinct_tokens();
 
-    let parsed: Option<Vec<String>> = db
-        .query_one("SELECT oauth.parse_scope($1)", &[&hostile])
-        .await
-        .unwrap()
-        .get(0);
+    let parsed: Option<Vec<String>> =
+        scalar(&db, "SELECT oauth.parse_scope($1)", &[&hostile]).await;
     assert!(
         parsed.is_none(),
         "the parser refuses instead of deduplicating 16,000 tokens (it returned {} tokens)",
         parsed.map_or(0, |tokens| tokens.len())
     );
 
-    let registered: Value = db
-        .query_one(
-            "SELECT oauth.register_client($1)",
-            &[&json!({
-                "client_name": unique("hostile"),
-                "redirect_uris": ["http://127.0.0.1/callback"],
-                "token_endpoint_auth_method": "none",
-                "scope": hostile,
-            })],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let registered = register(
+        &db,
+        &json!({
+            "client_name": unique("hostile"),
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "token_endpoint_auth_method": "none",
+            "scope": hostile,
+        }),
+    )
+    .await;
     assert_eq!(
         registered["error"],
         json!("invalid_client_metadata"),
@@ -65,23 +84,13 @@ async fn oversized_scope_strings_are_refused_as_malformed_before_any_lookup() {
         "registration reports the scope as malformed"
     );
 
-    let row = db
-        .query_one(
-            "SELECT client_id FROM oauth.create_client($1, '{http://127.0.0.1/callback}', '{mcp}', 'none', \
-             application_type => 'native')",
-            &[&unique("hostile-public")],
-        )
-        .await
-        .unwrap();
-    let client_id: String = row.get(0);
-    let rotated: Value = db
-        .query_one(
-            "SELECT oauth.rotate_refresh_token($1, NULL, 'not-a-token', $2, NULL)",
-            &[&client_id, &hostile],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let client_id = registered_by_anyone(&db, "http://127.0.0.1/callback").await;
+    let rotated: Value = scalar(
+        &db,
+        "SELECT oauth.rotate_refresh_token($1, NULL, 'not-a-token', $2, NULL)",
+        &[&client_id, &hostile],
+    )
+    .await;
     assert_eq!(
         rotated,
         json!({"error": "invalid_scope", "error_description": "scope is malformed"}),
@@ -89,61 +98,28 @@ async fn oversized_scope_strings_are_refused_as_malformed_before_any_lookup() {
     );
 }
 
-/// `begin_authorization` with an invalid scope (an error found before the user did anything).
-async fn authorize_with_invalid_scope(db: &Client, client_id: &str, redirect_uri: &str) -> Value {
-    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-    db.query_one(
-        "SELECT oauth.begin_authorization($1)",
-        &[&json!({
-            "response_type": "code",
-            "client_id": client_id,
-            "redirect_uri": redirect_uri,
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-            "scope": "mcp  two-spaces-make-it-malformed",
-            "state": "s",
-        })],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
-
 #[tokio::test]
 async fn errors_before_the_user_acted_never_go_to_redirect_uris_no_administrator_vetted() {
     let db = gateway().await;
     let evil = "https://evil.example/cb";
-
-    let registered: Value = db
-        .query_one(
-            "SELECT oauth.register_client($1)",
-            &[&json!({"redirect_uris": [evil], "token_endpoint_auth_method": "none"})],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let dynamic = registered["client_id"].as_str().unwrap().to_owned();
-
+    let dynamic = registered_by_anyone(&db, evil).await;
     let document_id = format!("https://{}.example/client.json", unique("doc"));
-    let stored: Value = db
-        .query_one(
-            "SELECT oauth.store_client_document($1, $2, now() + interval '1 hour', now() + interval '1 minute')",
-            &[
-                &document_id,
-                &json!({"client_id": document_id, "client_name": "Doc", "redirect_uris": [evil],
-                        "token_endpoint_auth_method": "none"}),
-            ],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let document = json!({"client_id": document_id, "client_name": "Doc", "redirect_uris": [evil],
+                          "token_endpoint_auth_method": "none"});
+    let stored: Value = scalar(
+        &db,
+        "SELECT oauth.store_client_document($1, $2, now() + interval '1 hour', now() + interval '1 minute')",
+        &[&document_id, &document],
+    )
+    .await;
     assert!(stored["error"].is_null(), "{stored}");
+    let malformed_scope = |client_id: &str, redirect_uri: &str| json!({"client_id": client_id, "redirect_uri": redirect_uri, "scope": "mcp  two-spaces"});
 
     for (what, client_id) in [
         ("registered by anyone", &dynamic),
         ("metadata document", &document_id),
     ] {
-        let answer = authorize_with_invalid_scope(&db, client_id, evil).await;
+        let answer = begin(&db, malformed_scope(client_id, evil)).await;
         assert_eq!(answer["error"], json!("invalid_scope"), "{what}: {answer}");
         assert_eq!(
             answer["redirect"],
@@ -156,16 +132,13 @@ async fn errors_before_the_user_acted_never_go_to_redirect_uris_no_administrator
         );
     }
 
-    let vetted: String = admin()
-        .await
-        .query_one(
-            "SELECT client_id FROM oauth.create_client($1, $2, '{mcp}', 'none', application_type => 'web')",
-            &[&unique("vetted"), &vec!["https://vetted.example/cb"]],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let answer = authorize_with_invalid_scope(&db, &vetted, "https://vetted.example/cb").await;
+    let vetted: String = scalar(
+        &admin().await,
+        "SELECT client_id FROM oauth.create_client($1, '{https://vetted.example/cb}', '{mcp}', 'none')",
+        &[&unique("vetted")],
+    )
+    .await;
+    let answer = begin(&db, malformed_scope(&vetted, "https://vetted.example/cb")).await;
     assert_eq!(
         answer["redirect"],
         json!(true),
@@ -179,25 +152,11 @@ async fn errors_before_the_user_acted_never_go_to_redirect_uris_no_administrator
     );
 
     // Once the user decided, the answer goes back to the client as usual.
-    let began: Value = db
-        .query_one(
-            "SELECT oauth.begin_authorization($1)",
-            &[&json!({
-                "response_type": "code", "client_id": dynamic, "redirect_uri": evil, "state": "s",
-                "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
-            })],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let began = begin(&db, json!({"client_id": dynamic, "redirect_uri": evil})).await;
     let request_id = began["request_id"]
         .as_str()
         .unwrap_or_else(|| panic!("{began}"));
-    let denied: String = db
-        .query_one("SELECT oauth.deny_authorization($1)", &[&request_id])
-        .await
-        .unwrap()
-        .get(0);
+    let denied: String = scalar(&db, "SELECT oauth.deny_authorization($1)", &[&request_id]).await;
     assert!(
         denied.starts_with("https://evil.example/cb?error=access_denied"),
         "{denied}"
@@ -208,28 +167,12 @@ async fn errors_before_the_user_acted_never_go_to_redirect_uris_no_administrator
 async fn a_private_use_scheme_redirect_names_no_host_on_the_consent_screen() {
     let db = gateway().await;
     let redirect_uri = "x-evil://claude.ai/cb";
-    let registered: Value = db
-        .query_one(
-            "SELECT oauth.register_client($1)",
-            &[&json!({"redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none"})],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let client_id = registered["client_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{registered}"));
-    let began: Value = db
-        .query_one(
-            "SELECT oauth.begin_authorization($1)",
-            &[&json!({
-                "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
-                "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
-            })],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let client_id = registered_by_anyone(&db, redirect_uri).await;
+    let began = begin(
+        &db,
+        json!({"client_id": client_id, "redirect_uri": redirect_uri}),
+    )
+    .await;
     let request_id = began["request_id"]
         .as_str()
         .unwrap_or_else(|| panic!("{began}"));
@@ -248,8 +191,8 @@ async fn a_private_use_scheme_redirect_names_no_host_on_the_consent_screen() {
     );
 }
 
-/// A machine client of the client_credentials grant allowed `resources`.
-async fn machine_client(resources: &[&str]) -> (String, String) {
+/// A client_credentials grant for a new machine client allowed `resources`, asking for none.
+async fn machine_token_without_resource(db: &Client, resources: &[&str]) -> Value {
     let row = admin()
         .await
         .query_one(
@@ -259,93 +202,42 @@ async fn machine_client(resources: &[&str]) -> (String, String) {
         )
         .await
         .unwrap();
-    (row.get(0), row.get(1))
+    let (client_id, secret): (String, String) = (row.get(0), row.get(1));
+    scalar(
+        db,
+        "SELECT oauth.client_credentials_grant($1, $2, NULL, NULL)",
+        &[&client_id, &secret],
+    )
+    .await
 }
 
 #[tokio::test]
 async fn leaving_out_resource_never_escapes_a_clients_allowed_resources() {
     let db = gateway().await;
-    let none: Option<&str> = None;
-
-    let (one, secret) = machine_client(&["https://mcp.example.com/mcp"]).await;
-    let issued: Value = db
-        .query_one(
-            "SELECT oauth.client_credentials_grant($1, $2, NULL, $3)",
-            &[&one, &secret, &none],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let issued = machine_token_without_resource(&db, &["https://mcp.example.com/mcp"]).await;
     assert_eq!(
         issued["resource"],
         json!("https://mcp.example.com/mcp"),
         "a client allowed one resource gets it, not a token without audience: {issued}"
     );
-
-    let (several, secret) =
-        machine_client(&["https://a.example.com/mcp", "https://b.example.com/mcp"]).await;
-    let refused: Value = db
-        .query_one(
-            "SELECT oauth.client_credentials_grant($1, $2, NULL, $3)",
-            &[&several, &secret, &none],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let several = ["https://a.example.com/mcp", "https://b.example.com/mcp"];
+    let refused = machine_token_without_resource(&db, &several).await;
     assert_eq!(refused["error"], json!("invalid_target"), "{refused}");
 
     // The code flow decides the same at /authorize, before the user is asked.
-    let row = admin()
-        .await
-        .query_one(
-            "SELECT client_id FROM oauth.create_client($1, '{https://app.example/cb}', '{mcp}', 'none', \
-             allowed_resources => '{https://a.example.com/mcp,https://b.example.com/mcp}')",
-            &[&unique("restricted")],
-        )
-        .await
-        .unwrap();
-    let restricted: String = row.get(0);
-    let began: Value = db
-        .query_one(
-            "SELECT oauth.begin_authorization($1)",
-            &[&json!({
-                "response_type": "code", "client_id": restricted, "redirect_uri": "https://app.example/cb",
-                "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
-            })],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(began["error"], json!("invalid_target"), "{began}");
-}
-
-/// Seconds after an arbitrary epoch, as the `now` the functions take.
-fn at(seconds: i64) -> String {
-    const JANUARY_2030: i64 = 1_893_456_000;
-    chrono::DateTime::from_timestamp(JANUARY_2030 + seconds, 0)
-        .unwrap()
-        .to_rfc3339()
-}
-
-async fn authorize_document_client_at(
-    db: &Client,
-    url: &str,
-    redirect: &str,
-    seconds: i64,
-) -> Value {
-    db.query_one(
-        "SELECT oauth.begin_authorization($1, ($2::text::timestamptz))",
-        &[
-            &json!({
-                "response_type": "code", "client_id": url, "redirect_uri": redirect,
-                "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
-            }),
-            &at(seconds),
-        ],
+    let restricted: String = scalar(
+        &admin().await,
+        "SELECT client_id FROM oauth.create_client($1, '{https://app.example/cb}', '{mcp}', 'none', \
+         allowed_resources => $2)",
+        &[&unique("restricted"), &several.as_slice()],
     )
-    .await
-    .unwrap()
-    .get(0)
+    .await;
+    let began = begin(
+        &db,
+        json!({"client_id": restricted, "redirect_uri": "https://app.example/cb"}),
+    )
+    .await;
+    assert_eq!(began["error"], json!("invalid_target"), "{began}");
 }
 
 #[tokio::test]
@@ -354,35 +246,42 @@ async fn a_document_whose_refetch_fails_keeps_its_last_good_copy_for_at_most_a_d
     let url = format!("https://{}.example/client.json", unique("stale"));
     let redirect = "https://stale.example/cb";
     let document = json!({"client_id": url, "redirect_uris": [redirect], "token_endpoint_auth_method": "none"});
-    let stored: Value = db
-        .query_one(
-            "SELECT oauth.store_client_document($1, $2, ($3::text::timestamptz), ($4::text::timestamptz), ($5::text::timestamptz))",
-            &[&url, &document, &at(3600), &at(60), &at(0)],
+    let stored: Value = scalar(
+        &db,
+        "SELECT oauth.store_client_document($1, $2, $3::text::timestamptz, $4::text::timestamptz, $5::text::timestamptz)",
+        &[&url, &document, &at(3600), &at(60), &at(0)],
+    )
+    .await;
+    assert_eq!(stored, json!({}));
+    let fail = async |retry_at: i64, now: i64| {
+        db.execute(
+            "SELECT oauth.record_client_document_failure($1, 'could not connect', $2::text::timestamptz, $3::text::timestamptz)",
+            &[&url, &at(retry_at), &at(now)],
         )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, json!({}));
-    let fail = |retry_at: i64, now: i64| {
-        let (db, url) = (&db, &url);
-        async move {
-            db.execute(
-                "SELECT oauth.record_client_document_failure($1, 'could not connect', ($2::text::timestamptz), ($3::text::timestamptz))",
-                &[url, &at(retry_at), &at(now)],
-            )
-            .await
-            .unwrap();
-        }
+        .unwrap();
+    };
+    let authorize_at = async |seconds: i64| -> Value {
+        let request = json!({
+            "response_type": "code", "client_id": url, "redirect_uri": redirect,
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
+        });
+        scalar(
+            &db,
+            "SELECT oauth.begin_authorization($1, $2::text::timestamptz)",
+            &[&request, &at(seconds)],
+        )
+        .await
     };
 
     // Stale after an hour; the refetch fails: the good copy serves until the retry.
     fail(7260, 7200).await;
-    let answer = authorize_document_client_at(&db, &url, redirect, 7230).await;
+    let answer = authorize_at(7230).await;
     assert!(
         answer["request_id"].is_string(),
         "the last good copy serves: {answer}"
     );
-    let answer = authorize_document_client_at(&db, &url, redirect, 7260).await;
+    let answer = authorize_at(7260).await;
     assert_eq!(
         answer["fetch_client_document"],
         json!(url),
@@ -391,6 +290,6 @@ async fn a_document_whose_refetch_fails_keeps_its_last_good_copy_for_at_most_a_d
 
     // A day after the last good fetch, a failure refuses the client until its retry.
     fail(86_460, 86_401).await;
-    let answer = authorize_document_client_at(&db, &url, redirect, 86_430).await;
+    let answer = authorize_at(86_430).await;
     assert_eq!(answer["error"], json!("invalid_client"), "{answer}");
 }

@@ -219,55 +219,6 @@ async fn drop_extension_then_create_extension_works() {
         .unwrap();
 }
 
-async fn dump_and_restore(source: &TempDb, format: &str) -> TempDb {
-    let target = TempDb::create_with(false).await;
-    let dir = std::env::temp_dir().join(unique("oauth_dump"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("dump");
-    let file = file.to_str().unwrap();
-    run_pg_program(
-        "pg_dump",
-        &[
-            "--no-owner",
-            &format!("--format={format}"),
-            "--file",
-            file,
-            "--dbname",
-            &source.conninfo(),
-        ],
-    );
-    if format == "plain" {
-        run_pg_program(
-            "psql",
-            &[
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "--single-transaction",
-                "-f",
-                file,
-                "--dbname",
-                &target.conninfo(),
-            ],
-        );
-    } else {
-        run_pg_program(
-            "pg_restore",
-            &[
-                "--no-owner",
-                "--exit-on-error",
-                "--single-transaction",
-                "--dbname",
-                &target.conninfo(),
-                file,
-            ],
-        );
-    }
-    std::fs::remove_dir_all(&dir).ok();
-    target
-}
-
 #[tokio::test]
 async fn pg_dump_and_restore_keep_clients_grants_settings_and_a_restored_refresh_token_rotates() {
     let source = TempDb::create().await;

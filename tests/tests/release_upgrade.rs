@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use oauth_provider_tests::serde_json::{Value, json};
 use oauth_provider_tests::tokio_postgres::{self, Client};
-use oauth_provider_tests::{TempDb, run_pg_program, unique};
+use oauth_provider_tests::{TempDb, dump_and_restore, unique};
 use sha2::{Digest, Sha256};
 
 /// Every released install script and the SHA-256 it was released with. A release adds a line; no
@@ -442,34 +442,7 @@ async fn a_database_at_the_previous_release_updates_losing_nothing_and_its_token
     assert!(settings["grant_types_supported"].is_array(), "{settings}");
 
     // pg_dump and restore of the updated database, then the tokens work in the copy as well.
-    let dir = std::env::temp_dir().join(unique("oauth_upgrade_dump"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("dump");
-    let file = file.to_str().unwrap();
-    run_pg_program(
-        "pg_dump",
-        &[
-            "--no-owner",
-            "--format=custom",
-            "--file",
-            file,
-            "--dbname",
-            &source.conninfo(),
-        ],
-    );
-    let restored = TempDb::create_with(false).await;
-    run_pg_program(
-        "pg_restore",
-        &[
-            "--no-owner",
-            "--exit-on-error",
-            "--single-transaction",
-            "--dbname",
-            &restored.conninfo(),
-            file,
-        ],
-    );
-    std::fs::remove_dir_all(&dir).ok();
+    let restored = dump_and_restore(&source, "custom").await;
     let copy = restored.admin().await;
     assert_eq!(extension_version(&copy).await, CURRENT_RELEASE);
     assert_eq!(
