@@ -137,3 +137,32 @@ async fn consent_page_is_unframeable_and_refuses_forged_forms() {
     assert_eq!(q["iss"], gw.issuer);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_private_use_scheme_client_is_shown_by_its_scheme_with_a_warning_not_a_borrowed_host() {
+    let gw = Gateway::start().await;
+    let registered = gw
+        .register(serde_json::json!({
+            "client_name": "Claude",
+            "redirect_uris": ["x-evil://claude.ai/cb"],
+            "token_endpoint_auth_method": "none",
+        }))
+        .await
+        .json();
+    let client_id = registered["client_id"].as_str().expect("registered");
+    let consent_url = gw
+        .authorize(&Authorization {
+            redirect_uri: "x-evil://claude.ai/cb",
+            ..Authorization::new(client_id)
+        })
+        .await
+        .location();
+    let html = gw.http.get(&consent_url, &[]).await.text();
+    assert!(html.contains("<strong>x-evil:</strong> links"), "{html}");
+    assert!(html.contains("Caution"), "{html}");
+    assert!(
+        !html.contains("sent to <strong>claude.ai</strong>"),
+        "the part after the scheme names no destination: {html}"
+    );
+    gw.stop().await;
+}

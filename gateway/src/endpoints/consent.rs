@@ -3,7 +3,7 @@
 
 use hyper::{Method, StatusCode};
 
-use super::pages::{self, Approval, Purpose};
+use super::pages::{self, Approval, Destination, Purpose};
 use crate::app::App;
 use crate::error::{ErrorCode, OAuthError};
 use crate::http::{self, Req, Resp};
@@ -38,14 +38,18 @@ async fn show(app: &App, req: Req, user: &str) -> Resp {
         }
         Err(e) => return pages::failure(&e),
     };
-    let destination = request.redirect_host.unwrap_or_else(|| {
-        request
-            .redirect_uri
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    });
+    // The extension names a host for http(s) redirect URIs only.
+    let destination = match request.redirect_host {
+        Some(host) => Destination::Host(host),
+        None => Destination::Scheme(
+            request
+                .redirect_uri
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+    };
     let page = Approval {
         client_name: request.client_name,
         client_id: request.client_id,

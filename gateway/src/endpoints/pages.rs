@@ -162,6 +162,15 @@ pub async fn form_fields<const N: usize>(
     Ok(values)
 }
 
+/// Where the code goes once the user decided.
+pub enum Destination {
+    /// The host of an http(s) redirect URI.
+    Host(String),
+    /// A private-use URI scheme (RFC 8252 §7.1): whichever program on the device claimed it. What
+    /// follows `scheme://` is the application's own choice and names no one (§8.6).
+    Scheme(String),
+}
+
 /// What the user is asked to approve, on the consent page and the device verification page.
 pub struct Approval {
     pub client_name: String,
@@ -170,7 +179,7 @@ pub struct Approval {
     pub resource: Option<String>,
     pub loopback_only: bool,
     /// Where the browser goes after the decision (none for a device).
-    pub destination: Option<String>,
+    pub destination: Option<Destination>,
     pub action: String,
     /// The form field naming what is decided (request id or user code).
     pub hidden: (&'static str, String),
@@ -197,23 +206,36 @@ impl Approval {
                 escape_html(&self.client_id)
             ),
         };
-        let warning = if self.loopback_only {
-            "<p style=\"border:2px solid #b00;padding:.5em\"><strong>Caution:</strong> this application \
-             returns only to addresses on your own computer (localhost), so any program running here \
-             could present itself under this name. Allow only if you have just started it yourself.</p>"
-        } else {
-            ""
+        let caution = |why: &str| {
+            format!(
+                "<p style=\"border:2px solid #b00;padding:.5em\"><strong>Caution:</strong> {why} \
+                 Allow only if you have just started it yourself.</p>"
+            )
         };
-        let destination = self
-            .destination
-            .as_ref()
-            .map(|d| {
-                format!(
-                    "<p>After you decide you will be sent to <strong>{}</strong>.</p>",
-                    escape_html(d)
-                )
-            })
-            .unwrap_or_default();
+        let warning = match &self.destination {
+            _ if self.loopback_only => caution(
+                "this application returns only to addresses on your own computer (localhost), so any \
+                 program running here could present itself under this name.",
+            ),
+            Some(Destination::Scheme(scheme)) => caution(&format!(
+                "this application returns to <strong>{}:</strong> links, which any program on this \
+                 device can claim, so it could present itself under this name.",
+                escape_html(scheme)
+            )),
+            _ => String::new(),
+        };
+        let destination = match &self.destination {
+            Some(Destination::Host(host)) => format!(
+                "<p>After you decide you will be sent to <strong>{}</strong>.</p>",
+                escape_html(host)
+            ),
+            Some(Destination::Scheme(scheme)) => format!(
+                "<p>After you decide you will be sent to the program that opens \
+                 <strong>{}:</strong> links on this device.</p>",
+                escape_html(scheme)
+            ),
+            None => String::new(),
+        };
         let resource_line = self
             .resource
             .as_ref()
@@ -248,7 +270,7 @@ impl Approval {
 
 #[cfg(test)]
 mod tests {
-    use super::Approval;
+    use super::{Approval, Destination};
 
     fn approval(client_id: &str, loopback_only: bool) -> Approval {
         Approval {
@@ -257,7 +279,7 @@ mod tests {
             scopes: vec!["mcp".into()],
             resource: Some("https://mcp.example.com/mcp".into()),
             loopback_only,
-            destination: Some("app.example".into()),
+            destination: Some(Destination::Host("app.example".into())),
             action: "https://auth.example/consent".into(),
             hidden: ("request_id", "r1".into()),
             csrf: "c1".into(),
@@ -281,5 +303,17 @@ mod tests {
         assert!(page.contains("Caution"));
         assert!(page.contains("Client <code>abc123</code>"));
         assert!(!page.contains("published by"));
+    }
+
+    #[test]
+    fn a_private_use_scheme_is_named_by_its_scheme_with_a_warning() {
+        let page = Approval {
+            destination: Some(Destination::Scheme("x-evil".into())),
+            ..approval("abc123", false)
+        }
+        .render("alice");
+        assert!(page.contains("<strong>x-evil:</strong> links"), "{page}");
+        assert!(page.contains("Caution"));
+        assert!(!page.contains("app.example"));
     }
 }
