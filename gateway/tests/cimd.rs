@@ -577,3 +577,25 @@ async fn a_closed_port_a_failed_tls_handshake_and_a_404_give_the_browser_the_sam
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn metadata_advertises_metadata_documents_only_while_the_fetcher_is_on() {
+    let docs = DocumentServer::start().await;
+    for enabled in [true, false] {
+        let gw = gateway_with(CimdConfig {
+            enabled,
+            ..docs.cimd_config()
+        })
+        .await;
+        let metadata = gw
+            .get("/.well-known/oauth-authorization-server")
+            .await
+            .json();
+        assert_eq!(
+            metadata["client_id_metadata_document_supported"],
+            json!(enabled),
+            "fetcher on: {enabled}"
+        );
+        gw.stop().await;
+    }
+}

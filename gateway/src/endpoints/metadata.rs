@@ -24,7 +24,9 @@ pub fn document(app: &App, settings: &Settings) -> Value {
         "response_modes_supported": settings.response_modes_supported,
         "grant_types_supported": settings.grant_types_supported,
         "device_authorization_endpoint": c.endpoint("/device_authorization"),
-        "client_id_metadata_document_supported": settings.client_id_metadata_document_supported,
+        // The extension takes https client ids for documents; this gateway fetches them only while
+        // its fetcher is on, and must not promise what it would refuse.
+        "client_id_metadata_document_supported": settings.client_id_metadata_document_supported && c.cimd.enabled,
         "token_endpoint_auth_methods_supported": settings.token_endpoint_auth_methods_supported,
         "revocation_endpoint_auth_methods_supported": settings.revocation_endpoint_auth_methods_supported,
         "introspection_endpoint_auth_methods_supported": settings.introspection_endpoint_auth_methods_supported,
