@@ -1,9 +1,9 @@
-//! Releases: the install scripts of released versions never change, and a database created at the
-//! previous release updates to the current one (`ALTER EXTENSION oauth_provider UPDATE`) without
+//! Releases: the install scripts of released versions never change, and a database created at an
+//! earlier release updates to the current one (`ALTER EXTENSION oauth_provider UPDATE`) without
 //! losing a row, with every code, refresh token, secret and registration token it issued still
 //! working, and ends up with the same catalog as a fresh install.
 //!
-//! These tests speak raw SQL on purpose: they exercise the previous release's functions, which
+//! These tests speak raw SQL on purpose: they exercise the earlier releases' functions, which
 //! the shared helpers (written against the current API) need not keep matching.
 
 use std::path::PathBuf;
@@ -17,13 +17,19 @@ use sha2::{Digest, Sha256};
 
 /// Every released install script and the SHA-256 it was released with. A release adds a line; no
 /// line ever changes.
-const RELEASED: [(&str, &str); 1] = [(
-    "oauth_provider--0.1.0.sql",
-    "e2f27e8c9670288164748663ffe02311ddab77a3d18c3e8c000ccbf1d3d82908",
-)];
+const RELEASED: [(&str, &str); 2] = [
+    (
+        "oauth_provider--0.1.0.sql",
+        "e2f27e8c9670288164748663ffe02311ddab77a3d18c3e8c000ccbf1d3d82908",
+    ),
+    (
+        "oauth_provider--0.2.0.sql",
+        "d2d686f89adf1cc06bafe9cd11dc5b4bbd40898dc95fa1078a3a632c9bd8d58d",
+    ),
+];
 
-/// The release a user may still be on, from which the upgrade test starts.
-const PREVIOUS_RELEASE: &str = "0.1.0";
+/// The releases a user may still be on, from each of which the upgrade tests start.
+const EARLIER_RELEASES: [&str; 2] = ["0.1.0", "0.2.0"];
 
 /// The release this tree builds (the workspace version, which pgrx uses as the extension version).
 const CURRENT_RELEASE: &str = env!("CARGO_PKG_VERSION");
@@ -137,7 +143,7 @@ async fn json_call(
 
 const REDIRECT: &str = "https://app.example/callback";
 
-/// What a user of the previous release has: clients, a grant with a live refresh family, an
+/// What a user of an earlier release has: clients, a grant with a live refresh family, an
 /// unredeemed code, a dynamically registered client and its registration token, a pending device
 /// authorization.
 struct Issued {
@@ -194,7 +200,7 @@ async fn rotate(db: &Client, client_id: &str, secret: &str, refresh_token: &str)
     .await
 }
 
-async fn issue_at_previous_release(db: &Client) -> Issued {
+async fn issue_at_earlier_release(db: &Client) -> Issued {
     db.batch_execute(
         "SELECT oauth.configure(issuer => 'https://upgrade.example', scopes_supported => '{mcp,offline_access,openid}', \
          registration_enabled => true)",
@@ -301,6 +307,15 @@ async fn row_counts(db: &Client) -> Vec<(String, i64)> {
     counts
 }
 
+/// The counts of the tables in `before` (tables a release adds start empty and are not compared).
+async fn row_counts_of(db: &Client, before: &[(String, i64)]) -> Vec<(String, i64)> {
+    row_counts(db)
+        .await
+        .into_iter()
+        .filter(|(table, _)| before.iter().any(|(t, _)| t == table))
+        .collect()
+}
+
 async fn extension_version(db: &Client) -> String {
     db.query_one(
         "SELECT extversion FROM pg_extension WHERE extname = 'oauth_provider'",
@@ -311,16 +326,16 @@ async fn extension_version(db: &Client) -> String {
     .get(0)
 }
 
-async fn database_at_previous_release() -> TempDb {
+async fn database_at_release(release: &str) -> TempDb {
     let db = TempDb::create_with(false).await;
     db.admin()
         .await
         .batch_execute(&format!(
-            "CREATE EXTENSION oauth_provider VERSION '{PREVIOUS_RELEASE}'"
+            "CREATE EXTENSION oauth_provider VERSION '{release}'"
         ))
         .await
         .unwrap_or_else(|e| {
-            panic!("CREATE EXTENSION at {PREVIOUS_RELEASE} (scripts/setup installs sql/released): {e:?}")
+            panic!("CREATE EXTENSION at {release} (scripts/setup installs sql/released): {e:?}")
         });
     db
 }
@@ -419,11 +434,17 @@ async fn assert_issued_still_works(db: &Client, issued: &Issued, what: &str) {
 }
 
 #[tokio::test]
-async fn a_database_at_the_previous_release_updates_losing_nothing_and_its_tokens_keep_working() {
-    let source = database_at_previous_release().await;
+async fn a_database_at_an_earlier_release_updates_losing_nothing_and_its_tokens_keep_working() {
+    for release in EARLIER_RELEASES {
+        updates_losing_nothing(release).await;
+    }
+}
+
+async fn updates_losing_nothing(release: &str) {
+    let source = database_at_release(release).await;
     let admin = source.admin().await;
-    assert_eq!(extension_version(&admin).await, PREVIOUS_RELEASE);
-    let issued = issue_at_previous_release(&admin).await;
+    assert_eq!(extension_version(&admin).await, release);
+    let issued = issue_at_earlier_release(&admin).await;
     let before = row_counts(&admin).await;
 
     admin
@@ -432,7 +453,7 @@ async fn a_database_at_the_previous_release_updates_losing_nothing_and_its_token
         .unwrap_or_else(|e| panic!("ALTER EXTENSION oauth_provider UPDATE: {e:?}"));
     assert_eq!(extension_version(&admin).await, CURRENT_RELEASE);
     assert_eq!(
-        row_counts(&admin).await,
+        row_counts_of(&admin, &before).await,
         before,
         "the update keeps every row of every table"
     );
@@ -446,13 +467,18 @@ async fn a_database_at_the_previous_release_updates_losing_nothing_and_its_token
     let copy = restored.admin().await;
     assert_eq!(extension_version(&copy).await, CURRENT_RELEASE);
     assert_eq!(
-        row_counts(&copy).await,
+        row_counts_of(&copy, &before).await,
         before,
         "the restored copy of the updated database has every row"
     );
 
-    assert_issued_still_works(&admin, &issued, "updated database").await;
-    assert_issued_still_works(&copy, &issued, "restored copy of the updated database").await;
+    assert_issued_still_works(&admin, &issued, &format!("database updated from {release}")).await;
+    assert_issued_still_works(
+        &copy,
+        &issued,
+        &format!("restored copy of the database updated from {release}"),
+    )
+    .await;
 }
 
 /// The catalog of schema `oauth`: every function with its definition and privileges, every
@@ -486,22 +512,26 @@ async fn catalog(db: &Client) -> Vec<String> {
 
 #[tokio::test]
 async fn an_updated_database_has_the_catalog_of_a_fresh_install() {
-    let updated = database_at_previous_release().await;
-    let updated_admin = updated.admin().await;
-    updated_admin
-        .batch_execute("ALTER EXTENSION oauth_provider UPDATE")
-        .await
-        .unwrap();
     let fresh = TempDb::create().await;
     let fresh_admin = fresh.admin().await;
     assert_eq!(extension_version(&fresh_admin).await, CURRENT_RELEASE);
-
-    let (updated, fresh) = (catalog(&updated_admin).await, catalog(&fresh_admin).await);
-    let only_updated: Vec<&String> = updated.iter().filter(|l| !fresh.contains(l)).collect();
-    let only_fresh: Vec<&String> = fresh.iter().filter(|l| !updated.contains(l)).collect();
-    assert!(
-        only_updated.is_empty() && only_fresh.is_empty(),
-        "the upgrade script must produce what a fresh install does\n\
-         only after the update:\n{only_updated:#?}\nonly in a fresh install:\n{only_fresh:#?}"
-    );
+    let fresh = catalog(&fresh_admin).await;
+    for release in EARLIER_RELEASES {
+        let updated = database_at_release(release).await;
+        let updated_admin = updated.admin().await;
+        updated_admin
+            .batch_execute("ALTER EXTENSION oauth_provider UPDATE")
+            .await
+            .unwrap_or_else(|e| {
+                panic!("ALTER EXTENSION oauth_provider UPDATE from {release}: {e:?}")
+            });
+        let updated = catalog(&updated_admin).await;
+        let only_updated: Vec<&String> = updated.iter().filter(|l| !fresh.contains(l)).collect();
+        let only_fresh: Vec<&String> = fresh.iter().filter(|l| !updated.contains(l)).collect();
+        assert!(
+            only_updated.is_empty() && only_fresh.is_empty(),
+            "the upgrade scripts from {release} must produce what a fresh install does\n\
+             only after the update:\n{only_updated:#?}\nonly in a fresh install:\n{only_fresh:#?}"
+        );
+    }
 }
