@@ -141,32 +141,14 @@ BEGIN
 END
 $$;
 
--- The client row when client_id/secret authenticate it, else NULL. Public clients (method `none`)
--- must not present a secret; confidential ones must present the right one.
+-- The client row when client_id/secret authenticate it, else NULL (oauth._client_authentication,
+-- which also says why). Volatile: a private_key_jwt assertion is used up by authenticating.
 CREATE FUNCTION oauth._authenticate_client(client_id text, client_secret text, now timestamptz)
 RETURNS oauth.clients
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql
 AS $$
-DECLARE
-    client oauth.clients;
 BEGIN
-    IF client_id IS NULL OR client_id = '' THEN
-        RETURN NULL;
-    END IF;
-    SELECT * INTO client FROM oauth.clients c WHERE c.client_id = _authenticate_client.client_id;
-    IF NOT FOUND OR (client.expires_at IS NOT NULL AND client.expires_at <= now) THEN
-        RETURN NULL;
-    END IF;
-    IF client.secret_hash IS NULL THEN
-        IF client_secret IS NOT NULL AND client_secret <> '' THEN
-            RETURN NULL;
-        END IF;
-        RETURN client;
-    END IF;
-    IF client_secret IS NULL OR NOT oauth.secure_equal(oauth.token_hash(client_secret), client.secret_hash) THEN
-        RETURN NULL;
-    END IF;
-    RETURN client;
+    RETURN (oauth._client_authentication(client_id, client_secret, now)).client;
 END
 $$;
 
@@ -176,13 +158,15 @@ CREATE FUNCTION oauth._client_for_grant(
     client_id text, client_secret text, grant_type text, now timestamptz,
     OUT client oauth.clients, OUT problem jsonb
 )
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql
 AS $$
+DECLARE
+    authenticated record;
 BEGIN
-    client := oauth._authenticate_client(client_id, client_secret, now);
-    IF client.client_id IS NULL THEN
-        problem := oauth._error('invalid_client', 'client authentication failed');
-    ELSIF NOT grant_type = ANY (client.grant_types) THEN
+    authenticated := oauth._client_authentication(client_id, client_secret, now);
+    client := authenticated.client;
+    problem := authenticated.problem;
+    IF problem IS NULL AND NOT grant_type = ANY (client.grant_types) THEN
         problem := oauth._error('unauthorized_client', pg_catalog.format('client may not use the %s grant', grant_type));
     END IF;
 END

@@ -53,7 +53,7 @@ CREATE TABLE oauth.clients (
     grant_types text[] NOT NULL DEFAULT '{authorization_code,refresh_token}'
         CHECK (grant_types <@ '{authorization_code,refresh_token,client_credentials,urn:ietf:params:oauth:grant-type:device_code}'::text[]),
     token_endpoint_auth_method text NOT NULL
-        CHECK (token_endpoint_auth_method IN ('none', 'client_secret_basic', 'client_secret_post')),
+        CHECK (token_endpoint_auth_method IN ('none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt')),
     application_type text NOT NULL DEFAULT 'web' CHECK (application_type IN ('web', 'native')),
     -- RFC 8707 resources this client may ask for; NULL allows any.
     allowed_resources text[],
@@ -64,7 +64,9 @@ CREATE TABLE oauth.clients (
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
     expires_at timestamptz,
-    CHECK ((token_endpoint_auth_method = 'none') = (secret_hash IS NULL))
+    -- Only the secret methods have a secret: a public client has no credential, and a
+    -- private_key_jwt client proves itself with a key it publishes (oauth.client_jwks).
+    CHECK ((token_endpoint_auth_method IN ('client_secret_basic', 'client_secret_post')) = (secret_hash IS NOT NULL))
 );
 
 CREATE TABLE oauth.authorization_requests (

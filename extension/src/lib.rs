@@ -4,6 +4,7 @@
 //! them. Rust supplies what SQL does badly: token material from the OS RNG, constant-time
 //! comparison, and URI parsing that must follow RFC 3986 / RFC 8252 exactly.
 
+mod client_assertions;
 mod pkce;
 mod randomness;
 mod scopes;
@@ -30,7 +31,11 @@ pgrx::extension_sql_file!(
         uris::document_client_id_problem,
         uris::is_loopback_redirect,
         pkce::pkce_s256_matches,
-        pkce::pkce_challenge_valid
+        pkce::pkce_challenge_valid,
+        client_assertions::verify_client_assertion,
+        client_assertions::jwks_problem,
+        client_assertions::jwks_uri_problem,
+        client_assertions::client_assertion_signing_algs
     ]
 );
 pgrx::extension_sql_file!(
@@ -72,5 +77,10 @@ pgrx::extension_sql_file!(
     "../sql/client_documents.sql",
     name = "client_documents",
     requires = ["token_exchange"]
+);
+pgrx::extension_sql_file!(
+    "../sql/client_authentication.sql",
+    name = "client_authentication",
+    requires = ["client_documents"]
 );
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
