@@ -72,6 +72,36 @@ BEGIN
 END
 $$;
 
+-- OIDC Registration §2 id_token_signed_response_alg, when the metadata names one: an asymmetric
+-- algorithm the gateway can sign with. "none" would let anyone forge a client's ID tokens. One
+-- rule for registrations, metadata documents and administrators' metadata.
+CREATE FUNCTION oauth._id_token_alg_problem(metadata jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF metadata ? 'id_token_signed_response_alg'
+       AND (jsonb_typeof(metadata->'id_token_signed_response_alg') <> 'string'
+            OR (metadata->>'id_token_signed_response_alg') NOT IN ('RS256', 'ES256', 'EdDSA')) THEN
+        RETURN oauth._error('invalid_client_metadata',
+            'id_token_signed_response_alg must be one of RS256, ES256, EdDSA');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- The algorithm of a client's ID tokens: RS256 when it named none (OIDC Registration §2), and for
+-- metadata an administrator stored before 0.3.0 checked it.
+CREATE FUNCTION oauth._id_token_alg(metadata jsonb) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF metadata ? 'id_token_signed_response_alg' AND oauth._id_token_alg_problem(metadata) IS NULL THEN
+        RETURN metadata->>'id_token_signed_response_alg';
+    END IF;
+    RETURN 'RS256';
+END
+$$;
+
 CREATE FUNCTION oauth.create_client(
     client_name text,
     redirect_uris text[],
@@ -97,8 +127,9 @@ BEGIN
     IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
         PERFORM oauth._raise('invalid_client_metadata', 'metadata must be a JSON object');
     END IF;
-    problem := oauth._client_problem(redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
-                                     application_type, allowed_resources);
+    problem := coalesce(oauth._id_token_alg_problem(metadata),
+                        oauth._client_problem(redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
+                                              application_type, allowed_resources));
     IF problem IS NOT NULL THEN
         PERFORM oauth._raise(problem->>'error', problem->>'error_description');
     END IF;
@@ -152,9 +183,10 @@ BEGIN
     IF jsonb_typeof(existing.metadata) <> 'object' THEN
         PERFORM oauth._raise('invalid_client_metadata', 'metadata must be a JSON object');
     END IF;
-    problem := oauth._client_problem(existing.redirect_uris, existing.allowed_scopes, existing.grant_types,
-                                     existing.token_endpoint_auth_method, existing.application_type,
-                                     existing.allowed_resources);
+    problem := coalesce(oauth._id_token_alg_problem(existing.metadata),
+                        oauth._client_problem(existing.redirect_uris, existing.allowed_scopes, existing.grant_types,
+                                              existing.token_endpoint_auth_method, existing.application_type,
+                                              existing.allowed_resources));
     IF problem IS NOT NULL THEN
         PERFORM oauth._raise(problem->>'error', problem->>'error_description');
     END IF;
@@ -391,6 +423,13 @@ BEGIN
             RETURN;
         END IF;
         extra := extra || jsonb_build_object('contacts', metadata->'contacts');
+    END IF;
+    problem := oauth._id_token_alg_problem(metadata);
+    IF problem IS NOT NULL THEN
+        RETURN;
+    END IF;
+    IF metadata ? 'id_token_signed_response_alg' THEN
+        extra := extra || jsonb_build_object('id_token_signed_response_alg', metadata->'id_token_signed_response_alg');
     END IF;
     IF metadata ? 'jwks' OR metadata ? 'jwks_uri' THEN
         problem := oauth._error('invalid_client_metadata', 'jwks and jwks_uri are not supported (no private_key_jwt)');

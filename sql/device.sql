@@ -258,6 +258,7 @@ BEGIN
     issued_from.resource := polled.resource;
     opened := oauth._open_family(issued_from, 'refresh_token' = ANY (client.grant_types), now);
     RETURN oauth._token_response(opened.family, granted.props, granted.auth_time, polled.scopes, NULL,
-                                 opened.refresh_token, now);
+                                 opened.refresh_token, now)
+        || jsonb_build_object('id_token_signed_response_alg', oauth._id_token_alg(client.metadata));
 END
 $$;

@@ -97,8 +97,11 @@ BEGIN
     END IF;
 
     opened := oauth._open_family(redeemed, 'refresh_token' = ANY (client.grant_types), now);
+    -- The client's row is at hand here, so the gateway learns how to sign the ID token without
+    -- another query (and rotation, which issues none, never asks).
     RETURN oauth._token_response(opened.family, granted.props, granted.auth_time, redeemed.scopes,
-                                 redeemed.nonce, opened.refresh_token, now);
+                                 redeemed.nonce, opened.refresh_token, now)
+        || jsonb_build_object('id_token_signed_response_alg', oauth._id_token_alg(client.metadata));
 END
 $$;
 

@@ -29,6 +29,13 @@ impl Alg {
         }
     }
 
+    /// The algorithm a JOSE `alg` value names, if this gateway can sign with it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Alg::RS256, Alg::ES256, Alg::EdDSA]
+            .into_iter()
+            .find(|alg| alg.name() == name)
+    }
+
     pub fn jsonwebtoken(self) -> jsonwebtoken::Algorithm {
         match self {
             Alg::RS256 => jsonwebtoken::Algorithm::RS256,
@@ -145,7 +152,8 @@ impl SigningKey {
     }
 }
 
-/// The keys in use: `keys[0]` signs; all are published and accepted.
+/// The keys in use: `keys[0]` signs access tokens, an ID token is signed by the first key of its
+/// client's algorithm; all are published and accepted.
 pub struct KeySet {
     pub keys: Vec<SigningKey>,
 }
@@ -153,6 +161,33 @@ pub struct KeySet {
 impl KeySet {
     pub fn signing(&self) -> &SigningKey {
         &self.keys[0]
+    }
+
+    /// The first loaded key of `alg`, if any.
+    pub fn for_alg(&self, alg: Alg) -> Option<&SigningKey> {
+        self.keys.iter().find(|k| k.alg == alg)
+    }
+
+    /// The algorithms of the loaded keys, each once, RS256 first when loaded: OpenID Connect
+    /// Discovery §3 requires it in `id_token_signing_alg_values_supported`, and it is what a
+    /// client that names no `id_token_signed_response_alg` gets.
+    pub fn algs(&self) -> Vec<Alg> {
+        let mut algs: Vec<Alg> = Vec::new();
+        for key in &self.keys {
+            if !algs.contains(&key.alg) {
+                algs.push(key.alg);
+            }
+        }
+        algs.sort_by_key(|alg| *alg != Alg::RS256);
+        algs
+    }
+
+    /// The key that signs an ID token for a client registered with `alg`. A client may name an
+    /// algorithm this gateway holds no key for (a metadata document is not checked against the
+    /// keys, and keys change after registration): it gets the first key's signature rather than
+    /// no ID token, and the warning at start-up says which algorithm is missing.
+    pub fn id_token_signing(&self, alg: Alg) -> &SigningKey {
+        self.for_alg(alg).unwrap_or_else(|| self.signing())
     }
 
     pub fn find(&self, kid: &str) -> Option<&SigningKey> {
@@ -193,6 +228,39 @@ pub fn generate_pem(alg: Alg) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(alg: Alg) -> SigningKey {
+        SigningKey::from_pem(generate_pem(alg).unwrap().as_bytes(), alg, None).unwrap()
+    }
+
+    #[test]
+    fn rs256_leads_the_algorithms_and_each_alg_has_its_first_key() {
+        let set = KeySet {
+            keys: vec![
+                key(Alg::ES256),
+                key(Alg::EdDSA),
+                key(Alg::ES256),
+                key(Alg::RS256),
+            ],
+        };
+        assert_eq!(set.algs(), [Alg::RS256, Alg::ES256, Alg::EdDSA]);
+        assert_eq!(set.signing().kid, set.keys[0].kid);
+        assert_eq!(set.id_token_signing(Alg::ES256).kid, set.keys[0].kid);
+        assert_eq!(set.id_token_signing(Alg::RS256).kid, set.keys[3].kid);
+        let without_rsa = KeySet {
+            keys: vec![key(Alg::EdDSA), key(Alg::ES256)],
+        };
+        assert_eq!(without_rsa.algs(), [Alg::EdDSA, Alg::ES256]);
+        assert!(without_rsa.for_alg(Alg::RS256).is_none());
+        assert_eq!(
+            without_rsa.id_token_signing(Alg::RS256).kid,
+            without_rsa.keys[0].kid,
+            "no RS256 key: the first key signs"
+        );
+        assert_eq!(Alg::from_name("EdDSA"), Some(Alg::EdDSA));
+        assert_eq!(Alg::from_name("none"), None);
+        assert_eq!(Alg::from_name("rs256"), None);
+    }
 
     #[test]
     fn generated_keys_load_sign_and_publish() {

@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::db::{Db, Settings};
 use crate::guard::Guard;
-use crate::keys::{KeySet, SigningKey};
+use crate::keys::{Alg, KeySet, SigningKey};
 use crate::tokens::TokenVerifier;
 
 pub struct ServerHandle {
@@ -50,7 +50,17 @@ pub fn load_keys(config: &Config) -> Result<KeySet, String> {
     if keys.is_empty() {
         return Err("no signing keys configured".into());
     }
-    Ok(KeySet { keys })
+    let keys = KeySet { keys };
+    // Served anyway (a deployment may have reasons), but relying parties expect RS256 by default.
+    if keys.for_alg(Alg::RS256).is_none() {
+        tracing::warn!(
+            "no RS256 key loaded: OpenID Connect Discovery §3 requires RS256 in \
+             id_token_signing_alg_values_supported, and clients registered without \
+             id_token_signed_response_alg get ID tokens signed with the first key instead; \
+             add one (oauth-gateway keys generate --alg RS256)"
+        );
+    }
+    Ok(keys)
 }
 
 async fn read_settings(db: &Db) -> Option<Settings> {

@@ -284,3 +284,156 @@ async fn registered_client_expires_after_its_ttl_and_cleanup_removes_it() {
         row_count(&admin, "oauth.events WHERE kind = 'client_deleted'", &[]).await;
     assert_eq!(revoked_events, 1);
 }
+
+/// OIDC Registration §2 `id_token_signed_response_alg`: kept and echoed when it names an algorithm
+/// the gateway can sign with, refused otherwise ("none" would make ID tokens forgeable), the same
+/// rule for administrators, and told to the gateway in the answers that can carry an ID token.
+#[tokio::test]
+async fn id_token_signed_response_alg_is_checked_kept_and_told_to_the_gateway() {
+    // A database of its own: the shared one may have been created before this rule.
+    let db = TempDb::create().await;
+    let admin = db.admin().await;
+    let gw = db.gateway().await;
+    let valid = json!({"redirect_uris": ["https://app.example/cb"]});
+    for (what, alg) in [
+        ("none", json!("none")),
+        ("symmetric", json!("HS256")),
+        ("unknown", json!("PS256")),
+        ("case", json!("rs256")),
+        ("number", json!(256)),
+        ("array", json!(["RS256"])),
+        ("null", Value::Null),
+    ] {
+        let mut metadata = valid.clone();
+        metadata["id_token_signed_response_alg"] = alg;
+        let answer = register(&gw, &metadata).await;
+        assert_error(&answer, "invalid_client_metadata", what);
+        assert!(
+            str_field(&answer, "error_description").contains("id_token_signed_response_alg"),
+            "{what}: {answer}"
+        );
+    }
+
+    for alg in ["RS256", "ES256", "EdDSA"] {
+        let answer = register(
+            &gw,
+            &changed(&valid, json!({"id_token_signed_response_alg": alg})),
+        )
+        .await;
+        assert_ok(&answer, alg);
+        assert_eq!(answer["id_token_signed_response_alg"], json!(alg));
+        let client_id = str_field(&answer, "client_id");
+        let read: Value = scalar(
+            &gw,
+            "SELECT oauth.read_registration($1, $2)",
+            &[&client_id, &str_field(&answer, "registration_access_token")],
+        )
+        .await;
+        assert_eq!(read["id_token_signed_response_alg"], json!(alg));
+        let public: Value = scalar(&gw, "SELECT oauth.get_client($1)", &[&client_id]).await;
+        assert_eq!(public["id_token_signed_response_alg"], json!(alg));
+        let client = TestClient::registered(&answer, "https://app.example/cb");
+        let tokens = tokens_for(&gw, &client, &unique("user")).await;
+        assert_eq!(tokens["id_token_signed_response_alg"], json!(alg));
+        let rotated = rotate(&gw, &client, str_field(&tokens, "refresh_token")).await;
+        assert_ok(&rotated, "rotation");
+        assert_eq!(
+            rotated.get("id_token_signed_response_alg"),
+            None,
+            "rotation issues no ID token and looks nothing up for one"
+        );
+    }
+
+    // Registered without it: RS256 (OIDC Registration's default), and nothing is stored.
+    let answer = register(&gw, &valid).await;
+    assert_eq!(answer.get("id_token_signed_response_alg"), None);
+    let plain = TestClient::registered(&answer, "https://app.example/cb");
+    let tokens = tokens_for(&gw, &plain, &unique("user")).await;
+    assert_eq!(tokens["id_token_signed_response_alg"], json!("RS256"));
+
+    // RFC 7592 update: the same rule.
+    let update = changed(
+        &valid,
+        json!({"client_id": plain.id, "client_secret": plain.secret, "id_token_signed_response_alg": "none"}),
+    );
+    let refused: Value = scalar(
+        &gw,
+        "SELECT oauth.update_registration($1, $2, $3)",
+        &[
+            &plain.id,
+            &str_field(&answer, "registration_access_token"),
+            &update,
+        ],
+    )
+    .await;
+    assert_error(&refused, "invalid_client_metadata", "update to none");
+
+    // Administrators: create_client and update_client check their metadata by the same rule.
+    let with_metadata = |metadata: Value| ClientSpec {
+        metadata,
+        ..ClientSpec::default()
+    };
+    assert_sqlstate(
+        try_create_client(
+            &admin,
+            &with_metadata(json!({"id_token_signed_response_alg": "none"})),
+        )
+        .await,
+        "OA408",
+        "create_client with none",
+    );
+    let device = create_client(
+        &admin,
+        ClientSpec {
+            grant_types: vec!["urn:ietf:params:oauth:grant-type:device_code".into()],
+            ..with_metadata(json!({"id_token_signed_response_alg": "EdDSA", "owner": "team-a"}))
+        },
+    )
+    .await;
+    assert_sqlstate(
+        admin
+            .execute(
+                "SELECT oauth.update_client($1, metadata => $2)",
+                &[&device.id, &json!({"id_token_signed_response_alg": 256})],
+            )
+            .await,
+        "OA408",
+        "update_client with a number",
+    );
+    let begun: Value = scalar(
+        &gw,
+        "SELECT oauth.begin_device_authorization($1, $2, 'openid mcp', NULL)",
+        &[&device.id, &device.secret],
+    )
+    .await;
+    assert_ok(&begun, "device authorization");
+    execute(
+        &admin,
+        "SELECT oauth.approve_device_authorization($1, 'alice')",
+        &[&str_field(&begun, "user_code")],
+    )
+    .await;
+    let polled: Value = scalar(
+        &gw,
+        "SELECT oauth.poll_device_authorization($1, $2, $3)",
+        &[
+            &device.id,
+            &device.secret,
+            &str_field(&begun, "device_code"),
+        ],
+    )
+    .await;
+    assert_ok(&polled, "device poll");
+    assert_eq!(polled["id_token_signed_response_alg"], json!("EdDSA"));
+    execute(
+        &admin,
+        "SELECT oauth.update_client($1, metadata => $2)",
+        &[
+            &device.id,
+            &json!({"id_token_signed_response_alg": "ES256"}),
+        ],
+    )
+    .await;
+    let public: Value = scalar(&gw, "SELECT oauth.get_client($1)", &[&device.id]).await;
+    assert_eq!(public["id_token_signed_response_alg"], json!("ES256"));
+}

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::pool::{Db, error_answer};
 use crate::error::OAuthError;
 use crate::http::ClientCredentials;
+use crate::keys::Alg;
 
 /// `oauth.settings()`: the deployment's configuration, as every gateway serves it.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +49,10 @@ pub struct Issued {
     pub auth_time: Option<i64>,
     pub access_token_ttl: u64,
     pub refresh_token: Option<String>,
+    /// The client's `id_token_signed_response_alg` (OIDC Registration §2), in the answers that
+    /// can carry an ID token (code exchange, device poll).
+    #[serde(default)]
+    pub id_token_signed_response_alg: Option<Alg>,
 }
 
 /// `oauth.begin_authorization`'s answer.

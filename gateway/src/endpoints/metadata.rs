@@ -8,6 +8,7 @@ use crate::app::App;
 use crate::db::Settings;
 use crate::error::OAuthError;
 use crate::http::{self, Resp};
+use crate::keys::Alg;
 
 pub fn document(app: &App, settings: &Settings) -> Value {
     let c = &app.config;
@@ -33,7 +34,7 @@ pub fn document(app: &App, settings: &Settings) -> Value {
         "code_challenge_methods_supported": settings.code_challenge_methods_supported,
         "authorization_response_iss_parameter_supported": true,
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [app.keys.signing().alg.name()],
+        "id_token_signing_alg_values_supported": app.keys.algs().into_iter().map(Alg::name).collect::<Vec<_>>(),
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "preferred_username", "email", "email_verified"],
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,

@@ -10,6 +10,7 @@ use crate::app::App;
 use crate::db::Registration;
 use crate::error::{BearerChallenge, ChallengeNames, ErrorCode, OAuthError};
 use crate::http::{self, Req, Resp};
+use crate::keys::Alg;
 
 pub async fn handle(app: &App, req: Req) -> Resp {
     http::json_or_error(StatusCode::CREATED, register(app, req).await)
@@ -47,7 +48,32 @@ async fn read_metadata(app: &App, req: Req) -> Result<Value, OAuthError> {
             "the client metadata must not contain NUL characters",
         ));
     }
+    check_id_token_alg(app, &metadata)?;
     Ok(metadata)
+}
+
+/// An ID token algorithm this gateway holds no key for is refused here: a capability of this
+/// deployment, not a protocol rule (whether the value is acceptable at all is the extension's).
+fn check_id_token_alg(app: &App, metadata: &Value) -> Result<(), OAuthError> {
+    let Some(name) = metadata
+        .get("id_token_signed_response_alg")
+        .and_then(Value::as_str)
+    else {
+        return Ok(());
+    };
+    match Alg::from_name(name) {
+        Some(alg) if app.keys.for_alg(alg).is_none() => {
+            let held: Vec<&str> = app.keys.algs().into_iter().map(Alg::name).collect();
+            Err(OAuthError::new(
+                ErrorCode::InvalidClientMetadata,
+                format!(
+                    "id_token_signed_response_alg {name} is not available on this server; it signs ID tokens with {}",
+                    held.join(", ")
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// RFC 3986 unreserved characters stay as they are; everything else in a client id is encoded.

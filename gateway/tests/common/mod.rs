@@ -457,6 +457,19 @@ impl Credentials {
     }
 }
 
+/// A new private key of `alg`, except RS256: generating a 2048-bit RSA key takes a noticeable
+/// share of a second, so one is made per test process and shared by its gateways (ES256, which
+/// signs the access tokens, stays fresh for each).
+pub fn test_key_pem(alg: Alg) -> String {
+    static RSA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    match alg {
+        Alg::RS256 => RSA
+            .get_or_init(|| generate_pem(Alg::RS256).unwrap())
+            .clone(),
+        _ => generate_pem(alg).unwrap(),
+    }
+}
+
 pub struct Options {
     pub issuer_path: &'static str,
     pub algs: Vec<Alg>,
@@ -472,7 +485,8 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             issuer_path: "",
-            algs: vec![Alg::ES256],
+            // ES256 signs access tokens; RS256 is what OpenID Connect requires for ID tokens.
+            algs: vec![Alg::ES256, Alg::RS256],
             login_url: None,
             database_url_override: None,
             routes: Vec::new(),
@@ -556,7 +570,7 @@ impl Gateway {
             .enumerate()
             .map(|(i, alg)| {
                 let path = key_dir.join(format!("key{i}.pem"));
-                std::fs::write(&path, generate_pem(*alg).unwrap()).unwrap();
+                std::fs::write(&path, test_key_pem(*alg)).unwrap();
                 KeyConfig {
                     path,
                     alg: *alg,

@@ -12,6 +12,7 @@ use crate::db::Issued;
 use crate::error::{ErrorCode, OAuthError};
 use crate::http::{self, Req, Resp};
 use crate::jwt;
+use crate::keys::Alg;
 use crate::tokens::AccessClaims;
 
 pub async fn handle(app: &App, req: Req) -> Resp {
@@ -146,13 +147,17 @@ struct IdClaims<'a> {
     nonce: Option<&'a str>,
 }
 
-/// The token response for what the extension issued: an RFC 9068 access token, the refresh token
-/// the extension minted, and an ID token when `openid` was granted to a user in a code exchange.
+/// The token response for what the extension issued: an RFC 9068 access token (signed by the first
+/// key), the refresh token the extension minted, and an ID token when `openid` was granted to a
+/// user in a code exchange (signed in the client's `id_token_signed_response_alg`, its `at_hash`
+/// with that algorithm's hash).
 pub fn token_response(app: &App, issued: &Issued, with_id_token: bool) -> Value {
     let now = jsonwebtoken::get_current_timestamp();
-    let key = app.keys.signing();
     let (access_token, expires_in) = access_token(app, issued, now, None, None);
     let id_token = (with_id_token && issued.scope.split(' ').any(|s| s == "openid")).then(|| {
+        // OIDC Registration §2: a client that registered no algorithm gets RS256.
+        let alg = issued.id_token_signed_response_alg.unwrap_or(Alg::RS256);
+        let key = app.keys.id_token_signing(alg);
         let claims = IdClaims {
             iss: &app.config.issuer,
             sub: &issued.user_id,
