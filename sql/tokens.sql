@@ -193,7 +193,9 @@ BEGIN
 
     -- A rotated token came back. Within the grace window (a client retrying a lost response) it
     -- replaces the family's live token once more, which kills the successor handed out before;
-    -- otherwise it is reuse (OAuth 2.1 §4.3.1): revoke the family and the grant.
+    -- otherwise it is reuse (OAuth 2.1 §4.3.1): revoke the family and the grant. The window opens
+    -- at the rotation that retired the token and a retry leaves rotated_at alone: were it to move,
+    -- a stolen token presented every few seconds would rotate forever.
     -- The window must be switched on explicitly: a concurrent request whose transaction began
     -- before the rotation committed carries an earlier now(), so `rotated_at > now - '0'` alone
     -- would let it rotate a second time instead of counting as reuse.
@@ -203,7 +205,7 @@ BEGIN
        AND requested <@ family.scopes
        AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = family.resource) THEN
         UPDATE oauth.refresh_families f
-           SET current_hash = oauth.token_hash(successor), generation = f.generation + 1, rotated_at = now
+           SET current_hash = oauth.token_hash(successor), generation = f.generation + 1
          WHERE f.family_id = family.family_id AND f.previous_hash = presented AND f.revoked_at IS NULL
         RETURNING f.* INTO family;
         INSERT INTO oauth.refresh_tokens (token_hash, family_id, generation)

@@ -316,7 +316,7 @@ async fn refresh_family_expires_after_refresh_token_ttl_without_sliding() {
     assert!(!family.revoked, "expiry is not reuse");
     let answer: oauth_provider_tests::serde_json::Value = scalar(
         &admin,
-        "SELECT oauth.introspect($1, $2, $3, NULL, NULL, $4::text::timestamptz)",
+        "SELECT oauth.introspect($1, $2, $3, NULL, NULL, now => $4::text::timestamptz)",
         &[&client.id, &client.secret, &r1, &beyond],
     )
     .await;
@@ -401,6 +401,45 @@ async fn grace_window_lets_a_retry_rotate_once_more_and_then_reuse_revokes() {
         "presenting the superseded successor is reuse"
     );
     drop(admin);
+}
+
+/// A rotated token presented again and again must not rotate forever: the window opens at the
+/// first rotation and does not move with each retry.
+#[tokio::test]
+async fn the_grace_window_counts_from_the_first_rotation_not_the_last_retry() {
+    let db = TempDb::create().await;
+    let admin = db.admin().await;
+    configure(&admin, "refresh_reuse_grace => '10 seconds'").await;
+    let client = confidential_client(&admin).await;
+    let first = tokens_for(&admin, &client, &unique("user")).await;
+    let family_id = uuid_field(&first, "family_id");
+    let t0: String = scalar(&admin, "SELECT now()::text", &[]).await;
+    let a = str_field(&first, "refresh_token").to_owned();
+    let mut answers = Vec::new();
+    // A rotates at +1 s; retries of A at +8 s (inside the window) and at +14 s (6 s after the
+    // last retry, 13 s after the first rotation).
+    for secs in [1.0_f64, 8.0, 14.0] {
+        let now: String = scalar(
+            &admin,
+            "SELECT ($1::text::timestamptz + make_interval(secs => $2))::text",
+            &[&t0, &secs],
+        )
+        .await;
+        answers.push(Rotate::of(&client, &a).at(&now).run(&admin).await);
+    }
+    assert_ok(&answers[0], "A -> B at +1 s");
+    assert_ok(&answers[1], "A again at +8 s, within 10 s of the rotation");
+    assert_error(
+        &answers[2],
+        "invalid_grant",
+        "A at +14 s: 13 s after the first rotation",
+    );
+    let family = family_row(&admin, family_id).await;
+    assert!(family.revoked, "a retry after the window is reuse");
+    assert_eq!(
+        family.revoked_reason.as_deref(),
+        Some("refresh_token_reused")
+    );
 }
 
 #[tokio::test]
