@@ -90,7 +90,10 @@ END
 $$;
 
 -- Validates a fetched document and makes (or updates) its client. Returns {} or the error, which is
--- also recorded as the negatively cached failure until `retry_at`.
+-- also recorded as the negatively cached failure until `retry_at`. A document cannot hold a secret:
+-- its client authenticates with private_key_jwt when it declares that method, or lists it among
+-- token_endpoint_auth_methods_supported and gives its keys (ChatGPT does both), else with none
+-- when it declares or lists that; anything else is refused.
 CREATE FUNCTION oauth.store_client_document(
     client_id text, document jsonb, fresh_until timestamptz, retry_at timestamptz, now timestamptz DEFAULT now()
 ) RETURNS jsonb
@@ -101,6 +104,8 @@ AS $$
 DECLARE
     problem jsonb;
     fields record;
+    offered jsonb;
+    method text;
 BEGIN
     IF NOT oauth._is_document_client_id(client_id) THEN
         RETURN oauth._error('invalid_request', 'not a client metadata document URL');
@@ -111,15 +116,35 @@ BEGIN
         problem := oauth._error('invalid_client_metadata', 'the document''s client_id differs from its URL');
     ELSIF document ? 'client_secret' OR document ? 'client_secret_expires_at' THEN
         problem := oauth._error('invalid_client_metadata', 'a client metadata document must not carry a secret');
+    ELSIF document ? 'token_endpoint_auth_method' AND jsonb_typeof(document->'token_endpoint_auth_method') <> 'string' THEN
+        problem := oauth._error('invalid_client_metadata', 'token_endpoint_auth_method must be a string');
+    ELSIF document ? 'token_endpoint_auth_methods_supported'
+          AND (jsonb_typeof(document->'token_endpoint_auth_methods_supported') <> 'array'
+               OR EXISTS (SELECT 1 FROM jsonb_array_elements(document->'token_endpoint_auth_methods_supported') e
+                           WHERE jsonb_typeof(e) <> 'string')) THEN
+        problem := oauth._error('invalid_client_metadata', 'token_endpoint_auth_methods_supported must be an array of strings');
     ELSE
-        -- RFC 7591 defaults to client_secret_basic, which a public document cannot use.
-        fields := oauth._registration_fields('{"token_endpoint_auth_method": "none"}'::jsonb || document);
-        problem := fields.problem;
-        IF problem IS NULL AND fields.method <> 'none' THEN
+        offered := coalesce(document->'token_endpoint_auth_methods_supported', '[]');
+        -- Without a declared method a document is public (RFC 7591's client_secret_basic default
+        -- needs a secret no document can hold).
+        method := CASE
+            WHEN document->>'token_endpoint_auth_method' = 'private_key_jwt'
+                 OR (offered ? 'private_key_jwt' AND (document ? 'jwks' OR document ? 'jwks_uri')) THEN 'private_key_jwt'
+            WHEN coalesce(document->>'token_endpoint_auth_method', 'none') = 'none' OR offered ? 'none' THEN 'none'
+        END;
+        IF method IS NULL THEN
             problem := oauth._error('invalid_client_metadata',
-                'token_endpoint_auth_method must be "none" (private_key_jwt is not supported)');
-        ELSIF problem IS NULL AND cardinality(fields.redirect_uris) = 0 THEN
-            problem := oauth._error('invalid_redirect_uri', 'the document lists no redirect_uris');
+                'token_endpoint_auth_method must be "none" or "private_key_jwt" (a metadata document cannot hold a secret)');
+        ELSE
+            -- A public client has no use for keys it may list for other purposes.
+            fields := oauth._registration_fields(
+                CASE WHEN method = 'none' THEN document - 'jwks' - 'jwks_uri' - 'token_endpoint_auth_signing_alg'
+                     ELSE document END
+                || jsonb_build_object('token_endpoint_auth_method', method));
+            problem := fields.problem;
+            IF problem IS NULL AND cardinality(fields.redirect_uris) = 0 THEN
+                problem := oauth._error('invalid_redirect_uri', 'the document lists no redirect_uris');
+            END IF;
         END IF;
     END IF;
     IF problem IS NOT NULL THEN
@@ -130,11 +155,12 @@ BEGIN
     INSERT INTO oauth.clients AS c (client_id, client_name, redirect_uris, allowed_scopes, grant_types,
                                     token_endpoint_auth_method, application_type, metadata, created_at, updated_at)
     VALUES (store_client_document.client_id, coalesce(fields.client_name, oauth.uri_host(store_client_document.client_id)),
-            fields.redirect_uris, (oauth._settings()).scopes_supported, fields.grant_types, 'none', fields.app_type,
+            fields.redirect_uris, (oauth._settings()).scopes_supported, fields.grant_types, fields.method, fields.app_type,
             fields.extra || '{"metadata_document": true}', now, now)
     ON CONFLICT (client_id) DO UPDATE
        SET client_name = EXCLUDED.client_name, redirect_uris = EXCLUDED.redirect_uris,
            allowed_scopes = EXCLUDED.allowed_scopes, grant_types = EXCLUDED.grant_types,
+           token_endpoint_auth_method = EXCLUDED.token_endpoint_auth_method,
            application_type = EXCLUDED.application_type, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
      -- Never take over an administrator's or a registration's client that happens to use this id.
      WHERE c.metadata @> '{"metadata_document": true}';

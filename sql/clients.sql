@@ -17,9 +17,9 @@ BEGIN
         RETURN oauth._error('invalid_client_metadata', 'application_type must be "web" or "native"');
     END IF;
     IF token_endpoint_auth_method IS NULL
-       OR token_endpoint_auth_method NOT IN ('none', 'client_secret_basic', 'client_secret_post') THEN
+       OR token_endpoint_auth_method NOT IN ('none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt') THEN
         RETURN oauth._error('invalid_client_metadata',
-            'token_endpoint_auth_method must be one of none, client_secret_basic, client_secret_post');
+            'token_endpoint_auth_method must be one of none, client_secret_basic, client_secret_post, private_key_jwt');
     END IF;
     IF grant_types IS NULL OR pg_catalog.cardinality(grant_types) = 0
        OR NOT grant_types <@ oauth._grant_types_supported() THEN
@@ -31,7 +31,8 @@ BEGIN
         RETURN oauth._error('invalid_client_metadata',
             'refresh_token needs a grant that issues refresh tokens (authorization_code or device_code)');
     END IF;
-    -- No user is present to approve a client_credentials token, so only a secret may obtain one.
+    -- No user is present to approve a client_credentials token, so only a client that proves who
+    -- it is (a secret or a private_key_jwt assertion) may obtain one.
     IF 'client_credentials' = ANY (grant_types) AND token_endpoint_auth_method = 'none' THEN
         RETURN oauth._error('invalid_client_metadata', 'client_credentials requires a confidential client');
     END IF;
@@ -129,11 +130,13 @@ BEGIN
     END IF;
     problem := coalesce(oauth._id_token_alg_problem(metadata),
                         oauth._client_problem(redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
-                                              application_type, allowed_resources));
+                                              application_type, allowed_resources),
+                        oauth._client_keys_problem(token_endpoint_auth_method, metadata));
     IF problem IS NOT NULL THEN
         PERFORM oauth._raise(problem->>'error', problem->>'error_description');
     END IF;
-    IF token_endpoint_auth_method <> 'none' THEN
+    -- A private_key_jwt client's keys are in its metadata (jwks or jwks_uri); it has no secret.
+    IF token_endpoint_auth_method IN ('client_secret_basic', 'client_secret_post') THEN
         secret := oauth.random_token(32);
     END IF;
     INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes, grant_types,
@@ -186,7 +189,8 @@ BEGIN
     problem := coalesce(oauth._id_token_alg_problem(existing.metadata),
                         oauth._client_problem(existing.redirect_uris, existing.allowed_scopes, existing.grant_types,
                                               existing.token_endpoint_auth_method, existing.application_type,
-                                              existing.allowed_resources));
+                                              existing.allowed_resources),
+                        oauth._client_keys_problem(existing.token_endpoint_auth_method, existing.metadata));
     IF problem IS NOT NULL THEN
         PERFORM oauth._raise(problem->>'error', problem->>'error_description');
     END IF;
@@ -209,7 +213,7 @@ BEGIN
     UPDATE oauth.clients c SET secret_hash = oauth.token_hash(secret), updated_at = now
      WHERE c.client_id = rotate_client_secret.client_id AND c.secret_hash IS NOT NULL;
     IF NOT FOUND THEN
-        PERFORM oauth._raise('not_found', 'no confidential client with this client_id');
+        PERFORM oauth._raise('not_found', 'no client with a secret has this client_id');
     END IF;
     PERFORM oauth._event('client_secret_rotated', rotate_client_secret.client_id, NULL, NULL, NULL, NULL, now);
     RETURN secret;
@@ -431,10 +435,14 @@ BEGIN
     IF metadata ? 'id_token_signed_response_alg' THEN
         extra := extra || jsonb_build_object('id_token_signed_response_alg', metadata->'id_token_signed_response_alg');
     END IF;
-    IF metadata ? 'jwks' OR metadata ? 'jwks_uri' THEN
-        problem := oauth._error('invalid_client_metadata', 'jwks and jwks_uri are not supported (no private_key_jwt)');
+    -- private_key_jwt (RFC 7523 §2.2): the client's public keys, inline or at a URL, and the one
+    -- algorithm it may sign with; no other method takes keys.
+    problem := oauth._client_keys_problem(method, metadata);
+    IF problem IS NOT NULL THEN
         RETURN;
     END IF;
+    extra := extra || coalesce((SELECT jsonb_object_agg(f.key, f.value) FROM jsonb_each(metadata) f
+                                 WHERE f.key IN ('jwks', 'jwks_uri', 'token_endpoint_auth_signing_alg')), '{}');
 
     problem := oauth._client_problem(redirect_uris, coalesce(scopes, (oauth._settings()).scopes_supported),
                                      grant_types, method, app_type, NULL);
@@ -461,7 +469,7 @@ BEGIN
     IF fields.problem IS NOT NULL THEN
         RETURN fields.problem;
     END IF;
-    IF fields.method <> 'none' THEN
+    IF fields.method IN ('client_secret_basic', 'client_secret_post') THEN
         secret := oauth.random_token(32);
     END IF;
     INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes, grant_types,
@@ -552,10 +560,12 @@ BEGIN
     IF fields.problem IS NOT NULL THEN
         RETURN fields.problem;
     END IF;
-    -- The secret stays what it is; switching between public and confidential means registering anew.
-    IF (fields.method = 'none') <> (client.secret_hash IS NULL) THEN
+    -- The credential stays what it is (none, a secret, or keys: those may be replaced); switching
+    -- between them means registering anew.
+    IF (fields.method IN ('client_secret_basic', 'client_secret_post')) <> (client.secret_hash IS NOT NULL)
+       OR (fields.method = 'private_key_jwt') <> (client.token_endpoint_auth_method = 'private_key_jwt') THEN
         RETURN oauth._error('invalid_client_metadata',
-            'token_endpoint_auth_method cannot change between none and a secret; register a new client');
+            'token_endpoint_auth_method cannot change between none, a secret and private_key_jwt; register a new client');
     END IF;
     UPDATE oauth.clients c
        SET client_name = coalesce(fields.client_name, oauth.uri_host(fields.redirect_uris[1]), 'unnamed client'),
@@ -637,11 +647,19 @@ AS $$
         'response_types_supported', jsonb_build_array('code'),
         'response_modes_supported', jsonb_build_array('query'),
         'code_challenge_methods_supported', jsonb_build_array('S256'),
-        -- _check_client_fields and the clients table's CHECK.
-        'token_endpoint_auth_methods_supported', jsonb_build_array('client_secret_basic', 'client_secret_post', 'none'),
-        'revocation_endpoint_auth_methods_supported', jsonb_build_array('client_secret_basic', 'client_secret_post', 'none'),
+        -- _client_problem and the clients table's CHECK.
+        'token_endpoint_auth_methods_supported',
+            jsonb_build_array('client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'),
+        'revocation_endpoint_auth_methods_supported',
+            jsonb_build_array('client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'),
         -- introspect: confidential callers only.
-        'introspection_endpoint_auth_methods_supported', jsonb_build_array('client_secret_basic', 'client_secret_post'),
+        'introspection_endpoint_auth_methods_supported',
+            jsonb_build_array('client_secret_basic', 'client_secret_post', 'private_key_jwt'),
+        -- What oauth.verify_client_assertion accepts (RFC 8414 §2), at every endpoint that
+        -- authenticates clients.
+        'token_endpoint_auth_signing_alg_values_supported', to_jsonb(oauth.client_assertion_signing_algs()),
+        'revocation_endpoint_auth_signing_alg_values_supported', to_jsonb(oauth.client_assertion_signing_algs()),
+        'introspection_endpoint_auth_signing_alg_values_supported', to_jsonb(oauth.client_assertion_signing_algs()),
         -- begin_authorization treats https URL client ids as metadata documents.
         'client_id_metadata_document_supported', true,
         -- The longest an access token can live (the settings table's bound on access_token_ttl): a

@@ -23,6 +23,9 @@ GRANT EXECUTE ON FUNCTION
     oauth.poll_device_authorization(text, text, text, timestamptz),
     oauth.exchange_token(text, text, uuid, uuid, text, text, text, text, timestamptz),
     oauth.store_client_document(text, jsonb, timestamptz, timestamptz, timestamptz),
+    oauth.client_jwks_to_fetch(text, text, timestamptz),
+    oauth.store_client_jwks(text, text, jsonb, timestamptz, timestamptz, timestamptz),
+    oauth.record_client_jwks_failure(text, text, text, timestamptz, timestamptz),
     oauth.record_client_document_failure(text, text, timestamptz, timestamptz),
     -- The built-in consent and device verification pages completes consent on the application's behalf.
     oauth.get_authorization_request(text, timestamptz),
@@ -58,7 +61,8 @@ GRANT EXECUTE ON FUNCTION
 TO oauth_admin;
 
 -- Applications read consent and audit rows in their own queries (secret digests stay hidden).
-GRANT SELECT ON oauth.grants, oauth.events, oauth.token_exchange_policies, oauth.client_documents TO oauth_admin;
+GRANT SELECT ON oauth.grants, oauth.events, oauth.token_exchange_policies, oauth.client_documents,
+    oauth.client_jwks TO oauth_admin;
 GRANT SELECT (client_id, client_name, redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
               application_type, allowed_resources, metadata, registered_dynamically, created_at, updated_at,
               expires_at)

@@ -81,7 +81,7 @@ CREATE FUNCTION oauth.introspect(
     family_id uuid,
     now timestamptz DEFAULT now()
 ) RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -93,7 +93,7 @@ BEGIN
         RETURN oauth._error('invalid_client', 'client authentication failed');
     END IF;
     -- A public client authenticates with its id alone, which anyone can copy: it may not probe tokens.
-    IF client.secret_hash IS NULL THEN
+    IF client.token_endpoint_auth_method = 'none' THEN
         RETURN oauth._error('invalid_client', 'introspection requires a confidential client');
     END IF;
     IF refresh_token IS NOT NULL THEN
@@ -179,6 +179,19 @@ BEGIN
         SELECT family_id FROM oauth.refresh_families
          WHERE expires_at <= now OR revoked_at <= now - retention
          LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Used client assertions once they are past their exp: they are refused then anyway.
+    DELETE FROM oauth.client_assertion_jtis WHERE (client_id, jti) IN (
+        SELECT client_id, jti FROM oauth.client_assertion_jtis WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Key sets fetched from a jwks_uri no client uses any more.
+    DELETE FROM oauth.client_jwks WHERE client_id IN (
+        SELECT k.client_id FROM oauth.client_jwks k JOIN oauth.clients c ON c.client_id = k.client_id
+         WHERE c.token_endpoint_auth_method <> 'private_key_jwt' OR c.metadata->>'jwks_uri' IS DISTINCT FROM k.jwks_uri
+         LIMIT batch_size FOR UPDATE OF k SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
 
     DELETE FROM oauth.grants WHERE grant_id IN (

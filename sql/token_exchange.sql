@@ -34,7 +34,7 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM oauth._raise('not_found', 'no such client');
     END IF;
-    IF client.secret_hash IS NULL THEN
+    IF client.token_endpoint_auth_method = 'none' THEN
         PERFORM oauth._raise('invalid_client_metadata', 'token exchange requires a confidential client');
     END IF;
     IF coalesce(cardinality(subject_audiences), 0) = 0 OR array_position(subject_audiences, NULL) IS NOT NULL
@@ -104,7 +104,7 @@ BEGIN
         RETURN oauth._error('invalid_client', 'client authentication failed');
     END IF;
     SELECT * INTO policy FROM oauth.token_exchange_policies p WHERE p.client_id = client.client_id;
-    IF NOT FOUND OR client.secret_hash IS NULL THEN
+    IF NOT FOUND OR client.token_endpoint_auth_method = 'none' THEN
         RETURN oauth._error('unauthorized_client', 'client may not exchange tokens');
     END IF;
     IF subject_grant_id IS NULL OR subject_scopes IS NULL THEN
