@@ -55,7 +55,10 @@ export async function startStack({ extraToml = '' } = {}) {
   const issuer = `http://127.0.0.1:${port}`;
   psql(dbAdmin, `SELECT oauth.configure(issuer => '${issuer}')`);
   const dir = mkdtempSync(join(tmpdir(), 'oauth-js-'));
+  // As scripts/run: ES256 signs access tokens, RS256 the ID tokens of clients that name no
+  // id_token_signed_response_alg (OpenID Connect's default, which strict clients check).
   execFileSync(join(BIN, 'oauth-gateway'), ['keys', 'generate', '--alg', 'ES256', '--out', join(dir, 'key.pem')]);
+  execFileSync(join(BIN, 'oauth-gateway'), ['keys', 'generate', '--alg', 'RS256', '--out', join(dir, 'rs256.pem')]);
   const demo = spawn(join(BIN, 'oauth-demo-mcp'), ['--listen', `127.0.0.1:${demoPort}`]);
   await waitFor(demo, 'listening');
   // Two routes to one MCP server under one resource: /mcp needs "mcp", /mcp/admin also "email",
@@ -77,6 +80,7 @@ ${extraToml}
   const gateway = spawn(join(BIN, 'oauth-gateway'), [
     'serve', '--config', join(dir, 'gateway.toml'), '--issuer', issuer, '--listen', `127.0.0.1:${port}`,
     '--database-url', `${gatewayUrl} dbname=${db}`, '--key', `ES256:${join(dir, 'key.pem')}`,
+    '--key', `RS256:${join(dir, 'rs256.pem')}`,
     '--dev-mode', '--dev-user', 'alice',
   ]);
   await waitFor(gateway, 'listening');

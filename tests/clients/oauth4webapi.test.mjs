@@ -44,6 +44,9 @@ test('oauth4webapi completes a strict OpenID Connect code flow, refreshes, revok
   });
   const tokens = await oauth.processAuthorizationCodeResponse(as, client, codeResp, { expectedNonce: nonce, requireIdToken: true });
   assert.equal(oauth.getValidatedIdTokenClaims(tokens).sub, 'alice');
+  // Registered without id_token_signed_response_alg: RS256, OpenID Connect's default.
+  assert.equal(JSON.parse(Buffer.from(tokens.id_token.split('.')[0], 'base64url')).alg, 'RS256');
+  assert.equal(as.id_token_signing_alg_values_supported[0], 'RS256');
   assert.equal(tokens.token_type.toLowerCase(), 'bearer');
   assert.equal(tokens.scope, 'openid mcp');
 
