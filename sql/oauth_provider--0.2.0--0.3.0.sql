@@ -68,11 +68,13 @@ BEGIN
     END IF;
     problem := coalesce(oauth._id_token_alg_problem(metadata),
                         oauth._client_problem(redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
-                                              application_type, allowed_resources));
+                                              application_type, allowed_resources),
+                        oauth._client_keys_problem(token_endpoint_auth_method, metadata));
     IF problem IS NOT NULL THEN
         PERFORM oauth._raise(problem->>'error', problem->>'error_description');
     END IF;
-    IF token_endpoint_auth_method <> 'none' THEN
+    -- A private_key_jwt client's keys are in its metadata (jwks or jwks_uri); it has no secret.
+    IF token_endpoint_auth_method IN ('client_secret_basic', 'client_secret_post') THEN
         secret := oauth.random_token(32);
     END IF;
     INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes, grant_types,
@@ -125,7 +127,8 @@ BEGIN
     problem := coalesce(oauth._id_token_alg_problem(existing.metadata),
                         oauth._client_problem(existing.redirect_uris, existing.allowed_scopes, existing.grant_types,
                                               existing.token_endpoint_auth_method, existing.application_type,
-                                              existing.allowed_resources));
+                                              existing.allowed_resources),
+                        oauth._client_keys_problem(existing.token_endpoint_auth_method, existing.metadata));
     IF problem IS NOT NULL THEN
         PERFORM oauth._raise(problem->>'error', problem->>'error_description');
     END IF;
@@ -453,10 +456,14 @@ BEGIN
     IF metadata ? 'id_token_signed_response_alg' THEN
         extra := extra || jsonb_build_object('id_token_signed_response_alg', metadata->'id_token_signed_response_alg');
     END IF;
-    IF metadata ? 'jwks' OR metadata ? 'jwks_uri' THEN
-        problem := oauth._error('invalid_client_metadata', 'jwks and jwks_uri are not supported (no private_key_jwt)');
+    -- private_key_jwt (RFC 7523 §2.2): the client's public keys, inline or at a URL, and the one
+    -- algorithm it may sign with; no other method takes keys.
+    problem := oauth._client_keys_problem(method, metadata);
+    IF problem IS NOT NULL THEN
         RETURN;
     END IF;
+    extra := extra || coalesce((SELECT jsonb_object_agg(f.key, f.value) FROM jsonb_each(metadata) f
+                                 WHERE f.key IN ('jwks', 'jwks_uri', 'token_endpoint_auth_signing_alg')), '{}');
 
     problem := oauth._client_problem(redirect_uris, coalesce(scopes, (oauth._settings()).scopes_supported),
                                      grant_types, method, app_type, NULL);
