@@ -31,6 +31,8 @@ pub struct App {
     pub guard: crate::guard::Guard,
     /// Fetches Client ID Metadata Documents (TLS roots, per-host budget).
     pub cimd: crate::cimd::Fetcher,
+    /// Fetches private_key_jwt clients' key sets (through `cimd`).
+    pub client_keys: crate::client_keys::ClientKeys,
     /// Wrong user codes entered per signed-in user on the device verification page.
     pub user_code_misses: crate::budget::Budget,
 }

@@ -188,25 +188,37 @@ pub fn require_post(req: &Req, endpoint: &str) -> Result<(), OAuthError> {
 
 pub struct ClientCredentials {
     pub client_id: String,
+    /// The secret, or for `private_key_jwt` the client assertion: the extension tells them apart
+    /// by the client's registered method.
     pub secret: Option<String>,
     pub via_basic: bool,
+    /// The client authenticated with a JWT assertion (RFC 7523 §2.2), carried in `secret`.
+    pub via_assertion: bool,
 }
 
 impl ClientCredentials {
+    /// The client assertion, when the client presented one.
+    pub fn assertion(&self) -> Option<&str> {
+        self.secret.as_deref().filter(|_| self.via_assertion)
+    }
+
     /// `error` as this client is answered: challenged with Basic when it used Basic.
     pub fn challenged(&self, error: OAuthError) -> OAuthError {
         error.with_basic_challenge(self.via_basic)
     }
 }
 
-/// Client authentication per RFC 6749 §2.3.1: HTTP Basic (form-encoded id and secret) or the
-/// body; never both. A public client sends only `client_id`.
+/// Client authentication per RFC 6749 §2.3: HTTP Basic (form-encoded id and secret), the secret in
+/// the body, or a JWT assertion (RFC 7523 §2.2); exactly one. A public client sends only
+/// `client_id`.
 pub fn client_credentials(
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<ClientCredentials, OAuthError> {
     let body_id = params.single("client_id")?;
     let body_secret = params.single("client_secret")?;
+    let assertion_type = params.single("client_assertion_type")?;
+    let assertion = params.single("client_assertion")?;
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -216,6 +228,14 @@ pub fn client_credentials(
         });
     let invalid_client =
         |d: &str| OAuthError::new(ErrorCode::InvalidClient, d).with_basic_challenge(true);
+    if assertion_type.is_some() || assertion.is_some() {
+        if basic.is_some() || body_secret.is_some() {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not two",
+            ));
+        }
+        return assertion_credentials(body_id, assertion_type, assertion);
+    }
     if let Some(encoded) = basic {
         if body_secret.is_some() {
             return Err(OAuthError::invalid_request(
@@ -243,6 +263,7 @@ pub fn client_credentials(
             client_id: id,
             secret: Some(decode(secret)?),
             via_basic: true,
+            via_assertion: false,
         });
     }
     match body_id {
@@ -250,9 +271,48 @@ pub fn client_credentials(
             client_id: id.to_owned(),
             secret: body_secret.map(str::to_owned),
             via_basic: false,
+            via_assertion: false,
         }),
         None => Err(invalid_client("client authentication is required")),
     }
+}
+
+/// RFC 7521 §4.2 with RFC 7523 §2.2: the client is the one the assertion names (its `iss`, read
+/// here unverified only to know whom to ask; the extension verifies it), and a `client_id` sent
+/// beside it must be that client. A failed assertion is `invalid_client` (§4.2.1).
+fn assertion_credentials(
+    body_id: Option<&str>,
+    assertion_type: Option<&str>,
+    assertion: Option<&str>,
+) -> Result<ClientCredentials, OAuthError> {
+    let invalid_client = |d: &str| OAuthError::new(ErrorCode::InvalidClient, d);
+    let (Some(assertion_type), Some(assertion)) = (assertion_type, assertion) else {
+        return Err(OAuthError::invalid_request(
+            "client_assertion and client_assertion_type go together",
+        ));
+    };
+    if assertion_type != oauth_rules::client_assertion::ASSERTION_TYPE {
+        return Err(invalid_client(&format!(
+            "client_assertion_type must be {}",
+            oauth_rules::client_assertion::ASSERTION_TYPE
+        )));
+    }
+    let issuer = oauth_rules::client_assertion::unverified_issuer(assertion)
+        .filter(|iss| !iss.is_empty())
+        .ok_or_else(|| {
+            invalid_client("client_assertion is not a signed JWT naming its client (iss)")
+        })?;
+    if body_id.is_some_and(|id| id != issuer) {
+        return Err(invalid_client(
+            "client_id differs from the client the assertion names",
+        ));
+    }
+    Ok(ClientCredentials {
+        client_id: issuer,
+        secret: Some(assertion.to_owned()),
+        via_basic: false,
+        via_assertion: true,
+    })
 }
 
 /// The bearer token of an `Authorization: Bearer` header (RFC 6750 §2.1).

@@ -7,6 +7,7 @@
 pub mod app;
 mod budget;
 pub mod cimd;
+mod client_keys;
 pub mod config;
 pub mod db;
 mod endpoints;

@@ -113,6 +113,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         tokens,
         guard,
         cimd,
+        client_keys: crate::client_keys::ClientKeys::default(),
         user_code_misses: crate::budget::Budget::new(crate::endpoints::USER_CODE_MISS_WINDOW),
     }))
 }

@@ -31,6 +31,13 @@ pub struct Settings {
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    /// What client assertions (private_key_jwt) may be signed with (RFC 8414 §2).
+    #[serde(default)]
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
+    #[serde(default)]
+    pub revocation_endpoint_auth_signing_alg_values_supported: Vec<String>,
+    #[serde(default)]
+    pub introspection_endpoint_auth_signing_alg_values_supported: Vec<String>,
     pub client_id_metadata_document_supported: bool,
     /// Seconds a revocation can matter: the longest an access token lives.
     pub revocation_horizon: u64,
@@ -562,4 +569,63 @@ pub struct SubjectToken<'a> {
     pub family_id: Option<Uuid>,
     pub audience: Option<&'a str>,
     pub scope: Option<&'a str>,
+}
+
+/// private_key_jwt clients' key sets at a jwks_uri (`crate::client_keys`).
+impl Db {
+    /// The jwks_uri to fetch before `client_id`'s `assertion` can be judged, if any.
+    pub async fn client_jwks_to_fetch(
+        &self,
+        client_id: &str,
+        assertion: &str,
+    ) -> Result<Option<String>, OAuthError> {
+        let rows = self
+            .query(
+                "SELECT oauth.client_jwks_to_fetch($1, $2)",
+                &[&client_id, &assertion],
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| r.get(0)))
+    }
+
+    /// Stores the key set fetched from `jwks_uri` (validated by the extension), fresh for
+    /// `fresh_for`; an unusable one is refused and not asked for again before `retry_after`.
+    pub async fn store_client_jwks(
+        &self,
+        client_id: &str,
+        jwks_uri: &str,
+        jwks: &Value,
+        fresh_for: Duration,
+        retry_after: Duration,
+    ) -> Result<(), OAuthError> {
+        self.call_ok(
+            "SELECT oauth.store_client_jwks($1, $2, $3, now() + make_interval(secs => $4), \
+             now() + make_interval(secs => $5))",
+            &[
+                &client_id,
+                &jwks_uri,
+                jwks,
+                &fresh_for.as_secs_f64(),
+                &retry_after.as_secs_f64(),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Records why `jwks_uri` gave no key set; it is not asked for again before `retry_after`.
+    pub async fn record_client_jwks_failure(
+        &self,
+        client_id: &str,
+        jwks_uri: &str,
+        reason: &str,
+        retry_after: Duration,
+    ) -> Result<(), OAuthError> {
+        self.query(
+            "SELECT oauth.record_client_jwks_failure($1, $2, $3, now() + make_interval(secs => $4))",
+            &[&client_id, &jwks_uri, &reason, &retry_after.as_secs_f64()],
+        )
+        .await
+        .map(drop)
+    }
 }

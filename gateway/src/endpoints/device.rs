@@ -17,6 +17,7 @@ pub async fn authorization(app: &App, req: Req) -> Resp {
 async fn begin(app: &App, req: Req) -> Result<Value, OAuthError> {
     http::require_post(&req, "device authorization")?;
     let (client, params) = http::read_client_form(req, app.config.body_limits()).await?;
+    crate::client_keys::ensure(app, &client).await?;
     let scope = params.single("scope")?;
     let resource = params.single("resource")?;
     let codes = app

@@ -55,6 +55,7 @@ impl From<AccessClaims> for ActiveAccessToken {
 async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
     http::require_post(&req, "introspection")?;
     let (client, params) = http::read_client_form(req, app.config.body_limits()).await?;
+    crate::client_keys::ensure(app, &client).await?;
     let token = params.required("token")?;
     params.single("token_type_hint")?;
     let inactive = json!({ "active": false });

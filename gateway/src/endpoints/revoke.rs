@@ -17,6 +17,7 @@ pub async fn handle(app: &App, req: Req) -> Resp {
 async fn respond(app: &App, req: Req) -> Result<(), OAuthError> {
     http::require_post(&req, "revocation")?;
     let (client, params) = http::read_client_form(req, app.config.body_limits()).await?;
+    crate::client_keys::ensure(app, &client).await?;
     let token = params.required("token")?;
     params.single("token_type_hint")?;
     let access = app

@@ -35,6 +35,7 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
     let (headers, params) = http::read_form(req, app.config.body_limits()).await?;
     let grant_type = params.required("grant_type")?;
     let client = http::client_credentials(&headers, &params)?;
+    crate::client_keys::ensure(app, &client).await?;
     let db = &app.db;
     // An ID token is issued where a user signed in (RFC 6749 §4.1.3 with PKCE, RFC 8628 §3.4), not
     // on refresh (rotation per OAuth 2.1 §4.3.1) or for a client's own token (RFC 6749 §4.4).
