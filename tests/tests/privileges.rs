@@ -4,11 +4,12 @@ use std::collections::BTreeSet;
 
 use oauth_provider_tests::*;
 
-const GATEWAY_FUNCTIONS: [&str; 26] = [
+const GATEWAY_FUNCTIONS: [&str; 29] = [
     "begin_authorization(jsonb,timestamp with time zone)",
     "begin_device_authorization(text,text,text,text,timestamp with time zone)",
     "approve_device_authorization(text,text,text[],jsonb,timestamp with time zone)",
     "client_credentials_grant(text,text,text,text,timestamp with time zone)",
+    "client_jwks_to_fetch(text,text,timestamp with time zone)",
     "delete_registration(text,text,timestamp with time zone)",
     "deny_authorization(text,text,text,timestamp with time zone)",
     "deny_device_authorization(text,timestamp with time zone)",
@@ -22,12 +23,14 @@ const GATEWAY_FUNCTIONS: [&str; 26] = [
     "issue_code(text,text,text[],jsonb,timestamp with time zone)",
     "poll_device_authorization(text,text,text,timestamp with time zone)",
     "read_registration(text,text,timestamp with time zone)",
+    "record_client_jwks_failure(text,text,text,timestamp with time zone,timestamp with time zone)",
     "record_client_document_failure(text,text,timestamp with time zone,timestamp with time zone)",
     "register_client(jsonb,timestamp with time zone)",
     "revocations(timestamp with time zone,timestamp with time zone)",
     "revoke_token(text,text,text,uuid,uuid,timestamp with time zone)",
     "rotate_refresh_token(text,text,text,text,text,timestamp with time zone)",
     "settings()",
+    "store_client_jwks(text,text,jsonb,timestamp with time zone,timestamp with time zone,timestamp with time zone)",
     "store_client_document(text,jsonb,timestamp with time zone,timestamp with time zone,timestamp with time zone)",
     "update_registration(text,text,jsonb,timestamp with time zone)",
     "userinfo(uuid,uuid,timestamp with time zone)",
