@@ -469,3 +469,995 @@ BEGIN
                                      grant_types, method, app_type, NULL);
 END
 $$;
+
+-- private_key_jwt (issue 11 item 1)
+-- Client authentication by a JWT the client signs with a key it publishes (RFC 7523 §2.2, RFC
+-- 7521 §4.2): oauth.verify_client_assertion (Rust) checks it, oauth._client_authentication uses
+-- up its jti (oauth.client_assertion_jtis), keys at a jwks_uri are fetched by the gateway and kept
+-- in oauth.client_jwks. Registration, administrators' clients and metadata documents (which
+-- negotiate it from token_endpoint_auth_methods_supported) take jwks or jwks_uri; such a client
+-- has no secret and is confidential. Rows stay as they are: the CHECKs only widen.
+-- This section also holds the whole current bodies of functions other sections define too
+-- (create_client, update_client, introspect, exchange_token, cleanup, store_client_document):
+-- whoever changes one of those later copies it here as well.
+
+CREATE FUNCTION oauth."verify_client_assertion"(
+	"assertion" TEXT, /* Option < & str > */
+	"jwks" jsonb, /* Option < JsonB > */
+	"client_id" TEXT, /* Option < & str > */
+	"issuer" TEXT, /* Option < & str > */
+	"token_endpoint" TEXT, /* Option < & str > */
+	"signing_alg" TEXT, /* Option < & str > */
+	"now" timestamp with time zone /* Option < TimestampWithTimeZone > */
+) RETURNS jsonb /* JsonB */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'verify_client_assertion_wrapper';
+CREATE FUNCTION oauth."jwks_problem"(
+	"jwks" jsonb /* JsonB */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'jwks_problem_wrapper';
+CREATE FUNCTION oauth."jwks_uri_problem"(
+	"jwks_uri" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'jwks_uri_problem_wrapper';
+CREATE FUNCTION oauth."client_assertion_signing_algs"() RETURNS TEXT[] /* Vec < String > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'client_assertion_signing_algs_wrapper';
+REVOKE EXECUTE ON FUNCTION oauth.verify_client_assertion(text, jsonb, text, text, text, text, timestamptz),
+    oauth.jwks_problem(jsonb), oauth.jwks_uri_problem(text), oauth.client_assertion_signing_algs() FROM PUBLIC;
+
+ALTER TABLE oauth.clients DROP CONSTRAINT clients_token_endpoint_auth_method_check;
+ALTER TABLE oauth.clients ADD CONSTRAINT clients_token_endpoint_auth_method_check
+    CHECK (token_endpoint_auth_method IN ('none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'));
+ALTER TABLE oauth.clients DROP CONSTRAINT clients_check;
+ALTER TABLE oauth.clients ADD CONSTRAINT clients_check
+    CHECK ((token_endpoint_auth_method IN ('client_secret_basic', 'client_secret_post')) = (secret_hash IS NOT NULL));
+
+-- Assertions already used (RFC 7523 §3 item 7), until they could no longer be accepted anyway.
+CREATE TABLE oauth.client_assertion_jtis (
+    client_id text NOT NULL,
+    jti text NOT NULL,
+    -- The assertion's exp plus the tolerated clock skew.
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (client_id, jti)
+);
+CREATE INDEX ON oauth.client_assertion_jtis (expires_at);
+SELECT pg_catalog.pg_extension_config_dump('oauth.client_assertion_jtis', '');
+
+-- The key sets of clients that publish them at a jwks_uri, as a gateway last fetched them.
+CREATE TABLE oauth.client_jwks (
+    client_id text PRIMARY KEY REFERENCES oauth.clients ON DELETE CASCADE,
+    -- Where this copy came from: for a client whose jwks_uri changed, it is no copy.
+    jwks_uri text NOT NULL,
+    -- The last good copy (NULL until one was fetched) and when it was fetched.
+    jwks jsonb,
+    fetched_at timestamptz,
+    -- The last fetch, good or failed: a key the copy lacks is looked for at most once a minute.
+    attempted_at timestamptz NOT NULL,
+    -- Until then no fetch is asked for: the copy is fresh, or a failure is negatively cached.
+    fresh_until timestamptz NOT NULL,
+    -- Why the last fetch failed; NULL when it succeeded.
+    failure text
+);
+SELECT pg_catalog.pg_extension_config_dump('oauth.client_jwks', '');
+
+
+REVOKE ALL ON oauth.client_assertion_jtis, oauth.client_jwks FROM PUBLIC;
+GRANT SELECT ON oauth.client_jwks TO oauth_admin;
+
+-- Why a client's key metadata is unacceptable (invalid_client_metadata), or NULL. private_key_jwt
+-- needs exactly one of jwks and jwks_uri (RFC 7591 §2 forbids both) and may name the one algorithm
+-- its assertions use; the other methods have no use for keys. One rule for administrators'
+-- clients, registrations and metadata documents.
+CREATE FUNCTION oauth._client_keys_problem(method text, metadata jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+    problem text;
+BEGIN
+    IF method IS DISTINCT FROM 'private_key_jwt' THEN
+        IF metadata ? 'jwks' OR metadata ? 'jwks_uri' OR metadata ? 'token_endpoint_auth_signing_alg' THEN
+            RETURN oauth._error('invalid_client_metadata',
+                'jwks, jwks_uri and token_endpoint_auth_signing_alg go with token_endpoint_auth_method private_key_jwt');
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF (metadata ? 'jwks') = (metadata ? 'jwks_uri') THEN
+        RETURN oauth._error('invalid_client_metadata', 'private_key_jwt needs exactly one of jwks and jwks_uri');
+    END IF;
+    IF metadata ? 'jwks' THEN
+        problem := oauth.jwks_problem(metadata->'jwks');
+    ELSIF pg_catalog.jsonb_typeof(metadata->'jwks_uri') <> 'string' THEN
+        problem := 'jwks_uri must be a string';
+    ELSE
+        problem := oauth.jwks_uri_problem(metadata->>'jwks_uri');
+    END IF;
+    IF problem IS NULL AND metadata ? 'token_endpoint_auth_signing_alg'
+       AND (pg_catalog.jsonb_typeof(metadata->'token_endpoint_auth_signing_alg') <> 'string'
+            OR NOT (metadata->>'token_endpoint_auth_signing_alg') = ANY (oauth.client_assertion_signing_algs())) THEN
+        problem := 'token_endpoint_auth_signing_alg must be one of '
+            || pg_catalog.array_to_string(oauth.client_assertion_signing_algs(), ', ');
+    END IF;
+    IF problem IS NOT NULL THEN
+        RETURN oauth._error('invalid_client_metadata', problem);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- The key set a private_key_jwt client's assertions are verified with: its inline jwks, or the
+-- copy of its jwks_uri while that is fresh. When a refetch failed, the last good copy keeps
+-- serving until the failure's retry time, for at most a day after it was fetched (as metadata
+-- documents do): an unreachable host says nothing new about the keys. NULL: no usable keys.
+CREATE FUNCTION oauth._client_keys(client oauth.clients, now timestamptz) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    fetched oauth.client_jwks;
+BEGIN
+    IF client.metadata ? 'jwks' THEN
+        RETURN client.metadata->'jwks';
+    END IF;
+    SELECT * INTO fetched FROM oauth.client_jwks k
+     WHERE k.client_id = client.client_id AND k.jwks_uri = client.metadata->>'jwks_uri';
+    IF NOT FOUND OR fetched.jwks IS NULL OR fetched.fresh_until <= now OR fetched.fetched_at <= now - interval '1 day' THEN
+        RETURN NULL;
+    END IF;
+    RETURN fetched.jwks;
+END
+$$;
+
+-- Client authentication (RFC 6749 §2.3): the client row when client_id and client_secret
+-- authenticate it, else the invalid_client error saying why. A public client (method none)
+-- presents nothing; a secret client its secret; a private_key_jwt client an assertion (RFC 7523
+-- §3), which is good once: its jti is recorded by the one INSERT that decides between two requests
+-- presenting it together.
+CREATE FUNCTION oauth._client_authentication(
+    client_id text, client_secret text, now timestamptz, OUT client oauth.clients, OUT problem jsonb
+)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    found_client oauth.clients;
+    issuer text;
+    verified jsonb;
+BEGIN
+    problem := oauth._error('invalid_client', 'client authentication failed');
+    IF client_id IS NULL OR client_id = '' THEN
+        RETURN;
+    END IF;
+    SELECT * INTO found_client FROM oauth.clients c WHERE c.client_id = _client_authentication.client_id;
+    IF NOT FOUND OR (found_client.expires_at IS NOT NULL AND found_client.expires_at <= now) THEN
+        RETURN;
+    END IF;
+    IF found_client.token_endpoint_auth_method = 'none' THEN
+        IF client_secret IS NOT NULL AND client_secret <> '' THEN
+            RETURN;
+        END IF;
+    ELSIF found_client.token_endpoint_auth_method = 'private_key_jwt' THEN
+        -- The audiences naming this server: its issuer and its token endpoint (the gateway's
+        -- route, issuer + /token), the two RFC 7523 §3 clients use.
+        issuer := (oauth._settings()).issuer;
+        verified := oauth.verify_client_assertion(
+            client_secret, oauth._client_keys(found_client, now), found_client.client_id, issuer,
+            pg_catalog.rtrim(issuer, '/') || '/token', found_client.metadata->>'token_endpoint_auth_signing_alg', now);
+        IF verified ? 'problem' THEN
+            problem := oauth._error('invalid_client', 'client authentication failed: ' || (verified->>'problem'));
+            RETURN;
+        END IF;
+        INSERT INTO oauth.client_assertion_jtis (client_id, jti, expires_at)
+        VALUES (found_client.client_id, verified->>'jti', pg_catalog.to_timestamp((verified->>'replay_until')::bigint))
+        ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            problem := oauth._error('invalid_client',
+                'client authentication failed: this client assertion was already used (its jti)');
+            RETURN;
+        END IF;
+    ELSIF client_secret IS NULL
+          OR NOT oauth.secure_equal(oauth.token_hash(client_secret), found_client.secret_hash) THEN
+        RETURN;
+    END IF;
+    client := found_client;
+    problem := NULL;
+END
+$$;
+
+-- The jwks_uri a gateway should fetch before authenticating `client_id` again with
+-- `client_assertion`, or NULL: when the client's keys live at a jwks_uri and there is no fresh
+-- copy, or the copy lacks the key the assertion names (the client rotated its keys) and was not
+-- fetched within the last minute (else anyone could have us fetch on every request).
+CREATE FUNCTION oauth.client_jwks_to_fetch(client_id text, client_assertion text, now timestamptz DEFAULT now())
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients;
+    fetched oauth.client_jwks;
+BEGIN
+    SELECT * INTO client FROM oauth.clients c
+     WHERE c.client_id = client_jwks_to_fetch.client_id AND c.token_endpoint_auth_method = 'private_key_jwt'
+       AND c.metadata ? 'jwks_uri' AND (c.expires_at IS NULL OR c.expires_at > now);
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO fetched FROM oauth.client_jwks k
+     WHERE k.client_id = client.client_id AND k.jwks_uri = client.metadata->>'jwks_uri';
+    IF NOT FOUND OR fetched.fresh_until <= now THEN
+        RETURN client.metadata->>'jwks_uri';
+    END IF;
+    -- Only whether the copy has the assertion's key matters here, not the other checks.
+    IF oauth._client_keys(client, now) IS NOT NULL AND fetched.attempted_at <= now - interval '1 minute'
+       AND (oauth.verify_client_assertion(client_assertion, fetched.jwks, client.client_id, '', '', NULL, now)
+            ->> 'unknown_key')::boolean THEN
+        RETURN client.metadata->>'jwks_uri';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- A fetch of a client's jwks_uri that gave no usable key set: the last good copy, if any, serves
+-- until retry_at (see oauth._client_keys), and no fetch is asked for before.
+CREATE FUNCTION oauth.record_client_jwks_failure(
+    client_id text, jwks_uri text, failure text, retry_at timestamptz, now timestamptz DEFAULT now()
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM 1 FROM oauth.clients c
+     WHERE c.client_id = record_client_jwks_failure.client_id AND c.token_endpoint_auth_method = 'private_key_jwt'
+       AND c.metadata->>'jwks_uri' = record_client_jwks_failure.jwks_uri;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    INSERT INTO oauth.client_jwks AS k (client_id, jwks_uri, jwks, fetched_at, attempted_at, fresh_until, failure)
+    VALUES (record_client_jwks_failure.client_id, record_client_jwks_failure.jwks_uri, NULL, NULL, now,
+            greatest(record_client_jwks_failure.retry_at, now),
+            left(coalesce(record_client_jwks_failure.failure, 'unknown failure'), 300))
+    ON CONFLICT (client_id) DO UPDATE
+       SET attempted_at = EXCLUDED.attempted_at, fresh_until = EXCLUDED.fresh_until, failure = EXCLUDED.failure,
+           -- A copy of another URL is no copy of this one.
+           jwks = CASE WHEN k.jwks_uri = EXCLUDED.jwks_uri THEN k.jwks END,
+           fetched_at = CASE WHEN k.jwks_uri = EXCLUDED.jwks_uri THEN k.fetched_at END,
+           jwks_uri = EXCLUDED.jwks_uri;
+END
+$$;
+
+-- Stores the key set a gateway fetched from a client's jwks_uri, fresh until `fresh_until` (at
+-- most a day). Returns {} or why the set is unusable (invalid_client), which is then recorded as
+-- a failure until `retry_at`.
+CREATE FUNCTION oauth.store_client_jwks(
+    client_id text, jwks_uri text, jwks jsonb, fresh_until timestamptz, retry_at timestamptz,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    problem text;
+BEGIN
+    PERFORM 1 FROM oauth.clients c
+     WHERE c.client_id = store_client_jwks.client_id AND c.token_endpoint_auth_method = 'private_key_jwt'
+       AND c.metadata->>'jwks_uri' = store_client_jwks.jwks_uri;
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_request', 'no private_key_jwt client has this jwks_uri');
+    END IF;
+    IF store_client_jwks.jwks IS NULL OR jsonb_typeof(store_client_jwks.jwks) <> 'object' THEN
+        problem := 'the key set is not a JSON object';
+    ELSE
+        problem := oauth.jwks_problem(store_client_jwks.jwks);
+    END IF;
+    IF problem IS NOT NULL THEN
+        PERFORM oauth.record_client_jwks_failure(store_client_jwks.client_id, store_client_jwks.jwks_uri, problem,
+                                                 retry_at, now);
+        RETURN oauth._error('invalid_client', 'the client''s jwks_uri is unusable: ' || problem);
+    END IF;
+    INSERT INTO oauth.client_jwks AS k (client_id, jwks_uri, jwks, fetched_at, attempted_at, fresh_until, failure)
+    VALUES (store_client_jwks.client_id, store_client_jwks.jwks_uri, store_client_jwks.jwks, now, now,
+            least(greatest(store_client_jwks.fresh_until, now), now + interval '1 day'), NULL)
+    ON CONFLICT (client_id) DO UPDATE
+       SET jwks_uri = EXCLUDED.jwks_uri, jwks = EXCLUDED.jwks, fetched_at = EXCLUDED.fetched_at,
+           attempted_at = EXCLUDED.attempted_at, fresh_until = EXCLUDED.fresh_until, failure = NULL;
+    PERFORM oauth._event('client_jwks_stored', store_client_jwks.client_id, NULL, NULL, NULL,
+                         jsonb_build_object('jwks_uri', store_client_jwks.jwks_uri), now);
+    RETURN '{}'::jsonb;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION oauth._client_keys_problem(text, jsonb), oauth._client_keys(oauth.clients, timestamptz),
+    oauth._client_authentication(text, text, timestamptz),
+    oauth.client_jwks_to_fetch(text, text, timestamptz),
+    oauth.store_client_jwks(text, text, jsonb, timestamptz, timestamptz, timestamptz),
+    oauth.record_client_jwks_failure(text, text, text, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    oauth.client_jwks_to_fetch(text, text, timestamptz),
+    oauth.store_client_jwks(text, text, jsonb, timestamptz, timestamptz, timestamptz),
+    oauth.record_client_jwks_failure(text, text, text, timestamptz, timestamptz)
+TO oauth_gateway;
+
+-- The client row when client_id/secret authenticate it, else NULL (oauth._client_authentication,
+-- which also says why). Volatile: a private_key_jwt assertion is used up by authenticating.
+CREATE OR REPLACE FUNCTION oauth._authenticate_client(client_id text, client_secret text, now timestamptz)
+RETURNS oauth.clients
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RETURN (oauth._client_authentication(client_id, client_secret, now)).client;
+END
+$$;
+
+-- The client that client_id/secret authenticate, when it may use `grant_type`; otherwise `problem`
+-- (invalid_client or unauthorized_client). How every token-endpoint function starts.
+CREATE OR REPLACE FUNCTION oauth._client_for_grant(
+    client_id text, client_secret text, grant_type text, now timestamptz,
+    OUT client oauth.clients, OUT problem jsonb
+)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    authenticated record;
+BEGIN
+    authenticated := oauth._client_authentication(client_id, client_secret, now);
+    client := authenticated.client;
+    problem := authenticated.problem;
+    IF problem IS NULL AND NOT grant_type = ANY (client.grant_types) THEN
+        problem := oauth._error('unauthorized_client', pg_catalog.format('client may not use the %s grant', grant_type));
+    END IF;
+END
+$$;
+
+-- Why a client definition is unacceptable, as an error object, or NULL. One rule set for
+-- administrator-created and dynamically registered clients.
+CREATE OR REPLACE FUNCTION oauth._client_problem(
+    redirect_uris text[], allowed_scopes text[], grant_types text[], token_endpoint_auth_method text,
+    application_type text, allowed_resources text[]
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    uri text;
+    problem text;
+    unsupported text[];
+BEGIN
+    IF application_type IS NULL OR application_type NOT IN ('web', 'native') THEN
+        RETURN oauth._error('invalid_client_metadata', 'application_type must be "web" or "native"');
+    END IF;
+    IF token_endpoint_auth_method IS NULL
+       OR token_endpoint_auth_method NOT IN ('none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt') THEN
+        RETURN oauth._error('invalid_client_metadata',
+            'token_endpoint_auth_method must be one of none, client_secret_basic, client_secret_post, private_key_jwt');
+    END IF;
+    IF grant_types IS NULL OR pg_catalog.cardinality(grant_types) = 0
+       OR NOT grant_types <@ oauth._grant_types_supported() THEN
+        RETURN oauth._error('invalid_client_metadata', pg_catalog.format('grant_types must be drawn from %s',
+            pg_catalog.array_to_string(oauth._grant_types_supported(), ', ')));
+    END IF;
+    IF 'refresh_token' = ANY (grant_types)
+       AND NOT grant_types && '{authorization_code,urn:ietf:params:oauth:grant-type:device_code}'::text[] THEN
+        RETURN oauth._error('invalid_client_metadata',
+            'refresh_token needs a grant that issues refresh tokens (authorization_code or device_code)');
+    END IF;
+    -- No user is present to approve a client_credentials token, so only a client that proves who
+    -- it is (a secret or a private_key_jwt assertion) may obtain one.
+    IF 'client_credentials' = ANY (grant_types) AND token_endpoint_auth_method = 'none' THEN
+        RETURN oauth._error('invalid_client_metadata', 'client_credentials requires a confidential client');
+    END IF;
+    IF redirect_uris IS NULL OR array_position(redirect_uris, NULL) IS NOT NULL THEN
+        RETURN oauth._error('invalid_redirect_uri', 'redirect_uris must be a list of URIs');
+    END IF;
+    IF pg_catalog.cardinality(redirect_uris) = 0 AND 'authorization_code' = ANY (grant_types) THEN
+        RETURN oauth._error('invalid_redirect_uri', 'at least one redirect URI is required');
+    END IF;
+    IF pg_catalog.cardinality(redirect_uris) > 20 THEN
+        RETURN oauth._error('invalid_redirect_uri', 'at most 20 redirect URIs may be registered');
+    END IF;
+    FOREACH uri IN ARRAY redirect_uris LOOP
+        problem := oauth.redirect_uri_problem(uri, application_type);
+        IF problem IS NOT NULL THEN
+            RETURN oauth._error('invalid_redirect_uri', pg_catalog.format('redirect URI %s: %s', pg_catalog.left(uri, 200), problem));
+        END IF;
+    END LOOP;
+    IF allowed_scopes IS NULL OR pg_catalog.array_position(allowed_scopes, NULL) IS NOT NULL THEN
+        RETURN oauth._error('invalid_client_metadata', 'scopes must be a list of scope names');
+    END IF;
+    SELECT pg_catalog.array_agg(s) INTO unsupported
+      FROM pg_catalog.unnest(allowed_scopes) s
+     WHERE NOT s = ANY ((oauth._settings()).scopes_supported);
+    IF unsupported IS NOT NULL THEN
+        RETURN oauth._error('invalid_client_metadata',
+            pg_catalog.format('unsupported scope(s): %s', pg_catalog.array_to_string(unsupported, ' ')));
+    END IF;
+    IF allowed_resources IS NOT NULL THEN
+        FOREACH uri IN ARRAY allowed_resources LOOP
+            problem := oauth.resource_problem(uri);
+            IF problem IS NOT NULL THEN
+                RETURN oauth._error('invalid_client_metadata', problem);
+            END IF;
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION oauth.create_client(
+    client_name text,
+    redirect_uris text[],
+    allowed_scopes text[],
+    token_endpoint_auth_method text DEFAULT 'client_secret_basic',
+    grant_types text[] DEFAULT '{authorization_code,refresh_token}',
+    application_type text DEFAULT 'web',
+    allowed_resources text[] DEFAULT NULL,
+    metadata jsonb DEFAULT '{}',
+    now timestamptz DEFAULT now()
+) RETURNS TABLE (client_id text, client_secret text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    problem jsonb;
+    new_id text := oauth.random_token(16);
+    secret text;
+BEGIN
+    IF client_name IS NULL OR length(client_name) NOT BETWEEN 1 AND 200 THEN
+        PERFORM oauth._raise('invalid_client_metadata', 'client_name must be 1 to 200 characters');
+    END IF;
+    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+        PERFORM oauth._raise('invalid_client_metadata', 'metadata must be a JSON object');
+    END IF;
+    problem := coalesce(oauth._id_token_alg_problem(metadata),
+                        oauth._client_problem(redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
+                                              application_type, allowed_resources),
+                        oauth._client_keys_problem(token_endpoint_auth_method, metadata));
+    IF problem IS NOT NULL THEN
+        PERFORM oauth._raise(problem->>'error', problem->>'error_description');
+    END IF;
+    -- A private_key_jwt client's keys are in its metadata (jwks or jwks_uri); it has no secret.
+    IF token_endpoint_auth_method IN ('client_secret_basic', 'client_secret_post') THEN
+        secret := oauth.random_token(32);
+    END IF;
+    INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes, grant_types,
+                               token_endpoint_auth_method, application_type, allowed_resources, metadata,
+                               created_at, updated_at)
+    VALUES (new_id, oauth.token_hash(secret), create_client.client_name, create_client.redirect_uris,
+            create_client.allowed_scopes, create_client.grant_types, create_client.token_endpoint_auth_method,
+            create_client.application_type, create_client.allowed_resources, create_client.metadata, now, now);
+    PERFORM oauth._event('client_created', new_id, NULL, NULL, NULL, NULL, now);
+    client_id := new_id;
+    client_secret := secret;
+    RETURN NEXT;
+END
+$$;
+
+-- NULL arguments keep the current value.
+CREATE OR REPLACE FUNCTION oauth.update_client(
+    client_id text,
+    client_name text DEFAULT NULL,
+    redirect_uris text[] DEFAULT NULL,
+    allowed_scopes text[] DEFAULT NULL,
+    grant_types text[] DEFAULT NULL,
+    allowed_resources text[] DEFAULT NULL,
+    metadata jsonb DEFAULT NULL,
+    now timestamptz DEFAULT now()
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    existing oauth.clients;
+    problem jsonb;
+BEGIN
+    SELECT * INTO existing FROM oauth.clients c WHERE c.client_id = update_client.client_id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM oauth._raise('not_found', 'no such client');
+    END IF;
+    existing.client_name := coalesce(update_client.client_name, existing.client_name);
+    existing.redirect_uris := coalesce(update_client.redirect_uris, existing.redirect_uris);
+    existing.allowed_scopes := coalesce(update_client.allowed_scopes, existing.allowed_scopes);
+    existing.grant_types := coalesce(update_client.grant_types, existing.grant_types);
+    existing.allowed_resources := coalesce(update_client.allowed_resources, existing.allowed_resources);
+    existing.metadata := coalesce(update_client.metadata, existing.metadata);
+    IF length(existing.client_name) NOT BETWEEN 1 AND 200 THEN
+        PERFORM oauth._raise('invalid_client_metadata', 'client_name must be 1 to 200 characters');
+    END IF;
+    IF jsonb_typeof(existing.metadata) <> 'object' THEN
+        PERFORM oauth._raise('invalid_client_metadata', 'metadata must be a JSON object');
+    END IF;
+    problem := coalesce(oauth._id_token_alg_problem(existing.metadata),
+                        oauth._client_problem(existing.redirect_uris, existing.allowed_scopes, existing.grant_types,
+                                              existing.token_endpoint_auth_method, existing.application_type,
+                                              existing.allowed_resources),
+                        oauth._client_keys_problem(existing.token_endpoint_auth_method, existing.metadata));
+    IF problem IS NOT NULL THEN
+        PERFORM oauth._raise(problem->>'error', problem->>'error_description');
+    END IF;
+    UPDATE oauth.clients c
+       SET client_name = existing.client_name, redirect_uris = existing.redirect_uris,
+           allowed_scopes = existing.allowed_scopes, grant_types = existing.grant_types,
+           allowed_resources = existing.allowed_resources, metadata = existing.metadata, updated_at = now
+     WHERE c.client_id = update_client.client_id;
+    PERFORM oauth._event('client_updated', update_client.client_id, NULL, NULL, NULL, NULL, now);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION oauth.rotate_client_secret(client_id text, now timestamptz DEFAULT now()) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    secret text := oauth.random_token(32);
+BEGIN
+    UPDATE oauth.clients c SET secret_hash = oauth.token_hash(secret), updated_at = now
+     WHERE c.client_id = rotate_client_secret.client_id AND c.secret_hash IS NOT NULL;
+    IF NOT FOUND THEN
+        PERFORM oauth._raise('not_found', 'no client with a secret has this client_id');
+    END IF;
+    PERFORM oauth._event('client_secret_rotated', rotate_client_secret.client_id, NULL, NULL, NULL, NULL, now);
+    RETURN secret;
+END
+$$;
+
+-- RFC 7591 dynamic registration. The answer carries the client secret (confidential clients) and
+-- the RFC 7592 registration access token, each shown this once.
+CREATE OR REPLACE FUNCTION oauth.register_client(metadata jsonb, now timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    settings oauth.settings := oauth._settings();
+    fields record;
+    new_client oauth.clients;
+    secret text;
+    registration_token text := oauth.random_token(32);
+BEGIN
+    IF NOT settings.registration_enabled THEN
+        RETURN oauth._error('access_denied', 'dynamic client registration is disabled');
+    END IF;
+    fields := oauth._registration_fields(metadata);
+    IF fields.problem IS NOT NULL THEN
+        RETURN fields.problem;
+    END IF;
+    IF fields.method IN ('client_secret_basic', 'client_secret_post') THEN
+        secret := oauth.random_token(32);
+    END IF;
+    INSERT INTO oauth.clients (client_id, secret_hash, client_name, redirect_uris, allowed_scopes, grant_types,
+                               token_endpoint_auth_method, application_type, metadata, registered_dynamically,
+                               registration_token_hash, created_at, updated_at, expires_at)
+    VALUES (oauth.random_token(16), oauth.token_hash(secret),
+            coalesce(fields.client_name, oauth.uri_host(fields.redirect_uris[1]), 'unnamed client'),
+            fields.redirect_uris, settings.scopes_supported, fields.grant_types, fields.method, fields.app_type,
+            fields.extra, true, oauth.token_hash(registration_token), now, now, now + settings.registered_client_ttl)
+    RETURNING * INTO new_client;
+    PERFORM oauth._event('client_registered', new_client.client_id, NULL, NULL, NULL, NULL, now);
+    RETURN oauth._registration_json(new_client)
+        || jsonb_build_object('registration_access_token', registration_token)
+        || CASE WHEN secret IS NOT NULL THEN jsonb_build_object('client_secret', secret) ELSE '{}' END;
+END
+$$;
+
+-- RFC 7592 §2.2: replace the registration with `metadata` (every field; omitted ones take their
+-- defaults). client_id must be repeated; a client_secret, if sent, must be the current one. The
+-- client keeps its id, secret and registration access token; narrowing redirect URIs or grant types
+-- leaves existing grants alone (they stay revocable through oauth.revoke_grant).
+CREATE OR REPLACE FUNCTION oauth.update_registration(
+    client_id text, registration_access_token text, metadata jsonb, now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients := oauth._registered_client(client_id, registration_access_token, now);
+    fields record;
+BEGIN
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_token', 'the registration access token is invalid for this client');
+    END IF;
+    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' OR metadata->'client_id' IS DISTINCT FROM to_jsonb(client.client_id) THEN
+        RETURN oauth._error('invalid_client_metadata', 'client_id must be repeated in the update request');
+    END IF;
+    IF metadata ? 'client_secret' AND (client.secret_hash IS NULL OR jsonb_typeof(metadata->'client_secret') <> 'string'
+       OR NOT oauth.secure_equal(oauth.token_hash(metadata->>'client_secret'), client.secret_hash)) THEN
+        RETURN oauth._error('invalid_client_metadata', 'client_secret does not match');
+    END IF;
+    fields := oauth._registration_fields(metadata);
+    IF fields.problem IS NOT NULL THEN
+        RETURN fields.problem;
+    END IF;
+    -- The credential stays what it is (none, a secret, or keys: those may be replaced); switching
+    -- between them means registering anew.
+    IF (fields.method IN ('client_secret_basic', 'client_secret_post')) <> (client.secret_hash IS NOT NULL)
+       OR (fields.method = 'private_key_jwt') <> (client.token_endpoint_auth_method = 'private_key_jwt') THEN
+        RETURN oauth._error('invalid_client_metadata',
+            'token_endpoint_auth_method cannot change between none, a secret and private_key_jwt; register a new client');
+    END IF;
+    UPDATE oauth.clients c
+       SET client_name = coalesce(fields.client_name, oauth.uri_host(fields.redirect_uris[1]), 'unnamed client'),
+           redirect_uris = fields.redirect_uris, grant_types = fields.grant_types,
+           token_endpoint_auth_method = fields.method, application_type = fields.app_type,
+           metadata = fields.extra, updated_at = now
+     WHERE c.client_id = client.client_id
+    RETURNING * INTO client;
+    PERFORM oauth._event('client_updated', client.client_id, NULL, NULL, NULL,
+                         '{"via": "registration_endpoint"}', now);
+    RETURN oauth._registration_json(client);
+END
+$$;
+
+-- What the functions in this schema accept, for the discovery document: each list is the rule the
+-- named check enforces, so metadata cannot promise what the extension refuses.
+CREATE OR REPLACE FUNCTION oauth._capabilities() RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        -- The token endpoint's grants: the registrable ones, and token exchange under a policy.
+        'grant_types_supported',
+            to_jsonb(oauth._grant_types_supported() || 'urn:ietf:params:oauth:grant-type:token-exchange'::text),
+        -- begin_authorization: response_type=code only, answered in the query, PKCE S256 only.
+        'response_types_supported', jsonb_build_array('code'),
+        'response_modes_supported', jsonb_build_array('query'),
+        'code_challenge_methods_supported', jsonb_build_array('S256'),
+        -- _client_problem and the clients table's CHECK.
+        'token_endpoint_auth_methods_supported',
+            jsonb_build_array('client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'),
+        'revocation_endpoint_auth_methods_supported',
+            jsonb_build_array('client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'),
+        -- introspect: confidential callers only.
+        'introspection_endpoint_auth_methods_supported',
+            jsonb_build_array('client_secret_basic', 'client_secret_post', 'private_key_jwt'),
+        -- What oauth.verify_client_assertion accepts (RFC 8414 §2), at every endpoint that
+        -- authenticates clients.
+        'token_endpoint_auth_signing_alg_values_supported', to_jsonb(oauth.client_assertion_signing_algs()),
+        'revocation_endpoint_auth_signing_alg_values_supported', to_jsonb(oauth.client_assertion_signing_algs()),
+        'introspection_endpoint_auth_signing_alg_values_supported', to_jsonb(oauth.client_assertion_signing_algs()),
+        -- begin_authorization treats https URL client ids as metadata documents.
+        'client_id_metadata_document_supported', true,
+        -- The longest an access token can live (the settings table's bound on access_token_ttl): a
+        -- revocation older than this can no longer concern a presented token.
+        'revocation_horizon', 86400)
+$$;
+
+-- Validates a fetched document and makes (or updates) its client. Returns {} or the error, which is
+-- also recorded as the negatively cached failure until `retry_at`. A document cannot hold a secret:
+-- its client authenticates with private_key_jwt when it declares that method, or lists it among
+-- token_endpoint_auth_methods_supported and gives its keys (ChatGPT does both), else with none
+-- when it declares or lists that; anything else is refused.
+CREATE OR REPLACE FUNCTION oauth.store_client_document(
+    client_id text, document jsonb, fresh_until timestamptz, retry_at timestamptz, now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    problem jsonb;
+    fields record;
+    offered jsonb;
+    method text;
+BEGIN
+    IF NOT oauth._is_document_client_id(client_id) THEN
+        RETURN oauth._error('invalid_request', 'not a client metadata document URL');
+    END IF;
+    IF document IS NULL OR jsonb_typeof(document) <> 'object' THEN
+        problem := oauth._error('invalid_client_metadata', 'the document is not a JSON object');
+    ELSIF document->'client_id' IS DISTINCT FROM to_jsonb(store_client_document.client_id) THEN
+        problem := oauth._error('invalid_client_metadata', 'the document''s client_id differs from its URL');
+    ELSIF document ? 'client_secret' OR document ? 'client_secret_expires_at' THEN
+        problem := oauth._error('invalid_client_metadata', 'a client metadata document must not carry a secret');
+    ELSIF document ? 'token_endpoint_auth_method' AND jsonb_typeof(document->'token_endpoint_auth_method') <> 'string' THEN
+        problem := oauth._error('invalid_client_metadata', 'token_endpoint_auth_method must be a string');
+    ELSIF document ? 'token_endpoint_auth_methods_supported'
+          AND (jsonb_typeof(document->'token_endpoint_auth_methods_supported') <> 'array'
+               OR EXISTS (SELECT 1 FROM jsonb_array_elements(document->'token_endpoint_auth_methods_supported') e
+                           WHERE jsonb_typeof(e) <> 'string')) THEN
+        problem := oauth._error('invalid_client_metadata', 'token_endpoint_auth_methods_supported must be an array of strings');
+    ELSE
+        offered := coalesce(document->'token_endpoint_auth_methods_supported', '[]');
+        -- Without a declared method a document is public (RFC 7591's client_secret_basic default
+        -- needs a secret no document can hold).
+        method := CASE
+            WHEN document->>'token_endpoint_auth_method' = 'private_key_jwt'
+                 OR (offered ? 'private_key_jwt' AND (document ? 'jwks' OR document ? 'jwks_uri')) THEN 'private_key_jwt'
+            WHEN coalesce(document->>'token_endpoint_auth_method', 'none') = 'none' OR offered ? 'none' THEN 'none'
+        END;
+        IF method IS NULL THEN
+            problem := oauth._error('invalid_client_metadata',
+                'token_endpoint_auth_method must be "none" or "private_key_jwt" (a metadata document cannot hold a secret)');
+        ELSE
+            -- A public client has no use for keys it may list for other purposes.
+            fields := oauth._registration_fields(
+                CASE WHEN method = 'none' THEN document - 'jwks' - 'jwks_uri' - 'token_endpoint_auth_signing_alg'
+                     ELSE document END
+                || jsonb_build_object('token_endpoint_auth_method', method));
+            problem := fields.problem;
+            IF problem IS NULL AND cardinality(fields.redirect_uris) = 0 THEN
+                problem := oauth._error('invalid_redirect_uri', 'the document lists no redirect_uris');
+            END IF;
+        END IF;
+    END IF;
+    IF problem IS NOT NULL THEN
+        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now);
+        RETURN problem;
+    END IF;
+
+    INSERT INTO oauth.clients AS c (client_id, client_name, redirect_uris, allowed_scopes, grant_types,
+                                    token_endpoint_auth_method, application_type, metadata, created_at, updated_at)
+    VALUES (store_client_document.client_id, coalesce(fields.client_name, oauth.uri_host(store_client_document.client_id)),
+            fields.redirect_uris, (oauth._settings()).scopes_supported, fields.grant_types, fields.method, fields.app_type,
+            fields.extra || '{"metadata_document": true}', now, now)
+    ON CONFLICT (client_id) DO UPDATE
+       SET client_name = EXCLUDED.client_name, redirect_uris = EXCLUDED.redirect_uris,
+           allowed_scopes = EXCLUDED.allowed_scopes, grant_types = EXCLUDED.grant_types,
+           token_endpoint_auth_method = EXCLUDED.token_endpoint_auth_method,
+           application_type = EXCLUDED.application_type, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
+     -- Never take over an administrator's or a registration's client that happens to use this id.
+     WHERE c.metadata @> '{"metadata_document": true}';
+    IF NOT FOUND THEN
+        problem := oauth._error('invalid_client', 'client_id is taken by a client that is not a metadata document');
+        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now);
+        RETURN problem;
+    END IF;
+    INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures)
+    VALUES (store_client_document.client_id, now, greatest(fresh_until, now), NULL, 0)
+    ON CONFLICT (client_id) DO UPDATE
+       SET fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until, failure = NULL,
+           consecutive_failures = 0;
+    PERFORM oauth._event('client_document_stored', client_id, NULL, NULL, NULL, NULL, now);
+    RETURN '{}'::jsonb;
+END
+$$;
+
+-- RFC 7662 data. The caller authenticates as a client. For an access token the gateway verified
+-- signature and expiry and passes its grant_id/family_id; for a refresh token, the token itself.
+CREATE OR REPLACE FUNCTION oauth.introspect(
+    client_id text,
+    client_secret text,
+    refresh_token text,
+    grant_id uuid,
+    family_id uuid,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients;
+    answer jsonb;
+BEGIN
+    client := oauth._authenticate_client(client_id, client_secret, now);
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_client', 'client authentication failed');
+    END IF;
+    -- A public client authenticates with its id alone, which anyone can copy: it may not probe tokens.
+    IF client.token_endpoint_auth_method = 'none' THEN
+        RETURN oauth._error('invalid_client', 'introspection requires a confidential client');
+    END IF;
+    IF refresh_token IS NOT NULL THEN
+        SELECT jsonb_build_object(
+                   'active', true, 'token_type', 'refresh_token', 'grant_id', f.grant_id, 'family_id', f.family_id,
+                   'user_id', f.user_id, 'client_id', f.client_id, 'scope', oauth._scope_string(f.scopes),
+                   'resource', f.resource, 'props', g.props,
+                   'iat', floor(date_part('epoch', coalesce(f.rotated_at, f.created_at)))::bigint,
+                   'exp', floor(date_part('epoch', f.expires_at))::bigint)
+          INTO answer
+          FROM oauth.refresh_tokens t
+          JOIN oauth.refresh_families f ON f.family_id = t.family_id
+          JOIN oauth.grants g ON g.grant_id = f.grant_id
+         WHERE t.token_hash = oauth.token_hash(refresh_token) AND f.current_hash = t.token_hash
+           AND f.revoked_at IS NULL AND g.revoked_at IS NULL
+           AND f.expires_at > now;
+    ELSIF oauth._token_live(introspect.grant_id, introspect.family_id, now) THEN
+        SELECT jsonb_build_object('active', true, 'token_type', 'access_token', 'grant_id', g.grant_id,
+                                  'family_id', introspect.family_id, 'user_id', g.user_id,
+                                  'client_id', g.client_id, 'props', g.props)
+          INTO answer
+          FROM oauth.grants g WHERE g.grant_id = introspect.grant_id;
+    END IF;
+    RETURN coalesce(answer, '{"active": false}'::jsonb);
+END
+$$;
+
+-- Removes what can no longer matter, in batches that skip rows other transactions hold, so it can
+-- run while traffic flows. Returns the number of rows removed; call until it returns 0.
+CREATE OR REPLACE FUNCTION oauth.cleanup(now timestamptz DEFAULT now(), batch_size integer DEFAULT 1000) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    retention interval := (oauth._settings()).revoked_retention;
+    removed bigint := 0;
+    n bigint;
+BEGIN
+    DELETE FROM oauth.authorization_requests WHERE request_id IN (
+        SELECT request_id FROM oauth.authorization_requests WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Redeemed codes are kept until they expire, so that a replay is still recognised.
+    DELETE FROM oauth.codes WHERE code_hash IN (
+        SELECT code_hash FROM oauth.codes WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Device codes, like authorization codes, are kept until they expire so that a replay is recognised.
+    DELETE FROM oauth.device_authorizations WHERE device_code_hash IN (
+        SELECT device_code_hash FROM oauth.device_authorizations WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Failed metadata-document fetches once their negative caching is over: anyone can make us
+    -- record one per URL they invent, so they must not accumulate.
+    DELETE FROM oauth.client_documents WHERE client_id IN (
+        SELECT client_id FROM oauth.client_documents WHERE failure IS NOT NULL AND fresh_until <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Expired families, and revoked ones once their audit retention is over (their tokens cascade).
+    DELETE FROM oauth.refresh_families WHERE family_id IN (
+        SELECT family_id FROM oauth.refresh_families
+         WHERE expires_at <= now OR revoked_at <= now - retention
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Used client assertions once they are past their exp: they are refused then anyway.
+    DELETE FROM oauth.client_assertion_jtis WHERE (client_id, jti) IN (
+        SELECT client_id, jti FROM oauth.client_assertion_jtis WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Key sets fetched from a jwks_uri no client uses any more.
+    DELETE FROM oauth.client_jwks WHERE client_id IN (
+        SELECT k.client_id FROM oauth.client_jwks k JOIN oauth.clients c ON c.client_id = k.client_id
+         WHERE c.token_endpoint_auth_method <> 'private_key_jwt' OR c.metadata->>'jwks_uri' IS DISTINCT FROM k.jwks_uri
+         LIMIT batch_size FOR UPDATE OF k SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    DELETE FROM oauth.grants WHERE grant_id IN (
+        SELECT grant_id FROM oauth.grants WHERE revoked_at <= now - retention
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Registered clients past their lifetime: revoke what they hold (notifying gateways), then remove.
+    PERFORM oauth.delete_client(c.client_id, now) FROM (
+        SELECT client_id FROM oauth.clients WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED) c;
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Clients made from metadata documents whose copy went stale longer than `retention` ago and
+    -- that hold no live grant: anyone can have us keep one per URL they serve. Nothing is lost: the
+    -- next authorization fetches the document again.
+    PERFORM oauth.delete_client(c.client_id, now) FROM (
+        SELECT c.client_id FROM oauth.clients c
+          LEFT JOIN oauth.client_documents d ON d.client_id = c.client_id
+         WHERE c.metadata @> '{"metadata_document": true}'
+           AND coalesce(d.fresh_until, c.updated_at) <= now - retention
+           AND NOT EXISTS (SELECT 1 FROM oauth.grants g WHERE g.client_id = c.client_id AND g.revoked_at IS NULL)
+         LIMIT batch_size FOR UPDATE OF c SKIP LOCKED) c;
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+    RETURN removed;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION oauth.set_token_exchange_policy(
+    client_id text,
+    subject_audiences text[],
+    target_audiences text[],
+    scopes text[] DEFAULT NULL,
+    now timestamptz DEFAULT now()
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    client oauth.clients;
+BEGIN
+    SELECT * INTO client FROM oauth.clients c WHERE c.client_id = set_token_exchange_policy.client_id;
+    IF NOT FOUND THEN
+        PERFORM oauth._raise('not_found', 'no such client');
+    END IF;
+    IF client.token_endpoint_auth_method = 'none' THEN
+        PERFORM oauth._raise('invalid_client_metadata', 'token exchange requires a confidential client');
+    END IF;
+    IF coalesce(cardinality(subject_audiences), 0) = 0 OR array_position(subject_audiences, NULL) IS NOT NULL
+       OR coalesce(cardinality(target_audiences), 0) = 0 OR array_position(target_audiences, NULL) IS NOT NULL THEN
+        PERFORM oauth._raise('invalid_request', 'subject_audiences and target_audiences must each list at least one audience');
+    END IF;
+    IF scopes IS NOT NULL AND (array_position(scopes, NULL) IS NOT NULL
+                               OR NOT scopes <@ (oauth._settings()).scopes_supported) THEN
+        PERFORM oauth._raise('invalid_scope', 'scopes must be supported scope names');
+    END IF;
+    INSERT INTO oauth.token_exchange_policies AS p (client_id, subject_audiences, target_audiences, scopes,
+                                                    created_at, updated_at)
+    VALUES (client.client_id, set_token_exchange_policy.subject_audiences, set_token_exchange_policy.target_audiences,
+            set_token_exchange_policy.scopes, now, now)
+    ON CONFLICT (client_id) DO UPDATE
+       SET subject_audiences = EXCLUDED.subject_audiences, target_audiences = EXCLUDED.target_audiences,
+           scopes = EXCLUDED.scopes, updated_at = EXCLUDED.updated_at;
+    PERFORM oauth._event('token_exchange_policy_set', client.client_id, NULL, NULL, NULL,
+                         jsonb_build_object('subject_audiences', to_jsonb(subject_audiences),
+                                            'target_audiences', to_jsonb(target_audiences),
+                                            'scopes', to_jsonb(scopes)), now);
+END
+$$;
+
+-- The gateway verified the subject token (signature, issuer, expiry) and passes its claims: the
+-- grant and family it names, its audience and its scope. `audience` is the requested target (the
+-- RFC 8693 `resource` or `audience` parameter).
+CREATE OR REPLACE FUNCTION oauth.exchange_token(
+    client_id text,
+    client_secret text,
+    subject_grant_id uuid,
+    subject_family_id uuid,
+    subject_audience text,
+    subject_scope text,
+    audience text,
+    scope text,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients;
+    policy oauth.token_exchange_policies;
+    subject_scopes text[] := oauth.parse_scope(subject_scope);
+    ceiling text[];
+    requested text[];
+    granted oauth.grants;
+BEGIN
+    client := oauth._authenticate_client(client_id, client_secret, now);
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_client', 'client authentication failed');
+    END IF;
+    SELECT * INTO policy FROM oauth.token_exchange_policies p WHERE p.client_id = client.client_id;
+    IF NOT FOUND OR client.token_endpoint_auth_method = 'none' THEN
+        RETURN oauth._error('unauthorized_client', 'client may not exchange tokens');
+    END IF;
+    IF subject_grant_id IS NULL OR subject_scopes IS NULL THEN
+        RETURN oauth._error('invalid_request', 'subject_token is invalid');
+    END IF;
+    IF subject_audience IS NULL OR NOT subject_audience = ANY (policy.subject_audiences) THEN
+        RETURN oauth._error('invalid_request', 'subject_token was not issued to an audience this client serves');
+    END IF;
+    IF audience IS NULL THEN
+        RETURN oauth._error('invalid_request', 'resource or audience is required');
+    END IF;
+    IF NOT audience = ANY (policy.target_audiences) THEN
+        RETURN oauth._error('invalid_target', 'this client may not obtain tokens for that audience');
+    END IF;
+    IF NOT oauth._token_live(subject_grant_id, subject_family_id, now) THEN
+        RETURN oauth._error('invalid_request', 'subject_token has been revoked');
+    END IF;
+
+    -- A delegated token never carries more than the subject token, the policy and a non-user grant allow.
+    SELECT coalesce(array_agg(s), '{}') INTO ceiling FROM unnest(subject_scopes) s
+     WHERE (policy.scopes IS NULL OR s = ANY (policy.scopes)) AND NOT s = ANY (oauth._user_only_scopes());
+    requested := oauth.parse_scope(scope);
+    IF requested IS NULL THEN
+        RETURN oauth._error('invalid_scope', 'scope is malformed');
+    END IF;
+    IF cardinality(requested) = 0 THEN
+        requested := ceiling;
+    END IF;
+    IF cardinality(requested) = 0 OR NOT requested <@ ceiling THEN
+        RETURN oauth._error('invalid_scope', 'scope exceeds what the subject token and the policy allow');
+    END IF;
+
+    SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = subject_grant_id;
+    PERFORM oauth._event('token_exchanged', client.client_id, granted.user_id, granted.grant_id, subject_family_id,
+                         jsonb_build_object('subject_audience', subject_audience, 'audience', audience,
+                                            'scopes', to_jsonb(requested)), now);
+    RETURN oauth._access_token_response(granted, subject_family_id, client.client_id, requested, audience, now);
+END
+$$;
+
+-- end of private_key_jwt (issue 11 item 1)
