@@ -1,5 +1,62 @@
 -- Grants as the user sees them, revocation (RFC 7009), introspection (RFC 7662), userinfo, cleanup.
 
+-- Access tokens revoked one by one. A token a client received by token exchange (RFC 8693) stands
+-- on the user's grant and family, which belong to the client that exchanged it away: revoking them
+-- would sign the user out of that client, so the token's jti is listed instead, until the token
+-- expires (exp is at most an access-token lifetime away, which keeps the list short).
+CREATE TABLE oauth.revoked_access_tokens (
+    jti uuid PRIMARY KEY,
+    -- The client the token was issued to, which revoked it.
+    client_id text NOT NULL,
+    revoked_at timestamptz NOT NULL,
+    -- The token's exp: past it there is no token left to refuse.
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX ON oauth.revoked_access_tokens (expires_at);
+CREATE INDEX ON oauth.revoked_access_tokens (revoked_at);
+SELECT pg_catalog.pg_extension_config_dump('oauth.revoked_access_tokens', '');
+
+-- Is an access token still backed by live state: its grant and family, and not revoked by itself?
+CREATE FUNCTION oauth._access_token_live(grant_id uuid, family_id uuid, jti uuid, now timestamptz) RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    RETURN oauth._token_live(grant_id, family_id, now)
+       AND NOT EXISTS (SELECT 1 FROM oauth.revoked_access_tokens t WHERE t.jti = _access_token_live.jti);
+END
+$$;
+
+-- Lists one access token as revoked and tells the gateways; true when it was not listed yet.
+CREATE FUNCTION oauth._revoke_access_token(
+    jti uuid, client_id text, grant_id uuid, family_id uuid, expires_at timestamptz, now timestamptz
+) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    -- No access token outlives this, whatever exp a caller passes.
+    horizon interval := pg_catalog.make_interval(secs => (oauth._capabilities() ->> 'revocation_horizon')::integer);
+    granted oauth.grants;
+BEGIN
+    INSERT INTO oauth.revoked_access_tokens (jti, client_id, revoked_at, expires_at)
+    VALUES (_revoke_access_token.jti, _revoke_access_token.client_id, now,
+            LEAST(coalesce(_revoke_access_token.expires_at, now + horizon), now + horizon))
+    ON CONFLICT ON CONSTRAINT revoked_access_tokens_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = _revoke_access_token.grant_id;
+    PERFORM oauth._event('access_token_revoked', _revoke_access_token.client_id, granted.user_id,
+                         _revoke_access_token.grant_id, _revoke_access_token.family_id,
+                         pg_catalog.jsonb_build_object('jti', _revoke_access_token.jti, 'reason', 'revoked_by_client'),
+                         now);
+    -- The jti alone: a gateway that knows nothing of per-token revocation would read a grant_id
+    -- without a family_id as the revocation of the whole grant.
+    PERFORM pg_catalog.pg_notify('oauth_revocations',
+        pg_catalog.jsonb_build_object('jti', _revoke_access_token.jti)::text);
+    RETURN true;
+END
+$$;
+
 CREATE FUNCTION oauth.list_user_grants(user_id text) RETURNS TABLE (
     grant_id uuid, client_id text, client_name text, scopes text[], resource text, props jsonb,
     metadata jsonb, auth_time timestamptz, created_at timestamptz, updated_at timestamptz
@@ -22,15 +79,22 @@ LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT oauth._revoke_grant(grant_id, coalesce(reason, 'revoked'), now) $$;
 
--- RFC 7009. The token is either an opaque refresh token or the grant_id/family_id claims of an
--- access token whose signature the gateway verified. A client can revoke only its own tokens;
--- anything else (unknown, foreign, already revoked) succeeds without effect, as §2.2 requires.
+-- RFC 7009. The token is either an opaque refresh token or the claims of an access token whose
+-- signature the gateway verified: grant_id, family_id, jti, client_id (token_client_id) and exp
+-- (token_expires_at). A client can revoke only the tokens issued to it (§2.1); anything else
+-- (unknown, another client's, already revoked) succeeds without effect, as an invalid token does
+-- (§2.2). An access token takes its family with it, or the client's own grant when it has no
+-- family; one the client received by token exchange stands on another client's family and grant,
+-- which stay live: that token alone is revoked.
 CREATE FUNCTION oauth.revoke_token(
     client_id text,
     client_secret text,
     refresh_token text,
     grant_id uuid,
     family_id uuid,
+    jti uuid DEFAULT NULL,
+    token_client_id text DEFAULT NULL,
+    token_expires_at timestamptz DEFAULT NULL,
     now timestamptz DEFAULT now()
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -48,37 +112,53 @@ BEGIN
         SELECT f.family_id INTO target
           FROM oauth.refresh_tokens t JOIN oauth.refresh_families f ON f.family_id = t.family_id
          WHERE t.token_hash = oauth.token_hash(refresh_token) AND f.client_id = client.client_id;
-    ELSIF revoke_token.family_id IS NOT NULL THEN
+        IF target IS NOT NULL THEN
+            PERFORM oauth._revoke_family(target, 'revoked_by_client', now);
+        END IF;
+        RETURN '{}'::jsonb;
+    END IF;
+    -- Without the client_id claim, ownership is the family's or grant's alone.
+    IF token_client_id IS NOT NULL AND token_client_id <> client.client_id THEN
+        RETURN '{}'::jsonb;
+    END IF;
+    IF revoke_token.family_id IS NOT NULL THEN
         SELECT f.family_id INTO target FROM oauth.refresh_families f
          WHERE f.family_id = revoke_token.family_id AND f.grant_id = revoke_token.grant_id
            AND f.client_id = client.client_id;
+        IF target IS NOT NULL THEN
+            PERFORM oauth._revoke_family(target, 'revoked_by_client', now);
+            RETURN '{}'::jsonb;
+        END IF;
     ELSIF revoke_token.grant_id IS NOT NULL THEN
         -- An access token without a family was issued on the client's own grant (client_credentials).
         -- Revocation takes that grant with it (RFC 7009 §2.1 allows it): every token issued on it
         -- dies, and the client's next request opens a new grant.
         SELECT g.grant_id INTO target FROM oauth.grants g
          WHERE g.grant_id = revoke_token.grant_id AND g.subject_type = 'client'
-           AND g.client_id = client.client_id AND g.revoked_at IS NULL;
+           AND g.client_id = client.client_id;
         IF target IS NOT NULL THEN
             PERFORM oauth._revoke_grant(target, 'revoked_by_client', now);
+            RETURN '{}'::jsonb;
         END IF;
-        RETURN '{}'::jsonb;
     END IF;
-    IF target IS NOT NULL THEN
-        PERFORM oauth._revoke_family(target, 'revoked_by_client', now);
+    -- Issued to this client on a family or grant that is not its own: by token exchange.
+    IF revoke_token.jti IS NOT NULL AND token_client_id = client.client_id THEN
+        PERFORM oauth._revoke_access_token(revoke_token.jti, client.client_id, revoke_token.grant_id,
+                                           revoke_token.family_id, token_expires_at, now);
     END IF;
     RETURN '{}'::jsonb;
 END
 $$;
 
 -- RFC 7662 data. The caller authenticates as a client. For an access token the gateway verified
--- signature and expiry and passes its grant_id/family_id; for a refresh token, the token itself.
+-- signature and expiry and passes its grant_id/family_id/jti; for a refresh token, the token itself.
 CREATE FUNCTION oauth.introspect(
     client_id text,
     client_secret text,
     refresh_token text,
     grant_id uuid,
     family_id uuid,
+    jti uuid DEFAULT NULL,
     now timestamptz DEFAULT now()
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -110,7 +190,7 @@ BEGIN
          WHERE t.token_hash = oauth.token_hash(refresh_token) AND f.current_hash = t.token_hash
            AND f.revoked_at IS NULL AND g.revoked_at IS NULL
            AND f.expires_at > now;
-    ELSIF oauth._token_live(introspect.grant_id, introspect.family_id, now) THEN
+    ELSIF oauth._access_token_live(introspect.grant_id, introspect.family_id, introspect.jti, now) THEN
         SELECT jsonb_build_object('active', true, 'token_type', 'access_token', 'grant_id', g.grant_id,
                                   'family_id', introspect.family_id, 'user_id', g.user_id,
                                   'client_id', g.client_id, 'props', g.props)
@@ -121,15 +201,17 @@ BEGIN
 END
 $$;
 
--- Claims source for the userinfo endpoint: live only while the access token's grant and family are.
-CREATE FUNCTION oauth.userinfo(grant_id uuid, family_id uuid, now timestamptz DEFAULT now()) RETURNS jsonb
+-- Claims source for the userinfo endpoint: live only while the access token's grant and family are,
+-- and the token (its jti) was not revoked by itself.
+CREATE FUNCTION oauth.userinfo(grant_id uuid, family_id uuid, jti uuid DEFAULT NULL, now timestamptz DEFAULT now())
+RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     answer jsonb;
 BEGIN
-    IF oauth._token_live(userinfo.grant_id, userinfo.family_id, now) THEN
+    IF oauth._access_token_live(userinfo.grant_id, userinfo.family_id, userinfo.jti, now) THEN
         SELECT jsonb_build_object('active', true, 'user_id', g.user_id, 'client_id', g.client_id,
                                   'scope', oauth._scope_string(g.scopes), 'props', g.props)
           INTO answer
@@ -194,6 +276,12 @@ BEGIN
          LIMIT batch_size FOR UPDATE OF k SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
 
+    -- Access tokens revoked one by one, once the token itself has expired.
+    DELETE FROM oauth.revoked_access_tokens WHERE jti IN (
+        SELECT jti FROM oauth.revoked_access_tokens WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
     DELETE FROM oauth.grants WHERE grant_id IN (
         SELECT grant_id FROM oauth.grants WHERE revoked_at <= now - retention
          LIMIT batch_size FOR UPDATE SKIP LOCKED);
@@ -221,7 +309,8 @@ END
 $$;
 
 -- What gateways need to rebuild their revoked set after (re)connecting to the revocation feed:
--- every grant and family revoked since `since` (older revocations concern only expired tokens).
+-- every grant, family and single access token (jti) revoked since `since` (older revocations
+-- concern only expired tokens).
 CREATE FUNCTION oauth.revocations(since timestamptz, now timestamptz DEFAULT now()) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -231,6 +320,8 @@ BEGIN
         'grants', coalesce((SELECT jsonb_agg(g.grant_id) FROM oauth.grants g
                              WHERE g.revoked_at > since AND g.revoked_at <= now), '[]'),
         'families', coalesce((SELECT jsonb_agg(f.family_id) FROM oauth.refresh_families f
-                               WHERE f.revoked_at > since AND f.revoked_at <= now), '[]'));
+                               WHERE f.revoked_at > since AND f.revoked_at <= now), '[]'),
+        'access_tokens', coalesce((SELECT jsonb_agg(t.jti) FROM oauth.revoked_access_tokens t
+                                    WHERE t.revoked_at > since AND t.revoked_at <= now), '[]'));
 END
 $$;

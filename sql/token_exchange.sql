@@ -75,8 +75,8 @@ END
 $$;
 
 -- The gateway verified the subject token (signature, issuer, expiry) and passes its claims: the
--- grant and family it names, its audience and its scope. `audience` is the requested target (the
--- RFC 8693 `resource` or `audience` parameter).
+-- grant and family it names, its audience, its scope and its jti. `audience` is the requested
+-- target (the RFC 8693 `resource` or `audience` parameter).
 CREATE FUNCTION oauth.exchange_token(
     client_id text,
     client_secret text,
@@ -86,6 +86,7 @@ CREATE FUNCTION oauth.exchange_token(
     subject_scope text,
     audience text,
     scope text,
+    subject_jti uuid DEFAULT NULL,
     now timestamptz DEFAULT now()
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -119,7 +120,7 @@ BEGIN
     IF NOT audience = ANY (policy.target_audiences) THEN
         RETURN oauth._error('invalid_target', 'this client may not obtain tokens for that audience');
     END IF;
-    IF NOT oauth._token_live(subject_grant_id, subject_family_id, now) THEN
+    IF NOT oauth._access_token_live(subject_grant_id, subject_family_id, subject_jti, now) THEN
         RETURN oauth._error('invalid_request', 'subject_token has been revoked');
     END IF;
 

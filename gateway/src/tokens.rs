@@ -36,6 +36,11 @@ impl AccessClaims {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes().any(|s| s == scope)
     }
+
+    /// The jti as the extension keys revoked tokens by (this gateway mints UUIDs).
+    pub fn jti_uuid(&self) -> Option<Uuid> {
+        Uuid::parse_str(&self.jti).ok()
+    }
 }
 
 /// Verifies access tokens signed by this deployment's keys for its issuer.

@@ -266,7 +266,7 @@ async fn registered_client_expires_after_its_ttl_and_cleanup_removes_it() {
     assert_error(&rotated, "invalid_client", "rotation by an expired client");
     let info: Value = scalar(
         &gw,
-        &format!("SELECT oauth.userinfo($1, $2, {later})"),
+        &format!("SELECT oauth.userinfo($1, $2, now => {later})"),
         &[&uuid_field(&t, "grant_id"), &uuid_field(&t, "family_id")],
     )
     .await;

@@ -1,5 +1,7 @@
 //! RFC 8693 token exchange in SQL: only under a policy, never wider than the subject and the
-//! policy, and bound to the subject's grant and family.
+//! policy, bound to the subject's grant and family, and revocable by the client that received it.
+
+use std::time::Duration;
 
 use oauth_provider_tests::*;
 use serde_json::{Value, json};
@@ -76,6 +78,7 @@ struct TokenExchange<'a> {
     subject_audience: &'a str,
     audience: Option<&'a str>,
     scope: Option<&'a str>,
+    subject_jti: Option<Uuid>,
 }
 
 impl<'a> TokenExchange<'a> {
@@ -86,6 +89,7 @@ impl<'a> TokenExchange<'a> {
             subject_audience: SERVED,
             audience: Some(TARGET),
             scope: None,
+            subject_jti: None,
         }
     }
 
@@ -99,7 +103,7 @@ impl<'a> TokenExchange<'a> {
     async fn run(&self, gw: &Client) -> Value {
         scalar(
             gw,
-            "SELECT oauth.exchange_token($1, $2, $3, $4, $5, $6, $7, $8)",
+            "SELECT oauth.exchange_token($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &self.client.id,
                 &self.client.secret(),
@@ -109,6 +113,7 @@ impl<'a> TokenExchange<'a> {
                 &self.subject.scope,
                 &self.audience,
                 &self.scope,
+                &self.subject_jti,
             ],
         )
         .await
@@ -559,9 +564,299 @@ async fn remove_policy(admin: &Client, client_id: &str) -> bool {
 
 async fn policy_count(admin: &Client, client_id: &str) -> i64 {
     row_count(
-        &admin,
+        admin,
         "oauth.token_exchange_policies WHERE client_id = $1",
         &[&client_id],
     )
     .await
+}
+
+/// The claims of an access token as the gateway passes them on: what the extension issued, and
+/// the jti the gateway minted into the JWT.
+struct AccessToken {
+    grant_id: Uuid,
+    family_id: Option<Uuid>,
+    client_id: String,
+    jti: Uuid,
+}
+
+impl AccessToken {
+    fn minted(issued: &Value) -> Self {
+        AccessToken {
+            grant_id: uuid_field(issued, "grant_id"),
+            family_id: issued["family_id"]
+                .as_str()
+                .map(|id| id.parse().expect("family_id is a uuid")),
+            client_id: str_field(issued, "client_id").to_owned(),
+            jti: Uuid::new_v4(),
+        }
+    }
+
+    /// Another token of the same grant and family, issued to `client_id`.
+    fn sibling(&self, client_id: &str) -> Self {
+        AccessToken {
+            grant_id: self.grant_id,
+            family_id: self.family_id,
+            client_id: client_id.to_owned(),
+            jti: Uuid::new_v4(),
+        }
+    }
+}
+
+/// RFC 7009 of an access token by `client`, the token expiring `expires_in` from now (an
+/// interval, negative once expired).
+async fn revoke_access(
+    db: &Client,
+    client: &TestClient,
+    token: &AccessToken,
+    expires_in: &str,
+) -> Value {
+    scalar(
+        db,
+        "SELECT oauth.revoke_token($1, $2, NULL, $3, $4, $5, $6, now() + $7::text::interval)",
+        &[
+            &client.id,
+            &client.secret,
+            &token.grant_id,
+            &token.family_id,
+            &token.jti,
+            &token.client_id,
+            &expires_in,
+        ],
+    )
+    .await
+}
+
+async fn introspect_access(db: &Client, client: &TestClient, token: &AccessToken) -> Value {
+    scalar(
+        db,
+        "SELECT oauth.introspect($1, $2, NULL, $3, $4, $5)",
+        &[
+            &client.id,
+            &client.secret,
+            &token.grant_id,
+            &token.family_id,
+            &token.jti,
+        ],
+    )
+    .await
+}
+
+async fn userinfo_of(db: &Client, token: &AccessToken) -> Value {
+    scalar(
+        db,
+        "SELECT oauth.userinfo($1, $2, $3)",
+        &[&token.grant_id, &token.family_id, &token.jti],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_client_that_received_an_exchanged_token_revokes_that_token_alone() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let (subject, _, app) = subject_with_scope(&admin, &gw, "mcp").await;
+    let server = server_with_policy(&admin, None).await;
+    let exchanged = TokenExchange::new(&server, &subject).run(&gw).await;
+    assert_ok(&exchanged, "exchange");
+    let token = AccessToken::minted(&exchanged);
+    assert_eq!(token.client_id, server.id);
+    let users_token = token.sibling(&app.id);
+    assert!(is_active(&introspect_access(&gw, &server, &token).await));
+
+    // Only the client the token was issued to may revoke it (RFC 7009 §2.1): anyone else's
+    // request succeeds without effect (§2.2), the user's own client included.
+    let other = confidential_client(&admin).await;
+    for client in [&app, &other] {
+        assert_eq!(
+            revoke_access(&gw, client, &token, "1 hour").await,
+            json!({}),
+            "{}",
+            client.id
+        );
+    }
+    assert_error(
+        &revoke_access(&gw, &server.with_secret(Some("wrong")), &token, "1 hour").await,
+        "invalid_client",
+        "bad client auth",
+    );
+    assert!(is_active(&introspect_access(&gw, &server, &token).await));
+
+    assert_eq!(
+        revoke_access(&gw, &server, &token, "1 hour").await,
+        json!({})
+    );
+    assert!(!is_active(&introspect_access(&gw, &server, &token).await));
+    assert!(!is_active(&introspect_access(&gw, &app, &token).await));
+    assert_eq!(userinfo_of(&gw, &token).await, json!({"active": false}));
+
+    // The user's grant and family, and the tokens the user's client holds, live on.
+    assert!(!family_row(&admin, subject.family_id).await.revoked);
+    assert!(grant_live(&admin, subject.grant_id).await);
+    assert!(is_active(&introspect_access(&gw, &app, &users_token).await));
+    assert_eq!(userinfo_of(&gw, &users_token).await["active"], json!(true));
+    let again = TokenExchange::new(&server, &subject).run(&gw).await;
+    assert_ok(&again, "a new exchange of the live subject");
+    assert!(is_active(
+        &introspect_access(&gw, &server, &AccessToken::minted(&again)).await
+    ));
+
+    // Recorded once; revoking again succeeds without effect.
+    assert_eq!(
+        revoke_access(&gw, &server, &token, "1 hour").await,
+        json!({})
+    );
+    let event = one_row(
+        &admin,
+        "SELECT user_id, grant_id, family_id, detail FROM oauth.events
+          WHERE kind = 'access_token_revoked' AND client_id = $1",
+        &[&server.id],
+    )
+    .await;
+    assert_eq!(event.get::<_, Uuid>(1), subject.grant_id);
+    assert_eq!(event.get::<_, Option<Uuid>>(2), Some(subject.family_id));
+    assert_eq!(
+        event.get::<_, Value>(3),
+        json!({"jti": token.jti, "reason": "revoked_by_client"})
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_exchanged_token_is_no_subject_for_a_further_exchange() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let (subject, _, _) = subject_with_scope(&admin, &gw, "mcp").await;
+    let server = server_with_policy(&admin, None).await;
+    let token = AccessToken::minted(&TokenExchange::new(&server, &subject).run(&gw).await);
+    // The calendar server passes the exchanged token on, exchanged once more.
+    let calendar = confidential_client(&admin).await;
+    let elsewhere = "https://elsewhere.example/mcp";
+    set_policy_for(&admin, &calendar.id, TARGET, elsewhere).await;
+    let delegated = Subject {
+        grant_id: token.grant_id,
+        family_id: subject.family_id,
+        scope: "mcp".into(),
+    };
+    let further = TokenExchange {
+        subject_audience: TARGET,
+        audience: Some(elsewhere),
+        subject_jti: Some(token.jti),
+        ..TokenExchange::new(&calendar, &delegated)
+    };
+    assert_ok(&further.run(&gw).await, "before revocation");
+    assert_eq!(
+        revoke_access(&gw, &server, &token, "1 hour").await,
+        json!({})
+    );
+    assert_error(
+        &further.run(&gw).await,
+        "invalid_request",
+        "a revoked subject token",
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_exchanged_token_is_announced_resynchronised_and_forgotten_once_expired() {
+    let (admin, gw) = (admin().await, gateway().await);
+    let (listener, mut notifications) = connect_listening(&gateway_config()).await;
+    listener
+        .batch_execute("LISTEN oauth_revocations")
+        .await
+        .unwrap();
+    let (subject, _, _) = subject_with_scope(&admin, &gw, "mcp").await;
+    let server = server_with_policy(&admin, None).await;
+    let issued = TokenExchange::new(&server, &subject).run(&gw).await;
+    let (live, expired, far) = (
+        AccessToken::minted(&issued),
+        AccessToken::minted(&issued),
+        AccessToken::minted(&issued),
+    );
+
+    assert_eq!(
+        revoke_access(&gw, &server, &live, "1 hour").await,
+        json!({})
+    );
+    // Gateways hear the jti alone: one that predates per-token revocation would take a grant_id
+    // without a family_id for the revocation of the whole grant.
+    assert_eq!(
+        next_payload_about(&mut notifications, live.jti).await,
+        json!({"jti": live.jti})
+    );
+    let backlog: Value = scalar(
+        &gw,
+        "SELECT oauth.revocations(now() - interval '1 minute')",
+        &[],
+    )
+    .await;
+    assert!(
+        backlog["access_tokens"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(live.jti)),
+        "{backlog}"
+    );
+    assert!(
+        !backlog["families"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(subject.family_id)),
+        "{backlog}"
+    );
+
+    // An expired token may still be revoked; a claimed exp beyond any access token's life is cut
+    // to it, so the list stays bounded.
+    assert_eq!(
+        revoke_access(&gw, &server, &expired, "-1 minute").await,
+        json!({})
+    );
+    assert_eq!(
+        revoke_access(&gw, &server, &far, "30 days").await,
+        json!({})
+    );
+    let bounded: bool = scalar(
+        &admin,
+        "SELECT expires_at <= now() + interval '1 day' FROM oauth.revoked_access_tokens WHERE jti = $1",
+        &[&far.jti],
+    )
+    .await;
+    assert!(bounded);
+    cleanup_in(&admin, "0 seconds").await;
+    assert_eq!(listed(&admin, &expired).await, 0, "expired: forgotten");
+    assert_eq!(listed(&admin, &live).await, 1, "still live: kept");
+    assert!(!is_active(&introspect_access(&gw, &server, &live).await));
+}
+
+/// How many rows list `token` as revoked.
+async fn listed(admin: &Client, token: &AccessToken) -> i64 {
+    row_count(
+        admin,
+        "oauth.revoked_access_tokens WHERE jti = $1",
+        &[&token.jti],
+    )
+    .await
+}
+
+/// `client_id` may exchange tokens for `subject_audience` into tokens for `target`.
+async fn set_policy_for(db: &Client, client_id: &str, subject_audience: &str, target: &str) {
+    execute(
+        db,
+        "SELECT oauth.set_token_exchange_policy($1, ARRAY[$2], ARRAY[$3])",
+        &[&client_id, &subject_audience, &target],
+    )
+    .await;
+}
+
+/// The next `oauth_revocations` payload naming `jti` (others come from concurrent tests).
+async fn next_payload_about(
+    notifications: &mut tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+    jti: Uuid,
+) -> Value {
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), notifications.recv())
+            .await
+            .expect("no notification within 10 s")
+            .expect("listening connection closed");
+        let payload: Value = serde_json::from_str(n.payload()).expect("payload is JSON");
+        if payload["jti"] == json!(jti) {
+            return payload;
+        }
+    }
 }

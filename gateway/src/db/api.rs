@@ -142,20 +142,26 @@ pub struct Registration {
     pub metadata: Map<String, Value>,
 }
 
-/// Revoked grants and families (`oauth.revocations`).
+/// Revoked grants, families and single access tokens (`oauth.revocations`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Revocations {
     #[serde(default)]
     pub grants: Vec<Uuid>,
     #[serde(default)]
     pub families: Vec<Uuid>,
+    /// The jtis of access tokens revoked by themselves (exchanged tokens, RFC 8693).
+    #[serde(default)]
+    pub access_tokens: Vec<Uuid>,
 }
 
-/// One `NOTIFY oauth_revocations` payload.
+/// One `NOTIFY oauth_revocations` payload: a grant, a family (with its grant), or one access
+/// token's jti.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Revocation {
     pub grant_id: Option<Uuid>,
     pub family_id: Option<Uuid>,
+    #[serde(default)]
+    pub jti: Option<Uuid>,
 }
 
 /// An answer whose shape is not what this gateway was built against: a deployment error
@@ -351,7 +357,7 @@ impl Db {
         scope: Option<&str>,
     ) -> Result<Issued, OAuthError> {
         self.answer(
-            "SELECT oauth.exchange_token($1, $2, $3, $4, $5, $6, $7, $8)",
+            "SELECT oauth.exchange_token($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &client.client_id,
                 &client.secret,
@@ -361,6 +367,7 @@ impl Db {
                 &subject.scope,
                 &audience,
                 &scope,
+                &subject.jti,
             ],
         )
         .await
@@ -419,29 +426,31 @@ impl Db {
             .map(drop)
     }
 
-    /// RFC 7009: either a refresh token, or the grant and family of an access token of ours.
+    /// RFC 7009: either a refresh token, or the claims of an access token of ours.
     pub async fn revoke_token(
         &self,
         client: &ClientCredentials,
         refresh_token: Option<&str>,
-        grant_id: Option<Uuid>,
-        family_id: Option<Uuid>,
+        access_token: Option<&RevokedAccessToken<'_>>,
     ) -> Result<(), OAuthError> {
         self.call_ok(
-            "SELECT oauth.revoke_token($1, $2, $3, $4, $5)",
+            "SELECT oauth.revoke_token($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &client.client_id,
                 &client.secret,
                 &refresh_token,
-                &grant_id,
-                &family_id,
+                &access_token.map(|t| t.grant_id),
+                &access_token.and_then(|t| t.family_id),
+                &access_token.and_then(|t| t.jti),
+                &access_token.map(|t| t.client_id),
+                &access_token.map(|t| t.expires_at),
             ],
         )
         .await
         .map(drop)
     }
 
-    /// RFC 7662: a refresh token, or the grant and family of an access token of ours; with
+    /// RFC 7662: a refresh token, or the grant, family and jti of an access token of ours; with
     /// neither, it only authenticates the caller.
     pub async fn introspect(
         &self,
@@ -449,28 +458,34 @@ impl Db {
         refresh_token: Option<&str>,
         grant_id: Option<Uuid>,
         family_id: Option<Uuid>,
+        jti: Option<Uuid>,
     ) -> Result<Introspection, OAuthError> {
         self.answer(
-            "SELECT oauth.introspect($1, $2, $3, $4, $5)",
+            "SELECT oauth.introspect($1, $2, $3, $4, $5, $6)",
             &[
                 &client.client_id,
                 &client.secret,
                 &refresh_token,
                 &grant_id,
                 &family_id,
+                &jti,
             ],
         )
         .await
     }
 
-    /// The grant behind an access token while it (and the token's family) is live.
+    /// The grant behind an access token while it (its family, its jti) is live.
     pub async fn userinfo(
         &self,
         grant_id: Option<Uuid>,
         family_id: Option<Uuid>,
+        jti: Option<Uuid>,
     ) -> Result<Option<LiveGrant>, OAuthError> {
         let value = self
-            .call("SELECT oauth.userinfo($1, $2)", &[&grant_id, &family_id])
+            .call(
+                "SELECT oauth.userinfo($1, $2, $3)",
+                &[&grant_id, &family_id, &jti],
+            )
             .await?;
         if value.get("active") != Some(&Value::Bool(true)) {
             return Ok(None);
@@ -569,6 +584,17 @@ pub struct SubjectToken<'a> {
     pub family_id: Option<Uuid>,
     pub audience: Option<&'a str>,
     pub scope: Option<&'a str>,
+    pub jti: Option<Uuid>,
+}
+
+/// The verified (possibly expired) access token a client asks to revoke, as the extension
+/// judges it: whose it is (`client_id`) and until when it could be presented.
+pub struct RevokedAccessToken<'a> {
+    pub grant_id: Uuid,
+    pub family_id: Option<Uuid>,
+    pub jti: Option<Uuid>,
+    pub client_id: &'a str,
+    pub expires_at: std::time::SystemTime,
 }
 
 /// private_key_jwt clients' key sets at a jwks_uri (`crate::client_keys`).

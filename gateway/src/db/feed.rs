@@ -65,7 +65,7 @@ impl RevocationFeed {
         Ok(())
     }
 
-    /// Grants and families revoked within the last `horizon`.
+    /// Grants, families and single access tokens revoked within the last `horizon`.
     pub async fn backlog(&self, horizon: Duration) -> Result<Revocations, FeedError> {
         let value: serde_json::Value = self
             .client

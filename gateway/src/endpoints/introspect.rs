@@ -64,10 +64,11 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
         let claims = app.tokens.verify(token, None, false).ok();
         let grant = claims.as_ref().and_then(|c| c.grant_id);
         let family = claims.as_ref().and_then(|c| c.family_id);
+        let jti = claims.as_ref().and_then(|c| c.jti_uuid());
         // Without a grant this still authenticates the caller: an unauthenticated probe learns nothing.
         let live = app
             .db
-            .introspect(&client, None, grant, family)
+            .introspect(&client, None, grant, family, jti)
             .await
             .map_err(|e| client.challenged(e))?;
         return Ok(match claims {
@@ -79,7 +80,7 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
     }
     let live = app
         .db
-        .introspect(&client, Some(token), None, None)
+        .introspect(&client, Some(token), None, None, None)
         .await
         .map_err(|e| client.challenged(e))?;
     if !live.active {

@@ -1,9 +1,12 @@
 //! RFC 7009 token revocation. Access tokens are ours to verify (signature only: an expired token
 //! may still be revoked); refresh tokens are opaque and go to the extension as they are.
 
+use std::time::{Duration, UNIX_EPOCH};
+
 use hyper::StatusCode;
 
 use crate::app::App;
+use crate::db::RevokedAccessToken;
 use crate::error::OAuthError;
 use crate::http::{self, Req, Resp};
 
@@ -20,18 +23,21 @@ async fn respond(app: &App, req: Req) -> Result<(), OAuthError> {
     crate::client_keys::ensure(app, &client).await?;
     let token = params.required("token")?;
     params.single("token_type_hint")?;
-    let access = app
-        .tokens
-        .verify(token, None, false)
-        .ok()
-        .and_then(|claims| Some((claims.grant_id?, claims.family_id)));
-    let outcome = match access {
-        Some((grant, family)) => {
-            app.db
-                .revoke_token(&client, None, Some(grant), family)
-                .await
-        }
-        None => app.db.revoke_token(&client, Some(token), None, None).await,
+    let claims = app.tokens.verify(token, None, false).ok();
+    // Whose token it is and which one: the extension lets only the client it was issued to
+    // revoke it, and an exchanged token (on another client's family) by its jti alone.
+    let access = claims.as_ref().and_then(|claims| {
+        Some(RevokedAccessToken {
+            grant_id: claims.grant_id?,
+            family_id: claims.family_id,
+            jti: claims.jti_uuid(),
+            client_id: &claims.client_id,
+            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
+        })
+    });
+    let outcome = match &access {
+        Some(access) => app.db.revoke_token(&client, None, Some(access)).await,
+        None => app.db.revoke_token(&client, Some(token), None).await,
     };
     outcome.map_err(|e| client.challenged(e))
 }

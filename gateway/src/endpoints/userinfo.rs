@@ -69,7 +69,7 @@ async fn respond(app: &App, req: Req) -> Result<Map<String, Value>, OAuthError> 
     }
     let live = app
         .db
-        .userinfo(claims.grant_id, claims.family_id)
+        .userinfo(claims.grant_id, claims.family_id, claims.jti_uuid())
         .await?
         .ok_or_else(|| {
             bearer_error(

@@ -285,7 +285,8 @@ impl Guard {
             return Err(OAuthError::unavailable());
         }
         let revoked = || self.refuse(route, ErrorCode::InvalidToken, "the token has been revoked");
-        if self.revoked.is_revoked(Some(grant), claims.family_id) {
+        let jti = claims.jti_uuid();
+        if self.revoked.is_revoked(Some(grant), claims.family_id, jti) {
             return Err(revoked());
         }
         if !route.scopes.iter().all(|s| claims.has_scope(s)) {
@@ -296,7 +297,7 @@ impl Guard {
             ));
         }
         let props = self
-            .props_of(grant, claims.family_id)
+            .props_of(grant, claims.family_id, jti)
             .await?
             .ok_or_else(revoked)?;
         Ok(Identity {
@@ -310,11 +311,12 @@ impl Guard {
         &self,
         grant: Uuid,
         family: Option<Uuid>,
+        jti: Option<Uuid>,
     ) -> Result<Option<Value>, OAuthError> {
         if let Some(props) = self.props.get(grant) {
             return Ok(Some(props));
         }
-        let Some(live) = self.db.userinfo(Some(grant), family).await? else {
+        let Some(live) = self.db.userinfo(Some(grant), family, jti).await? else {
             return Ok(None);
         };
         self.props.insert(grant, live.props.clone());

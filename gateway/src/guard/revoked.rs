@@ -1,11 +1,13 @@
-//! The revoked set: grants and families revoked within an access token's lifetime, kept current
-//! from the extension's revocation feed so the guard refuses a revoked grant's tokens within
+//! The revoked set: grants, families and single access tokens (by jti) revoked within an access
+//! token's lifetime, kept current from the extension's revocation feed so the guard refuses a revoked grant's tokens within
 //! moments, without a database round trip per proxied request. After a lost connection the set is
 //! rebuilt from the backlog before notifications are trusted again, and a connection that stops
 //! answering counts as lost: while the feed is not known to be live the guard refuses to judge.
 //!
 //! Grants and families are kept apart: a family revocation names its grant too (so a listener
-//! knows whose family it was), but it ends that family only, as introspection sees it.
+//! knows whose family it was), but it ends that family only, as introspection sees it. A token
+//! revoked by itself (one a client received by token exchange, RFC 8693) is named by its jti
+//! alone: its grant and family belong to another client and stay live.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -21,6 +23,7 @@ use crate::db::feed::{FeedError, RevocationFeed};
 pub struct RevokedSet {
     grants: RwLock<HashMap<Uuid, Instant>>,
     families: RwLock<HashMap<Uuid, Instant>>,
+    access_tokens: RwLock<HashMap<Uuid, Instant>>,
     synced: AtomicBool,
 }
 
@@ -31,11 +34,13 @@ impl RevokedSet {
         self.synced.load(Ordering::Acquire)
     }
 
-    pub fn is_revoked(&self, grant: Option<Uuid>, family: Option<Uuid>) -> bool {
+    pub fn is_revoked(&self, grant: Option<Uuid>, family: Option<Uuid>, jti: Option<Uuid>) -> bool {
         let listed = |ids: &RwLock<HashMap<Uuid, Instant>>, id: Option<Uuid>| {
             id.is_some_and(|id| ids.read().expect("revoked set lock").contains_key(&id))
         };
-        listed(&self.grants, grant) || listed(&self.families, family)
+        listed(&self.grants, grant)
+            || listed(&self.families, family)
+            || listed(&self.access_tokens, jti)
     }
 
     fn insert_all(ids: &RwLock<HashMap<Uuid, Instant>>, revoked: impl IntoIterator<Item = Uuid>) {
@@ -47,16 +52,17 @@ impl RevokedSet {
     }
 
     fn apply(&self, revocation: Revocation) {
-        match (revocation.family_id, revocation.grant_id) {
-            (Some(family), _) => Self::insert_all(&self.families, [family]),
-            (None, grant) => Self::insert_all(&self.grants, grant),
+        match (revocation.jti, revocation.family_id, revocation.grant_id) {
+            (Some(jti), _, _) => Self::insert_all(&self.access_tokens, [jti]),
+            (None, Some(family), _) => Self::insert_all(&self.families, [family]),
+            (None, None, grant) => Self::insert_all(&self.grants, grant),
         }
     }
 
     /// Forgets revocations older than any token that could still be presented.
     fn prune(&self, horizon: Duration) {
         let now = Instant::now();
-        for ids in [&self.grants, &self.families] {
+        for ids in [&self.grants, &self.families, &self.access_tokens] {
             ids.write()
                 .expect("revoked set lock")
                 .retain(|_, at| now.duration_since(*at) < horizon);
@@ -100,6 +106,7 @@ async fn session(set: &RevokedSet, database_url: &str) -> Result<(), FeedError> 
     let backlog = feed.backlog(horizon).await?;
     RevokedSet::insert_all(&set.grants, backlog.grants);
     RevokedSet::insert_all(&set.families, backlog.families);
+    RevokedSet::insert_all(&set.access_tokens, backlog.access_tokens);
     set.synced.store(true, Ordering::Release);
     tracing::info!("revocation feed synchronised");
     let mut prune = tokio::time::interval(Duration::from_secs(60));

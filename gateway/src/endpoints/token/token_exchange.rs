@@ -57,6 +57,7 @@ pub async fn exchange(
         family_id: subject.family_id,
         audience: Some(&subject.aud),
         scope: Some(&subject.scope),
+        jti: subject.jti_uuid(),
     };
     let issued = app
         .db
