@@ -12,7 +12,11 @@ CREATE TABLE oauth.client_documents (
     fresh_until timestamptz NOT NULL,
     -- Why the last fetch or validation failed; NULL when it succeeded.
     failure text,
-    consecutive_failures integer NOT NULL DEFAULT 0
+    consecutive_failures integer NOT NULL DEFAULT 0,
+    -- Whether the browser may be told `failure`. What a document says wrong helps its author; why no
+    -- document came (a refused connection, a failed TLS handshake, a 404) is the operator's only:
+    -- told apart on the error page, they would make the gateway a port scanner of its network.
+    failure_shown boolean NOT NULL DEFAULT false
 );
 SELECT pg_catalog.pg_extension_config_dump('oauth.client_documents', '');
 
@@ -48,21 +52,26 @@ BEGIN
     IF NOT FOUND OR known.fresh_until <= now THEN
         RETURN pg_catalog.jsonb_build_object('fetch_client_document', client_id);
     END IF;
-    IF known.failure IS NOT NULL THEN
+    IF known.failure IS NOT NULL AND known.failure_shown THEN
         RETURN oauth._error('invalid_client', 'client metadata document unusable: ' || known.failure);
+    ELSIF known.failure IS NOT NULL THEN
+        -- The gateway's words for a document that could not be fetched, so that a negatively cached
+        -- failure reads like the first one.
+        RETURN oauth._error('invalid_client', 'the client''s metadata document could not be fetched');
     END IF;
     RETURN NULL;
 END
 $$;
 
--- A fetch that failed (no answer, a refused connection, a fetch the gateway's budget refused). When
+-- A fetch that failed (no answer, a refused connection, a fetch the gateway's budget refused), or
+-- with `shown`, an answer that is no document (its content type, size or JSON). When
 -- the last fetch of this document was good, less than a day ago, its client keeps serving until
 -- retry_at: an unreachable host says nothing new about the document, and refusing the client would
 -- let anyone who can make the fetch fail (or spend its budget) lock its users out. A document that
 -- answers with unusable content is different: store_client_document records that and the client is
 -- refused at once.
 CREATE FUNCTION oauth.record_client_document_failure(
-    client_id text, failure text, retry_at timestamptz, now timestamptz DEFAULT now()
+    client_id text, failure text, retry_at timestamptz, now timestamptz DEFAULT now(), shown boolean DEFAULT false
 ) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -80,12 +89,14 @@ BEGIN
     IF FOUND THEN
         RETURN;
     END IF;
-    INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures)
+    INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures,
+                                             failure_shown)
     VALUES (record_client_document_failure.client_id, now, greatest(record_client_document_failure.retry_at, now),
-            pg_catalog.left(coalesce(record_client_document_failure.failure, 'unknown failure'), 300), 1)
+            pg_catalog.left(coalesce(record_client_document_failure.failure, 'unknown failure'), 300), 1,
+            coalesce(record_client_document_failure.shown, false))
     ON CONFLICT (client_id) DO UPDATE
        SET fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until, failure = EXCLUDED.failure,
-           consecutive_failures = d.consecutive_failures + 1;
+           consecutive_failures = d.consecutive_failures + 1, failure_shown = EXCLUDED.failure_shown;
 END
 $$;
 
@@ -148,7 +159,7 @@ BEGIN
         END IF;
     END IF;
     IF problem IS NOT NULL THEN
-        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now);
+        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now, true);
         RETURN problem;
     END IF;
 
@@ -166,7 +177,7 @@ BEGIN
      WHERE c.metadata @> '{"metadata_document": true}';
     IF NOT FOUND THEN
         problem := oauth._error('invalid_client', 'client_id is taken by a client that is not a metadata document');
-        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now);
+        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now, true);
         RETURN problem;
     END IF;
     INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures)

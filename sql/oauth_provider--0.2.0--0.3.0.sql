@@ -2,6 +2,8 @@
 -- working. Each section below is one change, with every function it touches written in full (the
 -- same text as sql/*.sql), so that an updated database equals a fresh 0.3.0 install.
 
+\echo Use "ALTER EXTENSION oauth_provider UPDATE TO '0.3.0'" to load this file. \quit
+
 -- id_token_signed_response_alg (issue 10 item 5)
 -- Each client's ID tokens are signed in its registered id_token_signed_response_alg (OIDC
 -- Registration §2; RS256 when it names none): registration, metadata documents and the
@@ -1854,3 +1856,515 @@ BEGIN
 END
 $$;
 -- end of revocation of exchanged access tokens (issue 10 item 13)
+
+-- metadata documents: a negatively cached fetch failure reads like the first (issue 10 item 9)
+-- Why no document came (a refused connection, a failed TLS handshake, a status) is recorded for the
+-- operator but no longer told to the browser when the failure is served from the negative cache;
+-- what a document's content gets wrong still is. Failures recorded before 0.3.0 count as fetch
+-- failures (not shown) until the next fetch.
+ALTER TABLE oauth.client_documents ADD COLUMN failure_shown boolean NOT NULL DEFAULT false;
+
+DROP FUNCTION oauth.record_client_document_failure(text, text, timestamptz, timestamptz);
+-- A fetch that failed (no answer, a refused connection, a fetch the gateway's budget refused), or
+-- with `shown`, an answer that is no document (its content type, size or JSON). When
+-- the last fetch of this document was good, less than a day ago, its client keeps serving until
+-- retry_at: an unreachable host says nothing new about the document, and refusing the client would
+-- let anyone who can make the fetch fail (or spend its budget) lock its users out. A document that
+-- answers with unusable content is different: store_client_document records that and the client is
+-- refused at once.
+CREATE FUNCTION oauth.record_client_document_failure(
+    client_id text, failure text, retry_at timestamptz, now timestamptz DEFAULT now(), shown boolean DEFAULT false
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF NOT oauth._is_document_client_id(record_client_document_failure.client_id) THEN
+        PERFORM oauth._raise('invalid_request', 'not a client metadata document URL');
+    END IF;
+    UPDATE oauth.client_documents d
+       SET fresh_until = greatest(record_client_document_failure.retry_at, now),
+           consecutive_failures = d.consecutive_failures + 1
+     WHERE d.client_id = record_client_document_failure.client_id
+       AND d.failure IS NULL AND d.fetched_at > now - interval '1 day';
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures,
+                                             failure_shown)
+    VALUES (record_client_document_failure.client_id, now, greatest(record_client_document_failure.retry_at, now),
+            pg_catalog.left(coalesce(record_client_document_failure.failure, 'unknown failure'), 300), 1,
+            coalesce(record_client_document_failure.shown, false))
+    ON CONFLICT (client_id) DO UPDATE
+       SET fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until, failure = EXCLUDED.failure,
+           consecutive_failures = d.consecutive_failures + 1, failure_shown = EXCLUDED.failure_shown;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth.record_client_document_failure(text, text, timestamptz, timestamptz, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth.record_client_document_failure(text, text, timestamptz, timestamptz, boolean) TO oauth_gateway;
+
+-- NULL when the client's document is fresh and valid, or when no document is involved. Otherwise
+-- what begin_authorization answers: `{"fetch_client_document": url}` when it must be (re)fetched
+-- first, or invalid_client while a recent failure is negatively cached.
+CREATE OR REPLACE FUNCTION oauth._client_document_state(client_id text, now timestamptz) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    known oauth.client_documents;
+BEGIN
+    -- A client row no document made (an administrator's that happens to have an https id) is used
+    -- as registered: the document at that URL is not authoritative for it, and asking for it could
+    -- only end in store_client_document's refusal to take the row over, negatively cached, which
+    -- would lock the administrator's client out of authorization.
+    IF EXISTS (SELECT 1 FROM oauth.clients c
+                WHERE c.client_id = _client_document_state.client_id
+                  AND NOT c.metadata @> '{"metadata_document": true}') THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO known FROM oauth.client_documents d WHERE d.client_id = _client_document_state.client_id;
+    IF NOT FOUND OR known.fresh_until <= now THEN
+        RETURN pg_catalog.jsonb_build_object('fetch_client_document', client_id);
+    END IF;
+    IF known.failure IS NOT NULL AND known.failure_shown THEN
+        RETURN oauth._error('invalid_client', 'client metadata document unusable: ' || known.failure);
+    ELSIF known.failure IS NOT NULL THEN
+        -- The gateway's words for a document that could not be fetched, so that a negatively cached
+        -- failure reads like the first one.
+        RETURN oauth._error('invalid_client', 'the client''s metadata document could not be fetched');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Validates a fetched document and makes (or updates) its client. Returns {} or the error, which is
+-- also recorded as the negatively cached failure until `retry_at`.
+CREATE OR REPLACE FUNCTION oauth.store_client_document(
+    client_id text, document jsonb, fresh_until timestamptz, retry_at timestamptz, now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    problem jsonb;
+    fields record;
+BEGIN
+    IF NOT oauth._is_document_client_id(client_id) THEN
+        RETURN oauth._error('invalid_request', 'not a client metadata document URL');
+    END IF;
+    IF document IS NULL OR jsonb_typeof(document) <> 'object' THEN
+        problem := oauth._error('invalid_client_metadata', 'the document is not a JSON object');
+    ELSIF document->'client_id' IS DISTINCT FROM to_jsonb(store_client_document.client_id) THEN
+        problem := oauth._error('invalid_client_metadata', 'the document''s client_id differs from its URL');
+    ELSIF document ? 'client_secret' OR document ? 'client_secret_expires_at' THEN
+        problem := oauth._error('invalid_client_metadata', 'a client metadata document must not carry a secret');
+    ELSE
+        -- RFC 7591 defaults to client_secret_basic, which a public document cannot use.
+        fields := oauth._registration_fields('{"token_endpoint_auth_method": "none"}'::jsonb || document);
+        problem := fields.problem;
+        IF problem IS NULL AND fields.method <> 'none' THEN
+            problem := oauth._error('invalid_client_metadata',
+                'token_endpoint_auth_method must be "none" (private_key_jwt is not supported)');
+        ELSIF problem IS NULL AND cardinality(fields.redirect_uris) = 0 THEN
+            problem := oauth._error('invalid_redirect_uri', 'the document lists no redirect_uris');
+        END IF;
+    END IF;
+    IF problem IS NOT NULL THEN
+        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now, true);
+        RETURN problem;
+    END IF;
+
+    INSERT INTO oauth.clients AS c (client_id, client_name, redirect_uris, allowed_scopes, grant_types,
+                                    token_endpoint_auth_method, application_type, metadata, created_at, updated_at)
+    VALUES (store_client_document.client_id, coalesce(fields.client_name, oauth.uri_host(store_client_document.client_id)),
+            fields.redirect_uris, (oauth._settings()).scopes_supported, fields.grant_types, 'none', fields.app_type,
+            fields.extra || '{"metadata_document": true}', now, now)
+    ON CONFLICT (client_id) DO UPDATE
+       SET client_name = EXCLUDED.client_name, redirect_uris = EXCLUDED.redirect_uris,
+           allowed_scopes = EXCLUDED.allowed_scopes, grant_types = EXCLUDED.grant_types,
+           application_type = EXCLUDED.application_type, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
+     -- Never take over an administrator's or a registration's client that happens to use this id.
+     WHERE c.metadata @> '{"metadata_document": true}';
+    IF NOT FOUND THEN
+        problem := oauth._error('invalid_client', 'client_id is taken by a client that is not a metadata document');
+        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now, true);
+        RETURN problem;
+    END IF;
+    INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures)
+    VALUES (store_client_document.client_id, now, greatest(fresh_until, now), NULL, 0)
+    ON CONFLICT (client_id) DO UPDATE
+       SET fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until, failure = NULL,
+           consecutive_failures = 0;
+    PERFORM oauth._event('client_document_stored', client_id, NULL, NULL, NULL, NULL, now);
+    RETURN '{}'::jsonb;
+END
+$$;
+
+-- end of metadata documents (issue 10 item 9)
+
+-- refresh tokens as a chain (issue 12, issue 11 item 4)
+-- A refresh token now names its family and generation, and each successor is HMAC(chain_key,
+-- predecessor) (extension/src/refresh_chain.rs): a rotation is one UPDATE of the family's row, no
+-- row per token is written, concurrent presentations of one token within refresh_reuse_grace
+-- (now 5 seconds by default) all get the same successor, and an earlier token is proven genuine
+-- by deriving forward to the live one. Tokens issued before 0.3.0 keep working: they are found
+-- through oauth.refresh_tokens (kept, no longer written) and rotate into chained tokens; every
+-- existing family gets its own chain key. An operator's own oauth.settings row keeps the grace it
+-- has (0 was the old default): `SELECT oauth.configure(refresh_reuse_grace => '5 seconds')`.
+CREATE FUNCTION oauth."refresh_chain_key"() RETURNS bytea /* Vec < u8 > */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'refresh_chain_key_wrapper';
+CREATE FUNCTION oauth."refresh_chain_reaches"(
+	"chain_key" bytea, /* & [u8] */
+	"family_id" uuid, /* pgrx :: Uuid */
+	"generation" INT, /* i32 */
+	"token" TEXT, /* & str */
+	"steps" INT, /* i32 */
+	"live_hash" bytea /* & [u8] */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'refresh_chain_reaches_wrapper';
+CREATE FUNCTION oauth."refresh_token_family"(
+	"token" TEXT /* & str */
+) RETURNS uuid /* Option < pgrx :: Uuid > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'refresh_token_family_wrapper';
+CREATE FUNCTION oauth."refresh_token_first"(
+	"family_id" uuid /* pgrx :: Uuid */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'refresh_token_first_wrapper';
+CREATE FUNCTION oauth."refresh_token_generation"(
+	"token" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'refresh_token_generation_wrapper';
+CREATE FUNCTION oauth."refresh_token_successor"(
+	"chain_key" bytea, /* & [u8] */
+	"family_id" uuid, /* pgrx :: Uuid */
+	"generation" INT, /* i32 */
+	"token" TEXT /* & str */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'refresh_token_successor_wrapper';
+REVOKE EXECUTE ON FUNCTION oauth.refresh_chain_key(), oauth.refresh_chain_reaches(bytea, uuid, integer, text, integer, bytea),
+    oauth.refresh_token_family(text), oauth.refresh_token_first(uuid), oauth.refresh_token_generation(text),
+    oauth.refresh_token_successor(bytea, uuid, integer, text) FROM PUBLIC;
+
+ALTER TABLE oauth.refresh_families ADD COLUMN chain_key bytea CHECK (octet_length(chain_key) = 32);
+UPDATE oauth.refresh_families SET chain_key = oauth.refresh_chain_key();
+ALTER TABLE oauth.refresh_families ALTER COLUMN chain_key SET NOT NULL;
+
+ALTER TABLE oauth.default_settings ALTER COLUMN refresh_reuse_grace SET DEFAULT '5 seconds';
+ALTER TABLE oauth.settings ALTER COLUMN refresh_reuse_grace SET DEFAULT '5 seconds';
+UPDATE oauth.default_settings SET refresh_reuse_grace = '5 seconds' WHERE refresh_reuse_grace = '0';
+
+-- Opens a family for a redeemed code; with a refresh token when the client may refresh.
+CREATE OR REPLACE FUNCTION oauth._open_family(code oauth.codes, with_refresh boolean, now timestamptz,
+                                   OUT family oauth.refresh_families, OUT refresh_token text)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF with_refresh THEN
+        refresh_token := oauth.refresh_token_first(code.family_id);
+    END IF;
+    INSERT INTO oauth.refresh_families (family_id, grant_id, client_id, user_id, scopes, resource, current_hash,
+                                        created_at, expires_at, chain_key)
+    VALUES (code.family_id, code.grant_id, code.client_id, code.user_id, code.scopes, code.resource, oauth.token_hash(refresh_token),
+            now, now + (oauth._settings()).refresh_token_ttl, oauth.refresh_chain_key())
+    RETURNING * INTO family;
+END
+$$;
+
+-- The family a refresh token belongs to, unverified: the one it names, or for a token issued before
+-- 0.3.0 the one oauth.refresh_tokens lists. Callers prove the token with oauth._refresh_token_age.
+CREATE FUNCTION oauth._refresh_token_family(refresh_token text) RETURNS uuid
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(oauth.refresh_token_family(refresh_token),
+                    (SELECT t.family_id FROM oauth.refresh_tokens t WHERE t.token_hash = oauth.token_hash(refresh_token)))
+$$;
+
+-- How many rotations ago `refresh_token` was the family's live token: 0 for the live token, 1 for
+-- the one it replaced, and so on; NULL when this family never issued it (a forgery naming the
+-- family, or a token older than the chain is followed). Proof, not a hint: the chain from the
+-- presented token must reach current_hash.
+CREATE FUNCTION oauth._refresh_token_age(family oauth.refresh_families, refresh_token text) RETURNS integer
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    generation integer := oauth.refresh_token_generation(refresh_token);
+    steps integer;
+BEGIN
+    IF family.current_hash IS NULL OR refresh_token IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF oauth.secure_equal(oauth.token_hash(refresh_token), family.current_hash) THEN
+        RETURN 0;
+    END IF;
+    IF generation IS NULL THEN
+        -- Issued before 0.3.0: its row is the proof and says which generation it was.
+        SELECT family.generation - t.generation INTO steps FROM oauth.refresh_tokens t
+         WHERE t.token_hash = oauth.token_hash(refresh_token) AND t.family_id = family.family_id;
+        RETURN CASE WHEN steps >= 1 THEN steps END;
+    ELSIF oauth.refresh_token_family(refresh_token) IS DISTINCT FROM family.family_id THEN
+        RETURN NULL;
+    END IF;
+    steps := family.generation - generation;
+    IF steps < 1 OR NOT oauth.refresh_chain_reaches(family.chain_key, family.family_id, generation, refresh_token,
+                                                      steps, family.current_hash) THEN
+        RETURN NULL;
+    END IF;
+    RETURN steps;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION oauth._refresh_token_family(text), oauth._refresh_token_age(oauth.refresh_families, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION oauth.rotate_refresh_token(
+    client_id text,
+    client_secret text,
+    refresh_token text,
+    scope text,
+    resource text,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    authorized record;
+    client oauth.clients;
+    requested text[];
+    named_family uuid;
+    family oauth.refresh_families;
+    rotated record;
+    granted oauth.grants;
+    age integer;
+    grace interval;
+BEGIN
+    authorized := oauth._client_for_grant(client_id, client_secret, 'refresh_token', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
+    END IF;
+    client := authorized.client;
+    IF refresh_token IS NULL OR refresh_token = '' THEN
+        RETURN oauth._error('invalid_request', 'refresh_token is required');
+    END IF;
+    requested := oauth.parse_scope(scope);
+    IF requested IS NULL THEN
+        RETURN oauth._error('invalid_scope', 'scope is malformed');
+    END IF;
+    named_family := oauth._refresh_token_family(refresh_token);
+
+    -- Rotation is decided by this one statement on the family's one row: the live token is swapped
+    -- for its successor only if the presented token is still that live token, so concurrent
+    -- rotations of one token cannot both succeed. Scope may narrow (this response only) and the
+    -- resource may repeat.
+    UPDATE oauth.refresh_families f
+       SET current_hash = oauth.token_hash(
+               oauth.refresh_token_successor(f.chain_key, f.family_id, f.generation + 1, refresh_token)),
+           previous_hash = f.current_hash, generation = f.generation + 1, rotated_at = now
+      FROM oauth.grants g
+     WHERE f.family_id = named_family
+       AND f.current_hash = oauth.token_hash(refresh_token)
+       AND g.grant_id = f.grant_id
+       AND f.client_id = client.client_id
+       AND f.revoked_at IS NULL AND g.revoked_at IS NULL
+       AND f.expires_at > now
+       AND requested <@ f.scopes
+       AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = f.resource)
+    RETURNING f AS family, g.props, g.auth_time,
+              oauth.refresh_token_successor(f.chain_key, f.family_id, f.generation, refresh_token) AS successor
+    INTO rotated;
+    IF FOUND THEN
+        family := rotated.family;
+        RETURN oauth._token_response(family, rotated.props, rotated.auth_time,
+            CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL,
+            rotated.successor, now);
+    END IF;
+
+    -- Not rotated: say why, and treat a genuine token that is no longer live as stolen.
+    SELECT * INTO family FROM oauth.refresh_families f WHERE f.family_id = named_family;
+    age := oauth._refresh_token_age(family, refresh_token);
+    IF age IS NULL THEN
+        RETURN oauth._error('invalid_grant', 'refresh token is invalid');
+    END IF;
+    IF family.client_id <> client.client_id THEN
+        RETURN oauth._error('invalid_grant', 'refresh token was issued to another client');
+    END IF;
+    IF family.revoked_at IS NOT NULL THEN
+        RETURN oauth._error('invalid_grant', 'refresh token has been revoked');
+    END IF;
+    IF family.expires_at <= now THEN
+        RETURN oauth._error('invalid_grant', 'refresh token has expired');
+    END IF;
+    IF age = 0 THEN
+        IF NOT requested <@ family.scopes THEN
+            RETURN oauth._error('invalid_scope', 'scope exceeds what was granted');
+        END IF;
+        IF rotate_refresh_token.resource IS NOT NULL AND rotate_refresh_token.resource IS DISTINCT FROM family.resource THEN
+            RETURN oauth._error('invalid_target', 'resource differs from the one this token is bound to');
+        END IF;
+        RETURN oauth._error('invalid_grant', 'the grant has been revoked');
+    END IF;
+
+    -- The token the last rotation retired, presented again within the window after that rotation:
+    -- a parallel request that lost the race, or a retry of a lost response. It gets the live token
+    -- (its successor, derived again, not a new one), so there is never a second live successor and
+    -- nothing is written; the window does not move. Switched on explicitly: a concurrent request
+    -- whose transaction began before the rotation committed carries an earlier now(), so
+    -- `rotated_at > now - '0'` alone would let it through.
+    grace := (oauth._settings()).refresh_reuse_grace;
+    IF age = 1 AND grace > interval '0' AND family.rotated_at > now - grace
+       AND requested <@ family.scopes
+       AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = family.resource) THEN
+        SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = family.grant_id AND g.revoked_at IS NULL;
+        IF FOUND THEN
+            RETURN oauth._token_response(family, granted.props, granted.auth_time,
+                CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL,
+                oauth.refresh_token_successor(family.chain_key, family.family_id, family.generation, refresh_token),
+                now);
+        END IF;
+    END IF;
+
+    -- Otherwise an earlier token came back: reuse (OAuth 2.1 §4.3.1). Revoke the family and the grant.
+    PERFORM oauth._event('refresh_reused', family.client_id, family.user_id, family.grant_id, family.family_id,
+                         pg_catalog.jsonb_build_object('rotations_ago', age), now);
+    PERFORM oauth._revoke_family(family.family_id, 'refresh_token_reused', now);
+    PERFORM oauth._revoke_grant(family.grant_id, 'refresh_token_reused', now);
+    RETURN oauth._error('invalid_grant', 'refresh token was already used; the grant has been revoked');
+END
+$$;
+
+-- RFC 7009. The token is either an opaque refresh token or the claims of an access token whose
+-- signature the gateway verified: grant_id, family_id, jti, client_id (token_client_id) and exp
+-- (token_expires_at). A client can revoke only the tokens issued to it (§2.1); anything else
+-- (unknown, another client's, already revoked) succeeds without effect, as an invalid token does
+-- (§2.2). An access token takes its family with it, or the client's own grant when it has no
+-- family; one the client received by token exchange stands on another client's family and grant,
+-- which stay live: that token alone is revoked.
+CREATE OR REPLACE FUNCTION oauth.revoke_token(
+    client_id text,
+    client_secret text,
+    refresh_token text,
+    grant_id uuid,
+    family_id uuid,
+    jti uuid DEFAULT NULL,
+    token_client_id text DEFAULT NULL,
+    token_expires_at timestamptz DEFAULT NULL,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients;
+    target uuid;
+BEGIN
+    client := oauth._authenticate_client(client_id, client_secret, now);
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_client', 'client authentication failed');
+    END IF;
+    IF refresh_token IS NOT NULL THEN
+        -- Any token the family issued (live or rotated) revokes it; one it never issued does nothing.
+        SELECT f.family_id INTO target FROM oauth.refresh_families f
+         WHERE f.family_id = oauth._refresh_token_family(refresh_token) AND f.client_id = client.client_id
+           AND oauth._refresh_token_age(f, refresh_token) IS NOT NULL;
+        IF target IS NOT NULL THEN
+            PERFORM oauth._revoke_family(target, 'revoked_by_client', now);
+        END IF;
+        RETURN '{}'::jsonb;
+    END IF;
+    -- Without the client_id claim, ownership is the family's or grant's alone.
+    IF token_client_id IS NOT NULL AND token_client_id <> client.client_id THEN
+        RETURN '{}'::jsonb;
+    END IF;
+    IF revoke_token.family_id IS NOT NULL THEN
+        SELECT f.family_id INTO target FROM oauth.refresh_families f
+         WHERE f.family_id = revoke_token.family_id AND f.grant_id = revoke_token.grant_id
+           AND f.client_id = client.client_id;
+        IF target IS NOT NULL THEN
+            PERFORM oauth._revoke_family(target, 'revoked_by_client', now);
+            RETURN '{}'::jsonb;
+        END IF;
+    ELSIF revoke_token.grant_id IS NOT NULL THEN
+        -- An access token without a family was issued on the client's own grant (client_credentials).
+        -- Revocation takes that grant with it (RFC 7009 §2.1 allows it): every token issued on it
+        -- dies, and the client's next request opens a new grant.
+        SELECT g.grant_id INTO target FROM oauth.grants g
+         WHERE g.grant_id = revoke_token.grant_id AND g.subject_type = 'client'
+           AND g.client_id = client.client_id;
+        IF target IS NOT NULL THEN
+            PERFORM oauth._revoke_grant(target, 'revoked_by_client', now);
+            RETURN '{}'::jsonb;
+        END IF;
+    END IF;
+    -- Issued to this client on a family or grant that is not its own: by token exchange.
+    IF revoke_token.jti IS NOT NULL AND token_client_id = client.client_id THEN
+        PERFORM oauth._revoke_access_token(revoke_token.jti, client.client_id, revoke_token.grant_id,
+                                           revoke_token.family_id, token_expires_at, now);
+    END IF;
+    RETURN '{}'::jsonb;
+END
+$$;
+
+-- RFC 7662 data. The caller authenticates as a client. For an access token the gateway verified
+-- signature and expiry and passes its grant_id/family_id/jti; for a refresh token, the token itself.
+CREATE OR REPLACE FUNCTION oauth.introspect(
+    client_id text,
+    client_secret text,
+    refresh_token text,
+    grant_id uuid,
+    family_id uuid,
+    jti uuid DEFAULT NULL,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients;
+    answer jsonb;
+BEGIN
+    client := oauth._authenticate_client(client_id, client_secret, now);
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_client', 'client authentication failed');
+    END IF;
+    -- A public client authenticates with its id alone, which anyone can copy: it may not probe tokens.
+    IF client.token_endpoint_auth_method = 'none' THEN
+        RETURN oauth._error('invalid_client', 'introspection requires a confidential client');
+    END IF;
+    IF refresh_token IS NOT NULL THEN
+        SELECT jsonb_build_object(
+                   'active', true, 'token_type', 'refresh_token', 'grant_id', f.grant_id, 'family_id', f.family_id,
+                   'user_id', f.user_id, 'client_id', f.client_id, 'scope', oauth._scope_string(f.scopes),
+                   'resource', f.resource, 'props', g.props,
+                   'iat', floor(date_part('epoch', coalesce(f.rotated_at, f.created_at)))::bigint,
+                   'exp', floor(date_part('epoch', f.expires_at))::bigint)
+          INTO answer
+          FROM oauth.refresh_families f
+          JOIN oauth.grants g ON g.grant_id = f.grant_id
+         WHERE f.family_id = oauth._refresh_token_family(refresh_token)
+           AND oauth.secure_equal(f.current_hash, oauth.token_hash(refresh_token))
+           AND f.revoked_at IS NULL AND g.revoked_at IS NULL
+           AND f.expires_at > now;
+    ELSIF oauth._access_token_live(introspect.grant_id, introspect.family_id, introspect.jti, now) THEN
+        SELECT jsonb_build_object('active', true, 'token_type', 'access_token', 'grant_id', g.grant_id,
+                                  'family_id', introspect.family_id, 'user_id', g.user_id,
+                                  'client_id', g.client_id, 'props', g.props)
+          INTO answer
+          FROM oauth.grants g WHERE g.grant_id = introspect.grant_id;
+    END IF;
+    RETURN coalesce(answer, '{"active": false}'::jsonb);
+END
+$$;
+
+-- end of refresh tokens as a chain

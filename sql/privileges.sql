@@ -26,7 +26,7 @@ GRANT EXECUTE ON FUNCTION
     oauth.client_jwks_to_fetch(text, text, timestamptz),
     oauth.store_client_jwks(text, text, jsonb, timestamptz, timestamptz, timestamptz),
     oauth.record_client_jwks_failure(text, text, text, timestamptz, timestamptz),
-    oauth.record_client_document_failure(text, text, timestamptz, timestamptz),
+    oauth.record_client_document_failure(text, text, timestamptz, timestamptz, boolean),
     -- The built-in consent and device verification pages completes consent on the application's behalf.
     oauth.get_authorization_request(text, timestamptz),
     oauth.issue_code(text, text, text[], jsonb, timestamptz),

@@ -109,9 +109,10 @@ BEGIN
         RETURN oauth._error('invalid_client', 'client authentication failed');
     END IF;
     IF refresh_token IS NOT NULL THEN
-        SELECT f.family_id INTO target
-          FROM oauth.refresh_tokens t JOIN oauth.refresh_families f ON f.family_id = t.family_id
-         WHERE t.token_hash = oauth.token_hash(refresh_token) AND f.client_id = client.client_id;
+        -- Any token the family issued (live or rotated) revokes it; one it never issued does nothing.
+        SELECT f.family_id INTO target FROM oauth.refresh_families f
+         WHERE f.family_id = oauth._refresh_token_family(refresh_token) AND f.client_id = client.client_id
+           AND oauth._refresh_token_age(f, refresh_token) IS NOT NULL;
         IF target IS NOT NULL THEN
             PERFORM oauth._revoke_family(target, 'revoked_by_client', now);
         END IF;
@@ -184,10 +185,10 @@ BEGIN
                    'iat', floor(date_part('epoch', coalesce(f.rotated_at, f.created_at)))::bigint,
                    'exp', floor(date_part('epoch', f.expires_at))::bigint)
           INTO answer
-          FROM oauth.refresh_tokens t
-          JOIN oauth.refresh_families f ON f.family_id = t.family_id
+          FROM oauth.refresh_families f
           JOIN oauth.grants g ON g.grant_id = f.grant_id
-         WHERE t.token_hash = oauth.token_hash(refresh_token) AND f.current_hash = t.token_hash
+         WHERE f.family_id = oauth._refresh_token_family(refresh_token)
+           AND oauth.secure_equal(f.current_hash, oauth.token_hash(refresh_token))
            AND f.revoked_at IS NULL AND g.revoked_at IS NULL
            AND f.expires_at > now;
     ELSIF oauth._access_token_live(introspect.grant_id, introspect.family_id, introspect.jti, now) THEN

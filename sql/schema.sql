@@ -29,9 +29,10 @@ CREATE TABLE oauth.default_settings (
     access_token_ttl interval NOT NULL DEFAULT '1 hour' CHECK (access_token_ttl BETWEEN '1 second' AND '1 day'),
     -- Absolute lifetime of a refresh-token family; rotation does not extend it.
     refresh_token_ttl interval NOT NULL DEFAULT '30 days' CHECK (refresh_token_ttl > '0'),
-    -- A rotated token presented again within this window rotates once more instead of revoking the
-    -- family (for clients that retry a lost response). Off by default.
-    refresh_reuse_grace interval NOT NULL DEFAULT '0' CHECK (refresh_reuse_grace BETWEEN '0' AND '1 minute'),
+    -- A token presented again within this window after it was rotated gets the same successor
+    -- instead of revoking the family: MCP clients refresh from parallel tool calls at once, and
+    -- clients retry lost responses. Counted from the rotation; 0 makes every second use reuse.
+    refresh_reuse_grace interval NOT NULL DEFAULT '5 seconds' CHECK (refresh_reuse_grace BETWEEN '0' AND '1 minute'),
     scopes_supported text[] NOT NULL DEFAULT '{openid,profile,email,offline_access,mcp}',
     -- Scopes granted when an authorization request names none.
     default_scopes text[] NOT NULL DEFAULT '{mcp}',
@@ -114,9 +115,12 @@ CREATE INDEX ON oauth.grants (revoked_at) WHERE revoked_at IS NOT NULL;
 
 -- One family per code exchange: every access and refresh token descends from exactly one. A family
 -- has at most one live refresh token (current_hash), so two live successors cannot exist by construction.
--- The columns a rotation changes are deliberately not indexed (tokens are found through
--- oauth.refresh_tokens), so a rotation is a HOT update that touches no index; fillfactor leaves
--- room on the page for it.
+-- Its tokens form a chain (extension/src/refresh_chain.rs): each names the family and its
+-- generation, and each successor is HMAC(chain_key, predecessor). So this row alone finds a token,
+-- gives concurrent presentations of one token the same successor, and proves an earlier token
+-- genuine (reuse) by deriving forward to current_hash: a rotation is one HOT update of one row that
+-- touches no index (fillfactor leaves room on the page), and storage does not grow with rotations.
+-- A dump holds only the key and hashes, from which no token can be derived.
 CREATE TABLE oauth.refresh_families (
     family_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     grant_id uuid NOT NULL REFERENCES oauth.grants ON DELETE CASCADE,
@@ -131,13 +135,16 @@ CREATE TABLE oauth.refresh_families (
     rotated_at timestamptz,
     expires_at timestamptz NOT NULL,
     revoked_at timestamptz,
-    revoked_reason text
+    revoked_reason text,
+    chain_key bytea NOT NULL CHECK (octet_length(chain_key) = 32)
 ) WITH (fillfactor = 70);
 CREATE INDEX ON oauth.refresh_families (grant_id);
 CREATE INDEX ON oauth.refresh_families (expires_at);
 CREATE INDEX ON oauth.refresh_families (revoked_at) WHERE revoked_at IS NOT NULL;
 
--- Every refresh token ever issued, so that a rotated one presented again is recognised as reuse.
+-- Refresh tokens issued before 0.3.0 (random, naming no family), so that such a token is found and a
+-- rotated one presented again is recognised as reuse until its family expires. Nothing is added
+-- since: chained tokens need no row.
 CREATE TABLE oauth.refresh_tokens (
     token_hash bytea PRIMARY KEY,
     family_id uuid NOT NULL REFERENCES oauth.refresh_families ON DELETE CASCADE,

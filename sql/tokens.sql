@@ -8,17 +8,56 @@ LANGUAGE plpgsql
 AS $$
 BEGIN
     IF with_refresh THEN
-        refresh_token := oauth.random_token(32);
+        refresh_token := oauth.refresh_token_first(code.family_id);
     END IF;
     INSERT INTO oauth.refresh_families (family_id, grant_id, client_id, user_id, scopes, resource, current_hash,
-                                        created_at, expires_at)
+                                        created_at, expires_at, chain_key)
     VALUES (code.family_id, code.grant_id, code.client_id, code.user_id, code.scopes, code.resource, oauth.token_hash(refresh_token),
-            now, now + (oauth._settings()).refresh_token_ttl)
+            now, now + (oauth._settings()).refresh_token_ttl, oauth.refresh_chain_key())
     RETURNING * INTO family;
-    IF with_refresh THEN
-        INSERT INTO oauth.refresh_tokens (token_hash, family_id, generation)
-        VALUES (family.current_hash, family.family_id, 0);
+END
+$$;
+
+-- The family a refresh token belongs to, unverified: the one it names, or for a token issued before
+-- 0.3.0 the one oauth.refresh_tokens lists. Callers prove the token with oauth._refresh_token_age.
+CREATE FUNCTION oauth._refresh_token_family(refresh_token text) RETURNS uuid
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(oauth.refresh_token_family(refresh_token),
+                    (SELECT t.family_id FROM oauth.refresh_tokens t WHERE t.token_hash = oauth.token_hash(refresh_token)))
+$$;
+
+-- How many rotations ago `refresh_token` was the family's live token: 0 for the live token, 1 for
+-- the one it replaced, and so on; NULL when this family never issued it (a forgery naming the
+-- family, or a token older than the chain is followed). Proof, not a hint: the chain from the
+-- presented token must reach current_hash.
+CREATE FUNCTION oauth._refresh_token_age(family oauth.refresh_families, refresh_token text) RETURNS integer
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    generation integer := oauth.refresh_token_generation(refresh_token);
+    steps integer;
+BEGIN
+    IF family.current_hash IS NULL OR refresh_token IS NULL THEN
+        RETURN NULL;
     END IF;
+    IF oauth.secure_equal(oauth.token_hash(refresh_token), family.current_hash) THEN
+        RETURN 0;
+    END IF;
+    IF generation IS NULL THEN
+        -- Issued before 0.3.0: its row is the proof and says which generation it was.
+        SELECT family.generation - t.generation INTO steps FROM oauth.refresh_tokens t
+         WHERE t.token_hash = oauth.token_hash(refresh_token) AND t.family_id = family.family_id;
+        RETURN CASE WHEN steps >= 1 THEN steps END;
+    ELSIF oauth.refresh_token_family(refresh_token) IS DISTINCT FROM family.family_id THEN
+        RETURN NULL;
+    END IF;
+    steps := family.generation - generation;
+    IF steps < 1 OR NOT oauth.refresh_chain_reaches(family.chain_key, family.family_id, generation, refresh_token,
+                                                      steps, family.current_hash) THEN
+        RETURN NULL;
+    END IF;
+    RETURN steps;
 END
 $$;
 
@@ -119,13 +158,13 @@ AS $$
 DECLARE
     authorized record;
     client oauth.clients;
-    presented bytea;
-    successor text := oauth.random_token(32);
     requested text[];
+    named_family uuid;
     family oauth.refresh_families;
     rotated record;
     granted oauth.grants;
-    known_family uuid;
+    age integer;
+    grace interval;
 BEGIN
     authorized := oauth._client_for_grant(client_id, client_secret, 'refresh_token', now);
     IF authorized.problem IS NOT NULL THEN
@@ -139,39 +178,41 @@ BEGIN
     IF requested IS NULL THEN
         RETURN oauth._error('invalid_scope', 'scope is malformed');
     END IF;
-    presented := oauth.token_hash(refresh_token);
+    named_family := oauth._refresh_token_family(refresh_token);
 
-    -- Rotation is decided by this one statement: the family's single live token is swapped for its
-    -- successor only if the presented token is still that live token, so concurrent rotations of one
-    -- token cannot both succeed. Scope may narrow (this response only) and the resource may repeat.
+    -- Rotation is decided by this one statement on the family's one row: the live token is swapped
+    -- for its successor only if the presented token is still that live token, so concurrent
+    -- rotations of one token cannot both succeed. Scope may narrow (this response only) and the
+    -- resource may repeat.
     UPDATE oauth.refresh_families f
-       SET current_hash = oauth.token_hash(successor), previous_hash = f.current_hash,
-           generation = f.generation + 1, rotated_at = now
-      FROM oauth.refresh_tokens t, oauth.grants g
-     WHERE t.token_hash = presented
-       AND f.family_id = t.family_id
-       AND f.current_hash = presented
+       SET current_hash = oauth.token_hash(
+               oauth.refresh_token_successor(f.chain_key, f.family_id, f.generation + 1, refresh_token)),
+           previous_hash = f.current_hash, generation = f.generation + 1, rotated_at = now
+      FROM oauth.grants g
+     WHERE f.family_id = named_family
+       AND f.current_hash = oauth.token_hash(refresh_token)
        AND g.grant_id = f.grant_id
        AND f.client_id = client.client_id
        AND f.revoked_at IS NULL AND g.revoked_at IS NULL
        AND f.expires_at > now
        AND requested <@ f.scopes
        AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = f.resource)
-    RETURNING f AS family, g.props, g.auth_time INTO rotated;
+    RETURNING f AS family, g.props, g.auth_time,
+              oauth.refresh_token_successor(f.chain_key, f.family_id, f.generation, refresh_token) AS successor
+    INTO rotated;
     IF FOUND THEN
         family := rotated.family;
-        INSERT INTO oauth.refresh_tokens (token_hash, family_id, generation)
-        VALUES (family.current_hash, family.family_id, family.generation);
         RETURN oauth._token_response(family, rotated.props, rotated.auth_time,
-            CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL, successor, now);
+            CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL,
+            rotated.successor, now);
     END IF;
 
-    -- Not rotated: say why, and treat a token that is no longer live as stolen.
-    SELECT t.family_id INTO known_family FROM oauth.refresh_tokens t WHERE t.token_hash = presented;
-    IF NOT FOUND THEN
+    -- Not rotated: say why, and treat a genuine token that is no longer live as stolen.
+    SELECT * INTO family FROM oauth.refresh_families f WHERE f.family_id = named_family;
+    age := oauth._refresh_token_age(family, refresh_token);
+    IF age IS NULL THEN
         RETURN oauth._error('invalid_grant', 'refresh token is invalid');
     END IF;
-    SELECT * INTO family FROM oauth.refresh_families f WHERE f.family_id = known_family FOR UPDATE;
     IF family.client_id <> client.client_id THEN
         RETURN oauth._error('invalid_grant', 'refresh token was issued to another client');
     END IF;
@@ -181,7 +222,7 @@ BEGIN
     IF family.expires_at <= now THEN
         RETURN oauth._error('invalid_grant', 'refresh token has expired');
     END IF;
-    IF family.current_hash = presented THEN
+    IF age = 0 THEN
         IF NOT requested <@ family.scopes THEN
             RETURN oauth._error('invalid_scope', 'scope exceeds what was granted');
         END IF;
@@ -191,30 +232,28 @@ BEGIN
         RETURN oauth._error('invalid_grant', 'the grant has been revoked');
     END IF;
 
-    -- A rotated token came back. Within the grace window (a client retrying a lost response) it
-    -- replaces the family's live token once more, which kills the successor handed out before;
-    -- otherwise it is reuse (OAuth 2.1 §4.3.1): revoke the family and the grant. The window opens
-    -- at the rotation that retired the token and a retry leaves rotated_at alone: were it to move,
-    -- a stolen token presented every few seconds would rotate forever.
-    -- The window must be switched on explicitly: a concurrent request whose transaction began
-    -- before the rotation committed carries an earlier now(), so `rotated_at > now - '0'` alone
-    -- would let it rotate a second time instead of counting as reuse.
-    IF (oauth._settings()).refresh_reuse_grace > interval '0'
-       AND family.previous_hash = presented
-       AND family.rotated_at > now - (oauth._settings()).refresh_reuse_grace
+    -- The token the last rotation retired, presented again within the window after that rotation:
+    -- a parallel request that lost the race, or a retry of a lost response. It gets the live token
+    -- (its successor, derived again, not a new one), so there is never a second live successor and
+    -- nothing is written; the window does not move. Switched on explicitly: a concurrent request
+    -- whose transaction began before the rotation committed carries an earlier now(), so
+    -- `rotated_at > now - '0'` alone would let it through.
+    grace := (oauth._settings()).refresh_reuse_grace;
+    IF age = 1 AND grace > interval '0' AND family.rotated_at > now - grace
        AND requested <@ family.scopes
        AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = family.resource) THEN
-        UPDATE oauth.refresh_families f
-           SET current_hash = oauth.token_hash(successor), generation = f.generation + 1
-         WHERE f.family_id = family.family_id AND f.previous_hash = presented AND f.revoked_at IS NULL
-        RETURNING f.* INTO family;
-        INSERT INTO oauth.refresh_tokens (token_hash, family_id, generation)
-        VALUES (family.current_hash, family.family_id, family.generation);
-        SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = family.grant_id;
-        RETURN oauth._token_response(family, granted.props, granted.auth_time,
-            CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL, successor, now);
+        SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = family.grant_id AND g.revoked_at IS NULL;
+        IF FOUND THEN
+            RETURN oauth._token_response(family, granted.props, granted.auth_time,
+                CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL,
+                oauth.refresh_token_successor(family.chain_key, family.family_id, family.generation, refresh_token),
+                now);
+        END IF;
     END IF;
-    PERFORM oauth._event('refresh_reused', family.client_id, family.user_id, family.grant_id, family.family_id, NULL, now);
+
+    -- Otherwise an earlier token came back: reuse (OAuth 2.1 §4.3.1). Revoke the family and the grant.
+    PERFORM oauth._event('refresh_reused', family.client_id, family.user_id, family.grant_id, family.family_id,
+                         pg_catalog.jsonb_build_object('rotations_ago', age), now);
     PERFORM oauth._revoke_family(family.family_id, 'refresh_token_reused', now);
     PERFORM oauth._revoke_grant(family.grant_id, 'refresh_token_reused', now);
     RETURN oauth._error('invalid_grant', 'refresh token was already used; the grant has been revoked');

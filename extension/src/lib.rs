@@ -7,6 +7,7 @@
 mod client_assertions;
 mod pkce;
 mod randomness;
+mod refresh_chain;
 mod scopes;
 mod uris;
 
@@ -51,7 +52,15 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../sql/tokens.sql",
     name = "tokens",
-    requires = ["authorize"]
+    requires = [
+        "authorize",
+        refresh_chain::refresh_token_first,
+        refresh_chain::refresh_chain_key,
+        refresh_chain::refresh_token_successor,
+        refresh_chain::refresh_token_family,
+        refresh_chain::refresh_token_generation,
+        refresh_chain::refresh_chain_reaches
+    ]
 );
 pgrx::extension_sql_file!(
     "../sql/revocation.sql",

@@ -464,7 +464,12 @@ impl Fetcher {
                 let reason = failure.reason();
                 tracing::info!(host = %host, known, %reason, "client metadata document fetch failed");
                 self.db
-                    .record_client_document_failure(client_id, reason, config.negative_cache)
+                    .record_client_document_failure(
+                        client_id,
+                        reason,
+                        matches!(failure, FetchError::Unusable(_)),
+                        config.negative_cache,
+                    )
                     .await?;
                 Err(match failure {
                     FetchError::NotFetched(_) => {

@@ -334,6 +334,11 @@ async fn unusable_documents_are_refused_without_redirecting_and_negatively_cache
         // Negatively cached: refused again without another fetch.
         let again = authorize(&gw, &client_id).await;
         assert_refused_here(&again, path);
+        assert!(
+            again.text().contains(page_says),
+            "{path} cached: {}",
+            again.text()
+        );
         assert_eq!(
             docs.hits(path),
             1,
@@ -561,6 +566,13 @@ async fn a_closed_port_a_failed_tls_handshake_and_a_404_give_the_browser_the_sam
             )
             .await;
         assert!(recorded.is_some(), "{what}: failure recorded");
+    }
+    // Asked again, each is answered from the database's negative cache: it must not tell them
+    // apart either.
+    for (what, client_id) in &failing {
+        let resp = authorize(&gw, client_id).await;
+        assert_refused_here(&resp, what);
+        pages.push((what, resp.body.clone()));
     }
     for (what, page) in &pages[1..] {
         assert_eq!(

@@ -455,6 +455,13 @@ pub async fn rotate(db: &Client, client: &TestClient, refresh_token: &str) -> Va
     Rotate::of(client, refresh_token).run(db).await
 }
 
+/// `oauth.rotate_refresh_token` a minute and a second from now: past any reuse grace window
+/// (at most a minute), so a rotated token presented here is reuse.
+pub async fn rotate_after_grace(db: &Client, client: &TestClient, refresh_token: &str) -> Value {
+    let later: String = scalar(db, "SELECT (now() + interval '61 seconds')::text", &[]).await;
+    Rotate::of(client, refresh_token).at(&later).run(db).await
+}
+
 /// `oauth.introspect` of a refresh token.
 pub async fn introspect_refresh(db: &Client, client: &TestClient, refresh_token: &str) -> Value {
     db.query_one(

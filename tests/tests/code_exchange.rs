@@ -37,7 +37,11 @@ async fn exchange_returns_everything_the_gateway_needs_to_mint_tokens() {
     assert_eq!(answer["props"], props);
     assert_eq!(answer["access_token_ttl"], json!(3600));
     let refresh = str_field(&answer, "refresh_token");
-    assert_eq!(refresh.len(), 43);
+    // 52 bytes, base64url: the family, generation 0 and 32 random bytes (refresh_chain.rs).
+    assert_eq!(refresh.len(), 70);
+    let family_named: uuid::Uuid =
+        scalar(&admin, "SELECT oauth.refresh_token_family($1)", &[&refresh]).await;
+    assert_eq!(family_named, family_id, "the token names its family");
     let expires_in = answer["refresh_expires_in"].as_i64().unwrap();
     assert!(
         (30 * 86400 - 5..=30 * 86400).contains(&expires_in),

@@ -10,7 +10,11 @@ async fn configure_changes_settings_and_null_keeps_them() {
     let defaults: Value = scalar(&admin, "SELECT oauth.settings()", &[]).await;
     assert_eq!(defaults["issuer"], json!("http://127.0.0.1:8080"));
     assert_eq!(defaults["code_ttl"], json!(60));
-    assert_eq!(defaults["refresh_reuse_grace"], json!(0));
+    assert_eq!(
+        defaults["refresh_reuse_grace"],
+        json!(5),
+        "parallel refreshes within 5 s get one successor"
+    );
     assert_eq!(defaults["registration_enabled"], json!(true));
     let changed: Value = scalar(
         &admin,

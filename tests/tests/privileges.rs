@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use oauth_provider_tests::*;
 
-const GATEWAY_FUNCTIONS: [&str; 29] = [
+const GATEWAY_FUNCTIONS: [&str; 31] = [
     "begin_authorization(jsonb,timestamp with time zone)",
     "begin_device_authorization(text,text,text,text,timestamp with time zone)",
     "approve_device_authorization(text,text,text[],jsonb,timestamp with time zone)",
@@ -24,7 +24,7 @@ const GATEWAY_FUNCTIONS: [&str; 29] = [
     "poll_device_authorization(text,text,text,timestamp with time zone)",
     "read_registration(text,text,timestamp with time zone)",
     "record_client_jwks_failure(text,text,text,timestamp with time zone,timestamp with time zone)",
-    "record_client_document_failure(text,text,timestamp with time zone,timestamp with time zone)",
+    "record_client_document_failure(text,text,timestamp with time zone,timestamp with time zone,boolean)",
     "register_client(jsonb,timestamp with time zone)",
     "revocations(timestamp with time zone,timestamp with time zone)",
     "revoke_token(text,text,text,uuid,uuid,uuid,text,timestamp with time zone,timestamp with time zone)",

@@ -36,7 +36,10 @@ async fn rotation_hands_out_a_successor_and_retires_the_presented_token() {
     assert_eq!(family.current_hash, Some(sha256(&r1)));
     assert_eq!(family.previous_hash, Some(sha256(&r0)));
     assert_eq!(family.generation, 1);
-    assert_eq!(family.token_count, 2);
+    assert_eq!(
+        family.token_count, 0,
+        "no row per token: the family row is all"
+    );
     assert!(is_active(&introspect_refresh(&gw, &client, &r1).await));
     assert!(
         !is_active(&introspect_refresh(&gw, &client, &r0).await),
@@ -61,7 +64,7 @@ async fn reused_refresh_token_revokes_the_family_and_the_grant() {
 
     let r0 = str_field(&first, "refresh_token").to_owned();
     let r1 = str_field(&rotate(&admin, &client, &r0).await, "refresh_token").to_owned();
-    let reuse = rotate(&admin, &client, &r0).await;
+    let reuse = rotate_after_grace(&admin, &client, &r0).await;
     assert_error(&reuse, "invalid_grant", "reuse");
 
     let family = family_row(&admin, family_id).await;
@@ -324,7 +327,7 @@ async fn refresh_family_expires_after_refresh_token_ttl_without_sliding() {
 }
 
 #[tokio::test]
-async fn grace_window_lets_a_retry_rotate_once_more_and_then_reuse_revokes() {
+async fn within_the_grace_window_a_retired_token_gets_the_same_successor_and_then_reuse_revokes() {
     let db = TempDb::create().await;
     let admin = db.admin().await;
     configure(&admin, "refresh_reuse_grace => '10 seconds'").await;
@@ -355,26 +358,24 @@ async fn grace_window_lets_a_retry_rotate_once_more_and_then_reuse_revokes() {
     let b = rotate_at(&a, 1).await;
     assert_ok(&b, "A -> B");
     let b = str_field(&b, "refresh_token").to_owned();
-    assert!(!b.is_empty());
-    // The response with B was lost; the client retries with A within the window.
-    let c = rotate_at(&a, 5).await;
-    assert_ok(&c, "A again within the grace window");
-    let c = str_field(&c, "refresh_token").to_owned();
+    // The response with B was lost (or a parallel call lost the race); A comes back within the
+    // window and gets B again: the one live token, nothing new issued, nothing written.
+    let again = rotate_at(&a, 5).await;
+    assert_ok(&again, "A again within the grace window");
+    assert_eq!(str_field(&again, "refresh_token"), b, "the same successor");
     let family = family_row(&admin, family_id).await;
-    assert_eq!(family.current_hash, Some(sha256(&c)), "one live token: C");
+    assert_eq!(family.current_hash, Some(sha256(&b)), "one live token: B");
+    assert_eq!(family.generation, 1, "no rotation happened");
     assert!(!family.revoked);
-    // The retry's scope must still be within the grant.
-    let six = at(6).await;
-    let wide = Rotate {
-        scope: Some("openid mcp profile"),
-        ..Rotate::of(&client, &a).at(&six)
-    }
-    .run(&admin)
-    .await;
-    assert_error(&wide, "invalid_grant", "a widening retry is reuse");
+    // B rotates as usual.
+    let c = rotate_at(&b, 6).await;
+    assert_ok(&c, "B -> C");
+    // A is now two rotations behind: reuse, even inside the window.
+    let wide = rotate_at(&a, 7).await;
+    assert_error(&wide, "invalid_grant", "A after B rotated");
     assert!(family_row(&admin, family_id).await.revoked);
 
-    // Second family: after the window, the old token is reuse; B (killed by the retry) is reuse too.
+    // Second family: after the window, the retired token is reuse.
     let second = tokens_for(&admin, &client, &unique("user")).await;
     let f2 = uuid_field(&second, "family_id");
     let a2 = str_field(&second, "refresh_token").to_owned();
@@ -388,18 +389,20 @@ async fn grace_window_lets_a_retry_rotate_once_more_and_then_reuse_revokes() {
         Some("refresh_token_reused")
     );
 
+    // Third family: a retry that asks for more than was granted is reuse, not a retry.
     let third = tokens_for(&admin, &client, &unique("user")).await;
     let f3 = uuid_field(&third, "family_id");
     let a3 = str_field(&third, "refresh_token").to_owned();
-    let b3 = rotate_at(&a3, 1).await;
-    let b3 = str_field(&b3, "refresh_token").to_owned();
-    assert_ok(&rotate_at(&a3, 2).await, "retry");
-    let killed = rotate_at(&b3, 3).await;
-    assert_error(&killed, "invalid_grant", "B3, superseded by the retry");
-    assert!(
-        family_row(&admin, f3).await.revoked,
-        "presenting the superseded successor is reuse"
-    );
+    assert_ok(&rotate_at(&a3, 1).await, "A3 -> B3");
+    let two = at(2).await;
+    let widening = Rotate {
+        scope: Some("openid mcp profile"),
+        ..Rotate::of(&client, &a3).at(&two)
+    }
+    .run(&admin)
+    .await;
+    assert_error(&widening, "invalid_grant", "a widening retry is reuse");
+    assert!(family_row(&admin, f3).await.revoked);
     drop(admin);
 }
 
@@ -429,6 +432,7 @@ async fn the_grace_window_counts_from_the_first_rotation_not_the_last_retry() {
     }
     assert_ok(&answers[0], "A -> B at +1 s");
     assert_ok(&answers[1], "A again at +8 s, within 10 s of the rotation");
+    assert_eq!(answers[0]["refresh_token"], answers[1]["refresh_token"]);
     assert_error(
         &answers[2],
         "invalid_grant",
@@ -444,7 +448,10 @@ async fn the_grace_window_counts_from_the_first_rotation_not_the_last_retry() {
 
 #[tokio::test]
 async fn without_a_grace_window_a_retry_is_reuse_even_if_it_started_before_the_rotation() {
-    let (admin, client) = admin_with_client().await;
+    let db = TempDb::create().await;
+    let admin = db.admin().await;
+    configure(&admin, "refresh_reuse_grace => '0'").await;
+    let client = confidential_client(&admin).await;
     for offset in ["0", "-1 second"] {
         let first = tokens_for(&admin, &client, &unique("user")).await;
         let a = str_field(&first, "refresh_token").to_owned();

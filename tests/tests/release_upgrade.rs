@@ -366,9 +366,29 @@ async fn assert_issued_still_works(db: &Client, issued: &Issued, what: &str) {
         json!(true),
         "{what}: a refresh token issued before is active: {introspected}"
     );
+    let history_before: i64 = db
+        .query_one("SELECT count(*) FROM oauth.refresh_tokens", &[])
+        .await
+        .unwrap()
+        .get(0);
     let rotated = rotate(db, &issued.client_id, &issued.secret, &issued.refresh_token).await;
     let successor = field(&rotated, "refresh_token").to_owned();
+    // 0.3.0 rotates an earlier token into a chained one (it names its family; no row is added).
+    assert_eq!(
+        successor.len(),
+        70,
+        "{what}: a chained successor: {rotated}"
+    );
     let rotated_again = rotate(db, &issued.client_id, &issued.secret, &successor).await;
+    let history_after: i64 = db
+        .query_one("SELECT count(*) FROM oauth.refresh_tokens", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        history_before, history_after,
+        "{what}: rotation writes no token rows"
+    );
     assert!(
         rotated_again["refresh_token"].is_string(),
         "{what}: its successor rotates too: {rotated_again}"

@@ -349,7 +349,7 @@ async fn revocation_notifies_oauth_revocations_listeners() {
     let r0 = str_field(&t, "refresh_token").to_owned();
     assert_ok(&rotate(&admin, &client, &r0).await, "rotation");
     assert_error(
-        &rotate(&admin, &client, &r0).await,
+        &rotate_after_grace(&admin, &client, &r0).await,
         "invalid_grant",
         "reuse",
     );

@@ -563,15 +563,18 @@ impl Db {
 
     /// Records why a document could not be fetched; authorizations are refused with `reason`
     /// until `retry_after` has passed.
+    /// `shown`: the browser may be told `reason` (an answer that is no document), as opposed to
+    /// why no answer came, which only the operator sees.
     pub async fn record_client_document_failure(
         &self,
         client_id: &str,
         reason: &str,
+        shown: bool,
         retry_after: Duration,
     ) -> Result<(), OAuthError> {
         self.query(
-            "SELECT oauth.record_client_document_failure($1, $2, now() + make_interval(secs => $3))",
-            &[&client_id, &reason, &retry_after.as_secs_f64()],
+            "SELECT oauth.record_client_document_failure($1, $2, now() + make_interval(secs => $3), shown => $4)",
+            &[&client_id, &reason, &retry_after.as_secs_f64(), &shown],
         )
         .await
         .map(drop)
