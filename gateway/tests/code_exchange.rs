@@ -43,7 +43,19 @@ async fn public_client_registers_completes_pkce_code_flow_and_rotates_refresh_to
         .to_owned();
     assert_ne!(first_refresh, second_refresh);
 
-    // Reuse of the rotated token: refused, and the whole family (including its successor) dies.
+    // Presented again at once (a parallel tool call's refresh), it gets the same successor.
+    let again = gw.refresh(client_id, &first_refresh).await.ok_json();
+    assert_eq!(
+        again["refresh_token"].as_str(),
+        Some(second_refresh.as_str())
+    );
+
+    // Reuse of the rotated token once the window is over (here switched off): refused, and the
+    // whole family (including its successor) dies.
+    gw.admin
+        .batch_execute("SELECT oauth.configure(refresh_reuse_grace => '0')")
+        .await
+        .unwrap();
     let reused = gw.refresh(client_id, &first_refresh).await;
     assert_eq!(reused.status, StatusCode::BAD_REQUEST);
     assert_eq!(reused.oauth_error(), "invalid_grant");

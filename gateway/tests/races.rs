@@ -73,9 +73,75 @@ async fn one_code_presented_by_100_clients_at_once_is_redeemed_at_most_once() {
     Gateway::stop_shared(gw).await;
 }
 
+/// MCP clients refresh from parallel tool calls: one refresh token presented by 100 clients at
+/// once, with the default settings, gets 100 × 200 and one successor for all, and the grant lives.
+/// The same token ten seconds later, past the window, is reuse: family and grant are revoked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_refresh_token_presented_by_100_clients_at_once_never_has_two_live_successors() {
+async fn one_refresh_token_presented_by_100_clients_at_once_gets_one_successor_for_all() {
     let gw = Gateway::start_shared().await;
+    let client_id = gw.public_client(&["mcp"]).await;
+    let tokens = gw.code_flow(&Authorization::new(&client_id)).await.json();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let body = TokenRequest::refresh(&client_id, &refresh).body();
+    let responses = at_once(CLIENTS, |_| {
+        let (gw, body) = (gw.clone(), body.clone());
+        async move { gw.http.post_raw(&gw.url("/token"), FORM, body).await }
+    })
+    .await;
+    let mut successors = std::collections::BTreeSet::new();
+    for r in &responses {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        successors.insert(r.json()["refresh_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(successors.len(), 1, "one live successor: {successors:?}");
+    let successor = successors.into_iter().next().unwrap();
+    let live: i64 = gw
+        .sql_value(
+            "SELECT count(*) FROM oauth.refresh_families f JOIN oauth.grants g USING (grant_id)
+              WHERE f.client_id = $1 AND f.revoked_at IS NULL AND g.revoked_at IS NULL AND f.generation = 1",
+            &[&client_id],
+        )
+        .await;
+    assert_eq!(
+        live, 1,
+        "the family rotated once and it and its grant are live"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    assert_eq!(
+        gw.refresh(&client_id, &refresh).await.oauth_error(),
+        "invalid_grant",
+        "the burst's token ten seconds later is reuse"
+    );
+    assert_eq!(
+        live_families(&gw, &client_id).await,
+        0,
+        "the family is revoked"
+    );
+    assert_eq!(
+        gw.refresh(&client_id, &successor).await.oauth_error(),
+        "invalid_grant",
+        "and with it the successor the burst got"
+    );
+    let live_grants: i64 = gw
+        .sql_value(
+            "SELECT count(*) FROM oauth.grants WHERE client_id = $1 AND revoked_at IS NULL",
+            &[&client_id],
+        )
+        .await;
+    assert_eq!(live_grants, 0, "and the grant");
+    Gateway::stop_shared(gw).await;
+}
+
+/// With the grace window switched off (refresh_reuse_grace 0), the strict rule: one rotation
+/// wins, every other presentation is reuse, and what the winner got is dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_grace_window_one_token_presented_by_100_clients_never_has_two_live_successors() {
+    let gw = Gateway::start_shared().await;
+    gw.admin
+        .batch_execute("SELECT oauth.configure(refresh_reuse_grace => '0')")
+        .await
+        .unwrap();
     let client_id = gw.public_client(&["mcp"]).await;
     let tokens = gw.code_flow(&Authorization::new(&client_id)).await.json();
     let refresh = tokens["refresh_token"].as_str().unwrap();
