@@ -136,6 +136,12 @@ BEGIN
         RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is not a base64url SHA-256 digest', vetted);
     END IF;
 
+    -- offline_access (OIDC Core §11) is a scope like any other here: granted when the client may
+    -- have it, and it changes nothing, since a refresh token comes with every code exchange of a
+    -- client registered for the refresh_token grant and never to one that is not. OIDC asks that
+    -- it be ignored without prompt=consent, so that a refresh token is never issued without the
+    -- user's consent; here every request goes through the application's consent step (silent
+    -- authorization, prompt=none, is refused), so it is not ignored. Claude sends it.
     IF params ? 'scope' THEN
         scopes := oauth.parse_scope(params->>'scope');
         IF scopes IS NULL THEN
@@ -148,9 +154,17 @@ BEGIN
             RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is required', vetted);
         END IF;
     ELSIF NOT scopes <@ client.allowed_scopes THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope',
-            format('scope not allowed for this client: %s',
-                   (SELECT string_agg(s, ' ') FROM unnest(scopes) s WHERE NOT s = ANY (client.allowed_scopes))), vetted);
+        -- RFC 6749 §3.3 lets the server ignore part of the requested scope, and the token response
+        -- says what was granted. claude.ai asks for every scopes_supported value whatever the
+        -- client may have (a client an administrator created for it with fewer): it gets the
+        -- scopes it may have, and the consent page shows only those. Nothing outside the client's
+        -- scopes is ever granted; a request for none of them is still refused.
+        SELECT coalesce(array_agg(s ORDER BY ord), '{}') INTO scopes
+          FROM unnest(scopes) WITH ORDINALITY AS r(s, ord) WHERE s = ANY (client.allowed_scopes);
+        IF cardinality(scopes) = 0 THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope',
+                'none of the requested scopes is allowed for this client', vetted);
+        END IF;
     END IF;
 
     target := oauth._resolve_target(params->>'resource', client.allowed_resources);
@@ -180,7 +194,29 @@ BEGIN
 END
 $$;
 
--- What a consent screen shows. Raises not_found for an unknown or expired request.
+-- The name a user is shown for a client. A metadata document's client_name is whatever the
+-- document claims, and one document serves every installation of its client (every ChatGPT user
+-- shares one client_id), so the host that publishes it, which is what vouches for it, is named
+-- with it: "ChatGPT (chatgpt.com)".
+CREATE FUNCTION oauth._client_display_name(client oauth.clients) RETURNS text
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    host text;
+BEGIN
+    IF NOT coalesce((client.metadata->>'metadata_document')::boolean, false) THEN
+        RETURN client.client_name;
+    END IF;
+    host := oauth.uri_host(client.client_id);
+    IF host IS NULL OR client.client_name = host THEN
+        RETURN client.client_name;
+    END IF;
+    RETURN pg_catalog.format('%s (%s)', client.client_name, host);
+END
+$$;
+
+-- What a consent screen shows (client_name names a metadata document's host, see
+-- oauth._client_display_name). Raises not_found for an unknown or expired request.
 CREATE FUNCTION oauth.get_authorization_request(request_id text, now timestamptz DEFAULT now())
 RETURNS TABLE (
     client_id text, client_name text, client_uri text, scopes text[], resource text,
@@ -195,7 +231,7 @@ BEGIN
     -- redirect_host only for http(s): in x-app://claude.ai/cb the "host" is whatever the app wrote,
     -- and the scheme is what decides which program receives the code (RFC 8252 §8.6).
     RETURN QUERY
-    SELECT c.client_id, c.client_name, c.metadata->>'client_uri', r.scopes, r.resource,
+    SELECT c.client_id, oauth._client_display_name(c), c.metadata->>'client_uri', r.scopes, r.resource,
            r.redirect_uri, CASE WHEN r.redirect_uri ~* '^https?://' THEN oauth.uri_host(r.redirect_uri) END,
            r.prompt, r.expires_at,
            NOT EXISTS (SELECT 1 FROM unnest(c.redirect_uris) u WHERE NOT oauth.is_loopback_redirect(u))

@@ -89,7 +89,8 @@ BEGIN
 END
 $$;
 
--- What the verification page shows. Raises not_found for an unknown, expired or decided code.
+-- What the verification page shows (client_name names a metadata document's host, see
+-- oauth._client_display_name). Raises not_found for an unknown, expired or decided code.
 -- canonical_user_code is the code as stored: what a page binds its form to, so no caller needs to
 -- know how typed codes are normalized. (Not named user_code: the argument is.)
 CREATE FUNCTION oauth.get_device_authorization(user_code text, now timestamptz DEFAULT now())
@@ -100,7 +101,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN QUERY
-    SELECT c.client_id, c.client_name, c.metadata->>'client_uri', d.scopes, d.resource, d.expires_at, d.user_code
+    SELECT c.client_id, oauth._client_display_name(c), c.metadata->>'client_uri', d.scopes, d.resource, d.expires_at,
+           d.user_code
       FROM oauth.device_authorizations d
       JOIN oauth.clients c ON c.client_id = d.client_id
      WHERE d.user_code = oauth._normalize_user_code(get_device_authorization.user_code)

@@ -103,31 +103,22 @@ BEGIN
 END
 $$;
 
--- Why a token request's RFC 8707 resource is unacceptable for the client (invalid_target), or NULL.
-CREATE FUNCTION oauth._target_problem(resource text, allowed_resources text[]) RETURNS jsonb
-LANGUAGE plpgsql STABLE
-AS $$
-BEGIN
-    IF resource IS NULL THEN
-        RETURN NULL;
-    END IF;
-    IF oauth.resource_problem(resource) IS NOT NULL THEN
-        RETURN oauth._error('invalid_target', oauth.resource_problem(resource));
-    END IF;
-    IF allowed_resources IS NOT NULL AND NOT resource = ANY (allowed_resources) THEN
-        RETURN oauth._error('invalid_target', 'resource not allowed for this client');
-    END IF;
-    RETURN NULL;
-END
-$$;
-
--- The RFC 8707 resource a token request ends up with, or why it cannot have one (invalid_target).
+-- The RFC 8707 resource a request ends up with, or why it cannot have one (invalid_target).
 -- A request that names none, from a client whose registration allows exactly one resource, gets
 -- that one; a client restricted to several must name one. Either way a client restricted to some
 -- resources never receives a token without an audience, to which a gateway would give its default.
+-- A request that names none from any other client gets the one resource this server lists, when
+-- it lists exactly one (RFC 8707 §2 lets a server use a default): claude.ai sends no resource, and
+-- a token without an audience would be refused by the one MCP server it is meant for.
+-- A named resource is taken in the spelling this server lists it with (oauth._listed_resource:
+-- "https://host" for "https://host/", Claude Code's bare origin for the one resource under it),
+-- and must be listed, or be one the client is restricted to, once this server lists any
+-- (oauth.resources): a token for a resource nobody here serves is refused where it is presented.
 CREATE FUNCTION oauth._resolve_target(requested text, allowed_resources text[], OUT target text, OUT problem jsonb)
 LANGUAGE plpgsql STABLE
 AS $$
+DECLARE
+    listed text;
 BEGIN
     target := requested;
     IF target IS NULL AND allowed_resources IS NOT NULL THEN
@@ -136,8 +127,26 @@ BEGIN
             RETURN;
         END IF;
         target := allowed_resources[1];
+    ELSIF target IS NULL THEN
+        SELECT pg_catalog.min(r.resource) INTO target FROM oauth.resources r HAVING pg_catalog.count(*) = 1;
+        RETURN;
     END IF;
-    problem := oauth._target_problem(target, allowed_resources);
+    IF oauth.resource_problem(target) IS NOT NULL THEN
+        problem := oauth._error('invalid_target', oauth.resource_problem(target));
+        RETURN;
+    END IF;
+    listed := oauth._listed_resource(target);
+    IF allowed_resources IS NOT NULL THEN
+        IF NOT oauth.resource_key(coalesce(listed, target)) IN (
+                SELECT oauth.resource_key(a) FROM pg_catalog.unnest(allowed_resources) a) THEN
+            problem := oauth._error('invalid_target', 'resource not allowed for this client');
+            RETURN;
+        END IF;
+    ELSIF listed IS NULL AND EXISTS (SELECT 1 FROM oauth.resources) THEN
+        problem := oauth._error('invalid_target', 'resource is not one this server issues tokens for');
+        RETURN;
+    END IF;
+    target := coalesce(listed, target);
 END
 $$;
 

@@ -2368,3 +2368,461 @@ END
 $$;
 
 -- end of refresh tokens as a chain
+
+-- real clients (issue 11 items 5-9)
+-- Resources (RFC 8707) this server issues tokens for are listed in oauth.resources: gateways
+-- declare their routes' resources at start (oauth.declare_resources), administrators add others
+-- (oauth.add_resource, oauth.remove_resource). Once any is listed, /authorize and /token refuse an
+-- unlisted one (invalid_target); "https://host" and "https://host/" are one resource
+-- (oauth.resource_key); a bare origin names the one resource listed under it (Claude Code); a
+-- request without a resource gets the one listed resource when there is exactly one (claude.ai).
+-- Nothing is listed after this update, so every resource stays accepted until a gateway starts.
+-- An authorization request for scopes the client may not have gets those it may have (RFC 6749
+-- §3.3). A metadata document's client is named with its host on consent pages and in
+-- list_user_grants.
+
+CREATE FUNCTION oauth."resource_key"(
+	"uri" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'resource_key_wrapper';
+REVOKE EXECUTE ON FUNCTION oauth.resource_key(text) FROM PUBLIC;
+
+CREATE TABLE oauth.resources (
+    -- The spelling tokens carry (`aud`): the one the resource was first listed with.
+    resource text PRIMARY KEY,
+    -- oauth.resource_key(resource): one row per resource however it is spelled, so that
+    -- "https://mcp.example" and "https://mcp.example/" cannot both be listed.
+    resource_key text NOT NULL UNIQUE,
+    added_by text NOT NULL CHECK (added_by IN ('gateway', 'administrator')),
+    created_at timestamptz NOT NULL,
+    -- When a gateway last declared it (NULL while only an administrator listed it).
+    declared_at timestamptz
+);
+SELECT pg_catalog.pg_extension_config_dump('oauth.resources', '');
+REVOKE ALL ON oauth.resources FROM PUBLIC;
+GRANT SELECT ON oauth.resources TO oauth_admin;
+
+-- "https://host" when `key` (a resource key) is a bare origin, "https://host/" with neither path
+-- nor query; else NULL.
+CREATE FUNCTION oauth._bare_origin(key text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+BEGIN
+    RETURN pg_catalog.substring(key, '^([a-z][a-z0-9+.-]*://[^/?#]+)/$');
+END
+$$;
+
+-- The listed resource `requested` names, spelled as it was listed, or NULL: the same resource
+-- however spelled (RFC 3986 §6.2.3: "https://host" and "https://host/" are one), or, for a bare
+-- origin that is not listed itself, the one resource listed under that origin. Claude Code asks
+-- for its MCP server's origin plus "/" although the protected-resource metadata names
+-- "https://host/mcp": when exactly one listed resource lives at that origin the client can only
+-- mean it, and a token for it is narrower than the one asked for (good at one resource of the
+-- origin, not at any), so nothing is granted that was not asked for. With two resources at the
+-- origin the request is ambiguous and stays unlisted.
+CREATE FUNCTION oauth._listed_resource(requested text) RETURNS text
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    key text := oauth.resource_key(requested);
+    origin text := oauth._bare_origin(key);
+    listed text;
+BEGIN
+    IF key IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT r.resource INTO listed FROM oauth.resources r WHERE r.resource_key = key;
+    IF FOUND OR origin IS NULL THEN
+        RETURN listed;
+    END IF;
+    SELECT pg_catalog.min(r.resource) INTO listed FROM oauth.resources r
+     WHERE pg_catalog.starts_with(r.resource_key, origin || '/')
+    HAVING pg_catalog.count(*) = 1;
+    RETURN listed;
+END
+$$;
+
+-- The resource a token request names, as this server lists it (oauth._listed_resource), or the
+-- request's own value when it names nothing listed. The gateway passes the `resource` of code
+-- exchanges and refreshes through it, so that a client repeating at /token the spelling it used at
+-- /authorize (Claude Code's bare origin) repeats the resource it was granted (RFC 8707 §2.2).
+CREATE FUNCTION oauth.canonical_resource(resource text) RETURNS text
+LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN coalesce(oauth._listed_resource(resource), resource);
+END
+$$;
+
+-- Lists `resource`; true when it was not listed yet (under any spelling).
+CREATE FUNCTION oauth._list_resource(resource text, added_by text, now timestamptz) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    problem text := CASE WHEN resource IS NULL THEN 'resource is required' ELSE oauth.resource_problem(resource) END;
+    inserted boolean;
+BEGIN
+    IF problem IS NOT NULL THEN
+        PERFORM oauth._raise('invalid_request', problem);
+    END IF;
+    INSERT INTO oauth.resources AS r (resource, resource_key, added_by, created_at, declared_at)
+    VALUES (_list_resource.resource, oauth.resource_key(_list_resource.resource), _list_resource.added_by, now,
+            CASE WHEN _list_resource.added_by = 'gateway' THEN now END)
+    ON CONFLICT (resource_key) DO UPDATE
+       SET declared_at = CASE WHEN EXCLUDED.added_by = 'gateway' THEN EXCLUDED.declared_at ELSE r.declared_at END
+    RETURNING (xmax = 0) INTO inserted;
+    RETURN inserted;
+END
+$$;
+
+-- A gateway lists what it guards when it starts: its routes' resource identifiers and its default
+-- audience. It only adds: gateways with different routes may share one database and none knows
+-- what the others guard, so what no gateway guards any more is the administrator's to remove
+-- (oauth.remove_resource). The gateway signs every token already; saying what it guards widens
+-- nothing it could not do.
+CREATE FUNCTION oauth.declare_resources(resources text[], now timestamptz DEFAULT now()) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    declared text;
+BEGIN
+    IF resources IS NULL OR cardinality(resources) > 100 THEN
+        PERFORM oauth._raise('invalid_request', 'resources must be a list of at most 100 resource indicators');
+    END IF;
+    FOREACH declared IN ARRAY resources LOOP
+        PERFORM oauth._list_resource(declared, 'gateway', now);
+    END LOOP;
+END
+$$;
+
+-- An administrator lists a resource no gateway guards (a resource server of the application's own
+-- that accepts this server's tokens). False when it was listed already.
+CREATE FUNCTION oauth.add_resource(resource text, now timestamptz DEFAULT now()) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN oauth._list_resource(resource, 'administrator', now);
+END
+$$;
+
+-- Removes a listed resource, however spelled; false when it was not listed. Tokens already issued
+-- for it stay valid until they expire; a gateway that still guards it lists it again at its next
+-- start.
+CREATE FUNCTION oauth.remove_resource(resource text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM oauth.resources r WHERE r.resource_key = oauth.resource_key(remove_resource.resource);
+    RETURN FOUND;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION oauth._bare_origin(text), oauth._listed_resource(text), oauth.canonical_resource(text),
+    oauth._list_resource(text, text, timestamptz), oauth.declare_resources(text[], timestamptz),
+    oauth.add_resource(text, timestamptz), oauth.remove_resource(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth.declare_resources(text[], timestamptz), oauth.canonical_resource(text) TO oauth_gateway;
+GRANT EXECUTE ON FUNCTION oauth.add_resource(text, timestamptz), oauth.remove_resource(text) TO oauth_admin;
+
+-- _resolve_target decides what _target_problem did.
+DROP FUNCTION oauth._target_problem(text, text[]);
+
+-- The RFC 8707 resource a request ends up with, or why it cannot have one (invalid_target).
+-- A request that names none, from a client whose registration allows exactly one resource, gets
+-- that one; a client restricted to several must name one. Either way a client restricted to some
+-- resources never receives a token without an audience, to which a gateway would give its default.
+-- A request that names none from any other client gets the one resource this server lists, when
+-- it lists exactly one (RFC 8707 §2 lets a server use a default): claude.ai sends no resource, and
+-- a token without an audience would be refused by the one MCP server it is meant for.
+-- A named resource is taken in the spelling this server lists it with (oauth._listed_resource:
+-- "https://host" for "https://host/", Claude Code's bare origin for the one resource under it),
+-- and must be listed, or be one the client is restricted to, once this server lists any
+-- (oauth.resources): a token for a resource nobody here serves is refused where it is presented.
+CREATE OR REPLACE FUNCTION oauth._resolve_target(requested text, allowed_resources text[], OUT target text, OUT problem jsonb)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    listed text;
+BEGIN
+    target := requested;
+    IF target IS NULL AND allowed_resources IS NOT NULL THEN
+        IF pg_catalog.cardinality(allowed_resources) <> 1 THEN
+            problem := oauth._error('invalid_target', 'resource is required: this client may ask only for particular resources');
+            RETURN;
+        END IF;
+        target := allowed_resources[1];
+    ELSIF target IS NULL THEN
+        SELECT pg_catalog.min(r.resource) INTO target FROM oauth.resources r HAVING pg_catalog.count(*) = 1;
+        RETURN;
+    END IF;
+    IF oauth.resource_problem(target) IS NOT NULL THEN
+        problem := oauth._error('invalid_target', oauth.resource_problem(target));
+        RETURN;
+    END IF;
+    listed := oauth._listed_resource(target);
+    IF allowed_resources IS NOT NULL THEN
+        IF NOT oauth.resource_key(coalesce(listed, target)) IN (
+                SELECT oauth.resource_key(a) FROM pg_catalog.unnest(allowed_resources) a) THEN
+            problem := oauth._error('invalid_target', 'resource not allowed for this client');
+            RETURN;
+        END IF;
+    ELSIF listed IS NULL AND EXISTS (SELECT 1 FROM oauth.resources) THEN
+        problem := oauth._error('invalid_target', 'resource is not one this server issues tokens for');
+        RETURN;
+    END IF;
+    target := coalesce(listed, target);
+END
+$$;
+
+-- The name a user is shown for a client. A metadata document's client_name is whatever the
+-- document claims, and one document serves every installation of its client (every ChatGPT user
+-- shares one client_id), so the host that publishes it, which is what vouches for it, is named
+-- with it: "ChatGPT (chatgpt.com)".
+CREATE FUNCTION oauth._client_display_name(client oauth.clients) RETURNS text
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    host text;
+BEGIN
+    IF NOT coalesce((client.metadata->>'metadata_document')::boolean, false) THEN
+        RETURN client.client_name;
+    END IF;
+    host := oauth.uri_host(client.client_id);
+    IF host IS NULL OR client.client_name = host THEN
+        RETURN client.client_name;
+    END IF;
+    RETURN pg_catalog.format('%s (%s)', client.client_name, host);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth._client_display_name(oauth.clients) FROM PUBLIC;
+
+-- Validates an authorization request (RFC 6749 §4.1.1, RFC 7636, RFC 8707, OIDC Core §3.1.2.1) and
+-- stores it for the consent step. `params` maps each parameter name to its value, or to an array
+-- of values when the parameter was repeated. Until client_id and redirect_uri are validated an
+-- error is never redirected (`"redirect": false`): that would make us an open redirector; nor,
+-- for a client no administrator vetted, at all (see _redirect_error).
+CREATE OR REPLACE FUNCTION oauth.begin_authorization(params jsonb, now timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    settings oauth.settings := oauth._settings();
+    client oauth.clients;
+    name text;
+    redirect_uri text;
+    state text;
+    scopes text[];
+    resource text;
+    prompt text;
+    request_id text;
+    document_state jsonb;
+    vetted boolean;
+    target record;
+BEGIN
+    IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
+        RETURN oauth._error('invalid_request', 'missing parameters') || '{"redirect": false}';
+    END IF;
+    FOREACH name IN ARRAY ARRAY['client_id', 'redirect_uri'] LOOP
+        IF jsonb_typeof(params->name) = 'array' THEN
+            RETURN oauth._error('invalid_request', format('%s is repeated', name)) || '{"redirect": false}';
+        END IF;
+    END LOOP;
+    IF coalesce(params->>'client_id', '') = '' THEN
+        RETURN oauth._error('invalid_request', 'client_id is required') || '{"redirect": false}';
+    END IF;
+    IF oauth._is_document_client_id(params->>'client_id') THEN
+        document_state := oauth._client_document_state(params->>'client_id', now);
+        IF document_state IS NOT NULL THEN
+            RETURN document_state || '{"redirect": false}';
+        END IF;
+    END IF;
+    SELECT * INTO client FROM oauth.clients c WHERE c.client_id = params->>'client_id'
+       AND (c.expires_at IS NULL OR c.expires_at > now);
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_client', 'unknown client') || '{"redirect": false}';
+    END IF;
+    vetted := NOT client.registered_dynamically AND NOT coalesce((client.metadata->>'metadata_document')::boolean, false);
+
+    redirect_uri := params->>'redirect_uri';
+    IF redirect_uri IS NULL THEN
+        -- Only an unambiguous registration lets the parameter be omitted; a loopback one needs its port.
+        IF cardinality(client.redirect_uris) <> 1 OR oauth.is_loopback_redirect(client.redirect_uris[1]) THEN
+            RETURN oauth._error('invalid_request', 'redirect_uri is required') || '{"redirect": false}';
+        END IF;
+        redirect_uri := client.redirect_uris[1];
+    ELSIF NOT oauth.redirect_uri_allowed(client.redirect_uris, redirect_uri) THEN
+        RETURN oauth._error('invalid_request', 'redirect_uri is not registered for this client') || '{"redirect": false}';
+    END IF;
+
+    -- From here on errors go back to the client.
+    IF jsonb_typeof(params->'state') = 'array' THEN
+        RETURN oauth._redirect_error(redirect_uri, NULL, 'invalid_request', 'state is repeated', vetted);
+    END IF;
+    state := params->>'state';
+    FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) = 'array' ORDER BY key LOOP
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is repeated', name), vetted);
+    END LOOP;
+    FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) <> 'string' OR length(value #>> '{}') > 2048 ORDER BY key LOOP
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is not a string of at most 2048 characters', name), vetted);
+    END LOOP;
+    IF params ? 'request' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'request_not_supported', 'request objects are not supported', vetted);
+    END IF;
+    IF params ? 'request_uri' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'request_uri_not_supported', 'request_uri is not supported', vetted);
+    END IF;
+    IF params->>'response_type' IS NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'response_type is required', vetted);
+    END IF;
+    IF params->>'response_type' <> 'code' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'unsupported_response_type', 'only response_type=code is supported', vetted);
+    END IF;
+    IF coalesce(params->>'response_mode', 'query') <> 'query' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'only response_mode=query is supported', vetted);
+    END IF;
+    IF NOT 'authorization_code' = ANY (client.grant_types) THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'unauthorized_client', 'client may not use the authorization code grant', vetted);
+    END IF;
+    IF params->>'code_challenge' IS NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is required (PKCE)', vetted);
+    END IF;
+    IF coalesce(params->>'code_challenge_method', 'plain') <> 'S256' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge_method must be S256', vetted);
+    END IF;
+    IF NOT oauth.pkce_challenge_valid(params->>'code_challenge') THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is not a base64url SHA-256 digest', vetted);
+    END IF;
+
+    -- offline_access (OIDC Core §11) is a scope like any other here: granted when the client may
+    -- have it, and it changes nothing, since a refresh token comes with every code exchange of a
+    -- client registered for the refresh_token grant and never to one that is not. OIDC asks that
+    -- it be ignored without prompt=consent, so that a refresh token is never issued without the
+    -- user's consent; here every request goes through the application's consent step (silent
+    -- authorization, prompt=none, is refused), so it is not ignored. Claude sends it.
+    IF params ? 'scope' THEN
+        scopes := oauth.parse_scope(params->>'scope');
+        IF scopes IS NULL THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is malformed', vetted);
+        END IF;
+    END IF;
+    IF scopes IS NULL OR cardinality(scopes) = 0 THEN
+        SELECT coalesce(array_agg(s), '{}') INTO scopes FROM unnest(settings.default_scopes) s WHERE s = ANY (client.allowed_scopes);
+        IF cardinality(scopes) = 0 THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is required', vetted);
+        END IF;
+    ELSIF NOT scopes <@ client.allowed_scopes THEN
+        -- RFC 6749 §3.3 lets the server ignore part of the requested scope, and the token response
+        -- says what was granted. claude.ai asks for every scopes_supported value whatever the
+        -- client may have (a client an administrator created for it with fewer): it gets the
+        -- scopes it may have, and the consent page shows only those. Nothing outside the client's
+        -- scopes is ever granted; a request for none of them is still refused.
+        SELECT coalesce(array_agg(s ORDER BY ord), '{}') INTO scopes
+          FROM unnest(scopes) WITH ORDINALITY AS r(s, ord) WHERE s = ANY (client.allowed_scopes);
+        IF cardinality(scopes) = 0 THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope',
+                'none of the requested scopes is allowed for this client', vetted);
+        END IF;
+    END IF;
+
+    target := oauth._resolve_target(params->>'resource', client.allowed_resources);
+    IF target.problem IS NOT NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', target.problem->>'error_description', vetted);
+    END IF;
+    resource := target.target;
+
+    prompt := params->>'prompt';
+    IF prompt IS NOT NULL THEN
+        IF prompt !~ '^(none|login|consent|select_account)( (none|login|consent|select_account))*$' THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'prompt has an unsupported value', vetted);
+        END IF;
+        -- The user is always shown the application's login/consent step; silent authorization is not offered.
+        IF prompt ~ '\mnone\M' THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'login_required', 'prompt=none is not supported', vetted);
+        END IF;
+    END IF;
+
+    request_id := oauth.random_token(24);
+    INSERT INTO oauth.authorization_requests (request_id, client_id, redirect_uri, redirect_uri_sent, scopes, resource,
+                                              state, nonce, code_challenge, prompt, created_at, expires_at)
+    VALUES (request_id, client.client_id, redirect_uri, params ? 'redirect_uri', scopes, resource, state,
+            params->>'nonce', params->>'code_challenge', prompt, now, now + settings.authorization_request_ttl);
+    RETURN jsonb_build_object('request_id', request_id, 'client_id', client.client_id,
+                              'client_name', client.client_name, 'prompt', prompt);
+END
+$$;
+
+-- What a consent screen shows (client_name names a metadata document's host, see
+-- oauth._client_display_name). Raises not_found for an unknown or expired request.
+CREATE OR REPLACE FUNCTION oauth.get_authorization_request(request_id text, now timestamptz DEFAULT now())
+RETURNS TABLE (
+    client_id text, client_name text, client_uri text, scopes text[], resource text,
+    redirect_uri text, redirect_host text, prompt text, expires_at timestamptz,
+    -- Every registered redirect URI is loopback: any local program could be this client.
+    loopback_only boolean
+)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- redirect_host only for http(s): in x-app://claude.ai/cb the "host" is whatever the app wrote,
+    -- and the scheme is what decides which program receives the code (RFC 8252 §8.6).
+    RETURN QUERY
+    SELECT c.client_id, oauth._client_display_name(c), c.metadata->>'client_uri', r.scopes, r.resource,
+           r.redirect_uri, CASE WHEN r.redirect_uri ~* '^https?://' THEN oauth.uri_host(r.redirect_uri) END,
+           r.prompt, r.expires_at,
+           NOT EXISTS (SELECT 1 FROM unnest(c.redirect_uris) u WHERE NOT oauth.is_loopback_redirect(u))
+      FROM oauth.authorization_requests r
+      JOIN oauth.clients c ON c.client_id = r.client_id
+     WHERE r.request_id = get_authorization_request.request_id AND r.expires_at > now;
+    IF NOT FOUND THEN
+        PERFORM oauth._raise('not_found', 'no such authorization request, or it has expired');
+    END IF;
+END
+$$;
+
+-- What the verification page shows (client_name names a metadata document's host, see
+-- oauth._client_display_name). Raises not_found for an unknown, expired or decided code.
+-- canonical_user_code is the code as stored: what a page binds its form to, so no caller needs to
+-- know how typed codes are normalized. (Not named user_code: the argument is.)
+CREATE OR REPLACE FUNCTION oauth.get_device_authorization(user_code text, now timestamptz DEFAULT now())
+RETURNS TABLE (client_id text, client_name text, client_uri text, scopes text[], resource text, expires_at timestamptz,
+               canonical_user_code text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT c.client_id, oauth._client_display_name(c), c.metadata->>'client_uri', d.scopes, d.resource, d.expires_at,
+           d.user_code
+      FROM oauth.device_authorizations d
+      JOIN oauth.clients c ON c.client_id = d.client_id
+     WHERE d.user_code = oauth._normalize_user_code(get_device_authorization.user_code)
+       AND d.status = 'pending' AND d.expires_at > now;
+    IF NOT FOUND THEN
+        PERFORM oauth._raise('not_found', 'no such user code, or it has expired or was already used');
+    END IF;
+END
+$$;
+
+-- The user's "connected apps": live grants, a metadata document's client named with its host
+-- (oauth._client_display_name), since every user of, say, ChatGPT shares its one client_id.
+CREATE OR REPLACE FUNCTION oauth.list_user_grants(user_id text) RETURNS TABLE (
+    grant_id uuid, client_id text, client_name text, scopes text[], resource text, props jsonb,
+    metadata jsonb, auth_time timestamptz, created_at timestamptz, updated_at timestamptz
+)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT g.grant_id, g.client_id, oauth._client_display_name(c), g.scopes, g.resource, g.props, g.metadata,
+           g.auth_time, g.created_at, g.updated_at
+      FROM oauth.grants g JOIN oauth.clients c ON c.client_id = g.client_id
+     WHERE g.subject_type = 'user' AND g.user_id = list_user_grants.user_id AND g.revoked_at IS NULL
+     ORDER BY g.created_at, g.grant_id
+$$;
+
+-- end of real clients (issue 11 items 5-9)

@@ -34,6 +34,10 @@ GRANT EXECUTE ON FUNCTION
     oauth.get_device_authorization(text, timestamptz),
     oauth.approve_device_authorization(text, text, text[], jsonb, timestamptz),
     oauth.deny_device_authorization(text, timestamptz),
+    -- A gateway lists the resources it guards when it starts, and names a token request's resource
+    -- as they are listed.
+    oauth.declare_resources(text[], timestamptz),
+    oauth.canonical_resource(text),
     oauth.error_sqlstate(text)
 TO oauth_gateway;
 
@@ -57,12 +61,14 @@ GRANT EXECUTE ON FUNCTION
     oauth.list_user_grants(text),
     oauth.revoke_grant(uuid, text, timestamptz),
     oauth.cleanup(timestamptz, integer),
+    oauth.add_resource(text, timestamptz),
+    oauth.remove_resource(text),
     oauth.error_sqlstate(text)
 TO oauth_admin;
 
 -- Applications read consent and audit rows in their own queries (secret digests stay hidden).
 GRANT SELECT ON oauth.grants, oauth.events, oauth.token_exchange_policies, oauth.client_documents,
-    oauth.client_jwks TO oauth_admin;
+    oauth.client_jwks, oauth.resources TO oauth_admin;
 GRANT SELECT (client_id, client_name, redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
               application_type, allowed_resources, metadata, registered_dynamically, created_at, updated_at,
               expires_at)

@@ -57,6 +57,8 @@ BEGIN
 END
 $$;
 
+-- The user's "connected apps": live grants, a metadata document's client named with its host
+-- (oauth._client_display_name), since every user of, say, ChatGPT shares its one client_id.
 CREATE FUNCTION oauth.list_user_grants(user_id text) RETURNS TABLE (
     grant_id uuid, client_id text, client_name text, scopes text[], resource text, props jsonb,
     metadata jsonb, auth_time timestamptz, created_at timestamptz, updated_at timestamptz
@@ -64,7 +66,7 @@ CREATE FUNCTION oauth.list_user_grants(user_id text) RETURNS TABLE (
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT g.grant_id, g.client_id, c.client_name, g.scopes, g.resource, g.props, g.metadata,
+    SELECT g.grant_id, g.client_id, oauth._client_display_name(c), g.scopes, g.resource, g.props, g.metadata,
            g.auth_time, g.created_at, g.updated_at
       FROM oauth.grants g JOIN oauth.clients c ON c.client_id = g.client_id
      WHERE g.subject_type = 'user' AND g.user_id = list_user_grants.user_id AND g.revoked_at IS NULL

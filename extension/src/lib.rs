@@ -92,4 +92,9 @@ pgrx::extension_sql_file!(
     name = "client_authentication",
     requires = ["client_documents"]
 );
+pgrx::extension_sql_file!(
+    "../sql/resources.sql",
+    name = "resources",
+    requires = ["client_authentication", uris::resource_key]
+);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

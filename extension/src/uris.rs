@@ -125,6 +125,19 @@ fn resource_problem(uri: &str) -> Option<String> {
     }
 }
 
+/// The one spelling every equivalent form of a resource indicator shares, or NULL for what is not
+/// a resource indicator: scheme and host in lower case, a default port dropped, an empty path as
+/// `/`, dot-segments removed (RFC 3986 §6.2.2–6.2.3, which RFC 8707 §2 defers to). So
+/// `https://MCP.example:443` and `https://mcp.example/` name one resource; the spelling a
+/// resource was registered with is still what tokens carry.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn resource_key(uri: &str) -> Option<String> {
+    if resource_problem(uri).is_some() {
+        return None;
+    }
+    Url::parse(uri).ok().map(String::from)
+}
+
 /// `uri` with form-encoded parameters appended to its query, leaving the registered string intact.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn append_query(uri: &str, names: Vec<Option<String>>, values: Vec<Option<String>>) -> String {
@@ -223,6 +236,29 @@ mod tests {
     }
 
     #[test]
+    fn equivalent_spellings_of_a_resource_share_one_key() {
+        for (a, b) in [
+            ("https://mcp.example", "https://mcp.example/"),
+            ("https://MCP.example:443/mcp", "https://mcp.example/mcp"),
+            ("http://127.0.0.1:80", "http://127.0.0.1/"),
+            ("https://mcp.example/a/../mcp", "https://mcp.example/mcp"),
+        ] {
+            assert_eq!(resource_key(a), resource_key(b), "{a} and {b}");
+        }
+        assert_ne!(
+            resource_key("https://mcp.example/mcp"),
+            resource_key("https://mcp.example/mcp/")
+        );
+        assert_ne!(
+            resource_key("https://mcp.example:8443/"),
+            resource_key("https://mcp.example/")
+        );
+        assert_eq!(resource_key("/mcp"), None);
+        assert_eq!(resource_key("urn:x:y"), None);
+        assert_eq!(resource_key("https://mcp.example/#f"), None);
+    }
+
+    #[test]
     fn query_is_appended_without_touching_the_registered_string() {
         let names = reg(&["code", "state"]);
         let values = reg(&["a b", "x&y"]);
@@ -264,6 +300,7 @@ mod properties {
             let _ = redirect_uri_problem(&uri, "native");
             let _ = redirect_uri_problem(&uri, "web");
             let _ = resource_problem(&uri);
+            let _ = resource_key(&uri);
             let _ = uri_host(&uri);
             let _ = is_loopback_redirect(&uri);
         }

@@ -231,8 +231,8 @@ async fn errors_after_the_redirect_uri_is_validated_go_back_with_state_and_iss()
             "invalid_scope",
         ),
         (
-            "scope not allowed",
-            json!({"scope": "mcp openid"}),
+            "no requested scope allowed",
+            json!({"scope": "openid email"}),
             "invalid_scope",
         ),
         (
@@ -318,6 +318,25 @@ async fn errors_after_the_redirect_uri_is_validated_go_back_with_state_and_iss()
         assert_eq!(redirect.param("iss"), issuer, "{what}");
         assert!(!redirect.params.contains_key("code"), "{what}");
     }
+    // Scopes the client may not have beside one it may: RFC 6749 §3.3 lets the server ignore part
+    // of a request, and claude.ai asks for every supported scope whatever the client may have, so
+    // the request goes on for the scopes it may have (once an error, issue 11 item 5).
+    let partly = begin_authorization(
+        &gw,
+        &authorize_params(&client, &pkce, json!({"scope": "mcp openid"})),
+    )
+    .await;
+    assert_ok(
+        &partly,
+        "a request for mcp openid by a client that may have mcp",
+    );
+    let asked: Vec<String> = scalar(
+        &gw,
+        "SELECT scopes FROM oauth.get_authorization_request($1)",
+        &[&str_field(&partly, "request_id")],
+    )
+    .await;
+    assert_eq!(asked, ["mcp"]);
     // A repeated state cannot be echoed, so the error goes back without one.
     let mut params = authorize_params(&client, &pkce, json!({"scope": "mcp"}));
     params["state"] = json!(["a", "b"]);

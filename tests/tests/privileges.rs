@@ -8,8 +8,10 @@ const GATEWAY_FUNCTIONS: [&str; 31] = [
     "begin_authorization(jsonb,timestamp with time zone)",
     "begin_device_authorization(text,text,text,text,timestamp with time zone)",
     "approve_device_authorization(text,text,text[],jsonb,timestamp with time zone)",
+    "canonical_resource(text)",
     "client_credentials_grant(text,text,text,text,timestamp with time zone)",
     "client_jwks_to_fetch(text,text,timestamp with time zone)",
+    "declare_resources(text[],timestamp with time zone)",
     "delete_registration(text,text,timestamp with time zone)",
     "deny_authorization(text,text,text,timestamp with time zone)",
     "deny_device_authorization(text,timestamp with time zone)",
@@ -95,6 +97,7 @@ async fn gateway_login_can_execute_exactly_the_gateway_functions_and_read_no_tab
         "device_authorizations",
         "token_exchange_policies",
         "client_documents",
+        "resources",
     ] {
         assert_sqlstate(
             gw.query(&format!("SELECT * FROM oauth.{table}"), &[]).await,
@@ -117,6 +120,8 @@ async fn gateway_login_can_execute_exactly_the_gateway_functions_and_read_no_tab
         "SELECT oauth._settings()",
         "SELECT oauth.set_token_exchange_policy('x', '{a}', '{b}')",
         "SELECT oauth.remove_token_exchange_policy('x')",
+        "SELECT oauth.add_resource('https://evil.example/mcp')",
+        "SELECT oauth.remove_resource('https://mcp.example/mcp')",
         "SELECT oauth.random_user_code()",
     ] {
         assert_sqlstate(gw.query(call, &[]).await, "42501", call);
@@ -142,6 +147,8 @@ async fn oauth_admin_gets_the_application_functions_and_reads_no_secret() {
         "revoke_grant(uuid,text,timestamp with time zone)",
         "cleanup(timestamp with time zone,integer)",
         "issue_code(text,text,text[],jsonb,timestamp with time zone)",
+        "add_resource(text,timestamp with time zone)",
+        "remove_resource(text)",
     ] {
         assert!(
             functions.contains(f),
@@ -154,6 +161,7 @@ async fn oauth_admin_gets_the_application_functions_and_reads_no_secret() {
         "register_client",
         "random_token",
         "_revoke_grant",
+        "declare_resources",
     ] {
         assert!(
             !functions.iter().any(|g| g.starts_with(&format!("{f}("))),
