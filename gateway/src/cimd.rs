@@ -360,11 +360,16 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
         || s[0..6] == [0, 0, 0, 0, 0, 0]
 }
 
+/// `application/json` or a JSON-suffixed type (RFC 6839 §3.1): a client's key set is commonly
+/// served as `application/jwk-set+json` (RFC 7517 §8.5.1).
 fn is_json(content_type: Option<&HeaderValue>) -> bool {
     content_type
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        .map(|m| m.trim().to_ascii_lowercase())
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
 }
 
 /// How long a response may be cached: its `max-age`, clamped to the configured bounds; the minimum

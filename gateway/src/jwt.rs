@@ -24,10 +24,28 @@ pub fn sign(key: &SigningKey, typ: &str, claims: &Value) -> String {
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let signature = key.sign(token.as_bytes());
+    let signature = if key.alg == crate::keys::Alg::RS256 {
+        off_the_async_workers(|| key.sign(token.as_bytes()))
+    } else {
+        key.sign(token.as_bytes())
+    };
     token.push('.');
     token.push_str(&URL_SAFE_NO_PAD.encode(signature));
     token
+}
+
+/// Runs a slow computation (an RSA signature is about a millisecond of CPU, ECDSA a few dozen
+/// microseconds) so that it cannot stall the other connections queued on this async worker:
+/// `block_in_place` hands them to another worker first. On a single-threaded runtime (tests) it
+/// just runs.
+fn off_the_async_workers<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
 }
 
 /// OIDC Core §3.1.3.6 `at_hash`: the left half of the access token's hash, with the hash of the

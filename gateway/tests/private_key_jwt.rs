@@ -83,6 +83,13 @@ impl DocumentServer {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let path = req.uri().path().to_owned();
                         let answer = answers.lock().unwrap().get(&path).cloned();
+                        // Key sets with their registered media type (RFC 7517 §8.5.1), as
+                        // ChatGPT's and most identity providers' are served.
+                        let content_type = if path.ends_with("jwks.json") {
+                            "application/jwk-set+json"
+                        } else {
+                            "application/json"
+                        };
                         hits.lock()
                             .unwrap()
                             .entry(path)
@@ -91,7 +98,7 @@ impl DocumentServer {
                         async move {
                             let resp = match answer {
                                 Some(body) => HttpResponse::builder()
-                                    .header("content-type", "application/json")
+                                    .header("content-type", content_type)
                                     .header("cache-control", "max-age=600")
                                     .body(Full::new(Bytes::from(body.to_string()))),
                                 None => HttpResponse::builder()
