@@ -30,6 +30,33 @@ pub struct RouteConfig {
     pub scopes: Vec<String>,
     /// The RFC 8707 resource identifier tokens must be issued for; default: the route's public URL.
     pub resource: Option<String>,
+    /// Scopes some MCP requests need beyond `scopes`, by JSON-RPC method and tool (or prompt,
+    /// or resource) name.
+    #[serde(default)]
+    pub tool_scopes: Vec<ToolScope>,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "/mcp".into(),
+            upstream: String::new(),
+            scopes: default_route_scopes(),
+            resource: None,
+            tool_scopes: Vec::new(),
+        }
+    }
+}
+
+/// `{ method = "tools/call", name = "delete_*", scopes = ["mcp:write"] }`: a request whose
+/// JSON-RPC method matches `method` and whose `params.name` (or `params.uri`) matches `name` (any
+/// name when omitted) needs `scopes` too. `*` in a pattern matches any run of characters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolScope {
+    pub method: String,
+    pub name: Option<String>,
+    pub scopes: Vec<String>,
 }
 
 fn default_route_scopes() -> Vec<String> {
@@ -132,6 +159,9 @@ pub struct Config {
     pub statement_timeout: Duration,
     /// Protected routes (the gateway as the MCP servers' front door).
     pub routes: Vec<RouteConfig>,
+    /// Scopes that include others, for the guard: `{ "mcp:admin" = ["mcp:write"], "mcp:write" =
+    /// ["mcp:read"] }` lets a token with `mcp:admin` through where `mcp:read` is needed.
+    pub scope_hierarchy: std::collections::BTreeMap<String, Vec<String>>,
     /// How long the proxy waits for an upstream's response headers (streams may then run on).
     #[serde(with = "seconds")]
     pub upstream_timeout: Duration,
@@ -162,6 +192,7 @@ impl Default for Config {
             max_connections: 1024,
             statement_timeout: Duration::from_secs(5),
             routes: Vec::new(),
+            scope_hierarchy: Default::default(),
             upstream_timeout: Duration::from_secs(30),
             cimd: CimdConfig::default(),
         }
@@ -216,6 +247,22 @@ impl Config {
                     "route upstream {}: only http upstreams are supported",
                     route.upstream
                 ));
+            }
+            for rule in &route.tool_scopes {
+                if rule.method.is_empty() || rule.name.as_ref().is_some_and(String::is_empty) {
+                    return Err(format!(
+                        "route {}: a tool_scopes rule needs a method (and a non-empty name, if any)",
+                        route.prefix
+                    ));
+                }
+                if rule.scopes.is_empty()
+                    || rule.scopes.iter().any(|s| s.is_empty() || s.contains(' '))
+                {
+                    return Err(format!(
+                        "route {}: tool_scopes for {} need scope names",
+                        route.prefix, rule.method
+                    ));
+                }
             }
         }
         Ok(())
@@ -369,6 +416,11 @@ mod tests {
             Some("https://mcp.example.com/mcp")
         );
         assert_eq!(config.routes.len(), 1);
+        assert_eq!(config.routes[0].tool_scopes.len(), 1);
+        assert_eq!(
+            config.scope_hierarchy.get("mcp:write"),
+            Some(&vec!["mcp".to_owned()])
+        );
         assert_eq!(config.cimd.max_document_bytes, 10240);
         assert!(!config.cimd.allow_loopback);
         assert_eq!(config.statement_timeout, std::time::Duration::from_secs(5));

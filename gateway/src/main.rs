@@ -109,8 +109,7 @@ impl ConfigArgs {
             config.routes.push(RouteConfig {
                 prefix: prefix.to_owned(),
                 upstream: upstream.to_owned(),
-                scopes: vec!["mcp".into()],
-                resource: None,
+                ..RouteConfig::default()
             });
         }
         Ok(config)

@@ -100,7 +100,14 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         tokens.clone(),
         db.clone(),
         config.upstream_timeout,
+        &config.scope_hierarchy,
+        config.body_limits(),
     );
+    if settings.is_some() {
+        guard
+            .declare_resources(config.default_audience.as_deref())
+            .await;
+    }
     let csrf_key = csrf_key(&config)?;
     let trusted_proxies = config.trusted_proxy_ranges()?;
     Ok(Arc::new(App {
@@ -220,6 +227,10 @@ async fn refresh_settings(app: Arc<App>) {
         tokio::time::sleep(Duration::from_secs(if missing { 2 } else { 30 })).await;
         if let Some(settings) = read_settings(&app.db).await {
             *app.settings.write().expect("settings lock") = Some(Arc::new(settings));
+            // Once, when the database was out of reach at start.
+            app.guard
+                .declare_resources(app.config.default_audience.as_deref())
+                .await;
         }
     }
 }

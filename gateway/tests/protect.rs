@@ -135,9 +135,11 @@ async fn protected_resource_metadata_and_the_401_challenge_point_clients_to_the_
         )
         .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    // offline_access is no scope a resource needs (MCP 2026-07-28): out of the challenge, as
+    // out of the metadata (issue 11 item 8; the challenge used to name it).
     assert_eq!(
         anonymous.header("www-authenticate"),
-        Some(format!("Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\", scope=\"mcp offline_access\"", gw.base).as_str())
+        Some(format!("Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\", scope=\"mcp\"", gw.base).as_str())
     );
     let garbage = get_with(&gw, &resource, "not.a.jwt").await;
     assert_eq!(garbage.status, StatusCode::UNAUTHORIZED);
@@ -201,6 +203,15 @@ async fn a_valid_token_reaches_the_upstream_as_identity_headers_without_the_toke
 #[tokio::test]
 async fn a_token_for_another_audience_is_refused_and_a_missing_scope_asks_for_step_up() {
     let (gw, resource) = protected_gateway(&["mcp", "email"]).await;
+    // Another resource server this authorization server issues tokens for (an unlisted one is
+    // refused at /authorize).
+    gw.admin
+        .execute(
+            "SELECT oauth.add_resource('https://other.example/mcp')",
+            &[],
+        )
+        .await
+        .unwrap();
     let other = token_for(&gw, "https://other.example/mcp", "mcp email").await;
     let refused = get_with(&gw, &resource, &other).await;
     assert_eq!(

@@ -152,7 +152,7 @@ fn route(prefix: &str, upstream: &RecordingUpstream) -> RouteConfig {
         prefix: prefix.into(),
         upstream: upstream.url.clone(),
         scopes: vec!["mcp".into()],
-        resource: None,
+        ..RouteConfig::default()
     }
 }
 

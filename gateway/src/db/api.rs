@@ -198,6 +198,14 @@ impl Db {
         decode("settings", value)
     }
 
+    /// Lists the resources this gateway guards, so the extension issues tokens for them (and,
+    /// once any is listed, for nothing unlisted).
+    pub async fn declare_resources(&self, resources: &[String]) -> Result<(), OAuthError> {
+        self.query("SELECT oauth.declare_resources($1)", &[&resources])
+            .await
+            .map(drop)
+    }
+
     /// `params` is the request's parameters as JSON (a repeated one as an array).
     pub async fn begin_authorization(
         &self,
@@ -288,8 +296,10 @@ impl Db {
         redirect_uri: Option<&str>,
         resource: Option<&str>,
     ) -> Result<Issued, OAuthError> {
+        // The resource as this server lists it (oauth.canonical_resource): a client repeating the
+        // spelling it authorized with (Claude Code's bare origin) repeats what it was granted.
         self.answer(
-            "SELECT oauth.exchange_code($1, $2, $3, $4, $5, $6)",
+            "SELECT oauth.exchange_code($1, $2, $3, $4, $5, oauth.canonical_resource($6))",
             &[
                 &client.client_id,
                 &client.secret,
@@ -310,7 +320,7 @@ impl Db {
         resource: Option<&str>,
     ) -> Result<Issued, OAuthError> {
         self.answer(
-            "SELECT oauth.rotate_refresh_token($1, $2, $3, $4, $5)",
+            "SELECT oauth.rotate_refresh_token($1, $2, $3, $4, oauth.canonical_resource($5))",
             &[
                 &client.client_id,
                 &client.secret,

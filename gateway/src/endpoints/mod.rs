@@ -63,6 +63,20 @@ fn route(app: &App, path: &str) -> Option<Route> {
     {
         return Some(Route::Metadata);
     }
+    // mcp-remote reads the metadata at the origin's root and registers at `/register` there,
+    // whatever the issuer's path and the metadata's registration_endpoint say. Both are served
+    // there too: the same document and the same endpoint, so nothing is offered that the issuer's
+    // own URLs do not offer. A client that checks the document's issuer against the URL it built
+    // (RFC 8414 §3.3) builds the path-inserted URL, which still answers.
+    if !base.is_empty() {
+        match path {
+            "/.well-known/oauth-authorization-server" | "/.well-known/openid-configuration" => {
+                return Some(Route::Metadata);
+            }
+            "/register" if app.registration_enabled() => return Some(Route::Register),
+            _ => {}
+        }
+    }
     let rest = path.strip_prefix(base.as_str())?;
     Some(match rest {
         "/.well-known/jwks.json" => Route::Jwks,

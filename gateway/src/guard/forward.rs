@@ -3,15 +3,29 @@
 
 use std::time::Duration;
 
-use http_body_util::BodyExt;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::config::RouteConfig;
-use crate::http::{BoxError, PeerAddr, Req, Resp};
+use crate::http::{BoxError, PeerAddr, Resp};
 
-pub type ProxyClient = Client<HttpConnector, hyper::body::Incoming>;
+/// A request body on its way upstream: streamed as it arrives, or whole when the guard had to
+/// read it (a route's `tool_scopes`).
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyReq = hyper::Request<ProxyBody>;
+pub type ProxyClient = Client<HttpConnector, ProxyBody>;
+
+pub fn streamed(body: Incoming) -> ProxyBody {
+    Either::Left(body)
+}
+
+pub fn whole(body: Bytes) -> ProxyBody {
+    Either::Right(Full::new(body))
+}
 
 pub fn new_client() -> ProxyClient {
     let mut connector = HttpConnector::new();
@@ -60,7 +74,7 @@ pub fn upstream_uri(route: &RouteConfig, path: &str, query: Option<&str>) -> Opt
 
 /// Replaces what the client sent about itself with what the guard verified.
 pub fn rewrite(
-    req: &mut Req,
+    req: &mut ProxyReq,
     uri: hyper::Uri,
     identity: Vec<(&'static str, HeaderValue)>,
     https: bool,

@@ -3,14 +3,18 @@
 //! token and with the verified identity in headers, and streams both bodies unbuffered.
 //!
 //! A request passes four steps: authenticate (a valid token for this resource), authorise (not
-//! revoked, the route's scopes, the grant still live), rewrite, forward.
+//! revoked, the route's scopes and those its `tool_scopes` give the request, the grant still
+//! live), rewrite, forward.
 
 mod caches;
 mod forward;
 mod path;
 mod revoked;
+mod tools;
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -22,8 +26,17 @@ use uuid::Uuid;
 use crate::config::RouteConfig;
 use crate::db::Db;
 use crate::error::{BearerChallenge, ChallengeNames, ErrorCode, OAuthError};
-use crate::http::{self, Req, Resp};
+use crate::http::{self, BodyLimits, Req, Resp};
 use crate::tokens::{AccessClaims, TokenVerifier};
+
+/// How much of a request body the guard reads to learn what a route's `tool_scopes` need: MCP
+/// tool calls carry arguments, far more than an OAuth form.
+const INSPECTED_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Not a scope a resource can require: OIDC's request for refresh tokens, which access tokens
+/// for an MCP server need not carry, so the guard neither asks for it (401 and 403 challenges,
+/// RFC 9728 metadata) nor demands it.
+const OFFLINE_ACCESS: &str = "offline_access";
 
 pub struct Guard {
     routes: Vec<RouteConfig>,
@@ -37,6 +50,11 @@ pub struct Guard {
     props: caches::PropsCache,
     revoked: Arc<revoked::RevokedSet>,
     client: forward::ProxyClient,
+    /// For each scope of `scope_hierarchy`, every scope it includes.
+    implied: HashMap<String, HashSet<String>>,
+    body_limits: BodyLimits,
+    /// Whether the routes' resources are listed in the database (`declare_resources`).
+    declared: AtomicBool,
 }
 
 /// A request that passed authentication and authorisation: who it is from.
@@ -96,6 +114,8 @@ impl Guard {
         verifier: TokenVerifier,
         db: Db,
         upstream_timeout: Duration,
+        scope_hierarchy: &BTreeMap<String, Vec<String>>,
+        body_limits: BodyLimits,
     ) -> Self {
         Self {
             routes,
@@ -108,7 +128,46 @@ impl Guard {
             props: Default::default(),
             revoked: Default::default(),
             client: forward::new_client(),
+            implied: tools::implied(scope_hierarchy),
+            body_limits: BodyLimits {
+                max_bytes: INSPECTED_BODY_BYTES.max(body_limits.max_bytes),
+                ..body_limits
+            },
+            declared: AtomicBool::new(false),
         }
+    }
+
+    /// The resources this gateway guards (RFC 8707 identifiers, one per route).
+    pub fn resources(&self) -> Vec<String> {
+        self.routes.iter().map(|r| self.resource_of(r)).collect()
+    }
+
+    /// Lists the routes' resources and `default_audience` in the database once, so that the
+    /// extension issues tokens for them, and for nothing it does not list
+    /// (`oauth.declare_resources`). A failure is logged and tried again by the next call.
+    pub async fn declare_resources(&self, default_audience: Option<&str>) {
+        if self.declared.load(Ordering::Acquire) {
+            return;
+        }
+        let mut resources = self.resources();
+        resources.extend(default_audience.map(str::to_owned));
+        if resources.is_empty() {
+            self.declared.store(true, Ordering::Release);
+            return;
+        }
+        match self.db.declare_resources(&resources).await {
+            Ok(()) => self.declared.store(true, Ordering::Release),
+            Err(error) => {
+                tracing::warn!(%error, "could not list the guarded resources in the database; trying again")
+            }
+        }
+    }
+
+    /// Whether the token carries `scope`, itself or through a scope that includes it.
+    fn holds(&self, claims: &AccessClaims, scope: &str) -> bool {
+        claims
+            .scopes()
+            .any(|held| held == scope || self.implied.get(held).is_some_and(|s| s.contains(scope)))
     }
 
     /// Keeps the revoked set current, when there are routes to guard.
@@ -171,11 +230,7 @@ impl Guard {
     }
 
     fn metadata(&self, route: &RouteConfig) -> Resp {
-        let scopes: Vec<&String> = route
-            .scopes
-            .iter()
-            .filter(|s| *s != "offline_access")
-            .collect();
+        let scopes = needed(route);
         let mut resp = http::json(
             StatusCode::OK,
             &json!({
@@ -211,17 +266,30 @@ impl Guard {
         error: OAuthError,
         names: ChallengeNames,
     ) -> OAuthError {
+        self.challenge_for(route, error, names, &needed(route))
+    }
+
+    /// A challenge naming `scopes`: a step-up (RFC 6750 §3.1 insufficient_scope) names every
+    /// scope the request needs, so a client asks for all of them at once.
+    fn challenge_for(
+        &self,
+        route: &RouteConfig,
+        error: OAuthError,
+        names: ChallengeNames,
+        scopes: &[&str],
+    ) -> OAuthError {
         error.with_bearer_challenge(BearerChallenge {
             resource_metadata: Some(format!("{}{}", self.origin, metadata_path(route))),
-            scope: Some(route.scopes.join(" ")),
+            scope: Some(scopes.join(" ")),
             names,
         })
     }
 
-    async fn pass(&self, mut req: Req, at: usize, path: &str) -> Result<Resp, OAuthError> {
+    async fn pass(&self, req: Req, at: usize, path: &str) -> Result<Resp, OAuthError> {
         let route = &self.routes[at];
         let claims = self.authenticate(&req, at)?;
-        let identity = self.authorise(route, claims).await?;
+        let (mut req, extra) = self.inspect(req, route).await?;
+        let identity = self.authorise(route, claims, &extra).await?;
         let uri = forward::upstream_uri(route, path, req.uri().query()).ok_or_else(|| {
             self.refuse(route, ErrorCode::InvalidRequest, "malformed request target")
         })?;
@@ -272,11 +340,48 @@ impl Guard {
         Ok(claims)
     }
 
-    /// The token's grant is not revoked and still live, and it carries the route's scopes.
+    /// The request as it will be forwarded, and the scopes the route's `tool_scopes` add for it:
+    /// a POST on a route with rules is read (bounded) to know which JSON-RPC requests it carries;
+    /// anything else streams through untouched.
+    async fn inspect(
+        &self,
+        req: Req,
+        route: &RouteConfig,
+    ) -> Result<(forward::ProxyReq, Vec<String>), OAuthError> {
+        if route.tool_scopes.is_empty() || req.method() != hyper::Method::POST {
+            return Ok((req.map(forward::streamed), Vec::new()));
+        }
+        let (parts, body) = req.into_parts();
+        let body = http::read_body(hyper::Request::new(body), self.body_limits)
+            .await
+            .map_err(|e| self.challenge(route, e, ChallengeNames::CodeAndDescription))?;
+        let calls = tools::calls(&body).ok_or_else(|| {
+            self.refuse(
+                route,
+                ErrorCode::InvalidRequest,
+                "the body is not a JSON-RPC message",
+            )
+        })?;
+        if let Some(mismatch) = tools::header_mismatch(&parts.headers, &calls) {
+            return Err(self.refuse(route, ErrorCode::InvalidRequest, mismatch));
+        }
+        let extra = tools::scopes_for(&route.tool_scopes, &calls)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        Ok((
+            hyper::Request::from_parts(parts, forward::whole(body)),
+            extra,
+        ))
+    }
+
+    /// The token's grant is not revoked and still live, and it carries the route's scopes and
+    /// `extra` (what the request's tool calls need).
     async fn authorise(
         &self,
         route: &RouteConfig,
         claims: AccessClaims,
+        extra: &[String],
     ) -> Result<Identity, OAuthError> {
         let Some(grant) = claims.grant_id else {
             return Err(self.refuse(route, ErrorCode::InvalidToken, "the token names no grant"));
@@ -289,11 +394,22 @@ impl Guard {
         if self.revoked.is_revoked(Some(grant), claims.family_id, jti) {
             return Err(revoked());
         }
-        if !route.scopes.iter().all(|s| claims.has_scope(s)) {
-            return Err(self.refuse(
-                route,
+        let mut scopes = needed(route);
+        for scope in extra {
+            if !scopes.contains(&scope.as_str()) {
+                scopes.push(scope);
+            }
+        }
+        if !scopes.iter().all(|s| self.holds(&claims, s)) {
+            let lacking = OAuthError::new(
                 ErrorCode::InsufficientScope,
-                "the token lacks a scope this resource needs",
+                "the token lacks a scope this request needs",
+            );
+            return Err(self.challenge_for(
+                route,
+                lacking,
+                ChallengeNames::CodeAndDescription,
+                &scopes,
             ));
         }
         let props = self
@@ -323,7 +439,11 @@ impl Guard {
         Ok(Some(live.props))
     }
 
-    async fn forward(&self, req: Req, route: &RouteConfig) -> Result<Resp, OAuthError> {
+    async fn forward(
+        &self,
+        req: forward::ProxyReq,
+        route: &RouteConfig,
+    ) -> Result<Resp, OAuthError> {
         match tokio::time::timeout(self.upstream_timeout, self.client.request(req)).await {
             Err(_) => Err(OAuthError::new(
                 ErrorCode::UpstreamUnavailable,
@@ -340,6 +460,16 @@ impl Guard {
             Ok(Ok(resp)) => Ok(forward::downstream(resp)),
         }
     }
+}
+
+/// The route's scopes a token must carry and a challenge names: all but offline_access.
+fn needed(route: &RouteConfig) -> Vec<&str> {
+    route
+        .scopes
+        .iter()
+        .map(String::as_str)
+        .filter(|s| *s != OFFLINE_ACCESS)
+        .collect()
 }
 
 pub fn metadata_path(route: &RouteConfig) -> String {

@@ -505,7 +505,7 @@ impl Options {
                 prefix: "/mcp".into(),
                 upstream,
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                resource: None,
+                ..RouteConfig::default()
             }],
             ..Self::default()
         }
