@@ -248,6 +248,16 @@ impl Config {
                     route.upstream
                 ));
             }
+            // Clients ask for it as their RFC 8707 `resource`, and the gateway lists it in the
+            // database as one (oauth.declare_resources), which refuses anything else.
+            if let Some(resource) = &route.resource
+                && !is_resource_indicator(resource)
+            {
+                return Err(format!(
+                    "route {}: resource {resource:?} must be an absolute http(s) URL without a fragment",
+                    route.prefix
+                ));
+            }
             for rule in &route.tool_scopes {
                 if rule.method.is_empty() || rule.name.as_ref().is_some_and(String::is_empty) {
                     return Err(format!(
@@ -364,6 +374,14 @@ impl IpRange {
     }
 }
 
+/// Whether `text` can be an RFC 8707 resource indicator here: an absolute http(s) URL without a
+/// fragment (the extension's `resource_problem` decides; this is the part a configuration can get
+/// wrong).
+pub fn is_resource_indicator(text: &str) -> bool {
+    url::Url::parse(text)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.fragment().is_none())
+}
+
 fn is_loopback(url: &url::Url) -> bool {
     matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
 }
@@ -404,6 +422,26 @@ mod tests {
                 .iter()
                 .any(|r| r.contains("192.168.1.1".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn a_route_resource_must_be_a_resource_indicator_and_tool_rules_name_scopes() {
+        let config = |route: &str| {
+            let mut text = include_str!("../oauth-gateway.example.toml").to_owned();
+            text = text.replace("# resource = \"https://auth.example.com/mcp\"", route);
+            Config::from_toml(&text).unwrap().validate()
+        };
+        assert!(config("resource = \"https://auth.example.com/mcp\"").is_ok());
+        for bad in [
+            "resource = \"/mcp\"",
+            "resource = \"https://a.example/mcp#x\"",
+            "resource = \"urn:x\"",
+        ] {
+            assert!(config(bad).is_err(), "{bad}");
+        }
+        let text = include_str!("../oauth-gateway.example.toml")
+            .replace("scopes = [\"mcp:write\"] }", "scopes = [] }");
+        assert!(Config::from_toml(&text).unwrap().validate().is_err());
     }
 
     #[test]

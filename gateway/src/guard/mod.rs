@@ -150,7 +150,13 @@ impl Guard {
             return;
         }
         let mut resources = self.resources();
-        resources.extend(default_audience.map(str::to_owned));
+        // An audience that is no URL (some deployments name their API "my-api") is no resource a
+        // client can ask for; listing it would fail the whole list.
+        resources.extend(
+            default_audience
+                .filter(|a| crate::config::is_resource_indicator(a))
+                .map(str::to_owned),
+        );
         if resources.is_empty() {
             self.declared.store(true, Ordering::Release);
             return;
