@@ -472,6 +472,545 @@ BEGIN
 END
 $$;
 
+-- revocation of exchanged access tokens (issue 10 item 13)
+-- A client that received a token by token exchange can revoke it (RFC 7009 §2.1): the token stands
+-- on another client's grant and family, so its jti is listed (oauth.revoked_access_tokens) until it
+-- expires. revoke_token, introspect, userinfo and exchange_token take the access token's jti (and
+-- revoke_token its client_id and exp); revocations() lists revoked jtis for resynchronising gateways.
+CREATE TABLE oauth.revoked_access_tokens (
+    jti uuid PRIMARY KEY,
+    -- The client the token was issued to, which revoked it.
+    client_id text NOT NULL,
+    revoked_at timestamptz NOT NULL,
+    -- The token's exp: past it there is no token left to refuse.
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX ON oauth.revoked_access_tokens (expires_at);
+CREATE INDEX ON oauth.revoked_access_tokens (revoked_at);
+SELECT pg_catalog.pg_extension_config_dump('oauth.revoked_access_tokens', '');
+REVOKE ALL ON oauth.revoked_access_tokens FROM PUBLIC;
+
+-- Is an access token still backed by live state: its grant and family, and not revoked by itself?
+CREATE OR REPLACE FUNCTION oauth._access_token_live(grant_id uuid, family_id uuid, jti uuid, now timestamptz) RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    RETURN oauth._token_live(grant_id, family_id, now)
+       AND NOT EXISTS (SELECT 1 FROM oauth.revoked_access_tokens t WHERE t.jti = _access_token_live.jti);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth._access_token_live(uuid, uuid, uuid, timestamptz) FROM PUBLIC;
+
+-- Lists one access token as revoked and tells the gateways; true when it was not listed yet.
+CREATE OR REPLACE FUNCTION oauth._revoke_access_token(
+    jti uuid, client_id text, grant_id uuid, family_id uuid, expires_at timestamptz, now timestamptz
+) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    -- No access token outlives this, whatever exp a caller passes.
+    horizon interval := pg_catalog.make_interval(secs => (oauth._capabilities() ->> 'revocation_horizon')::integer);
+    granted oauth.grants;
+BEGIN
+    INSERT INTO oauth.revoked_access_tokens (jti, client_id, revoked_at, expires_at)
+    VALUES (_revoke_access_token.jti, _revoke_access_token.client_id, now,
+            LEAST(coalesce(_revoke_access_token.expires_at, now + horizon), now + horizon))
+    ON CONFLICT ON CONSTRAINT revoked_access_tokens_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = _revoke_access_token.grant_id;
+    PERFORM oauth._event('access_token_revoked', _revoke_access_token.client_id, granted.user_id,
+                         _revoke_access_token.grant_id, _revoke_access_token.family_id,
+                         pg_catalog.jsonb_build_object('jti', _revoke_access_token.jti, 'reason', 'revoked_by_client'),
+                         now);
+    -- The jti alone: a gateway that knows nothing of per-token revocation would read a grant_id
+    -- without a family_id as the revocation of the whole grant.
+    PERFORM pg_catalog.pg_notify('oauth_revocations',
+        pg_catalog.jsonb_build_object('jti', _revoke_access_token.jti)::text);
+    RETURN true;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth._revoke_access_token(uuid, text, uuid, uuid, timestamptz, timestamptz) FROM PUBLIC;
+
+DROP FUNCTION oauth.revoke_token(text, text, text, uuid, uuid, timestamptz);
+-- RFC 7009. The token is either an opaque refresh token or the claims of an access token whose
+-- signature the gateway verified: grant_id, family_id, jti, client_id (token_client_id) and exp
+-- (token_expires_at). A client can revoke only the tokens issued to it (§2.1); anything else
+-- (unknown, another client's, already revoked) succeeds without effect, as an invalid token does
+-- (§2.2). An access token takes its family with it, or the client's own grant when it has no
+-- family; one the client received by token exchange stands on another client's family and grant,
+-- which stay live: that token alone is revoked.
+CREATE OR REPLACE FUNCTION oauth.revoke_token(
+    client_id text,
+    client_secret text,
+    refresh_token text,
+    grant_id uuid,
+    family_id uuid,
+    jti uuid DEFAULT NULL,
+    token_client_id text DEFAULT NULL,
+    token_expires_at timestamptz DEFAULT NULL,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients;
+    target uuid;
+BEGIN
+    client := oauth._authenticate_client(client_id, client_secret, now);
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_client', 'client authentication failed');
+    END IF;
+    IF refresh_token IS NOT NULL THEN
+        SELECT f.family_id INTO target
+          FROM oauth.refresh_tokens t JOIN oauth.refresh_families f ON f.family_id = t.family_id
+         WHERE t.token_hash = oauth.token_hash(refresh_token) AND f.client_id = client.client_id;
+        IF target IS NOT NULL THEN
+            PERFORM oauth._revoke_family(target, 'revoked_by_client', now);
+        END IF;
+        RETURN '{}'::jsonb;
+    END IF;
+    -- Without the client_id claim, ownership is the family's or grant's alone.
+    IF token_client_id IS NOT NULL AND token_client_id <> client.client_id THEN
+        RETURN '{}'::jsonb;
+    END IF;
+    IF revoke_token.family_id IS NOT NULL THEN
+        SELECT f.family_id INTO target FROM oauth.refresh_families f
+         WHERE f.family_id = revoke_token.family_id AND f.grant_id = revoke_token.grant_id
+           AND f.client_id = client.client_id;
+        IF target IS NOT NULL THEN
+            PERFORM oauth._revoke_family(target, 'revoked_by_client', now);
+            RETURN '{}'::jsonb;
+        END IF;
+    ELSIF revoke_token.grant_id IS NOT NULL THEN
+        -- An access token without a family was issued on the client's own grant (client_credentials).
+        -- Revocation takes that grant with it (RFC 7009 §2.1 allows it): every token issued on it
+        -- dies, and the client's next request opens a new grant.
+        SELECT g.grant_id INTO target FROM oauth.grants g
+         WHERE g.grant_id = revoke_token.grant_id AND g.subject_type = 'client'
+           AND g.client_id = client.client_id;
+        IF target IS NOT NULL THEN
+            PERFORM oauth._revoke_grant(target, 'revoked_by_client', now);
+            RETURN '{}'::jsonb;
+        END IF;
+    END IF;
+    -- Issued to this client on a family or grant that is not its own: by token exchange.
+    IF revoke_token.jti IS NOT NULL AND token_client_id = client.client_id THEN
+        PERFORM oauth._revoke_access_token(revoke_token.jti, client.client_id, revoke_token.grant_id,
+                                           revoke_token.family_id, token_expires_at, now);
+    END IF;
+    RETURN '{}'::jsonb;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth.revoke_token(text, text, text, uuid, uuid, uuid, text, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth.revoke_token(text, text, text, uuid, uuid, uuid, text, timestamptz, timestamptz) TO oauth_gateway;
+
+DROP FUNCTION oauth.introspect(text, text, text, uuid, uuid, timestamptz);
+-- RFC 7662 data. The caller authenticates as a client. For an access token the gateway verified
+-- signature and expiry and passes its grant_id/family_id/jti; for a refresh token, the token itself.
+CREATE OR REPLACE FUNCTION oauth.introspect(
+    client_id text,
+    client_secret text,
+    refresh_token text,
+    grant_id uuid,
+    family_id uuid,
+    jti uuid DEFAULT NULL,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients;
+    answer jsonb;
+BEGIN
+    client := oauth._authenticate_client(client_id, client_secret, now);
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_client', 'client authentication failed');
+    END IF;
+    -- A public client authenticates with its id alone, which anyone can copy: it may not probe tokens.
+    IF client.token_endpoint_auth_method = 'none' THEN
+        RETURN oauth._error('invalid_client', 'introspection requires a confidential client');
+    END IF;
+    IF refresh_token IS NOT NULL THEN
+        SELECT jsonb_build_object(
+                   'active', true, 'token_type', 'refresh_token', 'grant_id', f.grant_id, 'family_id', f.family_id,
+                   'user_id', f.user_id, 'client_id', f.client_id, 'scope', oauth._scope_string(f.scopes),
+                   'resource', f.resource, 'props', g.props,
+                   'iat', floor(date_part('epoch', coalesce(f.rotated_at, f.created_at)))::bigint,
+                   'exp', floor(date_part('epoch', f.expires_at))::bigint)
+          INTO answer
+          FROM oauth.refresh_tokens t
+          JOIN oauth.refresh_families f ON f.family_id = t.family_id
+          JOIN oauth.grants g ON g.grant_id = f.grant_id
+         WHERE t.token_hash = oauth.token_hash(refresh_token) AND f.current_hash = t.token_hash
+           AND f.revoked_at IS NULL AND g.revoked_at IS NULL
+           AND f.expires_at > now;
+    ELSIF oauth._access_token_live(introspect.grant_id, introspect.family_id, introspect.jti, now) THEN
+        SELECT jsonb_build_object('active', true, 'token_type', 'access_token', 'grant_id', g.grant_id,
+                                  'family_id', introspect.family_id, 'user_id', g.user_id,
+                                  'client_id', g.client_id, 'props', g.props)
+          INTO answer
+          FROM oauth.grants g WHERE g.grant_id = introspect.grant_id;
+    END IF;
+    RETURN coalesce(answer, '{"active": false}'::jsonb);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth.introspect(text, text, text, uuid, uuid, uuid, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth.introspect(text, text, text, uuid, uuid, uuid, timestamptz) TO oauth_gateway;
+
+DROP FUNCTION oauth.userinfo(uuid, uuid, timestamptz);
+-- Claims source for the userinfo endpoint: live only while the access token's grant and family are,
+-- and the token (its jti) was not revoked by itself.
+CREATE OR REPLACE FUNCTION oauth.userinfo(grant_id uuid, family_id uuid, jti uuid DEFAULT NULL, now timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    answer jsonb;
+BEGIN
+    IF oauth._access_token_live(userinfo.grant_id, userinfo.family_id, userinfo.jti, now) THEN
+        SELECT jsonb_build_object('active', true, 'user_id', g.user_id, 'client_id', g.client_id,
+                                  'scope', oauth._scope_string(g.scopes), 'props', g.props)
+          INTO answer
+          FROM oauth.grants g WHERE g.grant_id = userinfo.grant_id;
+    END IF;
+    RETURN coalesce(answer, '{"active": false}'::jsonb);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth.userinfo(uuid, uuid, uuid, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth.userinfo(uuid, uuid, uuid, timestamptz) TO oauth_gateway;
+
+DROP FUNCTION oauth.exchange_token(text, text, uuid, uuid, text, text, text, text, timestamptz);
+-- The gateway verified the subject token (signature, issuer, expiry) and passes its claims: the
+-- grant and family it names, its audience, its scope and its jti. `audience` is the requested
+-- target (the RFC 8693 `resource` or `audience` parameter).
+CREATE OR REPLACE FUNCTION oauth.exchange_token(
+    client_id text,
+    client_secret text,
+    subject_grant_id uuid,
+    subject_family_id uuid,
+    subject_audience text,
+    subject_scope text,
+    audience text,
+    scope text,
+    subject_jti uuid DEFAULT NULL,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client oauth.clients;
+    policy oauth.token_exchange_policies;
+    subject_scopes text[] := oauth.parse_scope(subject_scope);
+    ceiling text[];
+    requested text[];
+    granted oauth.grants;
+BEGIN
+    client := oauth._authenticate_client(client_id, client_secret, now);
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_client', 'client authentication failed');
+    END IF;
+    SELECT * INTO policy FROM oauth.token_exchange_policies p WHERE p.client_id = client.client_id;
+    IF NOT FOUND OR client.token_endpoint_auth_method = 'none' THEN
+        RETURN oauth._error('unauthorized_client', 'client may not exchange tokens');
+    END IF;
+    IF subject_grant_id IS NULL OR subject_scopes IS NULL THEN
+        RETURN oauth._error('invalid_request', 'subject_token is invalid');
+    END IF;
+    IF subject_audience IS NULL OR NOT subject_audience = ANY (policy.subject_audiences) THEN
+        RETURN oauth._error('invalid_request', 'subject_token was not issued to an audience this client serves');
+    END IF;
+    IF audience IS NULL THEN
+        RETURN oauth._error('invalid_request', 'resource or audience is required');
+    END IF;
+    IF NOT audience = ANY (policy.target_audiences) THEN
+        RETURN oauth._error('invalid_target', 'this client may not obtain tokens for that audience');
+    END IF;
+    IF NOT oauth._access_token_live(subject_grant_id, subject_family_id, subject_jti, now) THEN
+        RETURN oauth._error('invalid_request', 'subject_token has been revoked');
+    END IF;
+
+    -- A delegated token never carries more than the subject token, the policy and a non-user grant allow.
+    SELECT coalesce(array_agg(s), '{}') INTO ceiling FROM unnest(subject_scopes) s
+     WHERE (policy.scopes IS NULL OR s = ANY (policy.scopes)) AND NOT s = ANY (oauth._user_only_scopes());
+    requested := oauth.parse_scope(scope);
+    IF requested IS NULL THEN
+        RETURN oauth._error('invalid_scope', 'scope is malformed');
+    END IF;
+    IF cardinality(requested) = 0 THEN
+        requested := ceiling;
+    END IF;
+    IF cardinality(requested) = 0 OR NOT requested <@ ceiling THEN
+        RETURN oauth._error('invalid_scope', 'scope exceeds what the subject token and the policy allow');
+    END IF;
+
+    SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = subject_grant_id;
+    PERFORM oauth._event('token_exchanged', client.client_id, granted.user_id, granted.grant_id, subject_family_id,
+                         jsonb_build_object('subject_audience', subject_audience, 'audience', audience,
+                                            'scopes', to_jsonb(requested)), now);
+    RETURN oauth._access_token_response(granted, subject_family_id, client.client_id, requested, audience, now);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth.exchange_token(text, text, uuid, uuid, text, text, text, text, uuid, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth.exchange_token(text, text, uuid, uuid, text, text, text, text, uuid, timestamptz) TO oauth_gateway;
+
+-- Removes what can no longer matter, in batches that skip rows other transactions hold, so it can
+-- run while traffic flows. Returns the number of rows removed; call until it returns 0.
+CREATE OR REPLACE FUNCTION oauth.cleanup(now timestamptz DEFAULT now(), batch_size integer DEFAULT 1000) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    retention interval := (oauth._settings()).revoked_retention;
+    removed bigint := 0;
+    n bigint;
+BEGIN
+    DELETE FROM oauth.authorization_requests WHERE request_id IN (
+        SELECT request_id FROM oauth.authorization_requests WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Redeemed codes are kept until they expire, so that a replay is still recognised.
+    DELETE FROM oauth.codes WHERE code_hash IN (
+        SELECT code_hash FROM oauth.codes WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Device codes, like authorization codes, are kept until they expire so that a replay is recognised.
+    DELETE FROM oauth.device_authorizations WHERE device_code_hash IN (
+        SELECT device_code_hash FROM oauth.device_authorizations WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Failed metadata-document fetches once their negative caching is over: anyone can make us
+    -- record one per URL they invent, so they must not accumulate.
+    DELETE FROM oauth.client_documents WHERE client_id IN (
+        SELECT client_id FROM oauth.client_documents WHERE failure IS NOT NULL AND fresh_until <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Expired families, and revoked ones once their audit retention is over (their tokens cascade).
+    DELETE FROM oauth.refresh_families WHERE family_id IN (
+        SELECT family_id FROM oauth.refresh_families
+         WHERE expires_at <= now OR revoked_at <= now - retention
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Used client assertions once they are past their exp: they are refused then anyway.
+    DELETE FROM oauth.client_assertion_jtis WHERE (client_id, jti) IN (
+        SELECT client_id, jti FROM oauth.client_assertion_jtis WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Key sets fetched from a jwks_uri no client uses any more.
+    DELETE FROM oauth.client_jwks WHERE client_id IN (
+        SELECT k.client_id FROM oauth.client_jwks k JOIN oauth.clients c ON c.client_id = k.client_id
+         WHERE c.token_endpoint_auth_method <> 'private_key_jwt' OR c.metadata->>'jwks_uri' IS DISTINCT FROM k.jwks_uri
+         LIMIT batch_size FOR UPDATE OF k SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Access tokens revoked one by one, once the token itself has expired.
+    DELETE FROM oauth.revoked_access_tokens WHERE jti IN (
+        SELECT jti FROM oauth.revoked_access_tokens WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    DELETE FROM oauth.grants WHERE grant_id IN (
+        SELECT grant_id FROM oauth.grants WHERE revoked_at <= now - retention
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Registered clients past their lifetime: revoke what they hold (notifying gateways), then remove.
+    PERFORM oauth.delete_client(c.client_id, now) FROM (
+        SELECT client_id FROM oauth.clients WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED) c;
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Clients made from metadata documents whose copy went stale longer than `retention` ago and
+    -- that hold no live grant: anyone can have us keep one per URL they serve. Nothing is lost: the
+    -- next authorization fetches the document again.
+    PERFORM oauth.delete_client(c.client_id, now) FROM (
+        SELECT c.client_id FROM oauth.clients c
+          LEFT JOIN oauth.client_documents d ON d.client_id = c.client_id
+         WHERE c.metadata @> '{"metadata_document": true}'
+           AND coalesce(d.fresh_until, c.updated_at) <= now - retention
+           AND NOT EXISTS (SELECT 1 FROM oauth.grants g WHERE g.client_id = c.client_id AND g.revoked_at IS NULL)
+         LIMIT batch_size FOR UPDATE OF c SKIP LOCKED) c;
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+    RETURN removed;
+END
+$$;
+
+-- What gateways need to rebuild their revoked set after (re)connecting to the revocation feed:
+-- every grant, family and single access token (jti) revoked since `since` (older revocations
+-- concern only expired tokens).
+CREATE OR REPLACE FUNCTION oauth.revocations(since timestamptz, now timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN jsonb_build_object(
+        'grants', coalesce((SELECT jsonb_agg(g.grant_id) FROM oauth.grants g
+                             WHERE g.revoked_at > since AND g.revoked_at <= now), '[]'),
+        'families', coalesce((SELECT jsonb_agg(f.family_id) FROM oauth.refresh_families f
+                               WHERE f.revoked_at > since AND f.revoked_at <= now), '[]'),
+        'access_tokens', coalesce((SELECT jsonb_agg(t.jti) FROM oauth.revoked_access_tokens t
+                                    WHERE t.revoked_at > since AND t.revoked_at <= now), '[]'));
+END
+$$;
+-- end of revocation of exchanged access tokens (issue 10 item 13)
+
+-- metadata documents: a negatively cached fetch failure reads like the first (issue 10 item 9)
+-- Why no document came (a refused connection, a failed TLS handshake, a status) is recorded for the
+-- operator but no longer told to the browser when the failure is served from the negative cache;
+-- what a document's content gets wrong still is. Failures recorded before 0.3.0 count as fetch
+-- failures (not shown) until the next fetch.
+ALTER TABLE oauth.client_documents ADD COLUMN failure_shown boolean NOT NULL DEFAULT false;
+
+DROP FUNCTION oauth.record_client_document_failure(text, text, timestamptz, timestamptz);
+-- A fetch that failed (no answer, a refused connection, a fetch the gateway's budget refused), or
+-- with `shown`, an answer that is no document (its content type, size or JSON). When
+-- the last fetch of this document was good, less than a day ago, its client keeps serving until
+-- retry_at: an unreachable host says nothing new about the document, and refusing the client would
+-- let anyone who can make the fetch fail (or spend its budget) lock its users out. A document that
+-- answers with unusable content is different: store_client_document records that and the client is
+-- refused at once.
+CREATE FUNCTION oauth.record_client_document_failure(
+    client_id text, failure text, retry_at timestamptz, now timestamptz DEFAULT now(), shown boolean DEFAULT false
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF NOT oauth._is_document_client_id(record_client_document_failure.client_id) THEN
+        PERFORM oauth._raise('invalid_request', 'not a client metadata document URL');
+    END IF;
+    UPDATE oauth.client_documents d
+       SET fresh_until = greatest(record_client_document_failure.retry_at, now),
+           consecutive_failures = d.consecutive_failures + 1
+     WHERE d.client_id = record_client_document_failure.client_id
+       AND d.failure IS NULL AND d.fetched_at > now - interval '1 day';
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures,
+                                             failure_shown)
+    VALUES (record_client_document_failure.client_id, now, greatest(record_client_document_failure.retry_at, now),
+            pg_catalog.left(coalesce(record_client_document_failure.failure, 'unknown failure'), 300), 1,
+            coalesce(record_client_document_failure.shown, false))
+    ON CONFLICT (client_id) DO UPDATE
+       SET fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until, failure = EXCLUDED.failure,
+           consecutive_failures = d.consecutive_failures + 1, failure_shown = EXCLUDED.failure_shown;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth.record_client_document_failure(text, text, timestamptz, timestamptz, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth.record_client_document_failure(text, text, timestamptz, timestamptz, boolean) TO oauth_gateway;
+
+-- NULL when the client's document is fresh and valid, or when no document is involved. Otherwise
+-- what begin_authorization answers: `{"fetch_client_document": url}` when it must be (re)fetched
+-- first, or invalid_client while a recent failure is negatively cached.
+CREATE OR REPLACE FUNCTION oauth._client_document_state(client_id text, now timestamptz) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    known oauth.client_documents;
+BEGIN
+    -- A client row no document made (an administrator's that happens to have an https id) is used
+    -- as registered: the document at that URL is not authoritative for it, and asking for it could
+    -- only end in store_client_document's refusal to take the row over, negatively cached, which
+    -- would lock the administrator's client out of authorization.
+    IF EXISTS (SELECT 1 FROM oauth.clients c
+                WHERE c.client_id = _client_document_state.client_id
+                  AND NOT c.metadata @> '{"metadata_document": true}') THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO known FROM oauth.client_documents d WHERE d.client_id = _client_document_state.client_id;
+    IF NOT FOUND OR known.fresh_until <= now THEN
+        RETURN pg_catalog.jsonb_build_object('fetch_client_document', client_id);
+    END IF;
+    IF known.failure IS NOT NULL AND known.failure_shown THEN
+        RETURN oauth._error('invalid_client', 'client metadata document unusable: ' || known.failure);
+    ELSIF known.failure IS NOT NULL THEN
+        -- The gateway's words for a document that could not be fetched, so that a negatively cached
+        -- failure reads like the first one.
+        RETURN oauth._error('invalid_client', 'the client''s metadata document could not be fetched');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Validates a fetched document and makes (or updates) its client. Returns {} or the error, which is
+-- also recorded as the negatively cached failure until `retry_at`.
+CREATE OR REPLACE FUNCTION oauth.store_client_document(
+    client_id text, document jsonb, fresh_until timestamptz, retry_at timestamptz, now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    problem jsonb;
+    fields record;
+BEGIN
+    IF NOT oauth._is_document_client_id(client_id) THEN
+        RETURN oauth._error('invalid_request', 'not a client metadata document URL');
+    END IF;
+    IF document IS NULL OR jsonb_typeof(document) <> 'object' THEN
+        problem := oauth._error('invalid_client_metadata', 'the document is not a JSON object');
+    ELSIF document->'client_id' IS DISTINCT FROM to_jsonb(store_client_document.client_id) THEN
+        problem := oauth._error('invalid_client_metadata', 'the document''s client_id differs from its URL');
+    ELSIF document ? 'client_secret' OR document ? 'client_secret_expires_at' THEN
+        problem := oauth._error('invalid_client_metadata', 'a client metadata document must not carry a secret');
+    ELSE
+        -- RFC 7591 defaults to client_secret_basic, which a public document cannot use.
+        fields := oauth._registration_fields('{"token_endpoint_auth_method": "none"}'::jsonb || document);
+        problem := fields.problem;
+        IF problem IS NULL AND fields.method <> 'none' THEN
+            problem := oauth._error('invalid_client_metadata',
+                'token_endpoint_auth_method must be "none" (private_key_jwt is not supported)');
+        ELSIF problem IS NULL AND cardinality(fields.redirect_uris) = 0 THEN
+            problem := oauth._error('invalid_redirect_uri', 'the document lists no redirect_uris');
+        END IF;
+    END IF;
+    IF problem IS NOT NULL THEN
+        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now, true);
+        RETURN problem;
+    END IF;
+
+    INSERT INTO oauth.clients AS c (client_id, client_name, redirect_uris, allowed_scopes, grant_types,
+                                    token_endpoint_auth_method, application_type, metadata, created_at, updated_at)
+    VALUES (store_client_document.client_id, coalesce(fields.client_name, oauth.uri_host(store_client_document.client_id)),
+            fields.redirect_uris, (oauth._settings()).scopes_supported, fields.grant_types, 'none', fields.app_type,
+            fields.extra || '{"metadata_document": true}', now, now)
+    ON CONFLICT (client_id) DO UPDATE
+       SET client_name = EXCLUDED.client_name, redirect_uris = EXCLUDED.redirect_uris,
+           allowed_scopes = EXCLUDED.allowed_scopes, grant_types = EXCLUDED.grant_types,
+           application_type = EXCLUDED.application_type, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
+     -- Never take over an administrator's or a registration's client that happens to use this id.
+     WHERE c.metadata @> '{"metadata_document": true}';
+    IF NOT FOUND THEN
+        problem := oauth._error('invalid_client', 'client_id is taken by a client that is not a metadata document');
+        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now, true);
+        RETURN problem;
+    END IF;
+    INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures)
+    VALUES (store_client_document.client_id, now, greatest(fresh_until, now), NULL, 0)
+    ON CONFLICT (client_id) DO UPDATE
+       SET fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until, failure = NULL,
+           consecutive_failures = 0;
+    PERFORM oauth._event('client_document_stored', client_id, NULL, NULL, NULL, NULL, now);
+    RETURN '{}'::jsonb;
+END
+$$;
+
+-- end of metadata documents (issue 10 item 9)
+
 -- private_key_jwt (issue 11 item 1)
 -- Client authentication by a JWT the client signs with a key it publishes (RFC 7523 §2.2, RFC
 -- 7521 §4.2): oauth.verify_client_assertion (Rust) checks it, oauth._client_authentication uses
@@ -1186,7 +1725,7 @@ BEGIN
         END IF;
     END IF;
     IF problem IS NOT NULL THEN
-        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now);
+        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now, true);
         RETURN problem;
     END IF;
 
@@ -1204,7 +1743,7 @@ BEGIN
      WHERE c.metadata @> '{"metadata_document": true}';
     IF NOT FOUND THEN
         problem := oauth._error('invalid_client', 'client_id is taken by a client that is not a metadata document');
-        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now);
+        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now, true);
         RETURN problem;
     END IF;
     INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures)
@@ -1217,389 +1756,6 @@ BEGIN
 END
 $$;
 
--- RFC 7662 data. The caller authenticates as a client. For an access token the gateway verified
--- signature and expiry and passes its grant_id/family_id; for a refresh token, the token itself.
-CREATE OR REPLACE FUNCTION oauth.introspect(
-    client_id text,
-    client_secret text,
-    refresh_token text,
-    grant_id uuid,
-    family_id uuid,
-    now timestamptz DEFAULT now()
-) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    client oauth.clients;
-    answer jsonb;
-BEGIN
-    client := oauth._authenticate_client(client_id, client_secret, now);
-    IF client.client_id IS NULL THEN
-        RETURN oauth._error('invalid_client', 'client authentication failed');
-    END IF;
-    -- A public client authenticates with its id alone, which anyone can copy: it may not probe tokens.
-    IF client.token_endpoint_auth_method = 'none' THEN
-        RETURN oauth._error('invalid_client', 'introspection requires a confidential client');
-    END IF;
-    IF refresh_token IS NOT NULL THEN
-        SELECT jsonb_build_object(
-                   'active', true, 'token_type', 'refresh_token', 'grant_id', f.grant_id, 'family_id', f.family_id,
-                   'user_id', f.user_id, 'client_id', f.client_id, 'scope', oauth._scope_string(f.scopes),
-                   'resource', f.resource, 'props', g.props,
-                   'iat', floor(date_part('epoch', coalesce(f.rotated_at, f.created_at)))::bigint,
-                   'exp', floor(date_part('epoch', f.expires_at))::bigint)
-          INTO answer
-          FROM oauth.refresh_tokens t
-          JOIN oauth.refresh_families f ON f.family_id = t.family_id
-          JOIN oauth.grants g ON g.grant_id = f.grant_id
-         WHERE t.token_hash = oauth.token_hash(refresh_token) AND f.current_hash = t.token_hash
-           AND f.revoked_at IS NULL AND g.revoked_at IS NULL
-           AND f.expires_at > now;
-    ELSIF oauth._token_live(introspect.grant_id, introspect.family_id, now) THEN
-        SELECT jsonb_build_object('active', true, 'token_type', 'access_token', 'grant_id', g.grant_id,
-                                  'family_id', introspect.family_id, 'user_id', g.user_id,
-                                  'client_id', g.client_id, 'props', g.props)
-          INTO answer
-          FROM oauth.grants g WHERE g.grant_id = introspect.grant_id;
-    END IF;
-    RETURN coalesce(answer, '{"active": false}'::jsonb);
-END
-$$;
-
--- Removes what can no longer matter, in batches that skip rows other transactions hold, so it can
--- run while traffic flows. Returns the number of rows removed; call until it returns 0.
-CREATE OR REPLACE FUNCTION oauth.cleanup(now timestamptz DEFAULT now(), batch_size integer DEFAULT 1000) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    retention interval := (oauth._settings()).revoked_retention;
-    removed bigint := 0;
-    n bigint;
-BEGIN
-    DELETE FROM oauth.authorization_requests WHERE request_id IN (
-        SELECT request_id FROM oauth.authorization_requests WHERE expires_at <= now
-         LIMIT batch_size FOR UPDATE SKIP LOCKED);
-    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
-
-    -- Redeemed codes are kept until they expire, so that a replay is still recognised.
-    DELETE FROM oauth.codes WHERE code_hash IN (
-        SELECT code_hash FROM oauth.codes WHERE expires_at <= now
-         LIMIT batch_size FOR UPDATE SKIP LOCKED);
-    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
-
-    -- Device codes, like authorization codes, are kept until they expire so that a replay is recognised.
-    DELETE FROM oauth.device_authorizations WHERE device_code_hash IN (
-        SELECT device_code_hash FROM oauth.device_authorizations WHERE expires_at <= now
-         LIMIT batch_size FOR UPDATE SKIP LOCKED);
-    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
-
-    -- Failed metadata-document fetches once their negative caching is over: anyone can make us
-    -- record one per URL they invent, so they must not accumulate.
-    DELETE FROM oauth.client_documents WHERE client_id IN (
-        SELECT client_id FROM oauth.client_documents WHERE failure IS NOT NULL AND fresh_until <= now
-         LIMIT batch_size FOR UPDATE SKIP LOCKED);
-    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
-
-    -- Expired families, and revoked ones once their audit retention is over (their tokens cascade).
-    DELETE FROM oauth.refresh_families WHERE family_id IN (
-        SELECT family_id FROM oauth.refresh_families
-         WHERE expires_at <= now OR revoked_at <= now - retention
-         LIMIT batch_size FOR UPDATE SKIP LOCKED);
-    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
-
-    -- Used client assertions once they are past their exp: they are refused then anyway.
-    DELETE FROM oauth.client_assertion_jtis WHERE (client_id, jti) IN (
-        SELECT client_id, jti FROM oauth.client_assertion_jtis WHERE expires_at <= now
-         LIMIT batch_size FOR UPDATE SKIP LOCKED);
-    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
-
-    -- Key sets fetched from a jwks_uri no client uses any more.
-    DELETE FROM oauth.client_jwks WHERE client_id IN (
-        SELECT k.client_id FROM oauth.client_jwks k JOIN oauth.clients c ON c.client_id = k.client_id
-         WHERE c.token_endpoint_auth_method <> 'private_key_jwt' OR c.metadata->>'jwks_uri' IS DISTINCT FROM k.jwks_uri
-         LIMIT batch_size FOR UPDATE OF k SKIP LOCKED);
-    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
-
-    DELETE FROM oauth.grants WHERE grant_id IN (
-        SELECT grant_id FROM oauth.grants WHERE revoked_at <= now - retention
-         LIMIT batch_size FOR UPDATE SKIP LOCKED);
-    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
-
-    -- Registered clients past their lifetime: revoke what they hold (notifying gateways), then remove.
-    PERFORM oauth.delete_client(c.client_id, now) FROM (
-        SELECT client_id FROM oauth.clients WHERE expires_at <= now
-         LIMIT batch_size FOR UPDATE SKIP LOCKED) c;
-    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
-
-    -- Clients made from metadata documents whose copy went stale longer than `retention` ago and
-    -- that hold no live grant: anyone can have us keep one per URL they serve. Nothing is lost: the
-    -- next authorization fetches the document again.
-    PERFORM oauth.delete_client(c.client_id, now) FROM (
-        SELECT c.client_id FROM oauth.clients c
-          LEFT JOIN oauth.client_documents d ON d.client_id = c.client_id
-         WHERE c.metadata @> '{"metadata_document": true}'
-           AND coalesce(d.fresh_until, c.updated_at) <= now - retention
-           AND NOT EXISTS (SELECT 1 FROM oauth.grants g WHERE g.client_id = c.client_id AND g.revoked_at IS NULL)
-         LIMIT batch_size FOR UPDATE OF c SKIP LOCKED) c;
-    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
-    RETURN removed;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION oauth.set_token_exchange_policy(
-    client_id text,
-    subject_audiences text[],
-    target_audiences text[],
-    scopes text[] DEFAULT NULL,
-    now timestamptz DEFAULT now()
-) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    client oauth.clients;
-BEGIN
-    SELECT * INTO client FROM oauth.clients c WHERE c.client_id = set_token_exchange_policy.client_id;
-    IF NOT FOUND THEN
-        PERFORM oauth._raise('not_found', 'no such client');
-    END IF;
-    IF client.token_endpoint_auth_method = 'none' THEN
-        PERFORM oauth._raise('invalid_client_metadata', 'token exchange requires a confidential client');
-    END IF;
-    IF coalesce(cardinality(subject_audiences), 0) = 0 OR array_position(subject_audiences, NULL) IS NOT NULL
-       OR coalesce(cardinality(target_audiences), 0) = 0 OR array_position(target_audiences, NULL) IS NOT NULL THEN
-        PERFORM oauth._raise('invalid_request', 'subject_audiences and target_audiences must each list at least one audience');
-    END IF;
-    IF scopes IS NOT NULL AND (array_position(scopes, NULL) IS NOT NULL
-                               OR NOT scopes <@ (oauth._settings()).scopes_supported) THEN
-        PERFORM oauth._raise('invalid_scope', 'scopes must be supported scope names');
-    END IF;
-    INSERT INTO oauth.token_exchange_policies AS p (client_id, subject_audiences, target_audiences, scopes,
-                                                    created_at, updated_at)
-    VALUES (client.client_id, set_token_exchange_policy.subject_audiences, set_token_exchange_policy.target_audiences,
-            set_token_exchange_policy.scopes, now, now)
-    ON CONFLICT (client_id) DO UPDATE
-       SET subject_audiences = EXCLUDED.subject_audiences, target_audiences = EXCLUDED.target_audiences,
-           scopes = EXCLUDED.scopes, updated_at = EXCLUDED.updated_at;
-    PERFORM oauth._event('token_exchange_policy_set', client.client_id, NULL, NULL, NULL,
-                         jsonb_build_object('subject_audiences', to_jsonb(subject_audiences),
-                                            'target_audiences', to_jsonb(target_audiences),
-                                            'scopes', to_jsonb(scopes)), now);
-END
-$$;
-
--- The gateway verified the subject token (signature, issuer, expiry) and passes its claims: the
--- grant and family it names, its audience and its scope. `audience` is the requested target (the
--- RFC 8693 `resource` or `audience` parameter).
-CREATE OR REPLACE FUNCTION oauth.exchange_token(
-    client_id text,
-    client_secret text,
-    subject_grant_id uuid,
-    subject_family_id uuid,
-    subject_audience text,
-    subject_scope text,
-    audience text,
-    scope text,
-    now timestamptz DEFAULT now()
-) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    client oauth.clients;
-    policy oauth.token_exchange_policies;
-    subject_scopes text[] := oauth.parse_scope(subject_scope);
-    ceiling text[];
-    requested text[];
-    granted oauth.grants;
-BEGIN
-    client := oauth._authenticate_client(client_id, client_secret, now);
-    IF client.client_id IS NULL THEN
-        RETURN oauth._error('invalid_client', 'client authentication failed');
-    END IF;
-    SELECT * INTO policy FROM oauth.token_exchange_policies p WHERE p.client_id = client.client_id;
-    IF NOT FOUND OR client.token_endpoint_auth_method = 'none' THEN
-        RETURN oauth._error('unauthorized_client', 'client may not exchange tokens');
-    END IF;
-    IF subject_grant_id IS NULL OR subject_scopes IS NULL THEN
-        RETURN oauth._error('invalid_request', 'subject_token is invalid');
-    END IF;
-    IF subject_audience IS NULL OR NOT subject_audience = ANY (policy.subject_audiences) THEN
-        RETURN oauth._error('invalid_request', 'subject_token was not issued to an audience this client serves');
-    END IF;
-    IF audience IS NULL THEN
-        RETURN oauth._error('invalid_request', 'resource or audience is required');
-    END IF;
-    IF NOT audience = ANY (policy.target_audiences) THEN
-        RETURN oauth._error('invalid_target', 'this client may not obtain tokens for that audience');
-    END IF;
-    IF NOT oauth._token_live(subject_grant_id, subject_family_id, now) THEN
-        RETURN oauth._error('invalid_request', 'subject_token has been revoked');
-    END IF;
-
-    -- A delegated token never carries more than the subject token, the policy and a non-user grant allow.
-    SELECT coalesce(array_agg(s), '{}') INTO ceiling FROM unnest(subject_scopes) s
-     WHERE (policy.scopes IS NULL OR s = ANY (policy.scopes)) AND NOT s = ANY (oauth._user_only_scopes());
-    requested := oauth.parse_scope(scope);
-    IF requested IS NULL THEN
-        RETURN oauth._error('invalid_scope', 'scope is malformed');
-    END IF;
-    IF cardinality(requested) = 0 THEN
-        requested := ceiling;
-    END IF;
-    IF cardinality(requested) = 0 OR NOT requested <@ ceiling THEN
-        RETURN oauth._error('invalid_scope', 'scope exceeds what the subject token and the policy allow');
-    END IF;
-
-    SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = subject_grant_id;
-    PERFORM oauth._event('token_exchanged', client.client_id, granted.user_id, granted.grant_id, subject_family_id,
-                         jsonb_build_object('subject_audience', subject_audience, 'audience', audience,
-                                            'scopes', to_jsonb(requested)), now);
-    RETURN oauth._access_token_response(granted, subject_family_id, client.client_id, requested, audience, now);
-END
-$$;
-
--- end of private_key_jwt (issue 11 item 1)
-
--- revocation of exchanged access tokens (issue 10 item 13)
--- A client that received a token by token exchange can revoke it (RFC 7009 §2.1): the token stands
--- on another client's grant and family, so its jti is listed (oauth.revoked_access_tokens) until it
--- expires. revoke_token, introspect, userinfo and exchange_token take the access token's jti (and
--- revoke_token its client_id and exp); revocations() lists revoked jtis for resynchronising gateways.
-CREATE TABLE oauth.revoked_access_tokens (
-    jti uuid PRIMARY KEY,
-    -- The client the token was issued to, which revoked it.
-    client_id text NOT NULL,
-    revoked_at timestamptz NOT NULL,
-    -- The token's exp: past it there is no token left to refuse.
-    expires_at timestamptz NOT NULL
-);
-CREATE INDEX ON oauth.revoked_access_tokens (expires_at);
-CREATE INDEX ON oauth.revoked_access_tokens (revoked_at);
-SELECT pg_catalog.pg_extension_config_dump('oauth.revoked_access_tokens', '');
-REVOKE ALL ON oauth.revoked_access_tokens FROM PUBLIC;
-
--- Is an access token still backed by live state: its grant and family, and not revoked by itself?
-CREATE OR REPLACE FUNCTION oauth._access_token_live(grant_id uuid, family_id uuid, jti uuid, now timestamptz) RETURNS boolean
-LANGUAGE plpgsql STABLE
-AS $$
-BEGIN
-    RETURN oauth._token_live(grant_id, family_id, now)
-       AND NOT EXISTS (SELECT 1 FROM oauth.revoked_access_tokens t WHERE t.jti = _access_token_live.jti);
-END
-$$;
-REVOKE EXECUTE ON FUNCTION oauth._access_token_live(uuid, uuid, uuid, timestamptz) FROM PUBLIC;
-
--- Lists one access token as revoked and tells the gateways; true when it was not listed yet.
-CREATE OR REPLACE FUNCTION oauth._revoke_access_token(
-    jti uuid, client_id text, grant_id uuid, family_id uuid, expires_at timestamptz, now timestamptz
-) RETURNS boolean
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    -- No access token outlives this, whatever exp a caller passes.
-    horizon interval := pg_catalog.make_interval(secs => (oauth._capabilities() ->> 'revocation_horizon')::integer);
-    granted oauth.grants;
-BEGIN
-    INSERT INTO oauth.revoked_access_tokens (jti, client_id, revoked_at, expires_at)
-    VALUES (_revoke_access_token.jti, _revoke_access_token.client_id, now,
-            LEAST(coalesce(_revoke_access_token.expires_at, now + horizon), now + horizon))
-    ON CONFLICT ON CONSTRAINT revoked_access_tokens_pkey DO NOTHING;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = _revoke_access_token.grant_id;
-    PERFORM oauth._event('access_token_revoked', _revoke_access_token.client_id, granted.user_id,
-                         _revoke_access_token.grant_id, _revoke_access_token.family_id,
-                         pg_catalog.jsonb_build_object('jti', _revoke_access_token.jti, 'reason', 'revoked_by_client'),
-                         now);
-    -- The jti alone: a gateway that knows nothing of per-token revocation would read a grant_id
-    -- without a family_id as the revocation of the whole grant.
-    PERFORM pg_catalog.pg_notify('oauth_revocations',
-        pg_catalog.jsonb_build_object('jti', _revoke_access_token.jti)::text);
-    RETURN true;
-END
-$$;
-REVOKE EXECUTE ON FUNCTION oauth._revoke_access_token(uuid, text, uuid, uuid, timestamptz, timestamptz) FROM PUBLIC;
-
-DROP FUNCTION oauth.revoke_token(text, text, text, uuid, uuid, timestamptz);
--- RFC 7009. The token is either an opaque refresh token or the claims of an access token whose
--- signature the gateway verified: grant_id, family_id, jti, client_id (token_client_id) and exp
--- (token_expires_at). A client can revoke only the tokens issued to it (§2.1); anything else
--- (unknown, another client's, already revoked) succeeds without effect, as an invalid token does
--- (§2.2). An access token takes its family with it, or the client's own grant when it has no
--- family; one the client received by token exchange stands on another client's family and grant,
--- which stay live: that token alone is revoked.
-CREATE OR REPLACE FUNCTION oauth.revoke_token(
-    client_id text,
-    client_secret text,
-    refresh_token text,
-    grant_id uuid,
-    family_id uuid,
-    jti uuid DEFAULT NULL,
-    token_client_id text DEFAULT NULL,
-    token_expires_at timestamptz DEFAULT NULL,
-    now timestamptz DEFAULT now()
-) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    client oauth.clients;
-    target uuid;
-BEGIN
-    client := oauth._authenticate_client(client_id, client_secret, now);
-    IF client.client_id IS NULL THEN
-        RETURN oauth._error('invalid_client', 'client authentication failed');
-    END IF;
-    IF refresh_token IS NOT NULL THEN
-        SELECT f.family_id INTO target
-          FROM oauth.refresh_tokens t JOIN oauth.refresh_families f ON f.family_id = t.family_id
-         WHERE t.token_hash = oauth.token_hash(refresh_token) AND f.client_id = client.client_id;
-        IF target IS NOT NULL THEN
-            PERFORM oauth._revoke_family(target, 'revoked_by_client', now);
-        END IF;
-        RETURN '{}'::jsonb;
-    END IF;
-    -- Without the client_id claim, ownership is the family's or grant's alone.
-    IF token_client_id IS NOT NULL AND token_client_id <> client.client_id THEN
-        RETURN '{}'::jsonb;
-    END IF;
-    IF revoke_token.family_id IS NOT NULL THEN
-        SELECT f.family_id INTO target FROM oauth.refresh_families f
-         WHERE f.family_id = revoke_token.family_id AND f.grant_id = revoke_token.grant_id
-           AND f.client_id = client.client_id;
-        IF target IS NOT NULL THEN
-            PERFORM oauth._revoke_family(target, 'revoked_by_client', now);
-            RETURN '{}'::jsonb;
-        END IF;
-    ELSIF revoke_token.grant_id IS NOT NULL THEN
-        -- An access token without a family was issued on the client's own grant (client_credentials).
-        -- Revocation takes that grant with it (RFC 7009 §2.1 allows it): every token issued on it
-        -- dies, and the client's next request opens a new grant.
-        SELECT g.grant_id INTO target FROM oauth.grants g
-         WHERE g.grant_id = revoke_token.grant_id AND g.subject_type = 'client'
-           AND g.client_id = client.client_id;
-        IF target IS NOT NULL THEN
-            PERFORM oauth._revoke_grant(target, 'revoked_by_client', now);
-            RETURN '{}'::jsonb;
-        END IF;
-    END IF;
-    -- Issued to this client on a family or grant that is not its own: by token exchange.
-    IF revoke_token.jti IS NOT NULL AND token_client_id = client.client_id THEN
-        PERFORM oauth._revoke_access_token(revoke_token.jti, client.client_id, revoke_token.grant_id,
-                                           revoke_token.family_id, token_expires_at, now);
-    END IF;
-    RETURN '{}'::jsonb;
-END
-$$;
-REVOKE EXECUTE ON FUNCTION oauth.revoke_token(text, text, text, uuid, uuid, uuid, text, timestamptz, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION oauth.revoke_token(text, text, text, uuid, uuid, uuid, text, timestamptz, timestamptz) TO oauth_gateway;
-
-DROP FUNCTION oauth.introspect(text, text, text, uuid, uuid, timestamptz);
 -- RFC 7662 data. The caller authenticates as a client. For an access token the gateway verified
 -- signature and expiry and passes its grant_id/family_id/jti; for a refresh token, the token itself.
 CREATE OR REPLACE FUNCTION oauth.introspect(
@@ -1634,10 +1790,10 @@ BEGIN
                    'iat', floor(date_part('epoch', coalesce(f.rotated_at, f.created_at)))::bigint,
                    'exp', floor(date_part('epoch', f.expires_at))::bigint)
           INTO answer
-          FROM oauth.refresh_tokens t
-          JOIN oauth.refresh_families f ON f.family_id = t.family_id
+          FROM oauth.refresh_families f
           JOIN oauth.grants g ON g.grant_id = f.grant_id
-         WHERE t.token_hash = oauth.token_hash(refresh_token) AND f.current_hash = t.token_hash
+         WHERE f.family_id = oauth._refresh_token_family(refresh_token)
+           AND oauth.secure_equal(f.current_hash, oauth.token_hash(refresh_token))
            AND f.revoked_at IS NULL AND g.revoked_at IS NULL
            AND f.expires_at > now;
     ELSIF oauth._access_token_live(introspect.grant_id, introspect.family_id, introspect.jti, now) THEN
@@ -1650,106 +1806,6 @@ BEGIN
     RETURN coalesce(answer, '{"active": false}'::jsonb);
 END
 $$;
-REVOKE EXECUTE ON FUNCTION oauth.introspect(text, text, text, uuid, uuid, uuid, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION oauth.introspect(text, text, text, uuid, uuid, uuid, timestamptz) TO oauth_gateway;
-
-DROP FUNCTION oauth.userinfo(uuid, uuid, timestamptz);
--- Claims source for the userinfo endpoint: live only while the access token's grant and family are,
--- and the token (its jti) was not revoked by itself.
-CREATE OR REPLACE FUNCTION oauth.userinfo(grant_id uuid, family_id uuid, jti uuid DEFAULT NULL, now timestamptz DEFAULT now())
-RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    answer jsonb;
-BEGIN
-    IF oauth._access_token_live(userinfo.grant_id, userinfo.family_id, userinfo.jti, now) THEN
-        SELECT jsonb_build_object('active', true, 'user_id', g.user_id, 'client_id', g.client_id,
-                                  'scope', oauth._scope_string(g.scopes), 'props', g.props)
-          INTO answer
-          FROM oauth.grants g WHERE g.grant_id = userinfo.grant_id;
-    END IF;
-    RETURN coalesce(answer, '{"active": false}'::jsonb);
-END
-$$;
-REVOKE EXECUTE ON FUNCTION oauth.userinfo(uuid, uuid, uuid, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION oauth.userinfo(uuid, uuid, uuid, timestamptz) TO oauth_gateway;
-
-DROP FUNCTION oauth.exchange_token(text, text, uuid, uuid, text, text, text, text, timestamptz);
--- The gateway verified the subject token (signature, issuer, expiry) and passes its claims: the
--- grant and family it names, its audience, its scope and its jti. `audience` is the requested
--- target (the RFC 8693 `resource` or `audience` parameter).
-CREATE OR REPLACE FUNCTION oauth.exchange_token(
-    client_id text,
-    client_secret text,
-    subject_grant_id uuid,
-    subject_family_id uuid,
-    subject_audience text,
-    subject_scope text,
-    audience text,
-    scope text,
-    subject_jti uuid DEFAULT NULL,
-    now timestamptz DEFAULT now()
-) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    client oauth.clients;
-    policy oauth.token_exchange_policies;
-    subject_scopes text[] := oauth.parse_scope(subject_scope);
-    ceiling text[];
-    requested text[];
-    granted oauth.grants;
-BEGIN
-    client := oauth._authenticate_client(client_id, client_secret, now);
-    IF client.client_id IS NULL THEN
-        RETURN oauth._error('invalid_client', 'client authentication failed');
-    END IF;
-    SELECT * INTO policy FROM oauth.token_exchange_policies p WHERE p.client_id = client.client_id;
-    IF NOT FOUND OR client.token_endpoint_auth_method = 'none' THEN
-        RETURN oauth._error('unauthorized_client', 'client may not exchange tokens');
-    END IF;
-    IF subject_grant_id IS NULL OR subject_scopes IS NULL THEN
-        RETURN oauth._error('invalid_request', 'subject_token is invalid');
-    END IF;
-    IF subject_audience IS NULL OR NOT subject_audience = ANY (policy.subject_audiences) THEN
-        RETURN oauth._error('invalid_request', 'subject_token was not issued to an audience this client serves');
-    END IF;
-    IF audience IS NULL THEN
-        RETURN oauth._error('invalid_request', 'resource or audience is required');
-    END IF;
-    IF NOT audience = ANY (policy.target_audiences) THEN
-        RETURN oauth._error('invalid_target', 'this client may not obtain tokens for that audience');
-    END IF;
-    IF NOT oauth._access_token_live(subject_grant_id, subject_family_id, subject_jti, now) THEN
-        RETURN oauth._error('invalid_request', 'subject_token has been revoked');
-    END IF;
-
-    -- A delegated token never carries more than the subject token, the policy and a non-user grant allow.
-    SELECT coalesce(array_agg(s), '{}') INTO ceiling FROM unnest(subject_scopes) s
-     WHERE (policy.scopes IS NULL OR s = ANY (policy.scopes)) AND NOT s = ANY (oauth._user_only_scopes());
-    requested := oauth.parse_scope(scope);
-    IF requested IS NULL THEN
-        RETURN oauth._error('invalid_scope', 'scope is malformed');
-    END IF;
-    IF cardinality(requested) = 0 THEN
-        requested := ceiling;
-    END IF;
-    IF cardinality(requested) = 0 OR NOT requested <@ ceiling THEN
-        RETURN oauth._error('invalid_scope', 'scope exceeds what the subject token and the policy allow');
-    END IF;
-
-    SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = subject_grant_id;
-    PERFORM oauth._event('token_exchanged', client.client_id, granted.user_id, granted.grant_id, subject_family_id,
-                         jsonb_build_object('subject_audience', subject_audience, 'audience', audience,
-                                            'scopes', to_jsonb(requested)), now);
-    RETURN oauth._access_token_response(granted, subject_family_id, client.client_id, requested, audience, now);
-END
-$$;
-REVOKE EXECUTE ON FUNCTION oauth.exchange_token(text, text, uuid, uuid, text, text, text, text, uuid, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION oauth.exchange_token(text, text, uuid, uuid, text, text, text, text, uuid, timestamptz) TO oauth_gateway;
 
 -- Removes what can no longer matter, in batches that skip rows other transactions hold, so it can
 -- run while traffic flows. Returns the number of rows removed; call until it returns 0.
@@ -1838,170 +1894,122 @@ BEGIN
 END
 $$;
 
--- What gateways need to rebuild their revoked set after (re)connecting to the revocation feed:
--- every grant, family and single access token (jti) revoked since `since` (older revocations
--- concern only expired tokens).
-CREATE OR REPLACE FUNCTION oauth.revocations(since timestamptz, now timestamptz DEFAULT now()) RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN jsonb_build_object(
-        'grants', coalesce((SELECT jsonb_agg(g.grant_id) FROM oauth.grants g
-                             WHERE g.revoked_at > since AND g.revoked_at <= now), '[]'),
-        'families', coalesce((SELECT jsonb_agg(f.family_id) FROM oauth.refresh_families f
-                               WHERE f.revoked_at > since AND f.revoked_at <= now), '[]'),
-        'access_tokens', coalesce((SELECT jsonb_agg(t.jti) FROM oauth.revoked_access_tokens t
-                                    WHERE t.revoked_at > since AND t.revoked_at <= now), '[]'));
-END
-$$;
--- end of revocation of exchanged access tokens (issue 10 item 13)
-
--- metadata documents: a negatively cached fetch failure reads like the first (issue 10 item 9)
--- Why no document came (a refused connection, a failed TLS handshake, a status) is recorded for the
--- operator but no longer told to the browser when the failure is served from the negative cache;
--- what a document's content gets wrong still is. Failures recorded before 0.3.0 count as fetch
--- failures (not shown) until the next fetch.
-ALTER TABLE oauth.client_documents ADD COLUMN failure_shown boolean NOT NULL DEFAULT false;
-
-DROP FUNCTION oauth.record_client_document_failure(text, text, timestamptz, timestamptz);
--- A fetch that failed (no answer, a refused connection, a fetch the gateway's budget refused), or
--- with `shown`, an answer that is no document (its content type, size or JSON). When
--- the last fetch of this document was good, less than a day ago, its client keeps serving until
--- retry_at: an unreachable host says nothing new about the document, and refusing the client would
--- let anyone who can make the fetch fail (or spend its budget) lock its users out. A document that
--- answers with unusable content is different: store_client_document records that and the client is
--- refused at once.
-CREATE FUNCTION oauth.record_client_document_failure(
-    client_id text, failure text, retry_at timestamptz, now timestamptz DEFAULT now(), shown boolean DEFAULT false
+CREATE OR REPLACE FUNCTION oauth.set_token_exchange_policy(
+    client_id text,
+    subject_audiences text[],
+    target_audiences text[],
+    scopes text[] DEFAULT NULL,
+    now timestamptz DEFAULT now()
 ) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
-BEGIN
-    IF NOT oauth._is_document_client_id(record_client_document_failure.client_id) THEN
-        PERFORM oauth._raise('invalid_request', 'not a client metadata document URL');
-    END IF;
-    UPDATE oauth.client_documents d
-       SET fresh_until = greatest(record_client_document_failure.retry_at, now),
-           consecutive_failures = d.consecutive_failures + 1
-     WHERE d.client_id = record_client_document_failure.client_id
-       AND d.failure IS NULL AND d.fetched_at > now - interval '1 day';
-    IF FOUND THEN
-        RETURN;
-    END IF;
-    INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures,
-                                             failure_shown)
-    VALUES (record_client_document_failure.client_id, now, greatest(record_client_document_failure.retry_at, now),
-            pg_catalog.left(coalesce(record_client_document_failure.failure, 'unknown failure'), 300), 1,
-            coalesce(record_client_document_failure.shown, false))
-    ON CONFLICT (client_id) DO UPDATE
-       SET fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until, failure = EXCLUDED.failure,
-           consecutive_failures = d.consecutive_failures + 1, failure_shown = EXCLUDED.failure_shown;
-END
-$$;
-REVOKE EXECUTE ON FUNCTION oauth.record_client_document_failure(text, text, timestamptz, timestamptz, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION oauth.record_client_document_failure(text, text, timestamptz, timestamptz, boolean) TO oauth_gateway;
-
--- NULL when the client's document is fresh and valid, or when no document is involved. Otherwise
--- what begin_authorization answers: `{"fetch_client_document": url}` when it must be (re)fetched
--- first, or invalid_client while a recent failure is negatively cached.
-CREATE OR REPLACE FUNCTION oauth._client_document_state(client_id text, now timestamptz) RETURNS jsonb
-LANGUAGE plpgsql STABLE
-AS $$
 DECLARE
-    known oauth.client_documents;
+    client oauth.clients;
 BEGIN
-    -- A client row no document made (an administrator's that happens to have an https id) is used
-    -- as registered: the document at that URL is not authoritative for it, and asking for it could
-    -- only end in store_client_document's refusal to take the row over, negatively cached, which
-    -- would lock the administrator's client out of authorization.
-    IF EXISTS (SELECT 1 FROM oauth.clients c
-                WHERE c.client_id = _client_document_state.client_id
-                  AND NOT c.metadata @> '{"metadata_document": true}') THEN
-        RETURN NULL;
+    SELECT * INTO client FROM oauth.clients c WHERE c.client_id = set_token_exchange_policy.client_id;
+    IF NOT FOUND THEN
+        PERFORM oauth._raise('not_found', 'no such client');
     END IF;
-    SELECT * INTO known FROM oauth.client_documents d WHERE d.client_id = _client_document_state.client_id;
-    IF NOT FOUND OR known.fresh_until <= now THEN
-        RETURN pg_catalog.jsonb_build_object('fetch_client_document', client_id);
+    IF client.token_endpoint_auth_method = 'none' THEN
+        PERFORM oauth._raise('invalid_client_metadata', 'token exchange requires a confidential client');
     END IF;
-    IF known.failure IS NOT NULL AND known.failure_shown THEN
-        RETURN oauth._error('invalid_client', 'client metadata document unusable: ' || known.failure);
-    ELSIF known.failure IS NOT NULL THEN
-        -- The gateway's words for a document that could not be fetched, so that a negatively cached
-        -- failure reads like the first one.
-        RETURN oauth._error('invalid_client', 'the client''s metadata document could not be fetched');
+    IF coalesce(cardinality(subject_audiences), 0) = 0 OR array_position(subject_audiences, NULL) IS NOT NULL
+       OR coalesce(cardinality(target_audiences), 0) = 0 OR array_position(target_audiences, NULL) IS NOT NULL THEN
+        PERFORM oauth._raise('invalid_request', 'subject_audiences and target_audiences must each list at least one audience');
     END IF;
-    RETURN NULL;
+    IF scopes IS NOT NULL AND (array_position(scopes, NULL) IS NOT NULL
+                               OR NOT scopes <@ (oauth._settings()).scopes_supported) THEN
+        PERFORM oauth._raise('invalid_scope', 'scopes must be supported scope names');
+    END IF;
+    INSERT INTO oauth.token_exchange_policies AS p (client_id, subject_audiences, target_audiences, scopes,
+                                                    created_at, updated_at)
+    VALUES (client.client_id, set_token_exchange_policy.subject_audiences, set_token_exchange_policy.target_audiences,
+            set_token_exchange_policy.scopes, now, now)
+    ON CONFLICT (client_id) DO UPDATE
+       SET subject_audiences = EXCLUDED.subject_audiences, target_audiences = EXCLUDED.target_audiences,
+           scopes = EXCLUDED.scopes, updated_at = EXCLUDED.updated_at;
+    PERFORM oauth._event('token_exchange_policy_set', client.client_id, NULL, NULL, NULL,
+                         jsonb_build_object('subject_audiences', to_jsonb(subject_audiences),
+                                            'target_audiences', to_jsonb(target_audiences),
+                                            'scopes', to_jsonb(scopes)), now);
 END
 $$;
 
--- Validates a fetched document and makes (or updates) its client. Returns {} or the error, which is
--- also recorded as the negatively cached failure until `retry_at`.
-CREATE OR REPLACE FUNCTION oauth.store_client_document(
-    client_id text, document jsonb, fresh_until timestamptz, retry_at timestamptz, now timestamptz DEFAULT now()
+-- The gateway verified the subject token (signature, issuer, expiry) and passes its claims: the
+-- grant and family it names, its audience, its scope and its jti. `audience` is the requested
+-- target (the RFC 8693 `resource` or `audience` parameter).
+CREATE OR REPLACE FUNCTION oauth.exchange_token(
+    client_id text,
+    client_secret text,
+    subject_grant_id uuid,
+    subject_family_id uuid,
+    subject_audience text,
+    subject_scope text,
+    audience text,
+    scope text,
+    subject_jti uuid DEFAULT NULL,
+    now timestamptz DEFAULT now()
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
 DECLARE
-    problem jsonb;
-    fields record;
+    client oauth.clients;
+    policy oauth.token_exchange_policies;
+    subject_scopes text[] := oauth.parse_scope(subject_scope);
+    ceiling text[];
+    requested text[];
+    granted oauth.grants;
 BEGIN
-    IF NOT oauth._is_document_client_id(client_id) THEN
-        RETURN oauth._error('invalid_request', 'not a client metadata document URL');
+    client := oauth._authenticate_client(client_id, client_secret, now);
+    IF client.client_id IS NULL THEN
+        RETURN oauth._error('invalid_client', 'client authentication failed');
     END IF;
-    IF document IS NULL OR jsonb_typeof(document) <> 'object' THEN
-        problem := oauth._error('invalid_client_metadata', 'the document is not a JSON object');
-    ELSIF document->'client_id' IS DISTINCT FROM to_jsonb(store_client_document.client_id) THEN
-        problem := oauth._error('invalid_client_metadata', 'the document''s client_id differs from its URL');
-    ELSIF document ? 'client_secret' OR document ? 'client_secret_expires_at' THEN
-        problem := oauth._error('invalid_client_metadata', 'a client metadata document must not carry a secret');
-    ELSE
-        -- RFC 7591 defaults to client_secret_basic, which a public document cannot use.
-        fields := oauth._registration_fields('{"token_endpoint_auth_method": "none"}'::jsonb || document);
-        problem := fields.problem;
-        IF problem IS NULL AND fields.method <> 'none' THEN
-            problem := oauth._error('invalid_client_metadata',
-                'token_endpoint_auth_method must be "none" (private_key_jwt is not supported)');
-        ELSIF problem IS NULL AND cardinality(fields.redirect_uris) = 0 THEN
-            problem := oauth._error('invalid_redirect_uri', 'the document lists no redirect_uris');
-        END IF;
+    SELECT * INTO policy FROM oauth.token_exchange_policies p WHERE p.client_id = client.client_id;
+    IF NOT FOUND OR client.token_endpoint_auth_method = 'none' THEN
+        RETURN oauth._error('unauthorized_client', 'client may not exchange tokens');
     END IF;
-    IF problem IS NOT NULL THEN
-        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now, true);
-        RETURN problem;
+    IF subject_grant_id IS NULL OR subject_scopes IS NULL THEN
+        RETURN oauth._error('invalid_request', 'subject_token is invalid');
+    END IF;
+    IF subject_audience IS NULL OR NOT subject_audience = ANY (policy.subject_audiences) THEN
+        RETURN oauth._error('invalid_request', 'subject_token was not issued to an audience this client serves');
+    END IF;
+    IF audience IS NULL THEN
+        RETURN oauth._error('invalid_request', 'resource or audience is required');
+    END IF;
+    IF NOT audience = ANY (policy.target_audiences) THEN
+        RETURN oauth._error('invalid_target', 'this client may not obtain tokens for that audience');
+    END IF;
+    IF NOT oauth._access_token_live(subject_grant_id, subject_family_id, subject_jti, now) THEN
+        RETURN oauth._error('invalid_request', 'subject_token has been revoked');
     END IF;
 
-    INSERT INTO oauth.clients AS c (client_id, client_name, redirect_uris, allowed_scopes, grant_types,
-                                    token_endpoint_auth_method, application_type, metadata, created_at, updated_at)
-    VALUES (store_client_document.client_id, coalesce(fields.client_name, oauth.uri_host(store_client_document.client_id)),
-            fields.redirect_uris, (oauth._settings()).scopes_supported, fields.grant_types, 'none', fields.app_type,
-            fields.extra || '{"metadata_document": true}', now, now)
-    ON CONFLICT (client_id) DO UPDATE
-       SET client_name = EXCLUDED.client_name, redirect_uris = EXCLUDED.redirect_uris,
-           allowed_scopes = EXCLUDED.allowed_scopes, grant_types = EXCLUDED.grant_types,
-           application_type = EXCLUDED.application_type, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
-     -- Never take over an administrator's or a registration's client that happens to use this id.
-     WHERE c.metadata @> '{"metadata_document": true}';
-    IF NOT FOUND THEN
-        problem := oauth._error('invalid_client', 'client_id is taken by a client that is not a metadata document');
-        PERFORM oauth.record_client_document_failure(client_id, problem->>'error_description', retry_at, now, true);
-        RETURN problem;
+    -- A delegated token never carries more than the subject token, the policy and a non-user grant allow.
+    SELECT coalesce(array_agg(s), '{}') INTO ceiling FROM unnest(subject_scopes) s
+     WHERE (policy.scopes IS NULL OR s = ANY (policy.scopes)) AND NOT s = ANY (oauth._user_only_scopes());
+    requested := oauth.parse_scope(scope);
+    IF requested IS NULL THEN
+        RETURN oauth._error('invalid_scope', 'scope is malformed');
     END IF;
-    INSERT INTO oauth.client_documents AS d (client_id, fetched_at, fresh_until, failure, consecutive_failures)
-    VALUES (store_client_document.client_id, now, greatest(fresh_until, now), NULL, 0)
-    ON CONFLICT (client_id) DO UPDATE
-       SET fetched_at = EXCLUDED.fetched_at, fresh_until = EXCLUDED.fresh_until, failure = NULL,
-           consecutive_failures = 0;
-    PERFORM oauth._event('client_document_stored', client_id, NULL, NULL, NULL, NULL, now);
-    RETURN '{}'::jsonb;
+    IF cardinality(requested) = 0 THEN
+        requested := ceiling;
+    END IF;
+    IF cardinality(requested) = 0 OR NOT requested <@ ceiling THEN
+        RETURN oauth._error('invalid_scope', 'scope exceeds what the subject token and the policy allow');
+    END IF;
+
+    SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = subject_grant_id;
+    PERFORM oauth._event('token_exchanged', client.client_id, granted.user_id, granted.grant_id, subject_family_id,
+                         jsonb_build_object('subject_audience', subject_audience, 'audience', audience,
+                                            'scopes', to_jsonb(requested)), now);
+    RETURN oauth._access_token_response(granted, subject_family_id, client.client_id, requested, audience, now);
 END
 $$;
 
--- end of metadata documents (issue 10 item 9)
+-- end of private_key_jwt (issue 11 item 1)
 
 -- refresh tokens as a chain (issue 12, issue 11 item 4)
 -- A refresh token now names its family and generation, and each successor is HMAC(chain_key,

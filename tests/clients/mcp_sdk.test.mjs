@@ -38,17 +38,25 @@ test('the MCP SDK discovers, registers, authorizes and calls a tool through the 
   assert.equal(result.structuredContent.client_id, provider.store.client.client_id);
   await client.close();
 
-  // Refresh through the SDK: the rotated token differs, and the old one is now refused.
+  // Refresh through the SDK: the rotated token differs. Presented again at once (a parallel tool
+  // call's refresh) the old one gets the same successor; once the grace window is over (here
+  // switched off) it is refused as reuse.
   const before = provider.store.tokens.refresh_token;
   provider.store.tokens = { ...provider.store.tokens, access_token: 'expired' };
   assert.equal(await auth(provider, { serverUrl: new URL(stack.mcpUrl) }), 'AUTHORIZED');
   assert.notEqual(provider.store.tokens.refresh_token, before, 'refresh tokens rotate');
-  const reuse = await fetch(`${stack.issuer}/token`, {
+  const presentOld = () => fetch(`${stack.issuer}/token`, {
     method: 'POST',
     body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: before, client_id: provider.store.client.client_id }),
   });
+  const parallel = await presentOld();
+  assert.equal(parallel.status, 200);
+  assert.equal((await parallel.json()).refresh_token, provider.store.tokens.refresh_token, 'the same successor');
+  stack.sql("SELECT oauth.configure(refresh_reuse_grace => '0')");
+  const reuse = await presentOld();
   assert.equal(reuse.status, 400);
   assert.equal((await reuse.json()).error, 'invalid_grant');
+  stack.sql("SELECT oauth.configure(refresh_reuse_grace => '5 seconds')");
 });
 
 // SDK 1.32.2 answers a 403 by refreshing when it holds a refresh token, and a refresh cannot widen
