@@ -126,8 +126,10 @@ BEGIN
     IF NOT oauth.pkce_s256_matches(code_verifier, redeemed.code_challenge) THEN
         RETURN oauth._error('invalid_grant', 'code_verifier does not match the code_challenge');
     END IF;
-    -- RFC 8707 §2.2: the token request may repeat the authorized resource, never add one.
-    IF exchange_code.resource IS NOT NULL AND exchange_code.resource IS DISTINCT FROM redeemed.resource THEN
+    -- RFC 8707 §2.2: the token request may repeat the authorized resource, never add one; in any
+    -- spelling this server lists it under (Claude Code repeats the bare origin it authorized with).
+    IF exchange_code.resource IS NOT NULL
+       AND oauth.canonical_resource(exchange_code.resource) IS DISTINCT FROM redeemed.resource THEN
         RETURN oauth._error('invalid_target', 'resource was not part of the authorization request');
     END IF;
     SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = redeemed.grant_id AND g.revoked_at IS NULL;
@@ -179,6 +181,8 @@ BEGIN
         RETURN oauth._error('invalid_scope', 'scope is malformed');
     END IF;
     named_family := oauth._refresh_token_family(refresh_token);
+    -- The resource as this server lists it, as the code exchange compares it.
+    rotate_refresh_token.resource := oauth.canonical_resource(rotate_refresh_token.resource);
 
     -- Rotation is decided by this one statement on the family's one row: the live token is swapped
     -- for its successor only if the presented token is still that live token, so concurrent

@@ -296,10 +296,8 @@ impl Db {
         redirect_uri: Option<&str>,
         resource: Option<&str>,
     ) -> Result<Issued, OAuthError> {
-        // The resource as this server lists it (oauth.canonical_resource): a client repeating the
-        // spelling it authorized with (Claude Code's bare origin) repeats what it was granted.
         self.answer(
-            "SELECT oauth.exchange_code($1, $2, $3, $4, $5, oauth.canonical_resource($6))",
+            "SELECT oauth.exchange_code($1, $2, $3, $4, $5, $6)",
             &[
                 &client.client_id,
                 &client.secret,
@@ -320,7 +318,7 @@ impl Db {
         resource: Option<&str>,
     ) -> Result<Issued, OAuthError> {
         self.answer(
-            "SELECT oauth.rotate_refresh_token($1, $2, $3, $4, oauth.canonical_resource($5))",
+            "SELECT oauth.rotate_refresh_token($1, $2, $3, $4, $5)",
             &[
                 &client.client_id,
                 &client.secret,
