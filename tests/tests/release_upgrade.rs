@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 /// Every released install script and the SHA-256 it was released with. A release adds a line; no
 /// line ever changes.
-const RELEASED: [(&str, &str); 2] = [
+const RELEASED: [(&str, &str); 3] = [
     (
         "oauth_provider--0.1.0.sql",
         "e2f27e8c9670288164748663ffe02311ddab77a3d18c3e8c000ccbf1d3d82908",
@@ -26,10 +26,14 @@ const RELEASED: [(&str, &str); 2] = [
         "oauth_provider--0.2.0.sql",
         "d2d686f89adf1cc06bafe9cd11dc5b4bbd40898dc95fa1078a3a632c9bd8d58d",
     ),
+    (
+        "oauth_provider--0.3.0.sql",
+        "f60bc389d37770cd6d28744758c9e286686d67a997df2b7774c831ac3bb61199",
+    ),
 ];
 
 /// The releases a user may still be on, from each of which the upgrade tests start.
-const EARLIER_RELEASES: [&str; 2] = ["0.1.0", "0.2.0"];
+const EARLIER_RELEASES: [&str; 3] = ["0.1.0", "0.2.0", "0.3.0"];
 
 /// The release this tree builds (the workspace version, which pgrx uses as the extension version).
 const CURRENT_RELEASE: &str = env!("CARGO_PKG_VERSION");
