@@ -140,8 +140,9 @@ BEGIN
     -- have it, and it changes nothing, since a refresh token comes with every code exchange of a
     -- client registered for the refresh_token grant and never to one that is not. OIDC asks that
     -- it be ignored without prompt=consent, so that a refresh token is never issued without the
-    -- user's consent; here every request goes through the application's consent step (silent
-    -- authorization, prompt=none, is refused), so it is not ignored. Claude sends it.
+    -- user's consent; here every code follows the user's consent, given on the consent step or
+    -- remembered from a live grant that already holds the scope (oauth.continue_authorization),
+    -- so it is not ignored. Claude sends it.
     IF params ? 'scope' THEN
         scopes := oauth.parse_scope(params->>'scope');
         IF scopes IS NULL THEN
@@ -178,17 +179,23 @@ BEGIN
         IF prompt !~ '^(none|login|consent|select_account)( (none|login|consent|select_account))*$' THEN
             RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'prompt has an unsupported value', vetted);
         END IF;
-        -- The user is always shown the application's login/consent step; silent authorization is not offered.
-        IF prompt ~ '\mnone\M' THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'login_required', 'prompt=none is not supported', vetted);
+        -- none with another value cannot be honoured (OIDC Core §3.1.2.1). none alone is decided
+        -- once the browser's session is known (oauth.continue_authorization).
+        IF prompt ~ '\mnone\M' AND prompt <> 'none' THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'login_required', 'prompt=none cannot be combined', vetted);
         END IF;
+    END IF;
+    IF params->>'max_age' IS NOT NULL AND params->>'max_age' !~ '^[0-9]{1,9}$' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'max_age must be a number of seconds', vetted);
     END IF;
 
     request_id := oauth.random_token(24);
     INSERT INTO oauth.authorization_requests (request_id, client_id, redirect_uri, redirect_uri_sent, scopes, resource,
-                                              state, nonce, code_challenge, prompt, created_at, expires_at)
+                                              state, nonce, code_challenge, prompt, created_at, expires_at,
+                                              max_age, login_hint)
     VALUES (request_id, client.client_id, redirect_uri, params ? 'redirect_uri', scopes, resource, state,
-            params->>'nonce', params->>'code_challenge', prompt, now, now + settings.authorization_request_ttl);
+            params->>'nonce', params->>'code_challenge', prompt, now, now + settings.authorization_request_ttl,
+            (params->>'max_age')::integer, params->>'login_hint');
     RETURN jsonb_build_object('request_id', request_id, 'client_id', client.client_id,
                               'client_name', client.client_name, 'prompt', prompt);
 END
@@ -318,6 +325,35 @@ BEGIN
 END
 $$;
 
+-- A code for a request taken from the pending ones: records (or widens) the user's grant, with
+-- the time the user last authenticated (the ID token's auth_time), and returns the client's
+-- redirect carrying the code, `state` and `iss`.
+CREATE FUNCTION oauth._issue_code_for(
+    request oauth.authorization_requests, user_id text, chosen_scopes text[], props jsonb,
+    auth_time timestamptz, now timestamptz
+) RETURNS text
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    granted_id uuid;
+    code text := oauth.random_token(32);
+BEGIN
+    granted_id := oauth._record_grant(_issue_code_for.user_id, request.client_id, chosen_scopes, request.resource,
+                                      _issue_code_for.props, now);
+    UPDATE oauth.grants g SET auth_time = coalesce(_issue_code_for.auth_time, now) WHERE g.grant_id = granted_id;
+
+    INSERT INTO oauth.codes (code_hash, client_id, grant_id, user_id, redirect_uri, redirect_uri_sent, scopes,
+                             resource, nonce, code_challenge, created_at, expires_at)
+    VALUES (oauth.token_hash(code), request.client_id, granted_id, _issue_code_for.user_id, request.redirect_uri,
+            request.redirect_uri_sent, chosen_scopes, request.resource, request.nonce, request.code_challenge,
+            now, now + (oauth._settings()).code_ttl);
+    PERFORM oauth._event('consent_granted', request.client_id, _issue_code_for.user_id, granted_id, NULL,
+                         jsonb_build_object('scopes', to_jsonb(chosen_scopes), 'resource', request.resource), now);
+    RETURN oauth._client_redirect(request.redirect_uri, jsonb_build_object('code', code, 'state', request.state));
+END
+$$;
+
 -- Completes consent: records (or widens) the user's grant for the client and returns the
 -- redirect URL carrying a fresh code, `state` and `iss`.
 CREATE FUNCTION oauth.issue_code(
@@ -334,25 +370,11 @@ AS $$
 #variable_conflict use_column
 DECLARE
     request oauth.authorization_requests;
-    chosen_scopes text[];
-    granted_id uuid;
-    code text := oauth.random_token(32);
 BEGIN
     PERFORM oauth._check_consent(user_id, props);
     request := oauth._take_request(request_id, now);
-    chosen_scopes := oauth._consented_scopes(granted_scopes, request.scopes);
-
-    granted_id := oauth._record_grant(issue_code.user_id, request.client_id, chosen_scopes, request.resource,
-                                      issue_code.props, now);
-
-    INSERT INTO oauth.codes (code_hash, client_id, grant_id, user_id, redirect_uri, redirect_uri_sent, scopes,
-                             resource, nonce, code_challenge, created_at, expires_at)
-    VALUES (oauth.token_hash(code), request.client_id, granted_id, issue_code.user_id, request.redirect_uri,
-            request.redirect_uri_sent, chosen_scopes, request.resource, request.nonce, request.code_challenge,
-            now, now + (oauth._settings()).code_ttl);
-    PERFORM oauth._event('consent_granted', request.client_id, issue_code.user_id, granted_id, NULL,
-                         jsonb_build_object('scopes', to_jsonb(chosen_scopes), 'resource', request.resource), now);
-    RETURN oauth._client_redirect(request.redirect_uri, jsonb_build_object('code', code, 'state', request.state));
+    RETURN oauth._issue_code_for(request, issue_code.user_id,
+                                 oauth._consented_scopes(granted_scopes, request.scopes), issue_code.props, now, now);
 END
 $$;
 

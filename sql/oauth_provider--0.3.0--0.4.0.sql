@@ -3,3 +3,512 @@
 -- same text as sql/*.sql), so that an updated database equals a fresh 0.4.0 install.
 
 \echo Use "ALTER EXTENSION oauth_provider UPDATE TO '0.4.0'" to load this file. \quit
+
+-- browser sessions
+-- Sign-in through an upstream provider (issue 13): oauth.browser_sessions and its functions, the
+-- step after /authorize (oauth.continue_authorization: prompt, max_age, remembered consent), and
+-- max_age/login_hint kept with a pending request. As in sql/sessions.sql and sql/authorize.sql.
+ALTER TABLE oauth.authorization_requests ADD COLUMN max_age integer, ADD COLUMN login_hint text;
+
+-- Validates an authorization request (RFC 6749 §4.1.1, RFC 7636, RFC 8707, OIDC Core §3.1.2.1) and
+-- stores it for the consent step. `params` maps each parameter name to its value, or to an array
+-- of values when the parameter was repeated. Until client_id and redirect_uri are validated an
+-- error is never redirected (`"redirect": false`): that would make us an open redirector; nor,
+-- for a client no administrator vetted, at all (see _redirect_error).
+CREATE OR REPLACE FUNCTION oauth.begin_authorization(params jsonb, now timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    settings oauth.settings := oauth._settings();
+    client oauth.clients;
+    name text;
+    redirect_uri text;
+    state text;
+    scopes text[];
+    resource text;
+    prompt text;
+    request_id text;
+    document_state jsonb;
+    vetted boolean;
+    target record;
+BEGIN
+    IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
+        RETURN oauth._error('invalid_request', 'missing parameters') || '{"redirect": false}';
+    END IF;
+    FOREACH name IN ARRAY ARRAY['client_id', 'redirect_uri'] LOOP
+        IF jsonb_typeof(params->name) = 'array' THEN
+            RETURN oauth._error('invalid_request', format('%s is repeated', name)) || '{"redirect": false}';
+        END IF;
+    END LOOP;
+    IF coalesce(params->>'client_id', '') = '' THEN
+        RETURN oauth._error('invalid_request', 'client_id is required') || '{"redirect": false}';
+    END IF;
+    IF oauth._is_document_client_id(params->>'client_id') THEN
+        document_state := oauth._client_document_state(params->>'client_id', now);
+        IF document_state IS NOT NULL THEN
+            RETURN document_state || '{"redirect": false}';
+        END IF;
+    END IF;
+    SELECT * INTO client FROM oauth.clients c WHERE c.client_id = params->>'client_id'
+       AND (c.expires_at IS NULL OR c.expires_at > now);
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_client', 'unknown client') || '{"redirect": false}';
+    END IF;
+    vetted := NOT client.registered_dynamically AND NOT coalesce((client.metadata->>'metadata_document')::boolean, false);
+
+    redirect_uri := params->>'redirect_uri';
+    IF redirect_uri IS NULL THEN
+        -- Only an unambiguous registration lets the parameter be omitted; a loopback one needs its port.
+        IF cardinality(client.redirect_uris) <> 1 OR oauth.is_loopback_redirect(client.redirect_uris[1]) THEN
+            RETURN oauth._error('invalid_request', 'redirect_uri is required') || '{"redirect": false}';
+        END IF;
+        redirect_uri := client.redirect_uris[1];
+    ELSIF NOT oauth.redirect_uri_allowed(client.redirect_uris, redirect_uri) THEN
+        RETURN oauth._error('invalid_request', 'redirect_uri is not registered for this client') || '{"redirect": false}';
+    END IF;
+
+    -- From here on errors go back to the client.
+    IF jsonb_typeof(params->'state') = 'array' THEN
+        RETURN oauth._redirect_error(redirect_uri, NULL, 'invalid_request', 'state is repeated', vetted);
+    END IF;
+    state := params->>'state';
+    FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) = 'array' ORDER BY key LOOP
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is repeated', name), vetted);
+    END LOOP;
+    FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) <> 'string' OR length(value #>> '{}') > 2048 ORDER BY key LOOP
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is not a string of at most 2048 characters', name), vetted);
+    END LOOP;
+    IF params ? 'request' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'request_not_supported', 'request objects are not supported', vetted);
+    END IF;
+    IF params ? 'request_uri' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'request_uri_not_supported', 'request_uri is not supported', vetted);
+    END IF;
+    IF params->>'response_type' IS NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'response_type is required', vetted);
+    END IF;
+    IF params->>'response_type' <> 'code' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'unsupported_response_type', 'only response_type=code is supported', vetted);
+    END IF;
+    IF coalesce(params->>'response_mode', 'query') <> 'query' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'only response_mode=query is supported', vetted);
+    END IF;
+    IF NOT 'authorization_code' = ANY (client.grant_types) THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'unauthorized_client', 'client may not use the authorization code grant', vetted);
+    END IF;
+    IF params->>'code_challenge' IS NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is required (PKCE)', vetted);
+    END IF;
+    IF coalesce(params->>'code_challenge_method', 'plain') <> 'S256' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge_method must be S256', vetted);
+    END IF;
+    IF NOT oauth.pkce_challenge_valid(params->>'code_challenge') THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is not a base64url SHA-256 digest', vetted);
+    END IF;
+
+    -- offline_access (OIDC Core §11) is a scope like any other here: granted when the client may
+    -- have it, and it changes nothing, since a refresh token comes with every code exchange of a
+    -- client registered for the refresh_token grant and never to one that is not. OIDC asks that
+    -- it be ignored without prompt=consent, so that a refresh token is never issued without the
+    -- user's consent; here every code follows the user's consent, given on the consent step or
+    -- remembered from a live grant that already holds the scope (oauth.continue_authorization),
+    -- so it is not ignored. Claude sends it.
+    IF params ? 'scope' THEN
+        scopes := oauth.parse_scope(params->>'scope');
+        IF scopes IS NULL THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is malformed', vetted);
+        END IF;
+    END IF;
+    IF scopes IS NULL OR cardinality(scopes) = 0 THEN
+        SELECT coalesce(array_agg(s), '{}') INTO scopes FROM unnest(settings.default_scopes) s WHERE s = ANY (client.allowed_scopes);
+        IF cardinality(scopes) = 0 THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is required', vetted);
+        END IF;
+    ELSIF NOT scopes <@ client.allowed_scopes THEN
+        -- RFC 6749 §3.3 lets the server ignore part of the requested scope, and the token response
+        -- says what was granted. claude.ai asks for every scopes_supported value whatever the
+        -- client may have (a client an administrator created for it with fewer): it gets the
+        -- scopes it may have, and the consent page shows only those. Nothing outside the client's
+        -- scopes is ever granted; a request for none of them is still refused.
+        SELECT coalesce(array_agg(s ORDER BY ord), '{}') INTO scopes
+          FROM unnest(scopes) WITH ORDINALITY AS r(s, ord) WHERE s = ANY (client.allowed_scopes);
+        IF cardinality(scopes) = 0 THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope',
+                'none of the requested scopes is allowed for this client', vetted);
+        END IF;
+    END IF;
+
+    target := oauth._resolve_target(params->>'resource', client.allowed_resources);
+    IF target.problem IS NOT NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', target.problem->>'error_description', vetted);
+    END IF;
+    resource := target.target;
+
+    prompt := params->>'prompt';
+    IF prompt IS NOT NULL THEN
+        IF prompt !~ '^(none|login|consent|select_account)( (none|login|consent|select_account))*$' THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'prompt has an unsupported value', vetted);
+        END IF;
+        -- none with another value cannot be honoured (OIDC Core §3.1.2.1). none alone is decided
+        -- once the browser's session is known (oauth.continue_authorization).
+        IF prompt ~ '\mnone\M' AND prompt <> 'none' THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'login_required', 'prompt=none cannot be combined', vetted);
+        END IF;
+    END IF;
+    IF params->>'max_age' IS NOT NULL AND params->>'max_age' !~ '^[0-9]{1,9}$' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'max_age must be a number of seconds', vetted);
+    END IF;
+
+    request_id := oauth.random_token(24);
+    INSERT INTO oauth.authorization_requests (request_id, client_id, redirect_uri, redirect_uri_sent, scopes, resource,
+                                              state, nonce, code_challenge, prompt, created_at, expires_at,
+                                              max_age, login_hint)
+    VALUES (request_id, client.client_id, redirect_uri, params ? 'redirect_uri', scopes, resource, state,
+            params->>'nonce', params->>'code_challenge', prompt, now, now + settings.authorization_request_ttl,
+            (params->>'max_age')::integer, params->>'login_hint');
+    RETURN jsonb_build_object('request_id', request_id, 'client_id', client.client_id,
+                              'client_name', client.client_name, 'prompt', prompt);
+END
+$$;
+
+-- A code for a request taken from the pending ones: records (or widens) the user's grant, with
+-- the time the user last authenticated (the ID token's auth_time), and returns the client's
+-- redirect carrying the code, `state` and `iss`.
+CREATE FUNCTION oauth._issue_code_for(
+    request oauth.authorization_requests, user_id text, chosen_scopes text[], props jsonb,
+    auth_time timestamptz, now timestamptz
+) RETURNS text
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    granted_id uuid;
+    code text := oauth.random_token(32);
+BEGIN
+    granted_id := oauth._record_grant(_issue_code_for.user_id, request.client_id, chosen_scopes, request.resource,
+                                      _issue_code_for.props, now);
+    UPDATE oauth.grants g SET auth_time = coalesce(_issue_code_for.auth_time, now) WHERE g.grant_id = granted_id;
+
+    INSERT INTO oauth.codes (code_hash, client_id, grant_id, user_id, redirect_uri, redirect_uri_sent, scopes,
+                             resource, nonce, code_challenge, created_at, expires_at)
+    VALUES (oauth.token_hash(code), request.client_id, granted_id, _issue_code_for.user_id, request.redirect_uri,
+            request.redirect_uri_sent, chosen_scopes, request.resource, request.nonce, request.code_challenge,
+            now, now + (oauth._settings()).code_ttl);
+    PERFORM oauth._event('consent_granted', request.client_id, _issue_code_for.user_id, granted_id, NULL,
+                         jsonb_build_object('scopes', to_jsonb(chosen_scopes), 'resource', request.resource), now);
+    RETURN oauth._client_redirect(request.redirect_uri, jsonb_build_object('code', code, 'state', request.state));
+END
+$$;
+
+-- Completes consent: records (or widens) the user's grant for the client and returns the
+-- redirect URL carrying a fresh code, `state` and `iss`.
+CREATE OR REPLACE FUNCTION oauth.issue_code(
+    request_id text,
+    user_id text,
+    granted_scopes text[] DEFAULT NULL,
+    -- NULL keeps what an earlier consent recorded (a new grant starts with {}).
+    props jsonb DEFAULT NULL,
+    now timestamptz DEFAULT now()
+) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    request oauth.authorization_requests;
+BEGIN
+    PERFORM oauth._check_consent(user_id, props);
+    request := oauth._take_request(request_id, now);
+    RETURN oauth._issue_code_for(request, issue_code.user_id,
+                                 oauth._consented_scopes(granted_scopes, request.scopes), issue_code.props, now, now);
+END
+$$;
+
+CREATE TABLE oauth.browser_sessions (
+    session_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    secret_hash bytea NOT NULL UNIQUE CHECK (octet_length(secret_hash) = 32),
+    user_id text NOT NULL CHECK (length(user_id) BETWEEN 1 AND 255),
+    -- Who the upstream provider said the user is (its `iss` and `sub`).
+    upstream_issuer text,
+    upstream_subject text,
+    -- When the user last authenticated at the upstream (OIDC Core auth_time).
+    auth_time timestamptz NOT NULL,
+    amr text[] NOT NULL DEFAULT '{}',
+    -- The upstream's claims the deployment passes on (email, name, groups): the grant's props.
+    claims jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(claims) = 'object'),
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL,
+    ended_at timestamptz
+);
+CREATE INDEX ON oauth.browser_sessions (user_id);
+CREATE INDEX ON oauth.browser_sessions (expires_at);
+SELECT pg_catalog.pg_extension_config_dump('oauth.browser_sessions', '');
+
+-- Starts a session for a user the gateway signed in. Returns {"session_id", "secret", "expires_at"};
+-- the secret is the cookie's value and is never stored.
+CREATE FUNCTION oauth.start_session(
+    user_id text,
+    upstream_issuer text,
+    upstream_subject text,
+    auth_time timestamptz,
+    amr text[] DEFAULT '{}',
+    claims jsonb DEFAULT '{}',
+    lifetime interval DEFAULT '12 hours',
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    secret text := oauth.random_token(32);
+    started oauth.browser_sessions;
+BEGIN
+    IF user_id IS NULL OR length(user_id) NOT BETWEEN 1 AND 255 THEN
+        PERFORM oauth._raise('invalid_request', 'user_id must be 1 to 255 characters');
+    END IF;
+    IF lifetime IS NULL OR lifetime NOT BETWEEN interval '1 minute' AND interval '90 days' THEN
+        PERFORM oauth._raise('invalid_request', 'a session lives between 1 minute and 90 days');
+    END IF;
+    IF claims IS NOT NULL AND jsonb_typeof(claims) <> 'object' THEN
+        PERFORM oauth._raise('invalid_request', 'claims must be a JSON object');
+    END IF;
+    -- An authentication in the future is a clock the session must not trust; a few minutes of skew are.
+    IF auth_time IS NULL OR auth_time > now + interval '5 minutes' THEN
+        PERFORM oauth._raise('invalid_request', 'auth_time must be a past instant');
+    END IF;
+    INSERT INTO oauth.browser_sessions (secret_hash, user_id, upstream_issuer, upstream_subject, auth_time, amr,
+                                        claims, created_at, expires_at)
+    VALUES (oauth.token_hash(secret), start_session.user_id, start_session.upstream_issuer,
+            start_session.upstream_subject, least(start_session.auth_time, now), coalesce(start_session.amr, '{}'),
+            coalesce(start_session.claims, '{}'), now, now + lifetime)
+    RETURNING * INTO started;
+    PERFORM oauth._event('session_started', NULL, started.user_id, NULL, NULL,
+                         jsonb_build_object('session_id', started.session_id, 'upstream_issuer', upstream_issuer), now);
+    RETURN jsonb_build_object('session_id', started.session_id, 'secret', secret,
+                              'expires_at', extract(epoch FROM started.expires_at)::bigint);
+END
+$$;
+
+-- The live session whose secret the browser presented, or NULL (unknown, expired or ended).
+CREATE FUNCTION oauth.get_session(secret text, now timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    live oauth.browser_sessions;
+BEGIN
+    IF secret IS NULL OR length(secret) > 256 THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO live FROM oauth.browser_sessions s
+     WHERE s.secret_hash = oauth.token_hash(get_session.secret) AND s.ended_at IS NULL AND s.expires_at > now;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN jsonb_build_object(
+        'session_id', live.session_id, 'user_id', live.user_id,
+        'upstream_issuer', live.upstream_issuer, 'upstream_subject', live.upstream_subject,
+        'auth_time', extract(epoch FROM live.auth_time)::bigint, 'amr', to_jsonb(live.amr),
+        'claims', live.claims, 'created_at', extract(epoch FROM live.created_at)::bigint,
+        'expires_at', extract(epoch FROM live.expires_at)::bigint);
+END
+$$;
+
+-- Ends one session (signing out): its cookie no longer signs anyone in. The user's grants, and
+-- the tokens the user's applications hold, live on: logging out of the pages revokes no consent.
+-- False when there was no live session.
+CREATE FUNCTION oauth.end_session(session_id uuid, now timestamptz DEFAULT now()) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ended oauth.browser_sessions;
+BEGIN
+    UPDATE oauth.browser_sessions s SET ended_at = now
+     WHERE s.session_id = end_session.session_id AND s.ended_at IS NULL AND s.expires_at > now
+    RETURNING * INTO ended;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM oauth._event('session_ended', NULL, ended.user_id, NULL, NULL,
+                         jsonb_build_object('session_id', ended.session_id), now);
+    RETURN true;
+END
+$$;
+
+-- "Sign out everywhere": ends every live session of the user; how many there were.
+CREATE FUNCTION oauth.end_user_sessions(user_id text, now timestamptz DEFAULT now()) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ended integer;
+BEGIN
+    UPDATE oauth.browser_sessions s SET ended_at = now
+     WHERE s.user_id = end_user_sessions.user_id AND s.ended_at IS NULL AND s.expires_at > now;
+    GET DIAGNOSTICS ended = ROW_COUNT;
+    IF ended > 0 THEN
+        PERFORM oauth._event('sessions_ended', NULL, end_user_sessions.user_id, NULL, NULL,
+                             jsonb_build_object('sessions', ended), now);
+    END IF;
+    RETURN ended;
+END
+$$;
+
+-- The user's live sessions, newest first (a "where you are signed in" page).
+CREATE FUNCTION oauth.list_user_sessions(user_id text, now timestamptz DEFAULT now())
+RETURNS TABLE (
+    session_id uuid, upstream_issuer text, upstream_subject text, auth_time timestamptz, amr text[],
+    created_at timestamptz, expires_at timestamptz
+)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.session_id, s.upstream_issuer, s.upstream_subject, s.auth_time, s.amr, s.created_at, s.expires_at
+      FROM oauth.browser_sessions s
+     WHERE s.user_id = list_user_sessions.user_id AND s.ended_at IS NULL AND s.expires_at > now
+     ORDER BY s.created_at DESC, s.session_id;
+$$;
+
+-- Whether consent may be taken as given because the user's live grant for the client already
+-- holds every requested scope for the same resource. Never for a client whose redirect could be
+-- any local program's (loopback) or any app's that claims a scheme (private-use URI schemes,
+-- RFC 8252 §8.6): the consent page is the only moment the user sees who is asking.
+CREATE FUNCTION oauth._consent_remembered(request oauth.authorization_requests, user_id text) RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF request.redirect_uri !~* '^https://' OR oauth.is_loopback_redirect(request.redirect_uri) THEN
+        RETURN false;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM oauth.clients c, unnest(c.redirect_uris) u
+                    WHERE c.client_id = request.client_id AND NOT oauth.is_loopback_redirect(u)) THEN
+        RETURN false;
+    END IF;
+    RETURN EXISTS (
+        SELECT 1 FROM oauth.grants g
+         WHERE g.subject_type = 'user' AND g.user_id = _consent_remembered.user_id
+           AND g.client_id = request.client_id AND g.revoked_at IS NULL
+           AND request.scopes <@ g.scopes AND g.resource IS NOT DISTINCT FROM request.resource);
+END
+$$;
+
+-- An OIDC error for a pending request, which it ends: to the client when it is one an
+-- administrator vetted, else {"redirect": false} (see oauth._redirect_error).
+CREATE FUNCTION oauth._end_request_with(request oauth.authorization_requests, error text, description text, now timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    client oauth.clients;
+BEGIN
+    PERFORM oauth._take_request(request.request_id, now);
+    SELECT * INTO client FROM oauth.clients c WHERE c.client_id = request.client_id;
+    PERFORM oauth._event('authorization_denied', request.client_id, NULL, NULL, NULL,
+                         jsonb_build_object('error', error), now);
+    RETURN oauth._redirect_error(request.redirect_uri, request.state, error, description,
+        NOT client.registered_dynamically AND NOT coalesce((client.metadata->>'metadata_document')::boolean, false));
+END
+$$;
+
+-- The step after oauth.begin_authorization, and again after the user signed in or decided, for
+-- the gateway's own pages. Who the user is comes from the browser's session (`session_secret`), or
+-- from a `user_id` a trusted authenticating proxy named (its authentication time unknown to us,
+-- so prompt=login and max_age are the proxy's). Answers one of:
+--   {"action": "login", "login_hint", "max_age", "force"}: sign the user in first; `force` when a
+--     session exists but is too old (prompt=login, max_age, OIDC Core §3.1.2.1): ask the upstream
+--     to authenticate again;
+--   {"action": "consent", "user_id"}: show the consent page;
+--   {"action": "redirect", "location"}: send the browser to the client, with a code (`consented`,
+--     or consent remembered when `remember_consent`) or an error (prompt=none: login_required,
+--     consent_required);
+--   {"error", "error_description", "redirect": false}: an error the client's unvetted redirect URI
+--     may not receive (shown on a page).
+-- Raises not_found for an unknown, expired or completed request.
+CREATE FUNCTION oauth.continue_authorization(
+    request_id text,
+    session_secret text DEFAULT NULL,
+    user_id text DEFAULT NULL,
+    consented boolean DEFAULT false,
+    remember_consent boolean DEFAULT false,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    request oauth.authorization_requests;
+    session oauth.browser_sessions;
+    who text;
+    too_old boolean := false;
+    answer jsonb;
+BEGIN
+    SELECT * INTO request FROM oauth.authorization_requests r
+     WHERE r.request_id = continue_authorization.request_id AND r.expires_at > now;
+    IF NOT FOUND THEN
+        PERFORM oauth._raise('not_found', 'no such authorization request, or it has expired or was already completed');
+    END IF;
+    IF session_secret IS NOT NULL THEN
+        SELECT * INTO session FROM oauth.browser_sessions s
+         WHERE s.secret_hash = oauth.token_hash(session_secret) AND s.ended_at IS NULL AND s.expires_at > now;
+        IF FOUND THEN
+            who := session.user_id;
+            -- prompt=login: a sign-in that happened after the request arrived (the session's own
+            -- clock, not the upstream's); max_age: the upstream's auth_time.
+            too_old := (coalesce(request.prompt, '') ~ '\mlogin\M' AND session.created_at < request.created_at)
+                    OR (request.max_age IS NOT NULL
+                        AND session.auth_time < now - make_interval(secs => request.max_age));
+        END IF;
+    ELSIF user_id IS NOT NULL AND length(user_id) BETWEEN 1 AND 255 THEN
+        who := user_id;
+    END IF;
+
+    IF who IS NULL OR too_old THEN
+        IF request.prompt = 'none' THEN
+            RETURN oauth._end_request_with(request, 'login_required', 'the user is not signed in', now);
+        END IF;
+        RETURN jsonb_build_object('action', 'login', 'login_hint', request.login_hint, 'max_age', request.max_age,
+                                  'force', too_old);
+    END IF;
+
+    IF consented OR (remember_consent AND coalesce(request.prompt, '') !~ '\mconsent\M'
+                     AND oauth._consent_remembered(request, who)) THEN
+        request := oauth._take_request(request.request_id, now);
+        RETURN jsonb_build_object('action', 'redirect', 'location',
+            oauth._issue_code_for(request, who, request.scopes,
+                                  CASE WHEN session.session_id IS NOT NULL THEN session.claims END,
+                                  coalesce(session.auth_time, now), now));
+    END IF;
+    IF request.prompt = 'none' THEN
+        RETURN oauth._end_request_with(request, 'consent_required', 'the user has not consented to this request', now);
+    END IF;
+    RETURN jsonb_build_object('action', 'consent', 'user_id', who);
+END
+$$;
+REVOKE ALL ON oauth.browser_sessions FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION
+    oauth._issue_code_for(oauth.authorization_requests, text, text[], jsonb, timestamptz, timestamptz),
+    oauth.start_session(text, text, text, timestamptz, text[], jsonb, interval, timestamptz),
+    oauth.get_session(text, timestamptz),
+    oauth.end_session(uuid, timestamptz),
+    oauth.end_user_sessions(text, timestamptz),
+    oauth.list_user_sessions(text, timestamptz),
+    oauth._consent_remembered(oauth.authorization_requests, text),
+    oauth._end_request_with(oauth.authorization_requests, text, text, timestamptz),
+    oauth.continue_authorization(text, text, text, boolean, boolean, timestamptz)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    oauth.start_session(text, text, text, timestamptz, text[], jsonb, interval, timestamptz),
+    oauth.get_session(text, timestamptz),
+    oauth.continue_authorization(text, text, text, boolean, boolean, timestamptz)
+TO oauth_gateway;
+GRANT EXECUTE ON FUNCTION
+    oauth.end_session(uuid, timestamptz),
+    oauth.end_user_sessions(text, timestamptz),
+    oauth.list_user_sessions(text, timestamptz)
+TO oauth_gateway, oauth_admin;
+GRANT SELECT (session_id, user_id, upstream_issuer, upstream_subject, auth_time, amr, claims, created_at, expires_at,
+              ended_at)
+    ON oauth.browser_sessions TO oauth_admin;
+-- end browser sessions

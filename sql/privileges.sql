@@ -38,6 +38,13 @@ GRANT EXECUTE ON FUNCTION
     -- as they are listed.
     oauth.declare_resources(text[], timestamptz),
     oauth.canonical_resource(text),
+    -- Sign-in through an upstream provider: browser sessions and the step after /authorize.
+    oauth.start_session(text, text, text, timestamptz, text[], jsonb, interval, timestamptz),
+    oauth.get_session(text, timestamptz),
+    oauth.end_session(uuid, timestamptz),
+    oauth.end_user_sessions(text, timestamptz),
+    oauth.list_user_sessions(text, timestamptz),
+    oauth.continue_authorization(text, text, text, boolean, boolean, timestamptz),
     oauth.error_sqlstate(text)
 TO oauth_gateway;
 
@@ -63,6 +70,9 @@ GRANT EXECUTE ON FUNCTION
     oauth.cleanup(timestamptz, integer),
     oauth.add_resource(text, timestamptz),
     oauth.remove_resource(text),
+    oauth.end_session(uuid, timestamptz),
+    oauth.end_user_sessions(text, timestamptz),
+    oauth.list_user_sessions(text, timestamptz),
     oauth.error_sqlstate(text)
 TO oauth_admin;
 
@@ -73,3 +83,6 @@ GRANT SELECT (client_id, client_name, redirect_uris, allowed_scopes, grant_types
               application_type, allowed_resources, metadata, registered_dynamically, created_at, updated_at,
               expires_at)
     ON oauth.clients TO oauth_admin;
+GRANT SELECT (session_id, user_id, upstream_issuer, upstream_subject, auth_time, amr, claims, created_at, expires_at,
+              ended_at)
+    ON oauth.browser_sessions TO oauth_admin;

@@ -83,7 +83,10 @@ CREATE TABLE oauth.authorization_requests (
     code_challenge text NOT NULL,
     prompt text,
     created_at timestamptz NOT NULL,
-    expires_at timestamptz NOT NULL
+    expires_at timestamptz NOT NULL,
+    -- OIDC Core §3.1.2.1: the longest the user's authentication may date back, in seconds.
+    max_age integer,
+    login_hint text
 );
 CREATE INDEX ON oauth.authorization_requests (expires_at);
 CREATE INDEX ON oauth.authorization_requests (client_id);

@@ -97,4 +97,9 @@ pgrx::extension_sql_file!(
     name = "resources",
     requires = ["client_authentication", uris::resource_key]
 );
+pgrx::extension_sql_file!(
+    "../sql/sessions.sql",
+    name = "sessions",
+    requires = ["resources"]
+);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

@@ -260,7 +260,12 @@ async fn errors_after_the_redirect_uri_is_validated_go_back_with_state_and_iss()
             json!({"prompt": "bogus"}),
             "invalid_request",
         ),
-        ("prompt none", json!({"prompt": "none"}), "login_required"),
+        // prompt=none alone is decided with the browser's session (oauth.continue_authorization, sessions.rs).
+        (
+            "max_age not a number",
+            json!({"max_age": "-1"}),
+            "invalid_request",
+        ),
         (
             "prompt login none",
             json!({"prompt": "login none"}),

@@ -4,25 +4,30 @@ use std::collections::BTreeSet;
 
 use oauth_provider_tests::*;
 
-const GATEWAY_FUNCTIONS: [&str; 31] = [
+const GATEWAY_FUNCTIONS: [&str; 37] = [
     "begin_authorization(jsonb,timestamp with time zone)",
     "begin_device_authorization(text,text,text,text,timestamp with time zone)",
     "approve_device_authorization(text,text,text[],jsonb,timestamp with time zone)",
     "canonical_resource(text)",
     "client_credentials_grant(text,text,text,text,timestamp with time zone)",
     "client_jwks_to_fetch(text,text,timestamp with time zone)",
+    "continue_authorization(text,text,text,boolean,boolean,timestamp with time zone)",
     "declare_resources(text[],timestamp with time zone)",
     "delete_registration(text,text,timestamp with time zone)",
     "deny_authorization(text,text,text,timestamp with time zone)",
     "deny_device_authorization(text,timestamp with time zone)",
+    "end_session(uuid,timestamp with time zone)",
+    "end_user_sessions(text,timestamp with time zone)",
     "error_sqlstate(text)",
     "exchange_code(text,text,text,text,text,text,timestamp with time zone)",
     "exchange_token(text,text,uuid,uuid,text,text,text,text,uuid,timestamp with time zone)",
     "get_authorization_request(text,timestamp with time zone)",
     "get_client(text,timestamp with time zone)",
     "get_device_authorization(text,timestamp with time zone)",
+    "get_session(text,timestamp with time zone)",
     "introspect(text,text,text,uuid,uuid,uuid,timestamp with time zone)",
     "issue_code(text,text,text[],jsonb,timestamp with time zone)",
+    "list_user_sessions(text,timestamp with time zone)",
     "poll_device_authorization(text,text,text,timestamp with time zone)",
     "read_registration(text,text,timestamp with time zone)",
     "record_client_jwks_failure(text,text,text,timestamp with time zone,timestamp with time zone)",
@@ -32,6 +37,7 @@ const GATEWAY_FUNCTIONS: [&str; 31] = [
     "revoke_token(text,text,text,uuid,uuid,uuid,text,timestamp with time zone,timestamp with time zone)",
     "rotate_refresh_token(text,text,text,text,text,timestamp with time zone)",
     "settings()",
+    "start_session(text,text,text,timestamp with time zone,text[],jsonb,interval,timestamp with time zone)",
     "store_client_jwks(text,text,jsonb,timestamp with time zone,timestamp with time zone,timestamp with time zone)",
     "store_client_document(text,jsonb,timestamp with time zone,timestamp with time zone,timestamp with time zone)",
     "update_registration(text,text,jsonb,timestamp with time zone)",
@@ -98,6 +104,7 @@ async fn gateway_login_can_execute_exactly_the_gateway_functions_and_read_no_tab
         "token_exchange_policies",
         "client_documents",
         "resources",
+        "browser_sessions",
     ] {
         assert_sqlstate(
             gw.query(&format!("SELECT * FROM oauth.{table}"), &[]).await,
