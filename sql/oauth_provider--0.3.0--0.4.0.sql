@@ -512,3 +512,44 @@ GRANT SELECT (session_id, user_id, upstream_issuer, upstream_subject, auth_time,
               ended_at)
     ON oauth.browser_sessions TO oauth_admin;
 -- end browser sessions
+
+-- coalesced refreshes (issue 12)
+
+-- Concurrent refreshes that the gateway coalesced: each element is decided by
+-- oauth.rotate_refresh_token exactly as a call of its own would be, in one transaction, so a burst
+-- costs one round trip and one commit instead of one per request. Answers come back as a jsonb
+-- array in the order of the arguments; an expected failure is that element's own answer and does
+-- not touch the others. Families are rotated in the order of their ids, so batches running on
+-- different connections lock rows in one order and cannot deadlock each other.
+CREATE FUNCTION oauth.rotate_refresh_tokens(
+    client_ids text[],
+    client_secrets text[],
+    refresh_tokens text[],
+    scopes text[],
+    resources text[],
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := cardinality(refresh_tokens);
+    answers jsonb[];
+    i integer;
+BEGIN
+    IF cardinality(client_ids) IS DISTINCT FROM n OR cardinality(client_secrets) IS DISTINCT FROM n
+       OR cardinality(scopes) IS DISTINCT FROM n OR cardinality(resources) IS DISTINCT FROM n THEN
+        PERFORM oauth._raise('invalid_request', 'the batch''s arrays differ in length');
+    END IF;
+    answers := array_fill(NULL::jsonb, ARRAY[n]);
+    FOR i IN SELECT t.i FROM unnest(refresh_tokens) WITH ORDINALITY AS t(token, i)
+              ORDER BY oauth._refresh_token_family(t.token) NULLS LAST, t.i
+    LOOP
+        answers[i] := oauth.rotate_refresh_token(client_ids[i], client_secrets[i], refresh_tokens[i],
+                                                 scopes[i], resources[i], now);
+    END LOOP;
+    RETURN to_jsonb(answers);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz) TO oauth_gateway;

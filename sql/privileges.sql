@@ -9,6 +9,7 @@ GRANT EXECUTE ON FUNCTION
     oauth.begin_authorization(jsonb, timestamptz),
     oauth.exchange_code(text, text, text, text, text, text, timestamptz),
     oauth.rotate_refresh_token(text, text, text, text, text, timestamptz),
+    oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz),
     oauth.register_client(jsonb, timestamptz),
     oauth.revoke_token(text, text, text, uuid, uuid, uuid, text, timestamptz, timestamptz),
     oauth.introspect(text, text, text, uuid, uuid, uuid, timestamptz),

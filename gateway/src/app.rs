@@ -14,6 +14,8 @@ pub struct App {
     pub config: Config,
     pub keys: Arc<KeySet>,
     pub db: Db,
+    /// Refresh requests, coalesced into batches under load (`db::batch`).
+    pub refreshes: crate::db::RefreshBatcher,
     /// The extension's settings (scopes, registration switch, capabilities) for metadata, refreshed in
     /// the background so an operator's `oauth.configure` reaches every gateway without a restart;
     /// `None` until the database has answered once.

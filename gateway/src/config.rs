@@ -166,6 +166,8 @@ pub struct Config {
     #[serde(with = "seconds")]
     pub upstream_timeout: Duration,
     pub cimd: CimdConfig,
+    /// Concurrent refreshes coalesced into one database call (`db::batch`).
+    pub refresh_batching: crate::db::RefreshBatching,
 }
 
 impl Default for Config {
@@ -195,6 +197,7 @@ impl Default for Config {
             scope_hierarchy: Default::default(),
             upstream_timeout: Duration::from_secs(30),
             cimd: CimdConfig::default(),
+            refresh_batching: Default::default(),
         }
     }
 }

@@ -109,11 +109,13 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
             .await;
     }
     let csrf_key = csrf_key(&config)?;
+    let refreshes = crate::db::RefreshBatcher::start(db.clone(), config.refresh_batching);
     let trusted_proxies = config.trusted_proxy_ranges()?;
     Ok(Arc::new(App {
         config,
         keys,
         db,
+        refreshes,
         settings: std::sync::RwLock::new(settings.map(Arc::new)),
         csrf_key,
         trusted_proxies,

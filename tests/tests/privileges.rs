@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use oauth_provider_tests::*;
 
-const GATEWAY_FUNCTIONS: [&str; 37] = [
+const GATEWAY_FUNCTIONS: &[&str] = &[
     "begin_authorization(jsonb,timestamp with time zone)",
     "begin_device_authorization(text,text,text,text,timestamp with time zone)",
     "approve_device_authorization(text,text,text[],jsonb,timestamp with time zone)",
@@ -36,6 +36,7 @@ const GATEWAY_FUNCTIONS: [&str; 37] = [
     "revocations(timestamp with time zone,timestamp with time zone)",
     "revoke_token(text,text,text,uuid,uuid,uuid,text,timestamp with time zone,timestamp with time zone)",
     "rotate_refresh_token(text,text,text,text,text,timestamp with time zone)",
+    "rotate_refresh_tokens(text[],text[],text[],text[],text[],timestamp with time zone)",
     "settings()",
     "start_session(text,text,text,timestamp with time zone,text[],jsonb,interval,timestamp with time zone)",
     "store_client_jwks(text,text,jsonb,timestamp with time zone,timestamp with time zone,timestamp with time zone)",
@@ -165,6 +166,7 @@ async fn oauth_admin_gets_the_application_functions_and_reads_no_secret() {
     for f in [
         "exchange_code",
         "rotate_refresh_token",
+        "rotate_refresh_tokens",
         "register_client",
         "random_token",
         "_revoke_grant",

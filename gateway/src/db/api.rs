@@ -62,6 +62,17 @@ pub struct Issued {
     pub id_token_signed_response_alg: Option<Alg>,
 }
 
+/// One refresh token request (RFC 6749 §6), as `oauth.rotate_refresh_token` takes it.
+#[derive(Debug, Clone)]
+pub struct RefreshRequest {
+    pub client_id: String,
+    /// The secret or client assertion, as in `ClientCredentials`.
+    pub secret: Option<String>,
+    pub refresh_token: String,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+}
+
 /// `oauth.begin_authorization`'s answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BeganAuthorization {
@@ -312,22 +323,47 @@ impl Db {
 
     pub async fn rotate_refresh_token(
         &self,
-        client: &ClientCredentials,
-        refresh_token: &str,
-        scope: Option<&str>,
-        resource: Option<&str>,
+        request: &RefreshRequest,
     ) -> Result<Issued, OAuthError> {
         self.answer(
             "SELECT oauth.rotate_refresh_token($1, $2, $3, $4, $5)",
             &[
-                &client.client_id,
-                &client.secret,
-                &refresh_token,
-                &scope,
-                &resource,
+                &request.client_id,
+                &request.secret,
+                &request.refresh_token,
+                &request.scope,
+                &request.resource,
             ],
         )
         .await
+    }
+
+    /// Several refreshes in one call (`db::batch`): each element's own answer, in order, or the
+    /// call's failure (nothing was rotated then).
+    pub(super) async fn rotate_refresh_tokens(
+        &self,
+        requests: &[&RefreshRequest],
+    ) -> Result<Vec<Result<Issued, OAuthError>>, OAuthError> {
+        let client_ids: Vec<&str> = requests.iter().map(|r| r.client_id.as_str()).collect();
+        let secrets: Vec<Option<&str>> = requests.iter().map(|r| r.secret.as_deref()).collect();
+        let tokens: Vec<&str> = requests.iter().map(|r| r.refresh_token.as_str()).collect();
+        let scopes: Vec<Option<&str>> = requests.iter().map(|r| r.scope.as_deref()).collect();
+        let resources: Vec<Option<&str>> = requests.iter().map(|r| r.resource.as_deref()).collect();
+        const SQL: &str = "SELECT oauth.rotate_refresh_tokens($1, $2, $3, $4, $5)";
+        let value = self
+            .call(SQL, &[&client_ids, &secrets, &tokens, &scopes, &resources])
+            .await?;
+        let Value::Array(answers) = value else {
+            tracing::error!("rotate_refresh_tokens answered no array");
+            return Err(OAuthError::server_error());
+        };
+        Ok(answers
+            .into_iter()
+            .map(|answer| match error_answer(&answer) {
+                Some(error) => Err(error),
+                None => decode(SQL, answer),
+            })
+            .collect())
     }
 
     pub async fn client_credentials_grant(

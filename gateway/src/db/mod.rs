@@ -5,8 +5,10 @@
 
 pub mod admin;
 mod api;
+mod batch;
 pub mod feed;
 mod pool;
 
 pub use api::*;
+pub use batch::{RefreshBatcher, RefreshBatching};
 pub use pool::Db;

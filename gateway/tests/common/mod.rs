@@ -479,6 +479,10 @@ pub struct Options {
     pub pool_size: usize,
     pub pool_wait: Duration,
     pub cimd: oauth_gateway::config::CimdConfig,
+    /// The test database's name (default: a random `gw_…`), for URLs made before the start.
+    pub db_name: Option<String>,
+    /// Changes made to the gateway's configuration last.
+    pub adjust: Option<Box<dyn FnOnce(&mut Config) + Send>>,
 }
 
 impl Default for Options {
@@ -493,6 +497,8 @@ impl Default for Options {
             pool_size: 8,
             pool_wait: Duration::from_millis(1500),
             cimd: Default::default(),
+            db_name: None,
+            adjust: None,
         }
     }
 }
@@ -585,7 +591,7 @@ impl Gateway {
                 .map(|k| SigningKey::from_file(&k.path, k.alg, None).unwrap())
                 .collect(),
         };
-        let config = Config {
+        let mut config = Config {
             issuer: issuer.clone(),
             listen: format!("127.0.0.1:{port}").parse().unwrap(),
             database_url: options
@@ -605,6 +611,9 @@ impl Gateway {
             .await
             .expect("build gateway");
         let handle = oauth_gateway::serve(app).await.expect("serve");
+        if let Some(adjust) = options.adjust {
+            adjust(&mut config);
+        }
         Self {
             base,
             issuer,

@@ -52,8 +52,14 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
             let refresh_token = params.required("refresh_token")?;
             let scope = params.single("scope")?;
             let resource = params.single("resource")?;
-            let issued = db.rotate_refresh_token(&client, refresh_token, scope, resource);
-            (issued.await, false)
+            let request = crate::db::RefreshRequest {
+                client_id: client.client_id.clone(),
+                secret: client.secret.clone(),
+                refresh_token: refresh_token.to_owned(),
+                scope: scope.map(str::to_owned),
+                resource: resource.map(str::to_owned),
+            };
+            (app.refreshes.rotate(request).await, false)
         }
         "client_credentials" => {
             let scope = params.single("scope")?;

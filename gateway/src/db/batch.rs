@@ -1,0 +1,144 @@
+//! Concurrent refreshes coalesced into one database call (`oauth.rotate_refresh_tokens`).
+//!
+//! A refresh is one short transaction whose cost is mostly the transaction itself: the round trip,
+//! the snapshot, the commit's WAL flush. Under load, requests that arrive while earlier batches are
+//! in flight wait in a queue and leave together, one transaction for all of them; with at most
+//! `in_flight` batches running, a quiet gateway sends each request at once (no added latency) and
+//! a busy one sends fewer, larger transactions. The decisions stay in the extension: the batch
+//! function applies `oauth.rotate_refresh_token` to each element, and each request gets its own
+//! answer or its own error.
+//!
+//! If the batch call itself fails (an error raised by one element aborts the whole transaction,
+//! and so rotates nothing), every element is retried as a call of its own, so one bad element
+//! cannot fail the others. Unavailability (503) is answered to all: retrying would meet it again.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::api::{Issued, RefreshRequest};
+use super::pool::Db;
+use crate::error::{ErrorCode, OAuthError};
+
+/// How refreshes are coalesced (`[refresh_batching]`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshBatching {
+    /// Batches running at once; 0 sends every refresh as its own call.
+    pub in_flight: usize,
+    /// Refreshes in one batch at most.
+    pub max_size: usize,
+}
+
+impl Default for RefreshBatching {
+    fn default() -> Self {
+        Self {
+            in_flight: 4,
+            max_size: 64,
+        }
+    }
+}
+
+type Answer = Result<Issued, OAuthError>;
+
+struct Pending {
+    request: RefreshRequest,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The queue in front of `oauth.rotate_refresh_tokens`, drained by one task.
+pub struct RefreshBatcher {
+    db: Db,
+    queue: Option<mpsc::Sender<Pending>>,
+}
+
+impl RefreshBatcher {
+    /// Starts the task that drains the queue; must be called inside the runtime.
+    pub fn start(db: Db, batching: RefreshBatching) -> Self {
+        if batching.in_flight == 0 || batching.max_size <= 1 {
+            return Self { db, queue: None };
+        }
+        // Bounded: a full queue makes requests wait for room (backpressure), never drops them.
+        let (queue, pending) = mpsc::channel(batching.max_size * batching.in_flight * 4);
+        tokio::spawn(drain(db.clone(), batching, pending));
+        Self {
+            db,
+            queue: Some(queue),
+        }
+    }
+
+    pub async fn rotate(&self, request: RefreshRequest) -> Answer {
+        let Some(queue) = &self.queue else {
+            return self.db.rotate_refresh_token(&request).await;
+        };
+        let (reply, answer) = oneshot::channel();
+        if queue.send(Pending { request, reply }).await.is_err() {
+            return Err(OAuthError::unavailable());
+        }
+        // The batch task answers every element it took; a dropped sender means it panicked.
+        answer
+            .await
+            .unwrap_or_else(|_| Err(OAuthError::server_error()))
+    }
+}
+
+async fn drain(db: Db, batching: RefreshBatching, mut pending: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(batching.in_flight));
+    while let Some(first) = pending.recv().await {
+        // Waiting for a slot is what lets the next batch accumulate behind the running ones.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < batching.max_size {
+            match pending.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let db = db.clone();
+        tokio::spawn(async move {
+            run(&db, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn run(db: &Db, batch: Vec<Pending>) {
+    if let [_] = batch.as_slice() {
+        let Pending { request, reply } = batch.into_iter().next().expect("one element");
+        let _ = reply.send(db.rotate_refresh_token(&request).await);
+        return;
+    }
+    let requests: Vec<&RefreshRequest> = batch.iter().map(|p| &p.request).collect();
+    match db.rotate_refresh_tokens(&requests).await {
+        Ok(answers) if answers.len() == batch.len() => {
+            for (pending, answer) in batch.into_iter().zip(answers) {
+                let _ = pending.reply.send(answer);
+            }
+        }
+        Ok(answers) => {
+            tracing::error!(
+                sent = batch.len(),
+                answered = answers.len(),
+                "the batch answered another number of elements"
+            );
+            for pending in batch {
+                let _ = pending.reply.send(Err(OAuthError::server_error()));
+            }
+        }
+        Err(error) if error.code == ErrorCode::TemporarilyUnavailable => {
+            for pending in batch {
+                let _ = pending.reply.send(Err(error.clone()));
+            }
+        }
+        Err(_) => {
+            let retried = batch.into_iter().map(|pending| async move {
+                let answer = db.rotate_refresh_token(&pending.request).await;
+                let _ = pending.reply.send(answer);
+            });
+            futures_util::future::join_all(retried).await;
+        }
+    }
+}
