@@ -553,3 +553,23 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz) TO oauth_gateway;
+
+-- refresh token family lookup without re-planning (issue 12)
+
+-- The family a refresh token belongs to, unverified: the one it names, or for a token issued before
+-- 0.3.0 the one oauth.refresh_tokens lists. Callers prove the token with oauth._refresh_token_age.
+-- PL/pgSQL, not SQL: a SQL function with a sub-select is never inlined, so each call parsed and
+-- planned its body again (a sixth of the database's time per refresh, by profile); PL/pgSQL keeps
+-- the plan for the session.
+CREATE OR REPLACE FUNCTION oauth._refresh_token_family(refresh_token text) RETURNS uuid
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    named uuid := oauth.refresh_token_family(refresh_token);
+BEGIN
+    IF named IS NULL THEN
+        SELECT t.family_id INTO named FROM oauth.refresh_tokens t WHERE t.token_hash = oauth.token_hash(refresh_token);
+    END IF;
+    RETURN named;
+END
+$$;
