@@ -25,7 +25,8 @@ use crate::error::{ErrorCode, OAuthError};
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RefreshBatching {
-    /// Batches running at once; 0 sends every refresh as its own call.
+    /// Batches running at once (default: the machine's cores, as many as the database can run
+    /// side by side on a machine it shares); 0 sends every refresh as its own call.
     pub in_flight: usize,
     /// Refreshes in one batch at most.
     pub max_size: usize,
@@ -34,7 +35,7 @@ pub struct RefreshBatching {
 impl Default for RefreshBatching {
     fn default() -> Self {
         Self {
-            in_flight: 4,
+            in_flight: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             max_size: 64,
         }
     }
