@@ -121,6 +121,13 @@ pub struct Config {
     pub issuer: String,
     pub listen: SocketAddr,
     pub database_url: String,
+    /// The revocation feed's own connection (it LISTENs, which a pooler in transaction mode
+    /// cannot carry): a direct connection string to the database; unset, `database_url`.
+    pub feed_database_url: Option<String>,
+    /// Named prepared statements, prepared once per connection (the fastest). Off behind a pooler
+    /// in transaction mode without prepared-statement support (PgBouncer before 1.21, or without
+    /// `max_prepared_statements`): every call is then one unnamed statement.
+    pub statement_cache: bool,
     pub pool_size: usize,
     /// How long a request waits for a database connection before answering 503.
     #[serde(with = "seconds")]
@@ -154,7 +161,8 @@ pub struct Config {
     pub body_read_timeout: Duration,
     /// Connections served at once; beyond it a connection is answered 503 and closed.
     pub max_connections: usize,
-    /// Every statement of the gateway's database connections is cancelled after this long (503).
+    /// Every statement of the gateway's database connections is cancelled after this long (503),
+    /// set as a startup option; zero sets none, leaving the role's (a pooler refuses the option).
     #[serde(with = "seconds")]
     pub statement_timeout: Duration,
     /// Protected routes (the gateway as the MCP servers' front door).
@@ -177,6 +185,8 @@ impl Default for Config {
             listen: "127.0.0.1:8080".parse().expect("literal address"),
             database_url: "host=127.0.0.1 port=54315 user=oauth_gateway_login dbname=oauth_dev"
                 .into(),
+            feed_database_url: None,
+            statement_cache: true,
             pool_size: 32,
             pool_wait: Duration::from_secs(2),
             keys: Vec::new(),
@@ -230,6 +240,15 @@ impl Config {
         self.trusted_proxy_ranges()?;
         if self.csrf_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err("csrf_secret must have at least 32 characters".into());
+        }
+        // Without a statement cache the gateway is behind a transaction pooler, where the feed's
+        // LISTEN would hear nothing while the guard trusted it.
+        if !self.statement_cache && self.feed_database_url.is_none() && !self.routes.is_empty() {
+            return Err(
+                "statement_cache = false (a pooler in transaction mode) needs \
+                 feed_database_url, a direct connection for the revocation feed"
+                    .into(),
+            );
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
@@ -298,6 +317,13 @@ impl Config {
             max_bytes: self.max_body_bytes,
             read_timeout: self.body_read_timeout,
         }
+    }
+
+    /// Where the revocation feed connects: `feed_database_url`, else `database_url`.
+    pub fn feed_database_url(&self) -> &str {
+        self.feed_database_url
+            .as_deref()
+            .unwrap_or(&self.database_url)
     }
 
     /// The public origin (scheme://host[:port]) of the issuer.

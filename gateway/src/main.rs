@@ -31,6 +31,12 @@ struct ConfigArgs {
     /// Connection string of a role that is a member of `oauth_gateway`.
     #[arg(long, env = "OAUTH_DATABASE_URL")]
     database_url: Option<String>,
+    /// A direct connection for the revocation feed (behind a pooler in transaction mode).
+    #[arg(long, env = "OAUTH_FEED_DATABASE_URL")]
+    feed_database_url: Option<String>,
+    /// `false` behind a pooler in transaction mode: no named prepared statements.
+    #[arg(long, env = "OAUTH_STATEMENT_CACHE")]
+    statement_cache: Option<bool>,
     /// Signing key `ALG:PATH` (repeatable; the first signs).
     #[arg(long = "key", env = "OAUTH_KEYS", value_delimiter = ',')]
     keys: Vec<String>,
@@ -69,6 +75,12 @@ impl ConfigArgs {
         }
         if let Some(v) = &self.database_url {
             config.database_url = v.clone();
+        }
+        if let Some(v) = &self.feed_database_url {
+            config.feed_database_url = Some(v.clone());
+        }
+        if let Some(v) = self.statement_cache {
+            config.statement_cache = v;
         }
         if !self.keys.is_empty() {
             config.keys = self

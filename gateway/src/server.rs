@@ -75,6 +75,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         config.pool_size,
         config.pool_wait,
         config.statement_timeout,
+        config.statement_cache,
     )?;
     let settings = read_settings(&db).await;
     if let Some(settings) = &settings {
@@ -177,7 +178,7 @@ pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
     let refresher = tokio::spawn(refresh_settings(app.clone()));
     let feed = app
         .guard
-        .follow_revocations(app.config.database_url.clone());
+        .follow_revocations(app.config.feed_database_url().to_owned());
     let connections = Arc::new(Semaphore::new(app.config.max_connections));
     let done = tokio::spawn(async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();

@@ -5,6 +5,8 @@
 //! names in its HINT; anything else is a bug, logged here and answered as `server_error` without
 //! the database's text.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use deadpool_postgres::{
@@ -12,34 +14,80 @@ use deadpool_postgres::{
 };
 use serde_json::Value;
 use tokio_postgres::NoTls;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::error::{ErrorCode, OAuthError};
 
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// Without a statement cache (behind a pooler in transaction mode): each SQL text's parameter
+    /// types, learned once, so every call is a single unnamed statement.
+    unnamed: Option<Arc<ParamTypes>>,
+}
+
+/// Parameter types by SQL text.
+#[derive(Default)]
+struct ParamTypes(RwLock<HashMap<String, Vec<Type>>>);
+
+impl ParamTypes {
+    async fn of(
+        &self,
+        client: &tokio_postgres::Client,
+        sql: &str,
+    ) -> Result<Vec<Type>, OAuthError> {
+        if let Some(types) = self.0.read().expect("param types lock").get(sql) {
+            return Ok(types.clone());
+        }
+        // A named statement exists in one server session, and a pooler in transaction mode keeps
+        // a client on one only within a transaction: prepare, read, close, all inside one. The
+        // dropped statement's Close is queued before the COMMIT, so nothing is left behind.
+        client.batch_execute("BEGIN").await.map_err(query_error)?;
+        let described = client
+            .prepare(sql)
+            .await
+            .map(|statement| statement.params().to_vec());
+        let end = if described.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        let ended = client.batch_execute(end).await;
+        let types = described.map_err(query_error)?;
+        ended.map_err(query_error)?;
+        self.0
+            .write()
+            .expect("param types lock")
+            .insert(sql.to_owned(), types.clone());
+        Ok(types)
+    }
 }
 
 impl Db {
     /// A pool of connections to `database_url` on which every statement is cancelled after
-    /// `statement_timeout` (zero: never), so a slow statement cannot hold a connection for long.
+    /// `statement_timeout` (zero: whatever the role says), so a slow statement cannot hold a
+    /// connection for long; with `statement_cache` off, no statement is named (see `unnamed`).
     pub fn connect(
         database_url: &str,
         pool_size: usize,
         wait: Duration,
         statement_timeout: Duration,
+        statement_cache: bool,
     ) -> Result<Self, String> {
         let mut pg: tokio_postgres::Config = database_url
             .parse()
             .map_err(|e| format!("database_url: {e}"))?;
         // A startup option, so it holds for a plain connection string and from the first statement.
-        let timeout = format!("-c statement_timeout={}", statement_timeout.as_millis());
-        let options = match pg.get_options() {
-            Some(given) if !given.trim().is_empty() => format!("{given} {timeout}"),
-            _ => timeout,
-        };
-        pg.options(&options);
+        // None at zero: a pooler refuses startup options, and the role's setting then applies.
+        if !statement_timeout.is_zero() {
+            let timeout = format!("-c statement_timeout={}", statement_timeout.as_millis());
+            let options = match pg.get_options() {
+                Some(given) if !given.trim().is_empty() => format!("{given} {timeout}"),
+                _ => timeout,
+            };
+            pg.options(&options);
+        }
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(2));
         }
@@ -63,7 +111,10 @@ impl Db {
             })
             .build()
             .map_err(|e| format!("database pool: {e}"))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            unnamed: (!statement_cache).then(Default::default),
+        })
     }
 
     /// Calls `sql` (one statement returning one jsonb value) and returns that value as-is:
@@ -73,12 +124,14 @@ impl Db {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Value, OAuthError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let statement = client.prepare_cached(sql).await.map_err(query_error)?;
-        let row = client
-            .query_one(&statement, params)
-            .await
-            .map_err(query_error)?;
+        let rows = self.query(sql, params).await?;
+        let [row] = rows.as_slice() else {
+            tracing::error!(
+                rows = rows.len(),
+                "a jsonb call answered other than one row"
+            );
+            return Err(OAuthError::server_error());
+        };
         row.try_get::<_, Value>(0).map_err(query_error)
     }
 
@@ -100,10 +153,15 @@ impl Db {
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<tokio_postgres::Row>, OAuthError> {
+    ) -> Result<Vec<Row>, OAuthError> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        let statement = client.prepare_cached(sql).await.map_err(query_error)?;
-        client.query(&statement, params).await.map_err(query_error)
+        let Some(param_types) = &self.unnamed else {
+            let statement = client.prepare_cached(sql).await.map_err(query_error)?;
+            return client.query(&statement, params).await.map_err(query_error);
+        };
+        let types = param_types.of(&client, sql).await?;
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params.iter().copied().zip(types).collect();
+        client.query_typed(sql, &typed).await.map_err(query_error)
     }
 }
 

@@ -482,8 +482,11 @@ pub struct Options {
     /// The test database's name (default: a random `gw_…`), for URLs made before the start.
     pub db_name: Option<String>,
     /// Changes made to the gateway's configuration last.
-    pub adjust: Option<Box<dyn FnOnce(&mut Config) + Send>>,
+    pub adjust: Option<Adjust>,
 }
+
+/// A change to a test gateway's configuration.
+pub type Adjust = Box<dyn FnOnce(&mut Config) + Send>;
 
 impl Default for Options {
     fn default() -> Self {
@@ -548,7 +551,9 @@ impl Gateway {
     pub async fn start_with(options: Options) -> Self {
         let admin_url = env("OAUTH_TEST_DATABASE_URL");
         let gateway_url = env("OAUTH_TEST_GATEWAY_DATABASE_URL");
-        let db_name = format!("gw_{}", random_suffix());
+        let db_name = options
+            .db_name
+            .unwrap_or_else(|| format!("gw_{}", random_suffix()));
         connect(&admin_url)
             .await
             .batch_execute(&format!("CREATE DATABASE {db_name}"))
@@ -607,13 +612,13 @@ impl Gateway {
             dev_user: Some("alice".into()),
             ..Config::default()
         };
+        if let Some(adjust) = options.adjust {
+            adjust(&mut config);
+        }
         let app = oauth_gateway::build(config.clone())
             .await
             .expect("build gateway");
         let handle = oauth_gateway::serve(app).await.expect("serve");
-        if let Some(adjust) = options.adjust {
-            adjust(&mut config);
-        }
         Self {
             base,
             issuer,
