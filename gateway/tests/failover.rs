@@ -589,3 +589,42 @@ async fn the_gateway_survives_a_primary_failover_under_refresh_load_and_loses_no
     handle.shutdown(Duration::from_secs(1)).await;
     drop(clusters);
 }
+
+/// A pooled connection that goes silent (its host vanished without closing it, as a machine that
+/// loses power does): the call answers 503 once `statement_timeout` and a margin have passed, the
+/// connection leaves the pool, and the next call connects afresh. Runs with the other tests.
+#[tokio::test]
+async fn a_pooled_connection_that_goes_silent_is_dropped_and_its_call_answered_503() {
+    let db_name = format!("gw_{}", random_suffix());
+    let relay = FreezingRelay::start(&db_name, "oauth-gateway").await;
+    let gw = Gateway::start_with(Options {
+        database_url_override: Some(relay.database_url.clone()),
+        db_name: Some(db_name),
+        pool_size: 1,
+        adjust: Some(Box::new(|config| {
+            config.statement_timeout = Duration::from_secs(1);
+        })),
+        ..Options::default()
+    })
+    .await;
+    let client_id = gw.public_client(&["mcp"]).await;
+    let tokens = gw
+        .code_flow(&Authorization::new(&client_id))
+        .await
+        .ok_json();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+
+    relay.freeze();
+    let started = Instant::now();
+    let silent = tokio::time::timeout(Duration::from_secs(10), gw.refresh(&client_id, refresh))
+        .await
+        .expect("the call hung on a connection that went silent");
+    silent.assert_temporarily_unavailable();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "503 after {took:?}");
+    // Nothing reached the database, so the token is still the live one.
+    let fresh = gw.refresh(&client_id, refresh).await;
+    assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.text());
+    println!("a silent connection answered 503 after {took:?}");
+    gw.stop().await;
+}

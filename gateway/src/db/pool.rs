@@ -19,12 +19,17 @@ use tokio_postgres::types::{ToSql, Type};
 
 use crate::error::{ErrorCode, OAuthError};
 
+/// Beyond `statement_timeout`, how long a call waits for the server's cancellation to arrive.
+const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     /// Without a statement cache (behind a pooler in transaction mode): each SQL text's parameter
     /// types, learned once, so every call is a single unnamed statement.
     unnamed: Option<Arc<ParamTypes>>,
+    /// How long a call may go without an answer before its connection is given up (see `query`).
+    answer_within: Option<Duration>,
 }
 
 /// Parameter types by SQL text.
@@ -114,6 +119,8 @@ impl Db {
         Ok(Self {
             pool,
             unnamed: (!statement_cache).then(Default::default),
+            answer_within: (!statement_timeout.is_zero())
+                .then(|| statement_timeout + ANSWER_MARGIN),
         })
     }
 
@@ -155,11 +162,34 @@ impl Db {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, OAuthError> {
         let client = self.pool.get().await.map_err(pool_error)?;
+        let answer = self.statement(&client, sql, params);
+        let Some(limit) = self.answer_within else {
+            return answer.await;
+        };
+        match tokio::time::timeout(limit, answer).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                // Not even the server's statement_timeout came back: the connection went silent
+                // (its host vanished, a partition, a failover that closed nothing) and would
+                // stay in the pool, taking every later call with it until TCP gives up.
+                tracing::warn!("a database connection stopped answering; dropped");
+                drop(deadpool_postgres::Object::take(client));
+                Err(OAuthError::unavailable())
+            }
+        }
+    }
+
+    async fn statement(
+        &self,
+        client: &deadpool_postgres::ClientWrapper,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, OAuthError> {
         let Some(param_types) = &self.unnamed else {
             let statement = client.prepare_cached(sql).await.map_err(query_error)?;
             return client.query(&statement, params).await.map_err(query_error);
         };
-        let types = param_types.of(&client, sql).await?;
+        let types = param_types.of(client, sql).await?;
         let typed: Vec<(&(dyn ToSql + Sync), Type)> = params.iter().copied().zip(types).collect();
         client.query_typed(sql, &typed).await.map_err(query_error)
     }
