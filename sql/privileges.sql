@@ -10,6 +10,9 @@ GRANT EXECUTE ON FUNCTION
     oauth.exchange_code(text, text, text, text, text, text, timestamptz),
     oauth.rotate_refresh_token(text, text, text, text, text, timestamptz),
     oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz),
+    -- The audit feed's webhook delivery.
+    oauth.take_events(text, text, interval, integer, timestamptz),
+    oauth.acknowledge_events(text, text, text, timestamptz),
     oauth.register_client(jsonb, timestamptz),
     oauth.revoke_token(text, text, text, uuid, uuid, uuid, text, timestamptz, timestamptz),
     oauth.introspect(text, text, text, uuid, uuid, uuid, timestamptz),
@@ -74,12 +77,15 @@ GRANT EXECUTE ON FUNCTION
     oauth.end_session(uuid, timestamptz),
     oauth.end_user_sessions(text, timestamptz),
     oauth.list_user_sessions(text, timestamptz),
+    oauth.list_events(bigint, text, text, timestamptz, timestamptz, integer),
+    oauth.take_events(text, text, interval, integer, timestamptz),
+    oauth.acknowledge_events(text, text, text, timestamptz),
     oauth.error_sqlstate(text)
 TO oauth_admin;
 
 -- Applications read consent and audit rows in their own queries (secret digests stay hidden).
 GRANT SELECT ON oauth.grants, oauth.events, oauth.token_exchange_policies, oauth.client_documents,
-    oauth.client_jwks, oauth.resources TO oauth_admin;
+    oauth.client_jwks, oauth.resources, oauth.event_consumers TO oauth_admin;
 GRANT SELECT (client_id, client_name, redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
               application_type, allowed_resources, metadata, registered_dynamically, created_at, updated_at,
               expires_at)

@@ -103,3 +103,8 @@ pgrx::extension_sql_file!(
     requires = ["resources"]
 );
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
+pgrx::extension_sql_file!(
+    "../sql/events.sql",
+    name = "events",
+    requires = ["resources"]
+);

@@ -42,6 +42,8 @@ const GATEWAY_FUNCTIONS: &[&str] = &[
     "store_client_jwks(text,text,jsonb,timestamp with time zone,timestamp with time zone,timestamp with time zone)",
     "store_client_document(text,jsonb,timestamp with time zone,timestamp with time zone,timestamp with time zone)",
     "update_registration(text,text,jsonb,timestamp with time zone)",
+    "take_events(text,text,interval,integer,timestamp with time zone)",
+    "acknowledge_events(text,text,text,timestamp with time zone)",
     "userinfo(uuid,uuid,uuid,timestamp with time zone)",
 ];
 

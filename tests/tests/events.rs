@@ -1,0 +1,226 @@
+//! The audit feed: `oauth.list_events` for the application, `NOTIFY oauth_events`, and delivery to
+//! a consumer (`oauth.take_events` / `oauth.acknowledge_events`): one holder at a time, in an order
+//! no late commit can jump, nothing skipped.
+
+use std::time::Duration;
+
+use oauth_provider_tests::serde_json::{Value, json};
+use oauth_provider_tests::*;
+
+async fn take(db: &tokio_postgres::Client, consumer: &str, holder: &str, at: Option<&str>) -> Value {
+    db.query_one(
+        "SELECT oauth.take_events($1, $2, interval '30 seconds', 100, coalesce($3::text::timestamptz, now()))",
+        &[&consumer, &holder, &at],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// `take` until events come: delivery waits for every older transaction in the cluster to end, and
+/// the other tests of this file run beside this one (one holds a transaction open on purpose).
+async fn take_some(db: &tokio_postgres::Client, consumer: &str, holder: &str) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let taken = take(db, consumer, holder, None).await;
+        if taken["events"].as_array().is_some_and(|e| !e.is_empty())
+            || started.elapsed() > Duration::from_secs(15)
+        {
+            return taken;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn acknowledge(db: &tokio_postgres::Client, consumer: &str, holder: &str, through: &str) -> bool {
+    db.query_one(
+        "SELECT oauth.acknowledge_events($1, $2, $3)",
+        &[&consumer, &holder, &through],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+fn kinds_and_clients(taken: &Value) -> Vec<(String, String)> {
+    taken["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["client_id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn new_client(db: &tokio_postgres::Client) -> String {
+    create_client(db, ClientSpec::public_native()).await.id
+}
+
+#[tokio::test]
+async fn events_are_listed_by_user_client_and_id_and_announced() {
+    let db = TempDb::create().await;
+    let admin = db.admin().await;
+    let (listener, mut notes) = connect_listening(&db.gateway_config()).await;
+    listener.batch_execute("LISTEN oauth_events").await.unwrap();
+    let client = create_client(&admin, ClientSpec::default()).await;
+    let note = tokio::time::timeout(Duration::from_secs(5), notes.recv())
+        .await
+        .expect("NOTIFY oauth_events")
+        .unwrap();
+    let announced: i64 = note.payload().parse().unwrap();
+    let user = unique("user");
+    let issued = tokens_for(&admin, &client, &user).await;
+    admin
+        .execute(
+            "SELECT oauth.revoke_grant($1, 'user_request')",
+            &[&uuid_field(&issued, "grant_id")],
+        )
+        .await
+        .unwrap();
+
+    let by_user = admin
+        .query("SELECT event_id, kind FROM oauth.list_events(user_id => $1)", &[&user])
+        .await
+        .unwrap();
+    let kinds: Vec<String> = by_user.iter().map(|r| r.get(1)).collect();
+    assert!(kinds.contains(&"consent_granted".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"grant_revoked".to_owned()), "{kinds:?}");
+    let ids: Vec<i64> = by_user.iter().map(|r| r.get(0)).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first: {ids:?}");
+    assert!(ids[0] > announced, "the client's creation came first");
+
+    let by_client = admin
+        .query(
+            "SELECT kind FROM oauth.list_events(client_id => $1, after_id => $2, max_rows => 1)",
+            &[&client.id, &(announced - 1)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_client.len(), 1);
+    assert_eq!(by_client[0].get::<_, String>(0), "client_created");
+    let none = admin
+        .query(
+            "SELECT 1 FROM oauth.list_events(since => now() + interval '1 hour')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn one_holder_delivers_at_a_time_and_acknowledged_events_are_not_handed_out_again() {
+    let db = TempDb::create().await;
+    let admin = db.admin().await;
+    let gw = db.gateway().await;
+    // The first take places the consumer at the events committed from then on.
+    assert_eq!(take(&gw, "webhook", "gw-a", None).await["events"], json!([]));
+    let first = new_client(&admin).await;
+    let second = new_client(&admin).await;
+
+    let taken = take_some(&gw, "webhook", "gw-a").await;
+    assert_eq!(taken["held"], json!(true));
+    assert_eq!(
+        kinds_and_clients(&taken),
+        vec![
+            ("client_created".to_owned(), first.clone()),
+            ("client_created".to_owned(), second.clone())
+        ]
+    );
+    assert_eq!(
+        take(&gw, "webhook", "gw-b", None).await,
+        json!({"held": false}),
+        "another holder waits while the lease runs"
+    );
+    assert!(
+        !acknowledge(&gw, "webhook", "gw-b", taken["events"][0]["position"].as_str().unwrap()).await,
+        "only the holder acknowledges"
+    );
+    let through = taken["events"][0]["position"].as_str().unwrap();
+    assert!(acknowledge(&gw, "webhook", "gw-a", through).await);
+    assert!(
+        !acknowledge(&gw, "webhook", "gw-a", through).await,
+        "a position already passed does not move the consumer"
+    );
+    // Unacknowledged events come again (at least once), acknowledged ones do not.
+    let again = take(&gw, "webhook", "gw-a", None).await;
+    assert_eq!(
+        kinds_and_clients(&again),
+        vec![("client_created".to_owned(), second.clone())]
+    );
+
+    // Once the lease has run out, another holder takes over where the consumer stands.
+    let later: String = gw
+        .query_one("SELECT (now() + interval '31 seconds')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let taken_over = take(&gw, "webhook", "gw-b", Some(&later)).await;
+    assert_eq!(taken_over["held"], json!(true));
+    assert_eq!(
+        kinds_and_clients(&taken_over),
+        vec![("client_created".to_owned(), second)]
+    );
+    assert_eq!(
+        sqlstate(
+            gw.query_one(
+                "SELECT oauth.acknowledge_events('webhook', 'gw-b', 'not-a-position')",
+                &[]
+            )
+            .await
+        ),
+        "OA400"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_committed_late_with_a_lower_id_is_still_delivered() {
+    // T2 takes its transaction id first; T1 then writes an event (the lower id) and stays open
+    // while T2 writes one (the higher id) and commits. A cursor on ids alone would hand out T2's,
+    // move past T1's id, and never deliver T1's event once it commits.
+    let db = TempDb::create().await;
+    let admin = db.admin().await;
+    let gw = db.gateway().await;
+    take(&gw, "webhook", "gw", None).await;
+    let t1 = db.admin().await;
+    let t2 = db.admin().await;
+    t2.batch_execute("BEGIN; SELECT pg_current_xact_id();").await.unwrap();
+    t1.batch_execute("BEGIN; SELECT pg_current_xact_id();").await.unwrap();
+    let late = new_client(&t1).await;
+    let early = new_client(&t2).await;
+    t2.batch_execute("COMMIT").await.unwrap();
+    let ids: Vec<i64> = admin
+        .query("SELECT event_id FROM oauth.events ORDER BY event_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    // T2 is settled (no older transaction runs); T1 is not.
+    let taken = take_some(&gw, "webhook", "gw").await;
+    assert_eq!(
+        kinds_and_clients(&taken),
+        vec![("client_created".to_owned(), early)],
+        "{ids:?}"
+    );
+    let early_id = taken["events"][0]["event_id"].as_i64().unwrap();
+    assert!(acknowledge(&gw, "webhook", "gw", taken["events"][0]["position"].as_str().unwrap()).await);
+    t1.batch_execute("COMMIT").await.unwrap();
+    let taken = take_some(&gw, "webhook", "gw").await;
+    assert_eq!(
+        kinds_and_clients(&taken),
+        vec![("client_created".to_owned(), late)],
+        "the late commit is delivered after all"
+    );
+    assert!(
+        taken["events"][0]["event_id"].as_i64().unwrap() < early_id,
+        "with the lower id: {taken}"
+    );
+    assert!(acknowledge(&gw, "webhook", "gw", taken["events"][0]["position"].as_str().unwrap()).await);
+    assert_eq!(take(&gw, "webhook", "gw", None).await["events"], json!([]));
+}
