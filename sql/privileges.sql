@@ -49,6 +49,7 @@ GRANT EXECUTE ON FUNCTION
     oauth.end_user_sessions(text, timestamptz),
     oauth.list_user_sessions(text, timestamptz),
     oauth.continue_authorization(text, text, text, boolean, boolean, timestamptz),
+    oauth.post_logout_redirect(text, text, text, timestamptz),
     oauth.error_sqlstate(text)
 TO oauth_gateway;
 

@@ -12,7 +12,7 @@ CREATE TABLE oauth.browser_sessions (
     -- Who the upstream provider said the user is (its `iss` and `sub`).
     upstream_issuer text,
     upstream_subject text,
-    -- When the user last authenticated at the upstream (OIDC Core auth_time).
+    -- When the user last authenticated at the upstream (OIDC Core auth_time, whole seconds).
     auth_time timestamptz NOT NULL,
     amr text[] NOT NULL DEFAULT '{}',
     -- The upstream's claims the deployment passes on (email, name, groups): the grant's props.
@@ -60,7 +60,8 @@ BEGIN
     INSERT INTO oauth.browser_sessions (secret_hash, user_id, upstream_issuer, upstream_subject, auth_time, amr,
                                         claims, created_at, expires_at)
     VALUES (oauth.token_hash(secret), start_session.user_id, start_session.upstream_issuer,
-            start_session.upstream_subject, least(start_session.auth_time, now), coalesce(start_session.amr, '{}'),
+            start_session.upstream_subject, date_trunc('second', least(start_session.auth_time, now)),
+            coalesce(start_session.amr, '{}'),
             coalesce(start_session.claims, '{}'), now, now + lifetime)
     RETURNING * INTO started;
     PERFORM oauth._event('session_started', NULL, started.user_id, NULL, NULL,
@@ -264,5 +265,30 @@ BEGIN
         RETURN oauth._end_request_with(request, 'consent_required', 'the user has not consented to this request', now);
     END IF;
     RETURN jsonb_build_object('action', 'consent', 'user_id', who);
+END
+$$;
+
+-- Where RP-Initiated Logout 1.0 (§3) sends the browser after signing out: `redirect_uri` with
+-- `state`, when the client registered it among its post_logout_redirect_uris (compared byte for
+-- byte, as redirect URIs are); NULL otherwise, and the browser stays on the server's page.
+CREATE FUNCTION oauth.post_logout_redirect(client_id text, redirect_uri text, state text DEFAULT NULL,
+                                           now timestamptz DEFAULT now())
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF redirect_uri IS NULL OR NOT EXISTS (
+        SELECT 1 FROM oauth.clients c
+         WHERE c.client_id = post_logout_redirect.client_id
+           AND (c.expires_at IS NULL OR c.expires_at > now)
+           AND jsonb_typeof(c.metadata->'post_logout_redirect_uris') = 'array'
+           AND c.metadata->'post_logout_redirect_uris' @> jsonb_build_array(redirect_uri)) THEN
+        RETURN NULL;
+    END IF;
+    IF state IS NULL THEN
+        RETURN redirect_uri;
+    END IF;
+    RETURN oauth.append_query(redirect_uri, ARRAY['state'], ARRAY[state]);
 END
 $$;

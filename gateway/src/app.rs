@@ -35,6 +35,8 @@ pub struct App {
     pub cimd: crate::cimd::Fetcher,
     /// Fetches private_key_jwt clients' key sets (through `cimd`).
     pub client_keys: crate::client_keys::ClientKeys,
+    /// Sign-in through an upstream identity provider (`[upstream]`).
+    pub upstream: Option<Arc<crate::upstream::Provider>>,
     /// Wrong user codes entered per signed-in user on the device verification page.
     pub user_code_misses: crate::budget::Budget,
 }

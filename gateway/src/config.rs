@@ -174,6 +174,12 @@ pub struct Config {
     #[serde(with = "seconds")]
     pub upstream_timeout: Duration,
     pub cimd: CimdConfig,
+    /// Sign-in through an upstream identity provider (OpenID Connect or plain OAuth 2.0): the
+    /// pages' users are whoever it authenticated, held in browser sessions (`[upstream]`).
+    pub upstream: Option<crate::upstream::UpstreamConfig>,
+    /// Skip the consent page when the signed-in user's live grant for the client already holds
+    /// the requested scopes and resource (never for loopback or private-use-scheme clients).
+    pub remember_consent: bool,
     /// Concurrent refreshes coalesced into one database call (`db::batch`).
     pub refresh_batching: crate::db::RefreshBatching,
 }
@@ -207,6 +213,8 @@ impl Default for Config {
             scope_hierarchy: Default::default(),
             upstream_timeout: Duration::from_secs(30),
             cimd: CimdConfig::default(),
+            upstream: None,
+            remember_consent: false,
             refresh_batching: Default::default(),
         }
     }
@@ -249,6 +257,9 @@ impl Config {
                  feed_database_url, a direct connection for the revocation feed"
                     .into(),
             );
+        }
+        if let Some(upstream) = &self.upstream {
+            upstream.validate()?;
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());

@@ -18,6 +18,7 @@ pub mod jwt;
 pub mod keys;
 pub mod server;
 pub mod tokens;
+pub mod upstream;
 
 pub use config::Config;
 pub use jwt::{Expectations, VerifyError, verify_access_token};

@@ -50,6 +50,17 @@ struct ConfigArgs {
     dev_auto_approve: bool,
     #[arg(long, env = "OAUTH_TRUSTED_USER_HEADER")]
     trusted_user_header: Option<String>,
+    /// Sign users in through this OpenID provider (its issuer URL; `[upstream]` in the config
+    /// file for a plain OAuth 2.0 provider and the other settings).
+    #[arg(long, env = "OAUTH_UPSTREAM_ISSUER")]
+    upstream_issuer: Option<String>,
+    #[arg(long, env = "OAUTH_UPSTREAM_CLIENT_ID")]
+    upstream_client_id: Option<String>,
+    #[arg(long, env = "OAUTH_UPSTREAM_CLIENT_SECRET", hide_env_values = true)]
+    upstream_client_secret: Option<String>,
+    /// Skip the consent page when the user's live grant already covers the request.
+    #[arg(long, env = "OAUTH_REMEMBER_CONSENT")]
+    remember_consent: bool,
     #[arg(long, env = "OAUTH_POOL_SIZE")]
     pool_size: Option<usize>,
     /// Protected route `PREFIX=UPSTREAM` (repeatable), requiring scope `mcp`; use the config file
@@ -111,6 +122,24 @@ impl ConfigArgs {
         if let Some(v) = &self.trusted_user_header {
             config.trusted_user_header = Some(v.clone());
         }
+        if self.upstream_issuer.is_some()
+            || self.upstream_client_id.is_some()
+            || self.upstream_client_secret.is_some()
+        {
+            let upstream = config.upstream.get_or_insert_with(Default::default);
+            if let Some(v) = &self.upstream_issuer {
+                upstream.issuer = Some(v.clone());
+            }
+            if let Some(v) = &self.upstream_client_id {
+                upstream.client_id = v.clone();
+            }
+            if let Some(v) = &self.upstream_client_secret {
+                upstream.client_secret = Some(v.clone());
+            }
+            // A provider on this machine over http, in development only.
+            upstream.allow_http |= config.dev_mode;
+        }
+        config.remember_consent |= self.remember_consent;
         if let Some(v) = self.pool_size {
             config.pool_size = v;
         }

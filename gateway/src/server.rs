@@ -112,7 +112,12 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
     let csrf_key = csrf_key(&config)?;
     let refreshes = crate::db::RefreshBatcher::start(db.clone(), config.refresh_batching);
     let trusted_proxies = config.trusted_proxy_ranges()?;
+    let upstream = match &config.upstream {
+        Some(upstream) => Some(Arc::new(crate::upstream::Provider::new(upstream.clone())?)),
+        None => None,
+    };
     Ok(Arc::new(App {
+        upstream,
         config,
         keys,
         db,

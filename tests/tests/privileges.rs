@@ -28,6 +28,7 @@ const GATEWAY_FUNCTIONS: &[&str] = &[
     "introspect(text,text,text,uuid,uuid,uuid,timestamp with time zone)",
     "issue_code(text,text,text[],jsonb,timestamp with time zone)",
     "list_user_sessions(text,timestamp with time zone)",
+    "post_logout_redirect(text,text,text,timestamp with time zone)",
     "poll_device_authorization(text,text,text,timestamp with time zone)",
     "read_registration(text,text,timestamp with time zone)",
     "record_client_jwks_failure(text,text,text,timestamp with time zone,timestamp with time zone)",

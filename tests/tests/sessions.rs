@@ -19,7 +19,12 @@ async fn get(gw: &Client, secret: &str) -> Option<Value> {
     scalar(gw, "SELECT oauth.get_session($1)", &[&secret]).await
 }
 
-async fn continue_with(gw: &Client, request_id: &str, secret: Option<&str>, remember: bool) -> Value {
+async fn continue_with(
+    gw: &Client,
+    request_id: &str,
+    secret: Option<&str>,
+    remember: bool,
+) -> Value {
     scalar(
         gw,
         "SELECT oauth.continue_authorization($1, $2, NULL, false, $3)",
@@ -42,7 +47,11 @@ async fn a_session_is_found_by_its_secret_only_while_live_and_listed_for_its_use
         &[&session_id],
     )
     .await;
-    assert_eq!(stored, sha256(&secret), "only the secret's digest is stored");
+    assert_eq!(
+        stored,
+        sha256(&secret),
+        "only the secret's digest is stored"
+    );
 
     let found = get(&gw, &secret).await.expect("live session");
     assert_eq!(found["user_id"], json!(user));
@@ -65,7 +74,10 @@ async fn a_session_is_found_by_its_secret_only_while_live_and_listed_for_its_use
     assert!(ended);
     let again: bool = scalar(&gw, "SELECT oauth.end_session($1)", &[&session_id]).await;
     assert!(!again, "a session ends once");
-    assert!(get(&gw, &secret).await.is_none(), "an ended session signs no one in");
+    assert!(
+        get(&gw, &secret).await.is_none(),
+        "an ended session signs no one in"
+    );
 
     // Expiry: the same secret a day later.
     let second_secret = str_field(&second, "secret").to_owned();
@@ -89,7 +101,10 @@ async fn a_session_is_found_by_its_secret_only_while_live_and_listed_for_its_use
 async fn start_session_refuses_bad_input() {
     let gw = gateway().await;
     for (sql, what) in [
-        ("SELECT oauth.start_session('', 'i', 's', now())", "empty user"),
+        (
+            "SELECT oauth.start_session('', 'i', 's', now())",
+            "empty user",
+        ),
         (
             "SELECT oauth.start_session('u', 'i', 's', now() + interval '1 hour')",
             "future auth_time",
@@ -155,7 +170,13 @@ async fn prompt_login_and_max_age_ask_an_older_session_to_sign_in_again() {
     let old_secret = str_field(&old, "secret").to_owned();
 
     let plain = Authorize::new(&client).begin(&gw).await;
-    let answer = continue_with(&gw, str_field(&plain, "request_id"), Some(&old_secret), false).await;
+    let answer = continue_with(
+        &gw,
+        str_field(&plain, "request_id"),
+        Some(&old_secret),
+        false,
+    )
+    .await;
     assert_eq!(answer["action"], json!("consent"));
     assert_eq!(answer["user_id"], json!(user));
 
@@ -165,7 +186,13 @@ async fn prompt_login_and_max_age_ask_an_older_session_to_sign_in_again() {
     }
     .begin(&gw)
     .await;
-    let answer = continue_with(&gw, str_field(&max_age, "request_id"), Some(&old_secret), false).await;
+    let answer = continue_with(
+        &gw,
+        str_field(&max_age, "request_id"),
+        Some(&old_secret),
+        false,
+    )
+    .await;
     assert_eq!(answer["action"], json!("login"));
     assert_eq!(answer["force"], json!(true), "{answer}");
 
@@ -236,7 +263,12 @@ async fn consent_is_remembered_only_when_enabled_covered_and_for_a_verifiable_cl
     );
     let remembered = continue_with(&gw, &id, Some(&secret), true).await;
     assert_eq!(remembered["action"], json!("redirect"), "{remembered}");
-    assert!(parse_redirect(str_field(&remembered, "location")).param("code").len() > 10);
+    assert!(
+        parse_redirect(str_field(&remembered, "location"))
+            .param("code")
+            .len()
+            > 10
+    );
 
     let wider = Authorize {
         params: json!({"scope": "openid mcp email"}),

@@ -8,7 +8,9 @@ mod api;
 mod batch;
 pub mod feed;
 mod pool;
+mod sessions;
 
 pub use api::*;
 pub use batch::{RefreshBatcher, RefreshBatching};
 pub use pool::Db;
+pub use sessions::{NewSession, NextStep, Session, StartedSession};

@@ -6,7 +6,7 @@ use hyper::{Method, StatusCode};
 
 use super::pages;
 use crate::app::App;
-use crate::db::BeganAuthorization;
+use crate::db::{BeganAuthorization, NextStep};
 use crate::error::OAuthError;
 use crate::http::{self, Req, Resp};
 
@@ -21,6 +21,14 @@ fn refused(e: &OAuthError) -> Resp {
 }
 
 pub async fn handle(app: &App, req: Req) -> Resp {
+    // Read before a form body consumes the request: the browser's cookies (the request is bound
+    // to this browser) and, without an upstream provider, the user a proxy names (prompt=none).
+    let headers = req.headers().clone();
+    let proxy_user = if app.upstream.is_none() {
+        pages::current_user(app, &req).await
+    } else {
+        None
+    };
     let params = match *req.method() {
         Method::GET => pages::query(&req),
         Method::POST => http::read_form(req, app.config.body_limits())
@@ -67,6 +75,29 @@ pub async fn handle(app: &App, req: Req) -> Resp {
             ));
         }
     };
+    if app.upstream.is_some() {
+        return super::signin::after_authorize(app, &headers, &request_id);
+    }
+    // prompt=none: no page may be shown, so the extension answers now, from who is signed in.
+    if params.get("prompt").and_then(serde_json::Value::as_str) == Some("none") {
+        return match app
+            .db
+            .continue_authorization(
+                &request_id,
+                None,
+                proxy_user.as_deref(),
+                false,
+                app.config.remember_consent,
+            )
+            .await
+        {
+            Ok(NextStep::Redirect { location }) => http::redirect(&location, StatusCode::FOUND),
+            Ok(NextStep::Refused(e)) | Err(e) => refused(&e),
+            Ok(NextStep::Consent { .. } | NextStep::Login { .. }) => refused(
+                &OAuthError::invalid_request("prompt=none could not be answered"),
+            ),
+        };
+    }
     let encoded: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("request_id", &request_id)
         .finish();

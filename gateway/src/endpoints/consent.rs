@@ -5,21 +5,27 @@ use hyper::{Method, StatusCode};
 
 use super::pages::{self, Approval, Destination, Purpose};
 use crate::app::App;
+use crate::db::NextStep;
 use crate::error::{ErrorCode, OAuthError};
 use crate::http::{self, Req, Resp};
 
 pub async fn handle(app: &App, req: Req) -> Resp {
-    let Some(user) = pages::current_user(app, &req) else {
+    // Signed in through the upstream provider: the browser's session, and the request bound to
+    // the browser that started it (`signin`).
+    if app.upstream.is_some() {
+        return super::signin::consent(app, req).await;
+    }
+    let Some(user) = pages::current_user(app, &req).await else {
         return pages::sign_in_required();
     };
     match *req.method() {
         Method::GET => show(app, req, &user).await,
-        Method::POST => decide(app, req, &user).await,
+        Method::POST => decide(app, req, &user, None).await,
         _ => pages::method_not_allowed(),
     }
 }
 
-async fn show(app: &App, req: Req, user: &str) -> Resp {
+pub(super) async fn show(app: &App, req: Req, user: &str) -> Resp {
     let request_id = match pages::query(&req).and_then(|p| Ok(p.required("request_id")?.to_owned()))
     {
         Ok(id) => id,
@@ -30,6 +36,21 @@ async fn show(app: &App, req: Req, user: &str) -> Resp {
             Ok(location) => http::redirect(&location, StatusCode::FOUND),
             Err(e) => pages::failure(&e),
         };
+    }
+    // A user named by the proxy (or dev_user) whose grant already covers the request; with a
+    // session, `signin::consent` asked this already.
+    if app.config.remember_consent && app.upstream.is_none() {
+        match app
+            .db
+            .continue_authorization(&request_id, None, Some(user), false, true)
+            .await
+        {
+            Ok(NextStep::Redirect { location }) => {
+                return http::redirect(&location, StatusCode::FOUND);
+            }
+            Ok(NextStep::Refused(e)) | Err(e) => return pages::failure(&e),
+            Ok(_) => {}
+        }
     }
     let request = match app.db.get_authorization_request(&request_id).await {
         Ok(Some(request)) => request,
@@ -64,7 +85,9 @@ async fn show(app: &App, req: Req, user: &str) -> Resp {
     http::html(StatusCode::OK, page.render(user))
 }
 
-async fn decide(app: &App, req: Req, user: &str) -> Resp {
+/// `session`: the browser's session secret, when signed in through the upstream provider; the
+/// code's grant then carries the session's auth_time and claims.
+pub(super) async fn decide(app: &App, req: Req, user: &str, session: Option<&str>) -> Resp {
     let [request_id, csrf, decision] =
         match pages::form_fields(app, req, ["request_id", "csrf_token", "decision"]).await {
             Ok(fields) => fields,
@@ -74,7 +97,18 @@ async fn decide(app: &App, req: Req, user: &str) -> Resp {
         return pages::form_not_accepted("request");
     }
     let outcome = match decision.as_str() {
-        "approve" => app.db.issue_code(&request_id, user).await,
+        "approve" => match session {
+            None => app.db.issue_code(&request_id, user).await,
+            Some(secret) => match app
+                .db
+                .continue_authorization(&request_id, Some(secret), None, true, false)
+                .await
+            {
+                Ok(NextStep::Redirect { location }) => Ok(location),
+                Ok(NextStep::Refused(e)) | Err(e) => Err(e),
+                Ok(_) => return pages::sign_in_required(),
+            },
+        },
         "deny" => app.db.deny_authorization(&request_id).await,
         _ => Err(OAuthError::invalid_request(
             "decision must be approve or deny",

@@ -114,7 +114,7 @@ async fn show(app: &App, req: Req) -> Resp {
             StatusCode::FOUND,
         );
     }
-    let Some(user) = pages::current_user(app, &req) else {
+    let Some(user) = pages::current_user(app, &req).await else {
         return pages::sign_in_required();
     };
     if let Some(refused) = too_many_misses(app, &user) {
@@ -151,7 +151,7 @@ async fn show(app: &App, req: Req) -> Resp {
 }
 
 async fn decide(app: &App, req: Req) -> Resp {
-    let Some(user) = pages::current_user(app, &req) else {
+    let Some(user) = pages::current_user(app, &req).await else {
         return pages::sign_in_required();
     };
     // The hidden field carries the canonical code the page was rendered for.

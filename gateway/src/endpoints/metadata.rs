@@ -41,8 +41,14 @@ pub fn document(app: &App, settings: &Settings) -> Value {
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "preferred_username", "email", "email_verified"],
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
-        "prompt_values_supported": ["login", "consent", "select_account"],
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
     });
+    // RP-Initiated Logout 1.0 §2.1: sessions exist when users sign in through the upstream provider.
+    if app.upstream.is_some()
+        && let Some(fields) = doc.as_object_mut()
+    {
+        fields.insert("end_session_endpoint".into(), json!(c.endpoint("/logout")));
+    }
     if settings.registration_enabled
         && let Some(fields) = doc.as_object_mut()
     {

@@ -8,6 +8,7 @@ pub mod metadata;
 mod pages;
 mod register;
 mod revoke;
+mod signin;
 mod token;
 mod userinfo;
 
@@ -35,6 +36,9 @@ enum Route {
     Revoke,
     Introspect,
     Userinfo,
+    Login,
+    LoginCallback,
+    Logout,
 }
 
 impl Route {
@@ -97,6 +101,9 @@ fn route(app: &App, path: &str) -> Option<Route> {
         }
         "/introspect" => Route::Introspect,
         "/userinfo" => Route::Userinfo,
+        "/login" if app.upstream.is_some() => Route::Login,
+        "/login/callback" if app.upstream.is_some() => Route::LoginCallback,
+        "/logout" if app.upstream.is_some() => Route::Logout,
         _ => return None,
     })
 }
@@ -177,6 +184,9 @@ pub async fn dispatch(app: &App, req: Req) -> Resp {
         Route::Revoke => revoke::handle(app, req).await,
         Route::Introspect => introspect::handle(app, req).await,
         Route::Userinfo => userinfo::handle(app, req).await,
+        Route::Login => signin::login(app, req).await,
+        Route::LoginCallback => signin::callback(app, req).await,
+        Route::Logout => signin::logout(app, req).await,
     };
     if let Some(origin) = cors {
         resp.headers_mut()

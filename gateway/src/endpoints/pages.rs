@@ -17,7 +17,13 @@ use crate::http::{self, Params, PeerAddr, Req, Resp, escape_html};
 /// it came as one line: behind a proxy that appends its line, a repeat means the client sent one
 /// of its own, and which is whose cannot be told. A header that does not count signs the request
 /// out (it is not passed over for `dev_user`).
-pub fn current_user(app: &App, req: &Req) -> Option<String> {
+pub async fn current_user(app: &App, req: &Req) -> Option<String> {
+    // Signed in through the upstream provider: the browser's live session.
+    if app.upstream.is_some()
+        && let Some(user) = super::signin::session_user(app, req.headers()).await
+    {
+        return Some(user);
+    }
     if let Some(name) = &app.config.trusted_user_header {
         let mut lines = req.headers().get_all(name.as_str()).iter();
         if let Some(line) = lines.next() {
