@@ -4,6 +4,128 @@
 
 \echo Use "ALTER EXTENSION oauth_provider UPDATE TO '0.4.0'" to load this file. \quit
 
+-- coalesced refreshes (issue 12)
+
+-- Concurrent refreshes that the gateway coalesced: each element is decided by
+-- oauth.rotate_refresh_token exactly as a call of its own would be, in one transaction, so a burst
+-- costs one round trip and one commit instead of one per request. Answers come back as a jsonb
+-- array in the order of the arguments; an expected failure is that element's own answer and does
+-- not touch the others. Families are rotated in the order of their ids, so batches running on
+-- different connections lock rows in one order and cannot deadlock each other.
+CREATE FUNCTION oauth.rotate_refresh_tokens(
+    client_ids text[],
+    client_secrets text[],
+    refresh_tokens text[],
+    scopes text[],
+    resources text[],
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := cardinality(refresh_tokens);
+    answers jsonb[];
+    i integer;
+BEGIN
+    IF cardinality(client_ids) IS DISTINCT FROM n OR cardinality(client_secrets) IS DISTINCT FROM n
+       OR cardinality(scopes) IS DISTINCT FROM n OR cardinality(resources) IS DISTINCT FROM n THEN
+        PERFORM oauth._raise('invalid_request', 'the batch''s arrays differ in length');
+    END IF;
+    answers := array_fill(NULL::jsonb, ARRAY[n]);
+    FOR i IN SELECT t.i FROM unnest(refresh_tokens) WITH ORDINALITY AS t(token, i)
+              ORDER BY oauth._refresh_token_family(t.token) NULLS LAST, t.i
+    LOOP
+        answers[i] := oauth.rotate_refresh_token(client_ids[i], client_secrets[i], refresh_tokens[i],
+                                                 scopes[i], resources[i], now);
+    END LOOP;
+    RETURN to_jsonb(answers);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz) TO oauth_gateway;
+
+-- connected apps
+-- The pages: a vetted client's logo (oauth.client_logo_uri) and the signed-in user's connected apps
+-- (oauth.list_connected_apps, oauth.revoke_connected_app). New functions only, as in sql/connected_apps.sql.
+
+CREATE FUNCTION oauth._client_logo_uri(client oauth.clients) RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE
+        WHEN NOT client.registered_dynamically
+         AND NOT coalesce((client.metadata->>'metadata_document')::boolean, false)
+         AND jsonb_typeof(client.metadata->'logo_uri') = 'string'
+         AND client.metadata->>'logo_uri' ~ '^https://[^\s"''<>\\]+$'
+        THEN client.metadata->>'logo_uri'
+    END
+$$;
+
+-- The logo a consent or device page may show for this client (NULL: none).
+CREATE FUNCTION oauth.client_logo_uri(client_id text, now timestamptz DEFAULT now()) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT oauth._client_logo_uri(c)
+      FROM oauth.clients c
+     WHERE c.client_id = client_logo_uri.client_id AND (c.expires_at IS NULL OR c.expires_at > now)
+$$;
+
+-- The signed-in user's connected apps: each live grant with what the page shows. redirect_hosts
+-- are where the app receives its codes (an http(s) redirect URI's host, a private-use scheme as
+-- "scheme:"). last_used_at is the last time the app was issued tokens under the grant (a code
+-- exchanged or a refresh token rotated); using an access token is not recorded anywhere, so an app
+-- that holds a long-lived access token may have used it since. NULL: no token issued yet.
+CREATE FUNCTION oauth.list_connected_apps(user_id text, now timestamptz DEFAULT now()) RETURNS TABLE (
+    grant_id uuid, client_id text, client_name text, redirect_hosts text[], logo_uri text,
+    scopes text[], resource text, granted_at timestamptz, last_used_at timestamptz
+)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT g.grant_id, g.client_id, oauth._client_display_name(c),
+           ARRAY(SELECT DISTINCT CASE WHEN u ~* '^https?://' THEN oauth.uri_host(u)
+                                      ELSE pg_catalog.split_part(u, ':', 1) || ':' END
+                   FROM unnest(c.redirect_uris) u
+                  ORDER BY 1),
+           oauth._client_logo_uri(c), g.scopes, g.resource, g.created_at,
+           (SELECT max(coalesce(f.rotated_at, f.created_at)) FROM oauth.refresh_families f
+             WHERE f.grant_id = g.grant_id AND coalesce(f.rotated_at, f.created_at) <= list_connected_apps.now)
+      FROM oauth.grants g JOIN oauth.clients c ON c.client_id = g.client_id
+     WHERE g.subject_type = 'user' AND g.user_id = list_connected_apps.user_id AND g.revoked_at IS NULL
+       AND g.created_at <= list_connected_apps.now
+     ORDER BY g.created_at DESC, g.grant_id
+$$;
+
+-- The user disconnects an app: oauth.revoke_grant, for a live grant of this user only (a grant id
+-- from another user's page revokes nothing). False when there was no such live grant.
+CREATE FUNCTION oauth.revoke_connected_app(user_id text, grant_id uuid, now timestamptz DEFAULT now())
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM 1 FROM oauth.grants g
+     WHERE g.grant_id = revoke_connected_app.grant_id AND g.user_id = revoke_connected_app.user_id
+       AND g.subject_type = 'user' AND g.revoked_at IS NULL
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    RETURN oauth.revoke_grant(revoke_connected_app.grant_id, 'revoked_by_user', now);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth._client_logo_uri(oauth.clients) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION oauth.client_logo_uri(text, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION oauth.list_connected_apps(text, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION oauth.revoke_connected_app(text, uuid, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    oauth.client_logo_uri(text, timestamptz),
+    oauth.list_connected_apps(text, timestamptz),
+    oauth.revoke_connected_app(text, uuid, timestamptz)
+TO oauth_gateway, oauth_admin;
+-- end connected apps
+
 -- browser sessions
 -- Sign-in through an upstream provider (issue 13): oauth.browser_sessions and its functions, the
 -- step after /authorize (oauth.continue_authorization: prompt, max_age, remembered consent), and
@@ -541,46 +663,10 @@ GRANT SELECT (session_id, user_id, upstream_issuer, upstream_subject, auth_time,
     ON oauth.browser_sessions TO oauth_admin;
 -- end browser sessions
 
--- coalesced refreshes (issue 12)
-
--- Concurrent refreshes that the gateway coalesced: each element is decided by
--- oauth.rotate_refresh_token exactly as a call of its own would be, in one transaction, so a burst
--- costs one round trip and one commit instead of one per request. Answers come back as a jsonb
--- array in the order of the arguments; an expected failure is that element's own answer and does
--- not touch the others. Families are rotated in the order of their ids, so batches running on
--- different connections lock rows in one order and cannot deadlock each other.
-CREATE FUNCTION oauth.rotate_refresh_tokens(
-    client_ids text[],
-    client_secrets text[],
-    refresh_tokens text[],
-    scopes text[],
-    resources text[],
-    now timestamptz DEFAULT now()
-) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n integer := cardinality(refresh_tokens);
-    answers jsonb[];
-    i integer;
-BEGIN
-    IF cardinality(client_ids) IS DISTINCT FROM n OR cardinality(client_secrets) IS DISTINCT FROM n
-       OR cardinality(scopes) IS DISTINCT FROM n OR cardinality(resources) IS DISTINCT FROM n THEN
-        PERFORM oauth._raise('invalid_request', 'the batch''s arrays differ in length');
-    END IF;
-    answers := array_fill(NULL::jsonb, ARRAY[n]);
-    FOR i IN SELECT t.i FROM unnest(refresh_tokens) WITH ORDINALITY AS t(token, i)
-              ORDER BY oauth._refresh_token_family(t.token) NULLS LAST, t.i
-    LOOP
-        answers[i] := oauth.rotate_refresh_token(client_ids[i], client_secrets[i], refresh_tokens[i],
-                                                 scopes[i], resources[i], now);
-    END LOOP;
-    RETURN to_jsonb(answers);
-END
-$$;
-REVOKE EXECUTE ON FUNCTION oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz) TO oauth_gateway;
+-- scheduled cleanup
+-- Gateways run oauth.cleanup on a schedule, one at a time (an advisory lock): the gateway role may call it.
+GRANT EXECUTE ON FUNCTION oauth.cleanup(timestamptz, integer) TO oauth_gateway;
+-- end scheduled cleanup
 
 -- refresh token family lookup without re-planning (issue 12)
 
@@ -601,6 +687,7 @@ BEGIN
     RETURN named;
 END
 $$;
+
 -- audit feed delivery (issue 14)
 ALTER TABLE oauth.events ADD COLUMN xid xid8;
 ALTER TABLE oauth.events ALTER COLUMN xid SET DEFAULT pg_catalog.pg_current_xact_id();

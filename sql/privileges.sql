@@ -42,6 +42,10 @@ GRANT EXECUTE ON FUNCTION
     -- as they are listed.
     oauth.declare_resources(text[], timestamptz),
     oauth.canonical_resource(text),
+    -- The pages: a vetted client's logo, and the signed-in user's connected apps.
+    oauth.client_logo_uri(text, timestamptz),
+    oauth.list_connected_apps(text, timestamptz),
+    oauth.revoke_connected_app(text, uuid, timestamptz),
     -- Sign-in through an upstream provider: browser sessions and the step after /authorize.
     oauth.start_session(text, text, text, timestamptz, text[], jsonb, interval, timestamptz),
     oauth.get_session(text, timestamptz),
@@ -72,6 +76,9 @@ GRANT EXECUTE ON FUNCTION
     oauth.remove_token_exchange_policy(text, timestamptz),
     oauth.list_user_grants(text),
     oauth.revoke_grant(uuid, text, timestamptz),
+    oauth.client_logo_uri(text, timestamptz),
+    oauth.list_connected_apps(text, timestamptz),
+    oauth.revoke_connected_app(text, uuid, timestamptz),
     oauth.cleanup(timestamptz, integer),
     oauth.add_resource(text, timestamptz),
     oauth.remove_resource(text),
@@ -94,3 +101,6 @@ GRANT SELECT (client_id, client_name, redirect_uris, allowed_scopes, grant_types
 GRANT SELECT (session_id, user_id, upstream_issuer, upstream_subject, auth_time, amr, claims, created_at, expires_at,
               ended_at)
     ON oauth.browser_sessions TO oauth_admin;
+
+-- scheduled cleanup: a gateway holding the cleanup advisory lock runs it (oauth_admin keeps it too).
+GRANT EXECUTE ON FUNCTION oauth.cleanup(timestamptz, integer) TO oauth_gateway;

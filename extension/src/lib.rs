@@ -98,13 +98,18 @@ pgrx::extension_sql_file!(
     requires = ["client_authentication", uris::resource_key]
 );
 pgrx::extension_sql_file!(
+    "../sql/connected_apps.sql",
+    name = "connected_apps",
+    requires = ["resources"]
+);
+pgrx::extension_sql_file!(
     "../sql/sessions.sql",
     name = "sessions",
     requires = ["resources"]
 );
-pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 pgrx::extension_sql_file!(
     "../sql/events.sql",
     name = "events",
     requires = ["resources"]
 );
+pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

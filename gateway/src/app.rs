@@ -35,10 +35,17 @@ pub struct App {
     pub cimd: crate::cimd::Fetcher,
     /// Fetches private_key_jwt clients' key sets (through `cimd`).
     pub client_keys: crate::client_keys::ClientKeys,
+    /// The pages, with the deployment's branding, texts and scope descriptions.
+    pub views: Arc<crate::views::Views>,
     /// Sign-in through an upstream identity provider (`[upstream]`).
     pub upstream: Option<Arc<crate::upstream::Provider>>,
     /// Wrong user codes entered per signed-in user on the device verification page.
     pub user_code_misses: crate::budget::Budget,
+    /// Requests per client and per address (`[rate_limits]`).
+    pub limiter: crate::ops::limits::Limiter,
+    pub metrics: crate::ops::metrics::Metrics,
+    /// The readiness probe's recent database check.
+    pub probe: crate::ops::health::Probe,
 }
 
 impl App {

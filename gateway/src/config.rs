@@ -182,6 +182,170 @@ pub struct Config {
     pub remember_consent: bool,
     /// Concurrent refreshes coalesced into one database call (`db::batch`).
     pub refresh_batching: crate::db::RefreshBatching,
+    /// The audit feed's webhook (`ops::webhook`); off without a url.
+    pub audit_webhook: crate::ops::webhook::WebhookConfig,
+    /// The pages' name, colour and logo.
+    pub branding: crate::views::Branding,
+    /// The pages' texts, for a deployment to translate or reword (`views::Strings`).
+    pub strings: crate::views::Strings,
+    /// What each scope lets an application do, in the user's words, on consent and connected-apps
+    /// pages (the built-in scopes have defaults).
+    pub scope_descriptions: std::collections::BTreeMap<String, String>,
+    /// Where Prometheus metrics (`/metrics`), `/healthz` and `/readyz` are served, apart from the
+    /// public listener; off when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `text` (the default) or `json`: one JSON object per line.
+    pub log_format: LogFormat,
+    pub rate_limits: RateLimits,
+    /// How often a gateway runs `oauth.cleanup` (one gateway at a time, by an advisory lock);
+    /// zero: never (an administrator's cron does it).
+    #[serde(with = "seconds")]
+    pub cleanup_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Requests per minute allowed on one endpoint per client (`client_id` as sent, before
+/// authentication) and per source address; unset, the endpoint's default (`RateLimits::resolve`);
+/// 0 switches a limit off. Each gateway process counts for itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointLimits {
+    pub per_client: Option<u32>,
+    pub per_address: Option<u32>,
+}
+
+/// The rate-limited endpoints, by their `[rate_limits.<name>]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Limited {
+    Token,
+    Authorize,
+    Register,
+    DeviceAuthorization,
+    Introspect,
+    Revoke,
+    Consent,
+    Device,
+}
+
+impl Limited {
+    pub const ALL: [Limited; 8] = [
+        Self::Token,
+        Self::Authorize,
+        Self::Register,
+        Self::DeviceAuthorization,
+        Self::Introspect,
+        Self::Revoke,
+        Self::Consent,
+        Self::Device,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Authorize => "authorize",
+            Self::Register => "register",
+            Self::DeviceAuthorization => "device_authorization",
+            Self::Introspect => "introspect",
+            Self::Revoke => "revoke",
+            Self::Consent => "consent",
+            Self::Device => "device",
+        }
+    }
+
+    /// (per client, per address) per minute. Generous: a client refreshing from many parallel
+    /// tool calls, or a company behind one NAT address, stays far below them; a script trying
+    /// secrets, codes or registrations does not. Pages and `/register` have no client to count.
+    pub fn defaults(self) -> (u32, u32) {
+        match self {
+            Self::Token => (600, 1200),
+            Self::Authorize => (300, 600),
+            Self::Register => (0, 60),
+            Self::DeviceAuthorization => (120, 300),
+            Self::Introspect => (6000, 6000),
+            Self::Revoke => (600, 1200),
+            Self::Consent => (0, 300),
+            Self::Device => (0, 120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Keys (clients, addresses) tracked per gateway; beyond it, new keys share one budget per
+    /// endpoint and kind, so memory stays bounded whatever a flood of invented ids does.
+    pub max_tracked_keys: usize,
+    pub token: EndpointLimits,
+    pub authorize: EndpointLimits,
+    pub register: EndpointLimits,
+    pub device_authorization: EndpointLimits,
+    pub introspect: EndpointLimits,
+    pub revoke: EndpointLimits,
+    pub consent: EndpointLimits,
+    pub device: EndpointLimits,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            max_tracked_keys: 100_000,
+            token: Default::default(),
+            authorize: Default::default(),
+            register: Default::default(),
+            device_authorization: Default::default(),
+            introspect: Default::default(),
+            revoke: Default::default(),
+            consent: Default::default(),
+            device: Default::default(),
+        }
+    }
+}
+
+impl RateLimits {
+    /// Every limit off (benchmarks, tests that send thousands of requests from one address).
+    pub fn off() -> Self {
+        let off = EndpointLimits {
+            per_client: Some(0),
+            per_address: Some(0),
+        };
+        Self {
+            token: off,
+            authorize: off,
+            register: off,
+            device_authorization: off,
+            introspect: off,
+            revoke: off,
+            consent: off,
+            device: off,
+            ..Self::default()
+        }
+    }
+
+    /// (per client, per address) per minute for `endpoint`: configured, else its default.
+    pub fn resolve(&self, endpoint: Limited) -> (u32, u32) {
+        let set = match endpoint {
+            Limited::Token => self.token,
+            Limited::Authorize => self.authorize,
+            Limited::Register => self.register,
+            Limited::DeviceAuthorization => self.device_authorization,
+            Limited::Introspect => self.introspect,
+            Limited::Revoke => self.revoke,
+            Limited::Consent => self.consent,
+            Limited::Device => self.device,
+        };
+        let (client, address) = endpoint.defaults();
+        (
+            set.per_client.unwrap_or(client),
+            set.per_address.unwrap_or(address),
+        )
+    }
 }
 
 impl Default for Config {
@@ -216,6 +380,14 @@ impl Default for Config {
             upstream: None,
             remember_consent: false,
             refresh_batching: Default::default(),
+            audit_webhook: Default::default(),
+            branding: Default::default(),
+            strings: Default::default(),
+            scope_descriptions: Default::default(),
+            metrics_listen: None,
+            log_format: LogFormat::Text,
+            rate_limits: RateLimits::default(),
+            cleanup_interval: Duration::from_secs(300),
         }
     }
 }
@@ -227,6 +399,7 @@ impl Config {
 
     /// Checks what can be checked before touching the network.
     pub fn validate(&self) -> Result<(), String> {
+        self.audit_webhook.validate()?;
         let issuer = url::Url::parse(&self.issuer).map_err(|e| format!("issuer: {e}"))?;
         if issuer.query().is_some() || issuer.fragment().is_some() {
             return Err("issuer must not have a query or fragment".into());
@@ -246,6 +419,7 @@ impl Config {
             return Err("dev_auto_approve needs dev_user".into());
         }
         self.trusted_proxy_ranges()?;
+        self.views()?;
         if self.csrf_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err("csrf_secret must have at least 32 characters".into());
         }
@@ -321,6 +495,16 @@ impl Config {
                 IpRange::parse("::1/128")?,
             ]),
         }
+    }
+
+    /// The pages as configured (branding, strings and scope descriptions checked).
+    pub fn views(&self) -> Result<crate::views::Views, String> {
+        crate::views::Views::new(
+            &self.issuer,
+            &self.branding,
+            &self.strings,
+            &self.scope_descriptions,
+        )
     }
 
     pub fn body_limits(&self) -> crate::http::BodyLimits {
@@ -426,7 +610,7 @@ fn is_loopback(url: &url::Url) -> bool {
     matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
 }
 
-mod seconds {
+pub(crate) mod seconds {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
@@ -504,5 +688,18 @@ mod tests {
         assert_eq!(config.statement_timeout, std::time::Duration::from_secs(5));
         assert_eq!(config.max_connections, 1024);
         assert_eq!(config.trusted_proxy_ranges().unwrap().len(), 1);
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(config.log_format, super::LogFormat::Text);
+        assert_eq!(
+            config.rate_limits.resolve(super::Limited::Token),
+            (600, 1200)
+        );
+        assert_eq!(
+            config.rate_limits.resolve(super::Limited::Register),
+            super::Limited::Register.defaults()
+        );
     }
 }

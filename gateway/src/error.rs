@@ -176,7 +176,7 @@ pub enum Rendering {
     /// A JSON body with an RFC 6750 §3 challenge.
     Bearer(BearerChallenge),
     /// An HTML page for a browser (authorization, consent and device pages).
-    Page { title: String },
+    Page { title: crate::views::Text },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +187,9 @@ pub struct OAuthError {
     /// guard's 504, 400 for a request that is no longer valid).
     status: Option<StatusCode>,
     pub rendering: Rendering,
+    /// Seconds the client should wait before trying again (`Retry-After`): rate limits, and 1 on
+    /// every 503.
+    pub retry_after: Option<u64>,
 }
 
 impl OAuthError {
@@ -198,7 +201,21 @@ impl OAuthError {
             rendering: Rendering::Json {
                 basic_challenge: false,
             },
+            retry_after: None,
         }
+    }
+
+    /// A rate limit's refusal: 429 (RFC 6585 §4) with `Retry-After`, under the RFC 6749 code a
+    /// client already knows to retry later, `temporarily_unavailable`.
+    pub fn too_many_requests(wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut error = Self::new(
+            ErrorCode::TemporarilyUnavailable,
+            format!("too many requests; try again in {seconds} s"),
+        )
+        .with_status(StatusCode::TOO_MANY_REQUESTS);
+        error.retry_after = Some(seconds.max(1));
+        error
     }
 
     pub fn invalid_request(description: impl Into<String>) -> Self {
@@ -237,7 +254,8 @@ impl OAuthError {
         self
     }
 
-    pub fn as_page(mut self, title: impl Into<String>) -> Self {
+    /// A page titled `title` (one of the deployment's strings, `views::Key`, or words).
+    pub fn as_page(mut self, title: impl Into<crate::views::Text>) -> Self {
         self.rendering = Rendering::Page {
             title: title.into(),
         };

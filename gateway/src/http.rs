@@ -215,6 +215,20 @@ pub fn client_credentials(
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<ClientCredentials, OAuthError> {
+    let client = parse_client_credentials(headers, params)?;
+    // The one place every back-channel endpoint learns its client: its rate limit is counted
+    // here, before the database is asked anything.
+    crate::ops::client_named(
+        &client.client_id,
+        params.single("grant_type").ok().flatten(),
+    )?;
+    Ok(client)
+}
+
+fn parse_client_credentials(
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<ClientCredentials, OAuthError> {
     let body_id = params.single("client_id")?;
     let body_secret = params.single("client_secret")?;
     let assertion_type = params.single("client_assertion_type")?;
@@ -350,9 +364,20 @@ pub fn json_no_store(status: StatusCode, body: &Value) -> Resp {
 pub fn error(err: &OAuthError) -> Resp {
     let status = err.status();
     let mut resp = match &err.rendering {
-        Rendering::Page { title } => return error_page(status, title, &err.description),
+        Rendering::Page { title } => {
+            page_error(status, title.clone(), err.description.clone().into())
+        }
         _ => json_no_store(status, &err.body()),
     };
+    // What the error was, for the request metrics (never rendered).
+    resp.extensions_mut().insert(err.clone());
+    let retry_after = err
+        .retry_after
+        .or((status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
+    if let Some(seconds) = retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     let headers = resp.headers_mut();
     match &err.rendering {
         // RFC 6749 §5.2: a failed client authentication by Basic is answered with its challenge.
@@ -377,9 +402,6 @@ pub fn error(err: &OAuthError) -> Resp {
             }
         }
         _ => {}
-    }
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
 }
@@ -410,14 +432,15 @@ pub fn empty(status: StatusCode) -> Resp {
         .expect("static response parts")
 }
 
-/// HTML for the browser-facing endpoints (authorize errors, consent): never framed, never cached.
+/// HTML for the browser-facing endpoints: never framed, never cached, loading nothing. Pages come
+/// from `views` through [`page`], which allows each page's own style.
 pub fn html(status: StatusCode, body: String) -> Resp {
     base(status)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
         .header(
             "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         )
         .header("x-frame-options", "DENY")
         .header("x-content-type-options", "nosniff")
@@ -426,6 +449,34 @@ pub fn html(status: StatusCode, body: String) -> Resp {
         .expect("static response parts")
 }
 
+/// A page of `views`, with the Content-Security-Policy that lets exactly it load (its own style,
+/// the configured logos), never framed, never cached.
+pub fn page(status: StatusCode, page: crate::views::Page) -> Resp {
+    let mut resp = html(status, page.body);
+    if let Ok(csp) = HeaderValue::from_str(&page.csp) {
+        resp.headers_mut().insert("content-security-policy", csp);
+    }
+    resp
+}
+
+/// A failure page. Rendered here with the default texts and branding; `endpoints::dispatch`
+/// renders it again with the deployment's (`views::Pending`), since errors are made without `App`.
+pub fn page_error(
+    status: StatusCode,
+    title: crate::views::Text,
+    detail: crate::views::Text,
+) -> Resp {
+    let mut resp = page(
+        status,
+        crate::views::Views::fallback().message(&title, &detail),
+    );
+    resp.extensions_mut()
+        .insert(crate::views::Pending { title, detail });
+    resp
+}
+
+/// Escapes text for HTML by hand. Pages come from `views` (maud escapes every value); this remains
+/// for markup not yet moved there.
 pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -442,15 +493,7 @@ pub fn escape_html(text: &str) -> String {
 }
 
 pub fn error_page(status: StatusCode, title: &str, detail: &str) -> Resp {
-    html(
-        status,
-        format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
-             <body style=\"font-family:sans-serif;max-width:36em;margin:3em auto\"><h1>{t}</h1><p>{d}</p></body></html>",
-            t = escape_html(title),
-            d = escape_html(detail)
-        ),
-    )
+    page_error(status, title.into(), detail.into())
 }
 
 #[cfg(test)]

@@ -16,9 +16,11 @@ mod guard;
 pub mod http;
 pub mod jwt;
 pub mod keys;
+mod ops;
 pub mod server;
 pub mod tokens;
 pub mod upstream;
+pub mod views;
 
 pub use config::Config;
 pub use jwt::{Expectations, VerifyError, verify_access_token};

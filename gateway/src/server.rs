@@ -23,6 +23,8 @@ use crate::tokens::TokenVerifier;
 
 pub struct ServerHandle {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served (`metrics_listen`), when it is.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -112,6 +114,14 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
     let csrf_key = csrf_key(&config)?;
     let refreshes = crate::db::RefreshBatcher::start(db.clone(), config.refresh_batching);
     let trusted_proxies = config.trusted_proxy_ranges()?;
+    let views = Arc::new(config.views()?);
+    let limiter = crate::ops::limits::Limiter::new(config.rate_limits.clone());
+    let metrics = crate::ops::metrics::Metrics::new(crate::ops::metrics::Sources {
+        pool_wait: db.wait_histogram(),
+        fetches: cimd.fetches.clone(),
+        rejected: limiter.rejected.clone(),
+        feed: guard.feed_counters(),
+    });
     let upstream = match &config.upstream {
         Some(upstream) => Some(Arc::new(crate::upstream::Provider::new(upstream.clone())?)),
         None => None,
@@ -130,6 +140,10 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         cimd,
         client_keys: crate::client_keys::ClientKeys::default(),
         user_code_misses: crate::budget::Budget::new(crate::endpoints::USER_CODE_MISS_WINDOW),
+        views,
+        limiter,
+        metrics,
+        probe: Default::default(),
     }))
 }
 
@@ -185,6 +199,15 @@ pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
         .guard
         .follow_revocations(app.config.feed_database_url().to_owned());
     let connections = Arc::new(Semaphore::new(app.config.max_connections));
+    let (metrics_addr, operator) = match app.config.metrics_listen {
+        Some(at) => {
+            let (addr, task) = crate::ops::serve_metrics(app.clone(), at).await?;
+            (Some(addr), Some(task))
+        }
+        None => (None, None),
+    };
+    let cleanup = crate::ops::cleanup::schedule(app.clone());
+    let webhook = crate::ops::webhook::schedule(app.clone());
     let done = tokio::spawn(async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
@@ -217,13 +240,14 @@ pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
         }
         drop(listener);
         refresher.abort();
-        if let Some(feed) = feed {
-            feed.abort();
+        for task in [feed, operator, cleanup, webhook].into_iter().flatten() {
+            task.abort();
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
     });
     Ok(ServerHandle {
         addr,
+        metrics_addr,
         shutdown: Some(tx),
         done,
     })

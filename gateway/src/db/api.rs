@@ -338,6 +338,50 @@ impl Db {
         .await
     }
 
+    /// The audit feed's next events for `consumer` when `holder` holds its lease (`None` while
+    /// another holder's runs), each with the `position` to acknowledge.
+    pub async fn take_events(
+        &self,
+        consumer: &str,
+        holder: &str,
+        lease: Duration,
+        max_rows: i32,
+    ) -> Result<Option<Vec<Value>>, OAuthError> {
+        let lease = format!("{} milliseconds", lease.as_millis());
+        let value = self
+            .call(
+                "SELECT oauth.take_events($1, $2, $3::text::interval, $4)",
+                &[&consumer, &holder, &lease, &max_rows],
+            )
+            .await?;
+        if value.get("held") != Some(&Value::Bool(true)) {
+            return Ok(None);
+        }
+        match value.get("events") {
+            Some(Value::Array(events)) => Ok(Some(events.clone())),
+            _ => Err(OAuthError::server_error()),
+        }
+    }
+
+    /// `holder` delivered everything through `position`; false when its lease is gone.
+    pub async fn acknowledge_events(
+        &self,
+        consumer: &str,
+        holder: &str,
+        position: &str,
+    ) -> Result<bool, OAuthError> {
+        let rows = self
+            .query(
+                "SELECT oauth.acknowledge_events($1, $2, $3)",
+                &[&consumer, &holder, &position],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.try_get(0).ok())
+            .unwrap_or(false))
+    }
+
     /// Several refreshes in one call (`db::batch`): each element's own answer, in order, or the
     /// call's failure (nothing was rotated then).
     pub(super) async fn rotate_refresh_tokens(
@@ -700,5 +744,77 @@ impl Db {
         )
         .await
         .map(drop)
+    }
+}
+
+/// One live grant on the connected-apps page (`oauth.list_connected_apps`); times in UTC as
+/// RFC 3339 and as read.
+#[derive(Debug, Clone)]
+pub struct ConnectedApp {
+    pub grant_id: Uuid,
+    pub client_id: String,
+    pub client_name: String,
+    pub redirect_hosts: Vec<String>,
+    pub logo_uri: Option<String>,
+    pub scopes: Vec<String>,
+    pub resource: Option<String>,
+    pub granted_at: (String, String),
+    /// The last time tokens were issued under the grant; none yet: `None`.
+    pub last_used_at: Option<(String, String)>,
+}
+
+/// The pages: a vetted client's logo and the signed-in user's connected apps.
+impl Db {
+    /// The https logo of a client an administrator registered; `None` for any other client.
+    pub async fn client_logo_uri(&self, client_id: &str) -> Result<Option<String>, OAuthError> {
+        let rows = self
+            .query("SELECT oauth.client_logo_uri($1)", &[&client_id])
+            .await?;
+        Ok(rows.first().and_then(|r| r.get(0)))
+    }
+
+    pub async fn list_connected_apps(&self, user: &str) -> Result<Vec<ConnectedApp>, OAuthError> {
+        let rows = self
+            .query(
+                "SELECT grant_id, client_id, client_name, redirect_hosts, logo_uri, scopes, resource, \
+                        to_char(granted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                        to_char(granted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"'), \
+                        to_char(last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                        to_char(last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"') \
+                   FROM oauth.list_connected_apps($1)",
+                &[&user],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| ConnectedApp {
+                grant_id: row.get(0),
+                client_id: row.get(1),
+                client_name: row.get(2),
+                redirect_hosts: row.get(3),
+                logo_uri: row.get(4),
+                scopes: row.get(5),
+                resource: row.get(6),
+                granted_at: (row.get(7), row.get(8)),
+                last_used_at: row
+                    .get::<_, Option<String>>(9)
+                    .zip(row.get::<_, Option<String>>(10)),
+            })
+            .collect())
+    }
+
+    /// Revokes the grant if it is a live grant of `user` (`oauth.revoke_grant`); false otherwise.
+    pub async fn revoke_connected_app(
+        &self,
+        user: &str,
+        grant_id: Uuid,
+    ) -> Result<bool, OAuthError> {
+        let rows = self
+            .query(
+                "SELECT oauth.revoke_connected_app($1, $2)",
+                &[&user, &grant_id],
+            )
+            .await?;
+        Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
     }
 }

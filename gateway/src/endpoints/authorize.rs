@@ -9,14 +9,13 @@ use crate::app::App;
 use crate::db::{BeganAuthorization, NextStep};
 use crate::error::OAuthError;
 use crate::http::{self, Req, Resp};
-
-const REFUSED: &str = "Invalid authorization request";
+use crate::views::Key;
 
 fn refused(e: &OAuthError) -> Resp {
     http::error(
         &e.clone()
             .with_status(StatusCode::BAD_REQUEST)
-            .as_page(REFUSED),
+            .as_page(Key::invalid_authorization_request_title),
     )
 }
 

@@ -3,11 +3,12 @@
 
 use hyper::{Method, StatusCode};
 
-use super::pages::{self, Approval, Destination, Purpose};
+use super::pages::{self, Purpose};
 use crate::app::App;
 use crate::db::NextStep;
 use crate::error::{ErrorCode, OAuthError};
 use crate::http::{self, Req, Resp};
+use crate::views::{Approval, Destination};
 
 pub async fn handle(app: &App, req: Req) -> Resp {
     // Signed in through the upstream provider: the browser's session, and the request bound to
@@ -60,20 +61,15 @@ pub(super) async fn show(app: &App, req: Req, user: &str) -> Resp {
         Err(e) => return pages::failure(&e),
     };
     // The extension names a host for http(s) redirect URIs only.
-    let destination = match request.redirect_host {
-        Some(host) => Destination::Host(host),
-        None => Destination::Scheme(
-            request
-                .redirect_uri
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-        ),
+    let destination = Destination::of(&request.redirect_uri, request.redirect_host);
+    let logo_uri = match app.db.client_logo_uri(&request.client_id).await {
+        Ok(logo) => logo,
+        Err(e) => return pages::failure(&e),
     };
     let page = Approval {
         client_name: request.client_name,
         client_id: request.client_id,
+        logo_uri,
         scopes: request.scopes,
         resource: request.resource,
         loopback_only: request.loopback_only,
@@ -82,7 +78,7 @@ pub(super) async fn show(app: &App, req: Req, user: &str) -> Resp {
         csrf: pages::csrf_token(app, Purpose::Consent, &request_id, user),
         hidden: ("request_id", request_id),
     };
-    http::html(StatusCode::OK, page.render(user))
+    http::page(StatusCode::OK, app.views.approval(&page, user))
 }
 
 /// `session`: the browser's session secret, when signed in through the upstream provider; the
@@ -94,7 +90,7 @@ pub(super) async fn decide(app: &App, req: Req, user: &str, session: Option<&str
             Err(e) => return pages::failure(&e),
         };
     if !pages::csrf_valid(app, Purpose::Consent, &request_id, user, &csrf) {
-        return pages::form_not_accepted("request");
+        return pages::form_not_accepted();
     }
     let outcome = match decision.as_str() {
         "approve" => match session {

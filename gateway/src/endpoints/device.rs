@@ -5,10 +5,11 @@
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::pages::{self, Approval, Purpose};
+use super::pages::{self, Purpose};
 use crate::app::App;
 use crate::error::{ErrorCode, OAuthError};
-use crate::http::{self, Req, Resp, escape_html};
+use crate::http::{self, Req, Resp};
+use crate::views::{Approval, Key};
 
 pub async fn authorization(app: &App, req: Req) -> Resp {
     http::json_or_error(StatusCode::OK, begin(app, req).await)
@@ -46,14 +47,16 @@ pub const USER_CODE_MISS_WINDOW: std::time::Duration = std::time::Duration::from
 
 fn too_many_misses(app: &App, user: &str) -> Option<Resp> {
     (!app.user_code_misses.remaining(user, USER_CODE_MISSES)).then(|| {
-        http::error(
-            &OAuthError::new(
-                ErrorCode::SlowDown,
-                "Too many codes that did not match. Wait a few minutes, then enter the code your device shows.",
-            )
-            .with_status(StatusCode::TOO_MANY_REQUESTS)
-            .as_page("Too many attempts"),
-        )
+        let mut resp = http::page_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            Key::too_many_attempts_title.into(),
+            Key::too_many_attempts_detail.into(),
+        );
+        resp.extensions_mut().insert(
+            OAuthError::new(ErrorCode::SlowDown, "too many wrong user codes")
+                .with_status(StatusCode::TOO_MANY_REQUESTS),
+        );
+        resp
     })
 }
 
@@ -74,26 +77,17 @@ pub async fn verification(app: &App, req: Req) -> Resp {
 }
 
 fn entry_form(app: &App) -> Resp {
-    http::html(
+    http::page(
         StatusCode::OK,
-        format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Connect a device</title></head>\
-             <body style=\"font-family:sans-serif;max-width:36em;margin:3em auto\">\
-             <h1>Connect a device</h1><p>Enter the code your device shows.</p>\
-             <form method=\"get\" action=\"{action}\">\
-             <input name=\"user_code\" autocomplete=\"off\" autocapitalize=\"characters\" \
-             placeholder=\"XXXX-XXXX\" maxlength=\"20\" required> \
-             <button type=\"submit\">Continue</button></form></body></html>",
-            action = escape_html(&app.config.endpoint("/device")),
-        ),
+        app.views.device_entry(&app.config.endpoint("/device")),
     )
 }
 
 fn done_page(approved: bool) -> Resp {
     if approved {
-        pages::message("Device connected", "You can return to your device.")
+        pages::message(Key::device_connected_title, Key::device_connected_detail)
     } else {
-        pages::message("Request denied", "The device was not given access.")
+        pages::message(Key::device_denied_title, Key::device_denied_detail)
     }
 }
 
@@ -136,9 +130,14 @@ async fn show(app: &App, req: Req) -> Resp {
     };
     // The form binds to the code as the extension spells it, whatever the user typed.
     let user_code = request.canonical_user_code;
+    let logo_uri = match app.db.client_logo_uri(&request.client_id).await {
+        Ok(logo) => logo,
+        Err(e) => return pages::failure(&e),
+    };
     let page = Approval {
         client_name: request.client_name,
         client_id: request.client_id,
+        logo_uri,
         scopes: request.scopes,
         resource: request.resource,
         loopback_only: false,
@@ -147,7 +146,7 @@ async fn show(app: &App, req: Req) -> Resp {
         csrf: pages::csrf_token(app, Purpose::Device, &user_code, &user),
         hidden: ("user_code", user_code),
     };
-    http::html(StatusCode::OK, page.render(&user))
+    http::page(StatusCode::OK, app.views.approval(&page, &user))
 }
 
 async fn decide(app: &App, req: Req) -> Resp {
@@ -164,7 +163,7 @@ async fn decide(app: &App, req: Req) -> Resp {
         return refused;
     }
     if !pages::csrf_valid(app, Purpose::Device, &user_code, &user, &csrf) {
-        return pages::form_not_accepted("code");
+        return pages::form_not_accepted();
     }
     let outcome = match decision.as_str() {
         "approve" => app

@@ -1,5 +1,6 @@
 //! Routing: which handler answers which path, under an issuer that may have a path.
 
+mod apps;
 mod authorize;
 mod consent;
 mod device;
@@ -19,6 +20,7 @@ use serde_json::json;
 pub use device::USER_CODE_MISS_WINDOW;
 
 use crate::app::App;
+use crate::config::Limited;
 use crate::error::{ErrorCode, OAuthError};
 use crate::http::{self, Req, Resp};
 
@@ -39,9 +41,47 @@ enum Route {
     Login,
     LoginCallback,
     Logout,
+    ConnectedApps,
 }
 
 impl Route {
+    /// The route's name in metrics: bounded, unlike paths.
+    fn name(self) -> &'static str {
+        match self {
+            Route::Metadata => "metadata",
+            Route::Jwks => "jwks",
+            Route::Authorize => "authorize",
+            Route::Consent => "consent",
+            Route::Token => "token",
+            Route::Register => "register",
+            Route::RegistrationConfiguration => "registration_configuration",
+            Route::DeviceAuthorization => "device_authorization",
+            Route::Device => "device",
+            Route::Revoke => "revoke",
+            Route::Introspect => "introspect",
+            Route::Userinfo => "userinfo",
+            Route::Login => "login",
+            Route::LoginCallback => "login_callback",
+            Route::Logout => "logout",
+            Route::ConnectedApps => "connected_apps",
+        }
+    }
+
+    /// The route's `[rate_limits]` table, if it is limited.
+    fn limited(self) -> Option<Limited> {
+        Some(match self {
+            Route::Token => Limited::Token,
+            Route::Authorize => Limited::Authorize,
+            Route::Register => Limited::Register,
+            Route::DeviceAuthorization => Limited::DeviceAuthorization,
+            Route::Introspect => Limited::Introspect,
+            Route::Revoke => Limited::Revoke,
+            Route::Consent => Limited::Consent,
+            Route::Device => Limited::Device,
+            _ => return None,
+        })
+    }
+
     /// Browser-based MCP clients call these cross-origin; authorize and consent are navigations
     /// and must stay same-origin.
     fn allows_cors(self) -> bool {
@@ -104,6 +144,7 @@ fn route(app: &App, path: &str) -> Option<Route> {
         "/login" if app.upstream.is_some() => Route::Login,
         "/login/callback" if app.upstream.is_some() => Route::LoginCallback,
         "/logout" if app.upstream.is_some() => Route::Logout,
+        "/account/apps" => Route::ConnectedApps,
         _ => return None,
     })
 }
@@ -141,7 +182,24 @@ fn preflight(cors: Option<HeaderValue>) -> Resp {
     resp
 }
 
-pub async fn dispatch(app: &App, req: Req) -> Resp {
+/// Every request of the public listener: measured, and rate-limited where its route is
+/// (`ops::observe`), then answered.
+pub async fn dispatch(app: &std::sync::Arc<App>, req: Req) -> Resp {
+    let path = req.uri().path();
+    if path == "/readyz" {
+        return crate::ops::health::readyz(app).await;
+    }
+    let (endpoint, limited) = match route(app, path) {
+        Some(route) => (route.name(), route.limited()),
+        None if path == "/healthz" => ("healthz", None),
+        None if app.guard.serves_metadata(path) => ("protected_resource_metadata", None),
+        None if app.guard.guards(path) => ("guard", None),
+        None => ("not_found", None),
+    };
+    crate::ops::observe(app, req, endpoint, limited, |req| respond(app, req)).await
+}
+
+async fn respond(app: &App, req: Req) -> Resp {
     // Liveness for load balancers and process supervisors: answers without touching the database.
     if req.uri().path() == "/healthz" {
         return http::json(StatusCode::OK, &json!({"status": "ok"}));
@@ -187,7 +245,16 @@ pub async fn dispatch(app: &App, req: Req) -> Resp {
         Route::Login => signin::login(app, req).await,
         Route::LoginCallback => signin::callback(app, req).await,
         Route::Logout => signin::logout(app, req).await,
+        Route::ConnectedApps => apps::handle(app, req).await,
     };
+    // A failure page described without the deployment's texts gets them now.
+    if let Some(pending) = resp.extensions_mut().remove::<crate::views::Pending>() {
+        let page = app.views.message(&pending.title, &pending.detail);
+        if let Ok(csp) = HeaderValue::from_str(&page.csp) {
+            resp.headers_mut().insert("content-security-policy", csp);
+        }
+        *resp.body_mut() = http::full(page.body);
+    }
     if let Some(origin) = cors {
         resp.headers_mut()
             .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
