@@ -49,11 +49,19 @@ impl Upstream {
             .stderr(Stdio::null())
             .spawn()
             .expect("node runs");
-        let issuer = format!("http://127.0.0.1:{port}");
+        // Owned at once, so that a failed start still ends the process (Drop).
+        let upstream = Self {
+            child,
+            issuer: format!("http://127.0.0.1:{port}"),
+        };
         let http = Http::new();
         for _ in 0..100 {
-            if http.client_get_ok(&format!("{issuer}/healthz")).await == Some(StatusCode::OK) {
-                return Self { child, issuer };
+            if http
+                .client_get_ok(&format!("{}/healthz", upstream.issuer))
+                .await
+                == Some(StatusCode::OK)
+            {
+                return upstream;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -603,7 +603,7 @@ fn confirm_logout(app: &App, params: &http::Params, session_id: &str, user: &str
         "client_id",
         "id_token_hint",
     ] {
-        if let Some(value) = get(&params, name) {
+        if let Some(value) = get(params, name) {
             hidden.push_str(&format!(
                 "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
                 esc(value)
