@@ -222,7 +222,7 @@ async fn a_client_identified_by_its_metadata_document_completes_the_code_flow_fr
     assert_eq!(first.status, StatusCode::FOUND, "{}", first.text());
     let consent = gw.http.get(&first.location(), &[]).await.text();
     assert!(
-        consent.contains("published by <strong style=\"font-size:1.3em\">127.0.0.1"),
+        consent.contains("published by <strong class=\"host\">127.0.0.1"),
         "{consent}"
     );
     assert!(consent.contains("Caution"));
