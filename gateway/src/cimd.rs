@@ -14,6 +14,8 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
@@ -59,6 +61,8 @@ pub struct Fetcher {
     /// Refreshes under way, by client_id: the authorizations of one new client that arrive together
     /// share one fetch (and one unit of the host's budget).
     in_flight: Mutex<HashMap<String, Arc<Flight>>>,
+    /// Fetches by kind (document, jwks) and outcome, for the metrics.
+    pub fetches: Family<[(&'static str, &'static str); 2], Counter>,
 }
 
 /// One refresh of one document, awaited by every authorization that needs it.
@@ -100,7 +104,25 @@ impl Fetcher {
             global: Budget::new(Duration::from_secs(60)),
             known: Mutex::default(),
             in_flight: Mutex::default(),
+            fetches: Family::default(),
         })
+    }
+
+    /// Counts one fetch of `kind` (document, jwks): fetched, not_fetched, unusable or
+    /// budget_exhausted.
+    pub fn count(&self, kind: &'static str, outcome: &'static str) {
+        self.fetches
+            .get_or_create(&[("kind", kind), ("outcome", outcome)])
+            .inc();
+    }
+
+    /// The outcome label of a fetch's result.
+    pub fn outcome<T>(result: &Result<T, FetchError>) -> &'static str {
+        match result {
+            Ok(_) => "fetched",
+            Err(FetchError::NotFetched(_)) => "not_fetched",
+            Err(FetchError::Unusable(_)) => "unusable",
+        }
     }
 
     /// GETs the document, within `config.fetch_timeout` overall.
@@ -439,9 +461,12 @@ impl Fetcher {
         let known = self.known.lock().expect("known lock").contains(client_id);
         if let Err(exhausted) = self.spend_budget(known, &host) {
             // Not recorded: the budget is this process's, and the host may be fine for the others.
+            self.count("document", "budget_exhausted");
             return Err(refuse(exhausted));
         }
-        match self.fetch(&url).await {
+        let fetched = self.fetch(&url).await;
+        self.count("document", Self::outcome(&fetched));
+        match fetched {
             Ok(fetched) => {
                 tracing::info!(host = %host, known, "client metadata document fetched");
                 self.db

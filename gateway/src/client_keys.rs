@@ -111,11 +111,15 @@ impl ClientKeys {
             .spend(&host, config.per_host_fetches_per_minute)
         {
             // Not recorded: the budget is this process's, and the host may be fine for the others.
+            app.cimd.count("jwks", "budget_exhausted");
             return Err(refused(
                 "too many key set fetches from this host; try again in a minute",
             ));
         }
-        match app.cimd.fetch(&url).await {
+        let fetched = app.cimd.fetch(&url).await;
+        app.cimd
+            .count("jwks", crate::cimd::Fetcher::outcome(&fetched));
+        match fetched {
             Ok(fetched) => {
                 tracing::info!(%host, "client jwks fetched");
                 app.db

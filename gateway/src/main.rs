@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use oauth_gateway::Config;
-use oauth_gateway::config::{KeyConfig, RouteConfig};
+use oauth_gateway::config::{KeyConfig, LogFormat, RateLimits, RouteConfig};
 use oauth_gateway::db::admin;
 use oauth_gateway::keys::{Alg, generate_pem};
 
@@ -63,6 +63,15 @@ struct ConfigArgs {
     remember_consent: bool,
     #[arg(long, env = "OAUTH_POOL_SIZE")]
     pool_size: Option<usize>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, apart from the public listener.
+    #[arg(long, env = "OAUTH_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// `text` or `json` (one JSON object per line).
+    #[arg(long, env = "OAUTH_LOG_FORMAT")]
+    log_format: Option<String>,
+    /// Switch every rate limit off (benchmarks).
+    #[arg(long, env = "OAUTH_NO_RATE_LIMITS")]
+    no_rate_limits: bool,
     /// Protected route `PREFIX=UPSTREAM` (repeatable), requiring scope `mcp`; use the config file
     /// for other scopes or an explicit resource.
     #[arg(long = "route", env = "OAUTH_ROUTES", value_delimiter = ',')]
@@ -143,6 +152,19 @@ impl ConfigArgs {
         if let Some(v) = self.pool_size {
             config.pool_size = v;
         }
+        if let Some(v) = self.metrics_listen {
+            config.metrics_listen = Some(v);
+        }
+        if let Some(v) = &self.log_format {
+            config.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => return Err(format!("--log-format {other}: expected text or json")),
+            };
+        }
+        if self.no_rate_limits {
+            config.rate_limits = RateLimits::off();
+        }
         for spec in &self.routes {
             let (prefix, upstream) = spec
                 .split_once('=')
@@ -219,6 +241,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve(args) => {
             let config = args.load()?;
+            init_logs(config.log_format);
             let app = oauth_gateway::build(config).await?;
             let handle = oauth_gateway::serve(app.clone()).await?;
             tracing::info!(addr = %handle.addr, issuer = %app.config.issuer, "oauth-gateway listening");
@@ -326,16 +349,32 @@ async fn shutdown_signal() {
     }
 }
 
+/// Logs to stderr, as text or one JSON object per line (with the request's span fields: id,
+/// method, path, peer). What is logged never holds a token, code, secret or verifier, in either
+/// format (gateway/tests/operations.rs reads both).
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "oauth_gateway=info,warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "oauth_gateway=info,warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logs(LogFormat::Text);
+    }
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("oauth-gateway: {e}");

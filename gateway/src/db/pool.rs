@@ -30,6 +30,8 @@ pub struct Db {
     unnamed: Option<Arc<ParamTypes>>,
     /// How long a call may go without an answer before its connection is given up (see `query`).
     answer_within: Option<Duration>,
+    /// How long calls waited for a connection (the metrics hold a clone).
+    wait: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// Parameter types by SQL text.
@@ -121,6 +123,9 @@ impl Db {
             unnamed: (!statement_cache).then(Default::default),
             answer_within: (!statement_timeout.is_zero())
                 .then(|| statement_timeout + ANSWER_MARGIN),
+            wait: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0001, 4.0, 10),
+            ),
         })
     }
 
@@ -155,13 +160,26 @@ impl Db {
         }
     }
 
+    /// The pool's size, idle connections and limit now.
+    pub fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+
+    /// The histogram of waits for a connection.
+    pub fn wait_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.wait.clone()
+    }
+
     /// Rows of a set-returning call, for the few functions that are not jsonb-shaped.
     pub(super) async fn query(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, OAuthError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let waiting = std::time::Instant::now();
+        let client = self.pool.get().await;
+        self.wait.observe(waiting.elapsed().as_secs_f64());
+        let client = client.map_err(pool_error)?;
         let answer = self.statement(&client, sql, params);
         let Some(limit) = self.answer_within else {
             return answer.await;

@@ -28,6 +28,7 @@ use crate::db::Db;
 use crate::error::{BearerChallenge, ChallengeNames, ErrorCode, OAuthError};
 use crate::http::{self, BodyLimits, Req, Resp};
 use crate::tokens::{AccessClaims, TokenVerifier};
+pub use revoked::{FeedCounters, FeedState};
 
 /// How much of a request body the guard reads to learn what a route's `tool_scopes` need: MCP
 /// tool calls carry arguments, far more than an OAuth form.
@@ -174,6 +175,25 @@ impl Guard {
         claims
             .scopes()
             .any(|held| held == scope || self.implied.get(held).is_some_and(|s| s.contains(scope)))
+    }
+
+    /// The revocation feed's state, when there are routes to guard (and so a feed).
+    pub fn feed_state(&self) -> Option<FeedState> {
+        (!self.routes.is_empty()).then(|| self.revoked.state())
+    }
+
+    pub fn feed_counters(&self) -> Option<FeedCounters> {
+        (!self.routes.is_empty()).then(|| self.revoked.counters.clone())
+    }
+
+    /// Whether a request at `path` is the guard's to answer (a route, as written or resolved).
+    pub fn guards(&self, path: &str) -> bool {
+        self.locate(path).is_some()
+    }
+
+    /// Whether `path` is a route's RFC 9728 metadata (not a guarded request).
+    pub fn serves_metadata(&self, path: &str) -> bool {
+        self.routes.iter().any(|r| metadata_path(r) == path)
     }
 
     /// Keeps the revoked set current, when there are routes to guard.

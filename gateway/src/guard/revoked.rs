@@ -10,9 +10,12 @@
 //! alone: its grant and family belong to another client and stay live.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use uuid::Uuid;
 
@@ -25,6 +28,26 @@ pub struct RevokedSet {
     families: RwLock<HashMap<Uuid, Instant>>,
     access_tokens: RwLock<HashMap<Uuid, Instant>>,
     synced: AtomicBool,
+    /// When the feed's connection last proved alive (heartbeat, notification, resync).
+    last_contact: Mutex<Option<Instant>>,
+    pub counters: FeedCounters,
+}
+
+/// The feed's events, for the metrics.
+#[derive(Clone, Default)]
+pub struct FeedCounters {
+    pub resyncs: Counter,
+    /// Revocations heard, by kind (grant, family, access_token).
+    pub heard: Family<[(&'static str, &'static str); 1], Counter>,
+}
+
+/// The feed's state, for readiness and the metrics.
+pub struct FeedState {
+    pub synced: bool,
+    /// Since the database was last heard from (`None`: never).
+    pub since_contact: Option<Duration>,
+    /// Entries in the revoked set.
+    pub revoked: usize,
 }
 
 impl RevokedSet {
@@ -32,6 +55,24 @@ impl RevokedSet {
     /// rather than trust a set that may be missing revocations.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+
+    pub fn state(&self) -> FeedState {
+        let size =
+            |ids: &RwLock<HashMap<Uuid, Instant>>| ids.read().expect("revoked set lock").len();
+        FeedState {
+            synced: self.is_synced(),
+            since_contact: self
+                .last_contact
+                .lock()
+                .expect("contact lock")
+                .map(|at| at.elapsed()),
+            revoked: size(&self.grants) + size(&self.families) + size(&self.access_tokens),
+        }
+    }
+
+    fn heard_from_database(&self) {
+        *self.last_contact.lock().expect("contact lock") = Some(Instant::now());
     }
 
     pub fn is_revoked(&self, grant: Option<Uuid>, family: Option<Uuid>, jti: Option<Uuid>) -> bool {
@@ -52,6 +93,13 @@ impl RevokedSet {
     }
 
     fn apply(&self, revocation: Revocation) {
+        self.heard_from_database();
+        let kind = match (revocation.jti, revocation.family_id) {
+            (Some(_), _) => "access_token",
+            (None, Some(_)) => "family",
+            (None, None) => "grant",
+        };
+        self.counters.heard.get_or_create(&[("kind", kind)]).inc();
         match (revocation.jti, revocation.family_id, revocation.grant_id) {
             (Some(jti), _, _) => Self::insert_all(&self.access_tokens, [jti]),
             (None, Some(family), _) => Self::insert_all(&self.families, [family]),
@@ -108,6 +156,8 @@ async fn session(set: &RevokedSet, database_url: &str) -> Result<(), FeedError> 
     RevokedSet::insert_all(&set.families, backlog.families);
     RevokedSet::insert_all(&set.access_tokens, backlog.access_tokens);
     set.synced.store(true, Ordering::Release);
+    set.heard_from_database();
+    set.counters.resyncs.inc();
     tracing::info!("revocation feed synchronised");
     let mut prune = tokio::time::interval(Duration::from_secs(60));
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
@@ -121,6 +171,7 @@ async fn session(set: &RevokedSet, database_url: &str) -> Result<(), FeedError> 
                 tokio::time::timeout(HEARTBEAT_TIMEOUT, feed.heartbeat())
                     .await
                     .map_err(|_| "the feed's connection did not answer its heartbeat")??;
+                set.heard_from_database();
             }
             _ = prune.tick() => set.prune(horizon + Duration::from_secs(120)),
         }

@@ -610,6 +610,8 @@ impl Gateway {
             cimd: options.cimd,
             dev_mode: true,
             dev_user: Some("alice".into()),
+            // Tests send thousands of requests from one address; operations.rs tests the limits.
+            rate_limits: oauth_gateway::config::RateLimits::off(),
             ..Config::default()
         };
         if let Some(adjust) = options.adjust {
@@ -660,6 +662,7 @@ impl Gateway {
                 &format!("127.0.0.1:{port}"),
             ])
             .args(["--database-url", &self.config.database_url])
+            .arg("--no-rate-limits")
             .args(["--key", &format!("ES256:{}", key.path.display())])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
