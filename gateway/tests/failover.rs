@@ -353,6 +353,8 @@ async fn the_gateway_survives_a_primary_failover_under_refresh_load_and_loses_no
         }],
         dev_mode: true,
         dev_user: Some("alice".into()),
+        // The load is thousands of refreshes a second from one address.
+        rate_limits: oauth_gateway::config::RateLimits::off(),
         ..Config::default()
     };
     let app = oauth_gateway::build(config).await.expect("build gateway");

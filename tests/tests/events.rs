@@ -7,7 +7,12 @@ use std::time::Duration;
 use oauth_provider_tests::serde_json::{Value, json};
 use oauth_provider_tests::*;
 
-async fn take(db: &tokio_postgres::Client, consumer: &str, holder: &str, at: Option<&str>) -> Value {
+async fn take(
+    db: &tokio_postgres::Client,
+    consumer: &str,
+    holder: &str,
+    at: Option<&str>,
+) -> Value {
     db.query_one(
         "SELECT oauth.take_events($1, $2, interval '30 seconds', 100, coalesce($3::text::timestamptz, now()))",
         &[&consumer, &holder, &at],
@@ -32,7 +37,12 @@ async fn take_some(db: &tokio_postgres::Client, consumer: &str, holder: &str) ->
     }
 }
 
-async fn acknowledge(db: &tokio_postgres::Client, consumer: &str, holder: &str, through: &str) -> bool {
+async fn acknowledge(
+    db: &tokio_postgres::Client,
+    consumer: &str,
+    holder: &str,
+    through: &str,
+) -> bool {
     db.query_one(
         "SELECT oauth.acknowledge_events($1, $2, $3)",
         &[&consumer, &holder, &through],
@@ -83,7 +93,10 @@ async fn events_are_listed_by_user_client_and_id_and_announced() {
         .unwrap();
 
     let by_user = admin
-        .query("SELECT event_id, kind FROM oauth.list_events(user_id => $1)", &[&user])
+        .query(
+            "SELECT event_id, kind FROM oauth.list_events(user_id => $1)",
+            &[&user],
+        )
         .await
         .unwrap();
     let kinds: Vec<String> = by_user.iter().map(|r| r.get(1)).collect();
@@ -118,7 +131,10 @@ async fn one_holder_delivers_at_a_time_and_acknowledged_events_are_not_handed_ou
     let admin = db.admin().await;
     let gw = db.gateway().await;
     // The first take places the consumer at the events committed from then on.
-    assert_eq!(take(&gw, "webhook", "gw-a", None).await["events"], json!([]));
+    assert_eq!(
+        take(&gw, "webhook", "gw-a", None).await["events"],
+        json!([])
+    );
     let first = new_client(&admin).await;
     let second = new_client(&admin).await;
 
@@ -137,7 +153,13 @@ async fn one_holder_delivers_at_a_time_and_acknowledged_events_are_not_handed_ou
         "another holder waits while the lease runs"
     );
     assert!(
-        !acknowledge(&gw, "webhook", "gw-b", taken["events"][0]["position"].as_str().unwrap()).await,
+        !acknowledge(
+            &gw,
+            "webhook",
+            "gw-b",
+            taken["events"][0]["position"].as_str().unwrap()
+        )
+        .await,
         "only the holder acknowledges"
     );
     let through = taken["events"][0]["position"].as_str().unwrap();
@@ -188,8 +210,12 @@ async fn an_event_committed_late_with_a_lower_id_is_still_delivered() {
     take(&gw, "webhook", "gw", None).await;
     let t1 = db.admin().await;
     let t2 = db.admin().await;
-    t2.batch_execute("BEGIN; SELECT pg_current_xact_id();").await.unwrap();
-    t1.batch_execute("BEGIN; SELECT pg_current_xact_id();").await.unwrap();
+    t2.batch_execute("BEGIN; SELECT pg_current_xact_id();")
+        .await
+        .unwrap();
+    t1.batch_execute("BEGIN; SELECT pg_current_xact_id();")
+        .await
+        .unwrap();
     let late = new_client(&t1).await;
     let early = new_client(&t2).await;
     t2.batch_execute("COMMIT").await.unwrap();
@@ -209,7 +235,15 @@ async fn an_event_committed_late_with_a_lower_id_is_still_delivered() {
         "{ids:?}"
     );
     let early_id = taken["events"][0]["event_id"].as_i64().unwrap();
-    assert!(acknowledge(&gw, "webhook", "gw", taken["events"][0]["position"].as_str().unwrap()).await);
+    assert!(
+        acknowledge(
+            &gw,
+            "webhook",
+            "gw",
+            taken["events"][0]["position"].as_str().unwrap()
+        )
+        .await
+    );
     t1.batch_execute("COMMIT").await.unwrap();
     let taken = take_some(&gw, "webhook", "gw").await;
     assert_eq!(
@@ -221,6 +255,14 @@ async fn an_event_committed_late_with_a_lower_id_is_still_delivered() {
         taken["events"][0]["event_id"].as_i64().unwrap() < early_id,
         "with the lower id: {taken}"
     );
-    assert!(acknowledge(&gw, "webhook", "gw", taken["events"][0]["position"].as_str().unwrap()).await);
+    assert!(
+        acknowledge(
+            &gw,
+            "webhook",
+            "gw",
+            taken["events"][0]["position"].as_str().unwrap()
+        )
+        .await
+    );
     assert_eq!(take(&gw, "webhook", "gw", None).await["events"], json!([]));
 }

@@ -80,7 +80,11 @@ async fn each_element_gets_its_own_answer_in_the_order_given() {
     let rotated: Vec<&Value> = [0, 1, 3, 5].iter().map(|&i| &answers[i]).collect();
     for (answer, (family_id, token)) in rotated.iter().zip(&families) {
         assert_ok(answer, "a good element");
-        assert_eq!(answer["family_id"], json!(family_id.to_string()), "order kept");
+        assert_eq!(
+            answer["family_id"],
+            json!(family_id.to_string()),
+            "order kept"
+        );
         let successor = str_field(answer, "refresh_token");
         assert_ne!(successor, token);
         assert_eq!(
@@ -88,7 +92,10 @@ async fn each_element_gets_its_own_answer_in_the_order_given() {
             Some(sha256(successor)),
             "the answered successor is the family's live token"
         );
-        assert_ok(&rotate(&gw, &client, successor).await, "the successor rotates");
+        assert_ok(
+            &rotate(&gw, &client, successor).await,
+            "the successor rotates",
+        );
     }
     // The element refused for its scope rotated nothing: its token is still live.
     assert_ok(
@@ -96,7 +103,10 @@ async fn each_element_gets_its_own_answer_in_the_order_given() {
         "the refused element's token",
     );
     let foreign_still_live = rotate(&gw, &other, &foreign).await;
-    assert_ok(&foreign_still_live, "another client's token, presented by it");
+    assert_ok(
+        &foreign_still_live,
+        "another client's token, presented by it",
+    );
 }
 
 #[tokio::test]
@@ -120,7 +130,11 @@ async fn one_token_twice_in_a_batch_gets_one_successor_for_both() {
         assert_ok(answer, "a parallel presentation inside the window");
     }
     let successor = str_field(&answers[0], "refresh_token");
-    assert!(answers.iter().all(|a| a["refresh_token"] == json!(successor)));
+    assert!(
+        answers
+            .iter()
+            .all(|a| a["refresh_token"] == json!(successor))
+    );
     let family = family_row(&admin, family_id).await;
     assert_eq!(family.generation, 1, "rotated once");
     assert_eq!(family.current_hash, Some(sha256(successor)));

@@ -119,6 +119,16 @@ impl Fetch {
             .await
     }
 
+    /// POSTs `body` with `headers` (the audit webhook's signed batches).
+    pub async fn post(
+        &self,
+        url: &Url,
+        headers: Vec<(header::HeaderName, String)>,
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        self.send(Method::POST, url, headers, body).await
+    }
+
     async fn send(
         &self,
         method: Method,
