@@ -115,7 +115,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
     let refreshes = crate::db::RefreshBatcher::start(db.clone(), config.refresh_batching);
     let trusted_proxies = config.trusted_proxy_ranges()?;
     let views = Arc::new(config.views()?);
-    let limiter = crate::ops::limits::Limiter::new(config.rate_limits.clone());
+    let limiter = crate::ops::limits::Limiter::new(config.rate_limits.effective(config.dev_mode));
     let metrics = crate::ops::metrics::Metrics::new(crate::ops::metrics::Sources {
         pool_wait: db.wait_histogram(),
         fetches: cimd.fetches.clone(),

@@ -658,3 +658,56 @@ async fn logs_in_text_and_json_hold_no_token_code_or_secret_and_json_lines_parse
     }
     gw.stop().await;
 }
+
+/// The default limits hold outside development mode; in development mode (how harnesses and load
+/// generators drive a gateway) only configured limits do.
+#[tokio::test]
+async fn default_limits_apply_outside_development_mode_and_configured_ones_in_every_mode() {
+    let gw = Gateway::start().await;
+    let attempts = |base: String| {
+        let http = Http::new();
+        async move {
+            let mut limited = 0;
+            for _ in 0..1300 {
+                let r = token_attempt(&http, &base, "nobody", "").await;
+                if r.status == StatusCode::TOO_MANY_REQUESTS {
+                    limited += 1;
+                }
+            }
+            limited
+        }
+    };
+    let (dev, dev_base) = gw.second_with(|c| c.rate_limits = Default::default()).await;
+    assert_eq!(
+        attempts(dev_base).await,
+        0,
+        "development mode, none configured"
+    );
+    dev.shutdown(Duration::from_secs(1)).await;
+
+    let (production, production_base) = gw
+        .second_with(|c| {
+            c.rate_limits = Default::default();
+            c.dev_mode = false;
+            c.dev_user = None;
+        })
+        .await;
+    assert!(
+        attempts(production_base).await >= 600,
+        "600 per client per minute by default"
+    );
+    production.shutdown(Duration::from_secs(1)).await;
+
+    let (configured, configured_base) = gw
+        .second_with(|c| {
+            c.rate_limits = Default::default();
+            token_limits(10, 0)(c);
+        })
+        .await;
+    assert!(
+        attempts(configured_base).await >= 1200,
+        "configured limits apply in development mode too"
+    );
+    configured.shutdown(Duration::from_secs(1)).await;
+    gw.stop().await;
+}
