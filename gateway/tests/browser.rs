@@ -86,14 +86,23 @@ impl Browser {
         std::fs::write(self.screenshots.join(format!("{name}.png")), png).unwrap();
     }
 
+    /// The text of the first element matching `css`, once the page holding it has settled: right
+    /// after a click the old page may still answer, and its element go stale under the read.
     async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .text()
-            .await
-            .unwrap()
+        let started = std::time::Instant::now();
+        loop {
+            let read = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.text().await,
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(text) => return text,
+                Err(e) if started.elapsed() > std::time::Duration::from_secs(5) => {
+                    panic!("{css}: {e}")
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
     }
 
     async fn script(&self, script: &str) -> Value {
