@@ -17,6 +17,7 @@ pub mod http;
 pub mod jwt;
 pub mod keys;
 mod ops;
+mod outbound;
 pub mod server;
 pub mod tokens;
 pub mod upstream;

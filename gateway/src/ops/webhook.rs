@@ -21,7 +21,7 @@ use serde_json::json;
 use url::Url;
 
 use crate::app::App;
-use crate::upstream::fetch::Fetch;
+use crate::outbound::{self, Fetch};
 
 pub const SIGNATURE_HEADER: &str = "x-oauth-events-signature";
 
@@ -69,7 +69,7 @@ impl WebhookConfig {
             return Ok(());
         };
         let parsed = Url::parse(url).map_err(|e| format!("audit_webhook.url: {e}"))?;
-        if !crate::upstream::fetch::url_allowed(&parsed, true) {
+        if !outbound::url_allowed(&parsed, true) {
             return Err("audit_webhook.url must be https (http only to a loopback host)".into());
         }
         if self.secret.as_deref().is_none_or(|s| s.len() < 16) {

@@ -4,8 +4,6 @@
 //! browser-facing steps are in `endpoints::signin`; this is the protocol with the upstream and
 //! the rule turning its claims into a user of this server.
 
-pub(crate) mod fetch;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,8 +16,8 @@ use serde_json::{Map, Value};
 use tokio::sync::RwLock;
 use url::Url;
 
-pub use fetch::url_allowed;
-use fetch::{Answer, Fetch};
+pub use crate::outbound::url_allowed;
+use crate::outbound::{Answer, Fetch};
 
 /// `[upstream]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,8 +1,8 @@
-//! Requests to the upstream identity provider: discovery, key set, token and userinfo endpoints.
-//! The provider is the operator's choice (configuration), not a stranger's, so there is no address
-//! policy here as for metadata documents; https with the public web roots (plus an optional CA
-//! file), http only to a loopback address when `allow_http` (tests, local development). One
-//! deadline per request, a size cap, no redirects.
+//! Requests to services the operator configured: the upstream identity provider (discovery, key
+//! set, token and userinfo endpoints) and the audit webhook. Each is the operator's choice, not a
+//! stranger's, so there is no address policy here as for metadata documents; https with the public
+//! web roots (plus an optional CA file), http only to a loopback address when `allow_http` (tests,
+//! local development). One deadline per request, a size cap, no redirects.
 
 use std::net::IpAddr;
 use std::sync::Arc;
