@@ -48,13 +48,37 @@ pub fn random_suffix() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A loopback port nothing listens on (once this returns).
+/// A loopback port nothing listens on, for a server that binds it a moment later (its URL must
+/// be known first, e.g. inside the issuer). Port 0 would come from the kernel's ephemeral range,
+/// where any outbound connection made in between (the pool, a fetch) can take it, so the port is
+/// drawn below that range and never handed out twice in one process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| {
+            let mut bounds = range.split_whitespace().map(|b| b.parse::<u16>().ok());
+            Some((bounds.next()??, bounds.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    // The widest stretch outside [low, high] that needs no privileges.
+    let (from, to) = if low.saturating_sub(1024) >= 65535 - high {
+        (1024u16, low - 1)
+    } else {
+        (high + 1, 65535)
+    };
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    loop {
+        let port = from + (rand::random::<u16>() % (to - from + 1));
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 pub async fn connect(url: &str) -> tokio_postgres::Client {
