@@ -54,6 +54,8 @@ GRANT EXECUTE ON FUNCTION
     oauth.list_user_sessions(text, timestamptz),
     oauth.continue_authorization(text, text, text, boolean, boolean, timestamptz),
     oauth.post_logout_redirect(text, text, text, timestamptz),
+    -- The shared signing keys, sealed: every gateway loads and reloads them.
+    oauth.signing_keys(timestamptz),
     oauth.error_sqlstate(text)
 TO oauth_gateway;
 
@@ -88,6 +90,11 @@ GRANT EXECUTE ON FUNCTION
     oauth.list_events(bigint, text, text, timestamptz, timestamptz, integer),
     oauth.take_events(text, text, interval, integer, timestamptz),
     oauth.acknowledge_events(text, text, text, timestamptz),
+    oauth.add_signing_key(text, text, jsonb, bytea, text, interval, timestamptz),
+    oauth.promote_signing_key(text, timestamptz),
+    oauth.drop_signing_key(text, boolean, timestamptz),
+    oauth.list_signing_keys(timestamptz),
+    oauth.signing_keys(timestamptz),
     oauth.error_sqlstate(text)
 TO oauth_admin;
 

@@ -112,4 +112,9 @@ pgrx::extension_sql_file!(
     name = "events",
     requires = ["resources"]
 );
+pgrx::extension_sql_file!(
+    "../sql/signing_keys.sql",
+    name = "signing_keys",
+    requires = ["events"]
+);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

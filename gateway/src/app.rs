@@ -7,12 +7,15 @@ use ring::hmac;
 
 use crate::config::Config;
 use crate::db::{Db, Settings};
-use crate::keys::KeySet;
+use crate::keys::Keys;
 use crate::tokens::TokenVerifier;
 
 pub struct App {
     pub config: Config,
-    pub keys: Arc<KeySet>,
+    /// The signing keys in use (replaced whole when shared keys rotate: take them once per use).
+    pub keys: Arc<Keys>,
+    /// Opens the signing keys kept in the database; `None` with key files.
+    pub kek: Option<Arc<crate::keyring::Kek>>,
     pub db: Db,
     /// Refresh requests, coalesced into batches under load (`db::batch`).
     pub refreshes: crate::db::RefreshBatcher,

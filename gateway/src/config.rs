@@ -132,8 +132,21 @@ pub struct Config {
     /// How long a request waits for a database connection before answering 503.
     #[serde(with = "seconds")]
     pub pool_wait: Duration,
-    /// Signing keys; the first signs, all are published and accepted.
+    /// Signing keys from files; the first signs, all are published and accepted. Or, instead,
+    /// `key_encryption_key`: the keys live in the database, shared by every gateway.
     pub keys: Vec<KeyConfig>,
+    /// The key (32 bytes, base64; `oauth-gateway keys kek`) that seals the signing keys kept in
+    /// the database (`oauth.signing_keys`), held by every gateway of the deployment and nowhere
+    /// else. With it, keys rotate with `oauth-gateway keys add|promote|drop`.
+    pub key_encryption_key: Option<String>,
+    /// How often a gateway reloads the shared signing keys: a promoted key signs everywhere within
+    /// this long.
+    #[serde(with = "seconds")]
+    pub keys_reload_interval: Duration,
+    /// How long relying parties may cache the JWKS (`Cache-Control: max-age`). A new key's
+    /// publish lead must be longer than this plus `keys_reload_interval`.
+    #[serde(with = "seconds")]
+    pub jwks_max_age: Duration,
     /// `aud` of access tokens requested without a `resource`.
     pub default_audience: Option<String>,
     /// An application's own login/consent page; the browser arrives with `?request_id=…` and the
@@ -372,6 +385,9 @@ impl Default for Config {
             pool_size: 32,
             pool_wait: Duration::from_secs(2),
             keys: Vec::new(),
+            key_encryption_key: None,
+            keys_reload_interval: Duration::from_secs(10),
+            jwks_max_age: Duration::from_secs(300),
             default_audience: None,
             login_url: None,
             trusted_user_header: None,
@@ -419,10 +435,26 @@ impl Config {
         if issuer.scheme() != "https" && !self.dev_mode && !is_loopback(&issuer) {
             return Err("issuer must be https (or loopback, or dev_mode)".into());
         }
-        if self.keys.is_empty() {
-            return Err(
-                "at least one signing key is required (oauth-gateway keys generate)".into(),
-            );
+        match (self.keys.is_empty(), &self.key_encryption_key) {
+            (true, None) => {
+                return Err(
+                    "a signing key is required: key files (oauth-gateway keys generate), \
+                     or key_encryption_key for keys kept in the database (oauth-gateway keys kek)"
+                        .into(),
+                );
+            }
+            (false, Some(_)) => {
+                return Err("signing keys come from files or from the database \
+                     (key_encryption_key), not both"
+                    .into());
+            }
+            (true, Some(kek)) => {
+                crate::keyring::Kek::parse(kek).map_err(|e| format!("key_encryption_key: {e}"))?;
+                if self.keys_reload_interval.is_zero() {
+                    return Err("keys_reload_interval must be at least one second".into());
+                }
+            }
+            (false, None) => {}
         }
         if (self.dev_user.is_some() || self.dev_auto_approve) && !self.dev_mode {
             return Err("dev_user and dev_auto_approve require dev_mode".into());

@@ -232,11 +232,9 @@ mod tests {
     use crate::keys::{Alg, generate_pem};
 
     fn keyset(alg: Alg) -> KeySet {
-        KeySet {
-            keys: vec![
-                SigningKey::from_pem(generate_pem(alg).unwrap().as_bytes(), alg, None).unwrap(),
-            ],
-        }
+        KeySet::all_signing(vec![
+            SigningKey::from_pem(generate_pem(alg).unwrap().as_bytes(), alg, None).unwrap(),
+        ])
     }
 
     fn claims(exp_offset: i64) -> Value {

@@ -1,7 +1,10 @@
-//! Signing keys: loaded once from PKCS#8 PEM files, held parsed (signing must not re-parse a key per
-//! token), published as a JWKS. Several keys may be loaded; one signs, all verify (rotation).
+//! Signing keys: loaded from PKCS#8 PEM files or from the database (`keyring`), held parsed
+//! (signing must not re-parse a key per token), published as a JWKS. Several keys may be loaded;
+//! the signing ones sign, all verify (rotation).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -68,13 +71,27 @@ impl SigningKey {
     /// algorithm. `kid` defaults to the RFC 7638 thumbprint.
     pub fn from_pem(pem_text: &[u8], alg: Alg, kid: Option<String>) -> Result<Self, String> {
         let parsed = pem::parse(pem_text).map_err(|e| format!("not a PEM file: {e}"))?;
-        let der = parsed.contents();
+        Self::from_der(
+            parsed.contents(),
+            parsed.tag() == "RSA PRIVATE KEY",
+            alg,
+            kid,
+        )
+    }
+
+    /// A PKCS#8 DER private key (as the database keeps them, sealed).
+    pub fn from_pkcs8(der: &[u8], alg: Alg, kid: Option<String>) -> Result<Self, String> {
+        Self::from_der(der, false, alg, kid)
+    }
+
+    fn from_der(der: &[u8], pkcs1: bool, alg: Alg, kid: Option<String>) -> Result<Self, String> {
         let rng = SystemRandom::new();
         let (pair, public_jwk) = match alg {
             Alg::RS256 => {
-                let pair = match parsed.tag() {
-                    "RSA PRIVATE KEY" => RsaKeyPair::from_der(der),
-                    _ => RsaKeyPair::from_pkcs8(der),
+                let pair = if pkcs1 {
+                    RsaKeyPair::from_der(der)
+                } else {
+                    RsaKeyPair::from_pkcs8(der)
                 }
                 .map_err(|e| format!("not an RSA private key: {e}"))?;
                 if pair.public().modulus_len() < 256 {
@@ -132,6 +149,11 @@ impl SigningKey {
         }
     }
 
+    /// The public JWK without `kid`, `alg` and `use`.
+    pub fn public_jwk(&self) -> &Value {
+        &self.public_jwk
+    }
+
     pub fn jwk(&self) -> Value {
         let mut jwk = self.public_jwk.clone();
         jwk["kid"] = json!(self.kid);
@@ -152,20 +174,32 @@ impl SigningKey {
     }
 }
 
-/// The keys in use: `keys[0]` signs access tokens, an ID token is signed by the first key of its
-/// client's algorithm; all are published and accepted.
+/// The keys in use. The first `signers` of `keys` may sign: `keys[0]` signs access tokens, an ID
+/// token is signed by the first signing key of its client's algorithm. All are published and
+/// accepted (a key about to sign, and a retired one whose tokens are still alive).
 pub struct KeySet {
     pub keys: Vec<SigningKey>,
+    pub signers: usize,
 }
 
 impl KeySet {
+    /// Keys that all sign (configured files: the first signs access tokens).
+    pub fn all_signing(keys: Vec<SigningKey>) -> Self {
+        let signers = keys.len();
+        Self { keys, signers }
+    }
+
     pub fn signing(&self) -> &SigningKey {
         &self.keys[0]
     }
 
-    /// The first loaded key of `alg`, if any.
+    fn signing_keys(&self) -> &[SigningKey] {
+        &self.keys[..self.signers]
+    }
+
+    /// The first signing key of `alg`, if any.
     pub fn for_alg(&self, alg: Alg) -> Option<&SigningKey> {
-        self.keys.iter().find(|k| k.alg == alg)
+        self.signing_keys().iter().find(|k| k.alg == alg)
     }
 
     /// The algorithms of the loaded keys, each once, RS256 first when loaded: OpenID Connect
@@ -173,7 +207,7 @@ impl KeySet {
     /// client that names no `id_token_signed_response_alg` gets.
     pub fn algs(&self) -> Vec<Alg> {
         let mut algs: Vec<Alg> = Vec::new();
-        for key in &self.keys {
+        for key in self.signing_keys() {
             if !algs.contains(&key.alg) {
                 algs.push(key.alg);
             }
@@ -196,6 +230,37 @@ impl KeySet {
 
     pub fn jwks(&self) -> Value {
         json!({ "keys": self.keys.iter().map(SigningKey::jwk).collect::<Vec<_>>() })
+    }
+}
+
+/// The key set in use now, replaced whole when the shared keys change (`keyring`): a request
+/// takes the set once and signs and verifies with that one. Each replacement is a new generation,
+/// so what was verified under an earlier set (the guard's cache) is verified again: a key dropped
+/// after a compromise must stop admitting its tokens at once.
+pub struct Keys {
+    set: RwLock<Arc<KeySet>>,
+    generation: AtomicU64,
+}
+
+impl Keys {
+    pub fn new(set: KeySet) -> Self {
+        Self {
+            set: RwLock::new(Arc::new(set)),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn load(&self) -> Arc<KeySet> {
+        self.set.read().expect("keys lock").clone()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn replace(&self, set: KeySet) {
+        *self.set.write().expect("keys lock") = Arc::new(set);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -235,21 +300,17 @@ mod tests {
 
     #[test]
     fn rs256_leads_the_algorithms_and_each_alg_has_its_first_key() {
-        let set = KeySet {
-            keys: vec![
-                key(Alg::ES256),
-                key(Alg::EdDSA),
-                key(Alg::ES256),
-                key(Alg::RS256),
-            ],
-        };
+        let set = KeySet::all_signing(vec![
+            key(Alg::ES256),
+            key(Alg::EdDSA),
+            key(Alg::ES256),
+            key(Alg::RS256),
+        ]);
         assert_eq!(set.algs(), [Alg::RS256, Alg::ES256, Alg::EdDSA]);
         assert_eq!(set.signing().kid, set.keys[0].kid);
         assert_eq!(set.id_token_signing(Alg::ES256).kid, set.keys[0].kid);
         assert_eq!(set.id_token_signing(Alg::RS256).kid, set.keys[3].kid);
-        let without_rsa = KeySet {
-            keys: vec![key(Alg::EdDSA), key(Alg::ES256)],
-        };
+        let without_rsa = KeySet::all_signing(vec![key(Alg::EdDSA), key(Alg::ES256)]);
         assert_eq!(without_rsa.algs(), [Alg::EdDSA, Alg::ES256]);
         assert!(without_rsa.for_alg(Alg::RS256).is_none());
         assert_eq!(
@@ -260,6 +321,26 @@ mod tests {
         assert_eq!(Alg::from_name("EdDSA"), Some(Alg::EdDSA));
         assert_eq!(Alg::from_name("none"), None);
         assert_eq!(Alg::from_name("rs256"), None);
+    }
+
+    #[test]
+    fn keys_that_do_not_sign_yet_or_any_more_are_published_and_verify_but_never_sign() {
+        let (current, next) = (key(Alg::ES256), key(Alg::RS256));
+        let (current_kid, next_kid) = (current.kid.clone(), next.kid.clone());
+        let set = KeySet {
+            keys: vec![current, next],
+            signers: 1,
+        };
+        assert_eq!(set.signing().kid, current_kid);
+        assert_eq!(
+            set.algs(),
+            [Alg::ES256],
+            "discovery names signing algorithms only"
+        );
+        assert!(set.for_alg(Alg::RS256).is_none());
+        assert_eq!(set.id_token_signing(Alg::RS256).kid, current_kid);
+        assert!(set.find(&next_kid).is_some(), "a published key verifies");
+        assert_eq!(set.jwks()["keys"].as_array().unwrap().len(), 2);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod error;
 mod guard;
 pub mod http;
 pub mod jwt;
+pub mod keyring;
 pub mod keys;
 mod ops;
 mod outbound;

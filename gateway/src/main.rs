@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use oauth_gateway::Config;
 use oauth_gateway::config::{KeyConfig, LogFormat, RateLimits, RouteConfig};
 use oauth_gateway::db::admin;
+use oauth_gateway::keyring::Kek;
 use oauth_gateway::keys::{Alg, generate_pem};
 
 #[derive(Parser)]
@@ -120,6 +121,10 @@ impl ConfigArgs {
                 })
                 .collect::<Result<_, String>>()?;
         }
+        // From the environment only: a flag would show in `ps`.
+        if let Ok(kek) = std::env::var("OAUTH_KEY_ENCRYPTION_KEY") {
+            config.key_encryption_key = Some(kek);
+        }
         if let Some(v) = &self.login_url {
             config.login_url = Some(v.clone());
         }
@@ -214,6 +219,59 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print a new key-encryption key, for `key_encryption_key` (keys kept in the database).
+    Kek,
+    /// Publish a new key in the database (sealed): in the JWKS now, signing once promoted and its
+    /// lead has passed.
+    Add {
+        #[command(flatten)]
+        shared: SharedKeysArgs,
+        #[arg(long, value_enum, ignore_case = true, default_value = "ES256")]
+        alg: Alg,
+        /// Seconds between publishing and signing: longer than relying parties cache the JWKS
+        /// plus the gateways' reload interval (0 only for a deployment's first key).
+        #[arg(long, default_value_t = 3600)]
+        lead: u64,
+        /// An existing private key (PEM) instead of a new one: moving key files into the database.
+        #[arg(long)]
+        from_pem: Option<PathBuf>,
+        /// Promote it at once (it signs when its lead has passed).
+        #[arg(long)]
+        promote: bool,
+        /// The gateways' `jwks_max_age` and `keys_reload_interval`, which the lead must exceed.
+        #[arg(long, env = "OAUTH_JWKS_MAX_AGE", default_value_t = 300)]
+        jwks_max_age: u64,
+        #[arg(long, env = "OAUTH_KEYS_RELOAD_INTERVAL", default_value_t = 10)]
+        keys_reload_interval: u64,
+    },
+    /// Let a published key sign (from its earliest time); the key of its algorithm that signed
+    /// until then retires, published until every token it signed has expired.
+    Promote {
+        #[command(flatten)]
+        shared: SharedKeysArgs,
+        kid: String,
+    },
+    /// Remove a key from the JWKS once no token it signed can be in use (`--force`: now, after a
+    /// compromise; its tokens stop verifying).
+    Drop {
+        #[command(flatten)]
+        shared: SharedKeysArgs,
+        kid: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Every key in the database and its state.
+    List {
+        #[command(flatten)]
+        shared: SharedKeysArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct SharedKeysArgs {
+    /// An administrator's connection string (member of oauth_admin, or the extension owner).
+    #[arg(long, env = "OAUTH_ADMIN_DATABASE_URL")]
+    admin_database_url: String,
 }
 
 #[derive(Subcommand)]
@@ -254,14 +312,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             handle.shutdown(std::time::Duration::from_secs(10)).await;
             Ok(())
         }
-        Command::Keys {
-            command: KeysCommand::Generate { alg, out },
-        } => {
-            let pem = generate_pem(alg)?;
-            write_private(&out, pem.as_bytes())?;
-            println!("wrote {} key to {}", alg.name(), out.display());
-            Ok(())
-        }
+        Command::Keys { command } => manage_keys(command).await,
         Command::Migrate {
             admin_database_url,
             config,
@@ -283,6 +334,81 @@ async fn run(cli: Cli) -> Result<(), String> {
             manage_clients(&db, command).await
         }
     }
+}
+
+async fn manage_keys(command: KeysCommand) -> Result<(), String> {
+    match command {
+        KeysCommand::Generate { alg, out } => {
+            let pem = generate_pem(alg)?;
+            write_private(&out, pem.as_bytes())?;
+            println!("wrote {} key to {}", alg.name(), out.display());
+        }
+        KeysCommand::Kek => println!("{}", Kek::generate()),
+        KeysCommand::Add {
+            shared,
+            alg,
+            lead,
+            from_pem,
+            promote,
+            jwks_max_age,
+            keys_reload_interval,
+        } => {
+            // Read from the environment only, never a flag: a flag shows in `ps`.
+            let kek = std::env::var("OAUTH_KEY_ENCRYPTION_KEY").map_err(|_| {
+                "OAUTH_KEY_ENCRYPTION_KEY must hold the deployment's key-encryption key".to_owned()
+            })?;
+            let kek = Kek::parse(&kek)?;
+            let pem = match from_pem {
+                Some(path) => {
+                    std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?
+                }
+                None => generate_pem(alg)?.into_bytes(),
+            };
+            let sealed = oauth_gateway::keyring::seal_pem(&kek, &pem, alg)?;
+            let db = admin::connect(&shared.admin_database_url).await?;
+            let published = admin::list_signing_keys(&db).await?;
+            let safe_lead = jwks_max_age + keys_reload_interval;
+            if lead < safe_lead && published.iter().any(|k| k[2] != "expired") {
+                return Err(format!(
+                    "a lead of {lead} s is shorter than relying parties may cache the JWKS \
+                     ({jwks_max_age} s) plus the gateways' reload interval ({keys_reload_interval} s): \
+                     tokens signed by the new key would fail where the old JWKS is cached; \
+                     use --lead {safe_lead} or more"
+                ));
+            }
+            let signs_not_before =
+                admin::add_signing_key(&db, &sealed, std::time::Duration::from_secs(lead)).await?;
+            println!(
+                "added {} key {} (published now, may sign from {signs_not_before})",
+                alg.name(),
+                sealed.kid
+            );
+            if promote {
+                let from = admin::promote_signing_key(&db, &sealed.kid).await?;
+                println!("promoted {}: signs from {from}", sealed.kid);
+            }
+        }
+        KeysCommand::Promote { shared, kid } => {
+            let db = admin::connect(&shared.admin_database_url).await?;
+            let from = admin::promote_signing_key(&db, &kid).await?;
+            println!("promoted {kid}: signs from {from}");
+        }
+        KeysCommand::Drop { shared, kid, force } => {
+            let db = admin::connect(&shared.admin_database_url).await?;
+            let dropped = admin::drop_signing_key(&db, &kid, force).await?;
+            println!("{}", if dropped { "dropped" } else { "no such key" });
+        }
+        KeysCommand::List { shared } => {
+            let db = admin::connect(&shared.admin_database_url).await?;
+            println!(
+                "kid\talg\tstate\tpublished_at\tsigns_not_before\tsigns_from\tretired_at\tpublished_until"
+            );
+            for key in admin::list_signing_keys(&db).await? {
+                println!("{}", key.join("\t"));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn manage_clients(db: &tokio_postgres::Client, command: ClientCommand) -> Result<(), String> {

@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::db::{Db, Settings};
 use crate::guard::Guard;
-use crate::keys::{Alg, KeySet, SigningKey};
+use crate::keys::{Alg, KeySet, Keys, SigningKey};
 use crate::tokens::TokenVerifier;
 
 pub struct ServerHandle {
@@ -43,16 +43,25 @@ impl ServerHandle {
     }
 }
 
-pub fn load_keys(config: &Config) -> Result<KeySet, String> {
-    let keys = config
-        .keys
-        .iter()
-        .map(|k| SigningKey::from_file(&k.path, k.alg, k.kid.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
-    if keys.is_empty() {
+/// The configured key files, or (with `key_encryption_key`) the keys kept in the database.
+pub async fn load_keys(
+    config: &Config,
+    db: &Db,
+    kek: Option<&crate::keyring::Kek>,
+) -> Result<KeySet, String> {
+    let keys = match kek {
+        Some(kek) => crate::keyring::load(db, kek).await?,
+        None => KeySet::all_signing(
+            config
+                .keys
+                .iter()
+                .map(|k| SigningKey::from_file(&k.path, k.alg, k.kid.clone()))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    if keys.keys.is_empty() {
         return Err("no signing keys configured".into());
     }
-    let keys = KeySet { keys };
     // Served anyway (a deployment may have reasons), but relying parties expect RS256 by default.
     if keys.for_alg(Alg::RS256).is_none() {
         tracing::warn!(
@@ -71,7 +80,6 @@ async fn read_settings(db: &Db) -> Option<Settings> {
 
 pub async fn build(config: Config) -> Result<Arc<App>, String> {
     config.validate()?;
-    let keys = Arc::new(load_keys(&config)?);
     let db = Db::connect(
         &config.database_url,
         config.pool_size,
@@ -79,6 +87,12 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         config.statement_timeout,
         config.statement_cache,
     )?;
+    let kek = match &config.key_encryption_key {
+        Some(text) => Some(Arc::new(crate::keyring::Kek::parse(text)?)),
+        None => None,
+    };
+    // Shared keys need the database now: without them there is nothing to sign with.
+    let keys = Arc::new(Keys::new(load_keys(&config, &db, kek.as_deref()).await?));
     let settings = read_settings(&db).await;
     if let Some(settings) = &settings {
         let db_issuer = &settings.issuer;
@@ -111,7 +125,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
             .declare_resources(config.default_audience.as_deref())
             .await;
     }
-    let csrf_key = csrf_key(&config)?;
+    let csrf_key = csrf_key(&config, kek.as_deref())?;
     let refreshes = crate::db::RefreshBatcher::start(db.clone(), config.refresh_batching);
     let trusted_proxies = config.trusted_proxy_ranges()?;
     let views = Arc::new(config.views()?);
@@ -130,6 +144,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         upstream,
         config,
         keys,
+        kek,
         db,
         refreshes,
         settings: std::sync::RwLock::new(settings.map(Arc::new)),
@@ -147,20 +162,22 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
     }))
 }
 
-/// The consent forms' key: HKDF over `csrf_secret`, or over the signing key's private bytes, so it
-/// is the same in every process sharing the configuration (a signature would not be: ECDSA's are
-/// randomized) and reveals nothing about the key it comes from.
-fn csrf_key(config: &Config) -> Result<hmac::Key, String> {
-    let material = match (&config.csrf_secret, config.keys.first()) {
-        (Some(secret), _) => secret.as_bytes().to_vec(),
-        (None, Some(key)) => {
+/// The consent forms' key: HKDF over `csrf_secret`, or over the key-encryption key or the first
+/// signing key file's private bytes, so it is the same in every process sharing the configuration
+/// (a signature would not be: ECDSA's are randomized), survives key rotation when the keys are
+/// shared, and reveals nothing about the key it comes from.
+fn csrf_key(config: &Config, kek: Option<&crate::keyring::Kek>) -> Result<hmac::Key, String> {
+    let material = match (&config.csrf_secret, kek, config.keys.first()) {
+        (Some(secret), _, _) => secret.as_bytes().to_vec(),
+        (None, Some(kek), _) => kek.material().to_vec(),
+        (None, None, Some(key)) => {
             let text =
                 std::fs::read(&key.path).map_err(|e| format!("{}: {e}", key.path.display()))?;
             pem::parse(text)
                 .map_err(|e| format!("{}: {e}", key.path.display()))?
                 .into_contents()
         }
-        (None, None) => return Err("no signing keys configured".into()),
+        (None, None, None) => return Err("no signing keys configured".into()),
     };
     let prk =
         hkdf::Salt::new(hkdf::HKDF_SHA256, b"oauth-gateway consent CSRF key v2").extract(&material);
@@ -206,6 +223,14 @@ pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
         }
         None => (None, None),
     };
+    let key_reload = app.kek.clone().map(|kek| {
+        tokio::spawn(crate::keyring::reload(
+            app.db.clone(),
+            kek,
+            app.keys.clone(),
+            app.config.keys_reload_interval,
+        ))
+    });
     let cleanup = crate::ops::cleanup::schedule(app.clone());
     let webhook = crate::ops::webhook::schedule(app.clone());
     let done = tokio::spawn(async move {
@@ -240,7 +265,10 @@ pub async fn serve(app: Arc<App>) -> Result<ServerHandle, String> {
         }
         drop(listener);
         refresher.abort();
-        for task in [feed, operator, cleanup, webhook].into_iter().flatten() {
+        for task in [feed, operator, cleanup, webhook, key_reload]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;

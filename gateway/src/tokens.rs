@@ -8,7 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::jwt::{self, Expectations, VerifyError};
-use crate::keys::KeySet;
+use crate::keys::Keys;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -47,7 +47,7 @@ impl AccessClaims {
 #[derive(Clone)]
 pub struct TokenVerifier {
     pub issuer: String,
-    pub keys: Arc<KeySet>,
+    pub keys: Arc<Keys>,
 }
 
 impl TokenVerifier {
@@ -65,7 +65,7 @@ impl TokenVerifier {
             algorithms: &jwt::ASYMMETRIC,
             validate_exp,
         };
-        let claims = jwt::verify_access_token(token, &self.keys, &expect)?;
+        let claims = jwt::verify_access_token(token, &self.keys.load(), &expect)?;
         serde_json::from_value(claims).map_err(|e| VerifyError::Invalid(format!("claims: {e}")))
     }
 }

@@ -45,6 +45,7 @@ const GATEWAY_FUNCTIONS: &[&str] = &[
     "take_events(text,text,interval,integer,timestamp with time zone)",
     "acknowledge_events(text,text,text,timestamp with time zone)",
     "settings()",
+    "signing_keys(timestamp with time zone)",
     "start_session(text,text,text,timestamp with time zone,text[],jsonb,interval,timestamp with time zone)",
     "store_client_jwks(text,text,jsonb,timestamp with time zone,timestamp with time zone,timestamp with time zone)",
     "store_client_document(text,jsonb,timestamp with time zone,timestamp with time zone,timestamp with time zone)",
@@ -113,6 +114,7 @@ async fn gateway_login_can_execute_exactly_the_gateway_functions_and_read_no_tab
         "client_documents",
         "resources",
         "browser_sessions",
+        "signing_keys",
     ] {
         assert_sqlstate(
             gw.query(&format!("SELECT * FROM oauth.{table}"), &[]).await,
@@ -137,6 +139,10 @@ async fn gateway_login_can_execute_exactly_the_gateway_functions_and_read_no_tab
         "SELECT oauth.add_resource('https://evil.example/mcp')",
         "SELECT oauth.remove_resource('https://mcp.example/mcp')",
         "SELECT oauth.random_user_code()",
+        "SELECT oauth.add_signing_key('k', 'ES256', '{}', '\\x00', 'x')",
+        "SELECT oauth.promote_signing_key('k')",
+        "SELECT oauth.drop_signing_key('k', true)",
+        "SELECT * FROM oauth.list_signing_keys()",
     ] {
         assert_sqlstate(gw.query(call, &[]).await, "42501", call);
     }

@@ -92,3 +92,67 @@ pub async fn delete_client(db: &Client, client_id: &str) -> Result<bool, String>
         .map_err(message)?
         .get(0))
 }
+
+/// Publishes a sealed key (`oauth.add_signing_key`); returns when it may sign at the earliest.
+pub async fn add_signing_key(
+    db: &Client,
+    key: &crate::keyring::SealedKey,
+    publish_lead: std::time::Duration,
+) -> Result<String, String> {
+    let lead = format!("{} seconds", publish_lead.as_secs());
+    Ok(db
+        .query_one(
+            "SELECT (oauth.add_signing_key($1, $2, $3, $4, $5, $6::text::interval))->>'signs_not_before'",
+            &[
+                &key.kid,
+                &key.alg.name(),
+                &key.public_jwk,
+                &key.sealed_private_key,
+                &key.sealed_with,
+                &lead,
+            ],
+        )
+        .await
+        .map_err(message)?
+        .get(0))
+}
+
+/// Promotes a published key (`oauth.promote_signing_key`); returns when it signs from.
+pub async fn promote_signing_key(db: &Client, kid: &str) -> Result<String, String> {
+    Ok(db
+        .query_one(
+            "SELECT (oauth.promote_signing_key($1))->>'signs_from'",
+            &[&kid],
+        )
+        .await
+        .map_err(message)?
+        .get(0))
+}
+
+/// Whether there was such a key.
+pub async fn drop_signing_key(db: &Client, kid: &str, force: bool) -> Result<bool, String> {
+    Ok(db
+        .query_one("SELECT oauth.drop_signing_key($1, $2)", &[&kid, &force])
+        .await
+        .map_err(message)?
+        .get(0))
+}
+
+/// Every key and its state (`oauth.list_signing_keys`), as the operator reads them: kid, alg,
+/// state, published at, signs not before, signs from, retired at, published until.
+pub async fn list_signing_keys(db: &Client) -> Result<Vec<[String; 8]>, String> {
+    let rows = db
+        .query(
+            "SELECT kid, alg, state, published_at::text, signs_not_before::text,
+                    coalesce(signs_from::text, '-'), coalesce(retired_at::text, '-'),
+                    coalesce(published_until::text, '-')
+               FROM oauth.list_signing_keys()",
+            &[],
+        )
+        .await
+        .map_err(message)?;
+    Ok(rows
+        .iter()
+        .map(|row| std::array::from_fn(|i| row.get(i)))
+        .collect())
+}

@@ -817,4 +817,44 @@ impl Db {
             .await?;
         Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
     }
+
+    /// The published signing keys, sealed, current ones first (`oauth.signing_keys`).
+    pub async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, OAuthError> {
+        let rows = self
+            .query(
+                "SELECT kid, alg, state, public_jwk, sealed_private_key, sealed_with
+                   FROM oauth.signing_keys()",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredSigningKey {
+                    kid: row.try_get(0)?,
+                    alg: row.try_get(1)?,
+                    state: row.try_get(2)?,
+                    public_jwk: row.try_get(3)?,
+                    sealed_private_key: row.try_get(4)?,
+                    sealed_with: row.try_get(5)?,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(|e| {
+                tracing::error!(error = %e, "oauth.signing_keys() answered in another shape");
+                OAuthError::server_error()
+            })
+    }
+}
+
+/// A row of `oauth.signing_keys()`: a published key, its private half sealed by the gateways'
+/// key-encryption key (`keyring`).
+#[derive(Debug, Clone)]
+pub struct StoredSigningKey {
+    pub kid: String,
+    pub alg: String,
+    /// `next`, `current` or `retired`.
+    pub state: String,
+    pub public_jwk: Value,
+    pub sealed_private_key: Vec<u8>,
+    pub sealed_with: String,
 }

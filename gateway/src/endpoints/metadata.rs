@@ -37,7 +37,7 @@ pub fn document(app: &App, settings: &Settings) -> Value {
         "code_challenge_methods_supported": settings.code_challenge_methods_supported,
         "authorization_response_iss_parameter_supported": true,
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": app.keys.algs().into_iter().map(Alg::name).collect::<Vec<_>>(),
+        "id_token_signing_alg_values_supported": app.keys.load().algs().into_iter().map(Alg::name).collect::<Vec<_>>(),
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "preferred_username", "email", "email_verified"],
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
@@ -74,11 +74,12 @@ pub fn serve_document(app: &App) -> Resp {
     resp
 }
 
+/// The JWKS, cacheable for `jwks_max_age`: a key is published longer than that before it signs
+/// (its publish lead), so a relying party's cached copy always holds the key of a new token.
 pub fn serve_jwks(app: &App) -> Resp {
-    let mut resp = http::json(StatusCode::OK, &app.keys.jwks());
-    resp.headers_mut().insert(
-        hyper::header::CACHE_CONTROL,
-        "public, max-age=300".parse().expect("literal"),
-    );
+    let mut resp = http::json(StatusCode::OK, &app.keys.load().jwks());
+    let cache = format!("public, max-age={}", app.config.jwks_max_age.as_secs());
+    resp.headers_mut()
+        .insert(hyper::header::CACHE_CONTROL, cache.parse().expect("digits"));
     resp
 }

@@ -62,8 +62,8 @@ fn check_id_token_alg(app: &App, metadata: &Value) -> Result<(), OAuthError> {
         return Ok(());
     };
     match Alg::from_name(name) {
-        Some(alg) if app.keys.for_alg(alg).is_none() => {
-            let held: Vec<&str> = app.keys.algs().into_iter().map(Alg::name).collect();
+        Some(alg) if app.keys.load().for_alg(alg).is_none() => {
+            let held: Vec<&str> = app.keys.load().algs().into_iter().map(Alg::name).collect();
             Err(OAuthError::new(
                 ErrorCode::InvalidClientMetadata,
                 format!(

@@ -641,7 +641,8 @@ fn id_token_hint(app: &App, token: &str) -> Option<Value> {
     {
         return None;
     }
-    let key = app.keys.find(header.kid.as_deref()?)?;
+    let keys = app.keys.load();
+    let key = keys.find(header.kid.as_deref()?)?;
     if key.alg.jsonwebtoken() != header.alg {
         return None;
     }

@@ -12,10 +12,11 @@ use crate::tokens::AccessClaims;
 
 /// Tokens whose signature and claims were verified for a route, by SHA-256 of the token: MCP
 /// clients present one token for many calls, and a signature check costs more than the rest of a
-/// proxied request. Expiry and revocation are still checked on every use.
+/// proxied request. Expiry and revocation are still checked on every use; an entry holds only
+/// under the key-set generation it was verified with (`Keys::generation`).
 #[derive(Default)]
 pub struct VerifiedTokens {
-    entries: RwLock<HashMap<VerifiedKey, AccessClaims>>,
+    entries: RwLock<HashMap<VerifiedKey, (AccessClaims, u64)>>,
 }
 
 /// The token's SHA-256 and the index of the route it was verified for.
@@ -24,22 +25,23 @@ pub type VerifiedKey = ([u8; 32], usize);
 const VERIFIED_CAPACITY: usize = 100_000;
 
 impl VerifiedTokens {
-    pub fn get(&self, key: &VerifiedKey) -> Option<AccessClaims> {
-        let claims = self
+    pub fn get(&self, key: &VerifiedKey, keys_generation: u64) -> Option<AccessClaims> {
+        let (claims, generation) = self
             .entries
             .read()
             .expect("verified lock")
             .get(key)
             .cloned()?;
-        (claims.exp > jsonwebtoken::get_current_timestamp()).then_some(claims)
+        (generation == keys_generation && claims.exp > jsonwebtoken::get_current_timestamp())
+            .then_some(claims)
     }
 
-    pub fn insert(&self, key: VerifiedKey, claims: AccessClaims) {
+    pub fn insert(&self, key: VerifiedKey, claims: AccessClaims, keys_generation: u64) {
         let mut entries = self.entries.write().expect("verified lock");
         if entries.len() >= VERIFIED_CAPACITY {
             entries.clear();
         }
-        entries.insert(key, claims);
+        entries.insert(key, (claims, keys_generation));
     }
 }
 

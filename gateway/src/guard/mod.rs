@@ -355,14 +355,16 @@ impl Guard {
             self.refuse(route, ErrorCode::InvalidRequest, "use the Bearer scheme")
         })?;
         let cache_key = (Sha256::digest(token.as_bytes()).into(), at);
-        if let Some(claims) = self.verified.get(&cache_key) {
+        // Read before verifying: a set replaced meanwhile leaves this entry stale, not trusted.
+        let generation = self.verifier.keys.generation();
+        if let Some(claims) = self.verified.get(&cache_key, generation) {
             return Ok(claims);
         }
         let claims = self
             .verifier
             .verify(token, Some(&self.resource_of(route)), true)
             .map_err(|e| self.refuse(route, ErrorCode::InvalidToken, &e.to_string()))?;
-        self.verified.insert(cache_key, claims.clone());
+        self.verified.insert(cache_key, claims.clone(), generation);
         Ok(claims)
     }
 

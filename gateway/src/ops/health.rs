@@ -41,7 +41,7 @@ pub fn healthz() -> Resp {
 pub async fn readyz(app: &App) -> Resp {
     let database = app.probe.database(app).await;
     let feed = app.guard.feed_state().map(|state| state.synced);
-    let keys = !app.keys.keys.is_empty();
+    let keys = !app.keys.load().keys.is_empty();
     let ready = database && feed.unwrap_or(true) && keys;
     let status = if ready {
         StatusCode::OK

@@ -614,12 +614,12 @@ impl Gateway {
             })
             .collect();
         // The same files the gateway loads: the test verifies what the gateway signs.
-        let keys = KeySet {
-            keys: key_configs
+        let keys = KeySet::all_signing(
+            key_configs
                 .iter()
                 .map(|k| SigningKey::from_file(&k.path, k.alg, None).unwrap())
                 .collect(),
-        };
+        );
         let mut config = Config {
             issuer: issuer.clone(),
             listen: format!("127.0.0.1:{port}").parse().unwrap(),

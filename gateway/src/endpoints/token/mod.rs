@@ -121,7 +121,7 @@ pub fn access_token(
         act,
     };
     (
-        jwt::sign(app.keys.signing(), "at+jwt", &json!(claims)),
+        jwt::sign(app.keys.load().signing(), "at+jwt", &json!(claims)),
         exp.saturating_sub(now),
     )
 }
@@ -164,7 +164,8 @@ pub fn token_response(app: &App, issued: &Issued, with_id_token: bool) -> Value 
     let id_token = (with_id_token && issued.scope.split(' ').any(|s| s == "openid")).then(|| {
         // OIDC Registration §2: a client that registered no algorithm gets RS256.
         let alg = issued.id_token_signed_response_alg.unwrap_or(Alg::RS256);
-        let key = app.keys.id_token_signing(alg);
+        let keys = app.keys.load();
+        let key = keys.id_token_signing(alg);
         let claims = IdClaims {
             iss: &app.config.issuer,
             sub: &issued.user_id,
