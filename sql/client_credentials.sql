@@ -91,6 +91,8 @@ BEGIN
     END IF;
 
     own_grant := oauth._client_grant(client, now);
+    PERFORM oauth._tokens_issued(client.client_id, own_grant.user_id, own_grant.grant_id, NULL,
+                                 'client_credentials', false, now);
     -- Tokens of this grant belong to no family: revoking the grant (or deleting the client) kills them.
     RETURN oauth._access_token_response(own_grant, NULL, client.client_id, resolved.scopes, target.target, now);
 END

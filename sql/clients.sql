@@ -608,7 +608,9 @@ CREATE FUNCTION oauth.configure(
     default_scopes text[] DEFAULT NULL,
     registration_enabled boolean DEFAULT NULL,
     registered_client_ttl interval DEFAULT NULL,
-    authorization_request_ttl interval DEFAULT NULL
+    authorization_request_ttl interval DEFAULT NULL,
+    event_retention interval DEFAULT NULL,
+    record_token_events boolean DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -628,7 +630,9 @@ BEGIN
         default_scopes = coalesce(configure.default_scopes, s.default_scopes),
         registration_enabled = coalesce(configure.registration_enabled, s.registration_enabled),
         registered_client_ttl = coalesce(configure.registered_client_ttl, s.registered_client_ttl),
-        authorization_request_ttl = coalesce(configure.authorization_request_ttl, s.authorization_request_ttl);
+        authorization_request_ttl = coalesce(configure.authorization_request_ttl, s.authorization_request_ttl),
+        event_retention = coalesce(configure.event_retention, s.event_retention),
+        record_token_events = coalesce(configure.record_token_events, s.record_token_events);
     RETURN oauth.settings();
 END
 $$;
@@ -681,7 +685,9 @@ AS $$
         'default_scopes', to_jsonb(s.default_scopes),
         'registration_enabled', s.registration_enabled,
         'registered_client_ttl', floor(date_part('epoch', s.registered_client_ttl))::bigint,
-        'authorization_request_ttl', floor(date_part('epoch', s.authorization_request_ttl))::bigint)
+        'authorization_request_ttl', floor(date_part('epoch', s.authorization_request_ttl))::bigint,
+        'event_retention', floor(date_part('epoch', s.event_retention))::bigint,
+        'record_token_events', s.record_token_events)
         || oauth._capabilities()
       FROM oauth._settings() s
 $$;

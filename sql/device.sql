@@ -259,6 +259,8 @@ BEGIN
     issued_from.scopes := polled.scopes;
     issued_from.resource := polled.resource;
     opened := oauth._open_family(issued_from, 'refresh_token' = ANY (client.grant_types), now);
+    PERFORM oauth._tokens_issued(polled.client_id, polled.user_id, polled.grant_id, polled.family_id,
+                                 'urn:ietf:params:oauth:grant-type:device_code', opened.refresh_token IS NOT NULL, now);
     RETURN oauth._token_response(opened.family, granted.props, granted.auth_time, polled.scopes, NULL,
                                  opened.refresh_token, now)
         || jsonb_build_object('id_token_signed_response_alg', oauth._id_token_alg(client.metadata));

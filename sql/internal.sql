@@ -71,6 +71,22 @@ BEGIN
 END
 $$;
 
+-- A token response's audit event, unless the deployment turned them off (record_token_events).
+CREATE FUNCTION oauth._tokens_issued(
+    client_id text, user_id text, grant_id uuid, family_id uuid, grant_type text, with_refresh boolean,
+    now timestamptz
+) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF (oauth._settings()).record_token_events THEN
+        PERFORM oauth._event('tokens_issued', client_id, user_id, grant_id, family_id,
+                             pg_catalog.jsonb_build_object('grant_type', grant_type,
+                                                           'refresh_token', with_refresh), now);
+    END IF;
+END
+$$;
+
 CREATE FUNCTION oauth._scope_string(scopes text[]) RETURNS text
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 AS $$

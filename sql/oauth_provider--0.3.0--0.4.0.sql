@@ -1032,3 +1032,540 @@ GRANT EXECUTE ON FUNCTION oauth.add_signing_key(text, text, jsonb, bytea, text, 
     oauth.list_signing_keys(timestamptz), oauth.signing_keys(timestamptz)
     TO oauth_admin;
 -- end signing keys
+
+-- event retention and token events
+-- Every token response is an audit event (`tokens_issued`, its grant type in `detail`), unless the
+-- deployment turns them off (settings.record_token_events); oauth.cleanup removes events older
+-- than settings.event_retention that no live consumer still waits for (issue 14). Two settings
+-- columns (appended, as in sql/schema.sql), oauth._tokens_issued, and every function that calls it
+-- or reads the settings, in full.
+ALTER TABLE oauth.default_settings
+    ADD COLUMN event_retention interval NOT NULL DEFAULT '30 days',
+    ADD CONSTRAINT default_settings_event_retention_check CHECK (event_retention >= '1 hour'),
+    ADD COLUMN record_token_events boolean NOT NULL DEFAULT true;
+ALTER TABLE oauth.settings
+    ADD COLUMN event_retention interval NOT NULL DEFAULT '30 days',
+    ADD CONSTRAINT default_settings_event_retention_check CHECK (event_retention >= '1 hour'),
+    ADD COLUMN record_token_events boolean NOT NULL DEFAULT true;
+
+-- A token response's audit event, unless the deployment turned them off (record_token_events).
+CREATE FUNCTION oauth._tokens_issued(
+    client_id text, user_id text, grant_id uuid, family_id uuid, grant_type text, with_refresh boolean,
+    now timestamptz
+) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF (oauth._settings()).record_token_events THEN
+        PERFORM oauth._event('tokens_issued', client_id, user_id, grant_id, family_id,
+                             pg_catalog.jsonb_build_object('grant_type', grant_type,
+                                                           'refresh_token', with_refresh), now);
+    END IF;
+END
+$$;
+CREATE OR REPLACE FUNCTION oauth.exchange_code(
+    client_id text,
+    client_secret text,
+    code text,
+    code_verifier text,
+    redirect_uri text,
+    resource text,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    authorized record;
+    client oauth.clients;
+    redeemed oauth.codes;
+    previous oauth.codes;
+    granted oauth.grants;
+    opened record;
+    -- Named before redemption so that the one redeeming statement also records what it will issue.
+    new_family_id uuid := gen_random_uuid();
+BEGIN
+    authorized := oauth._client_for_grant(client_id, client_secret, 'authorization_code', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
+    END IF;
+    client := authorized.client;
+    IF code IS NULL OR code = '' THEN
+        RETURN oauth._error('invalid_request', 'code is required');
+    END IF;
+    IF code_verifier IS NULL OR code_verifier = '' THEN
+        RETURN oauth._error('invalid_request', 'code_verifier is required (PKCE)');
+    END IF;
+
+    -- Single use is decided here, by one statement: of concurrent redemptions exactly one sees
+    -- redeemed_at IS NULL. A failed check below still burns the code, so a verifier cannot be guessed.
+    UPDATE oauth.codes c SET redeemed_at = now, family_id = new_family_id
+     WHERE c.code_hash = oauth.token_hash(exchange_code.code) AND c.redeemed_at IS NULL
+    RETURNING * INTO redeemed;
+    IF NOT FOUND THEN
+        SELECT * INTO previous FROM oauth.codes c WHERE c.code_hash = oauth.token_hash(exchange_code.code);
+        IF FOUND AND previous.client_id = client.client_id THEN
+            -- RFC 6749 §4.1.2: a replayed code revokes what it issued.
+            IF previous.family_id IS NOT NULL THEN
+                PERFORM oauth._revoke_family(previous.family_id, 'code_replayed', now);
+            END IF;
+            PERFORM oauth._event('code_replayed', previous.client_id, previous.user_id, previous.grant_id,
+                                 previous.family_id, NULL, now);
+        END IF;
+        RETURN oauth._error('invalid_grant', 'code is invalid, expired or already used');
+    END IF;
+    IF redeemed.client_id <> client.client_id THEN
+        RETURN oauth._error('invalid_grant', 'code was issued to another client');
+    END IF;
+    IF redeemed.expires_at <= now THEN
+        RETURN oauth._error('invalid_grant', 'code is invalid, expired or already used');
+    END IF;
+    IF redeemed.redirect_uri_sent OR exchange_code.redirect_uri IS NOT NULL THEN
+        IF exchange_code.redirect_uri IS DISTINCT FROM redeemed.redirect_uri THEN
+            RETURN oauth._error('invalid_grant', 'redirect_uri does not match the authorization request');
+        END IF;
+    END IF;
+    IF NOT oauth.pkce_s256_matches(code_verifier, redeemed.code_challenge) THEN
+        RETURN oauth._error('invalid_grant', 'code_verifier does not match the code_challenge');
+    END IF;
+    -- RFC 8707 §2.2: the token request may repeat the authorized resource, never add one; in any
+    -- spelling this server lists it under (Claude Code repeats the bare origin it authorized with).
+    IF exchange_code.resource IS NOT NULL
+       AND oauth.canonical_resource(exchange_code.resource) IS DISTINCT FROM redeemed.resource THEN
+        RETURN oauth._error('invalid_target', 'resource was not part of the authorization request');
+    END IF;
+    SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = redeemed.grant_id AND g.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_grant', 'the grant behind this code has been revoked');
+    END IF;
+
+    opened := oauth._open_family(redeemed, 'refresh_token' = ANY (client.grant_types), now);
+    PERFORM oauth._tokens_issued(redeemed.client_id, redeemed.user_id, redeemed.grant_id, redeemed.family_id,
+                                 'authorization_code', opened.refresh_token IS NOT NULL, now);
+    -- The client's row is at hand here, so the gateway learns how to sign the ID token without
+    -- another query (and rotation, which issues none, never asks).
+    RETURN oauth._token_response(opened.family, granted.props, granted.auth_time, redeemed.scopes,
+                                 redeemed.nonce, opened.refresh_token, now)
+        || jsonb_build_object('id_token_signed_response_alg', oauth._id_token_alg(client.metadata));
+END
+$$;
+CREATE OR REPLACE FUNCTION oauth.rotate_refresh_token(
+    client_id text,
+    client_secret text,
+    refresh_token text,
+    scope text,
+    resource text,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    authorized record;
+    client oauth.clients;
+    requested text[];
+    named_family uuid;
+    family oauth.refresh_families;
+    rotated record;
+    granted oauth.grants;
+    age integer;
+    grace interval;
+BEGIN
+    authorized := oauth._client_for_grant(client_id, client_secret, 'refresh_token', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
+    END IF;
+    client := authorized.client;
+    IF refresh_token IS NULL OR refresh_token = '' THEN
+        RETURN oauth._error('invalid_request', 'refresh_token is required');
+    END IF;
+    requested := oauth.parse_scope(scope);
+    IF requested IS NULL THEN
+        RETURN oauth._error('invalid_scope', 'scope is malformed');
+    END IF;
+    named_family := oauth._refresh_token_family(refresh_token);
+    -- The resource as this server lists it, as the code exchange compares it.
+    rotate_refresh_token.resource := oauth.canonical_resource(rotate_refresh_token.resource);
+
+    -- Rotation is decided by this one statement on the family's one row: the live token is swapped
+    -- for its successor only if the presented token is still that live token, so concurrent
+    -- rotations of one token cannot both succeed. Scope may narrow (this response only) and the
+    -- resource may repeat.
+    UPDATE oauth.refresh_families f
+       SET current_hash = oauth.token_hash(
+               oauth.refresh_token_successor(f.chain_key, f.family_id, f.generation + 1, refresh_token)),
+           previous_hash = f.current_hash, generation = f.generation + 1, rotated_at = now
+      FROM oauth.grants g
+     WHERE f.family_id = named_family
+       AND f.current_hash = oauth.token_hash(refresh_token)
+       AND g.grant_id = f.grant_id
+       AND f.client_id = client.client_id
+       AND f.revoked_at IS NULL AND g.revoked_at IS NULL
+       AND f.expires_at > now
+       AND requested <@ f.scopes
+       AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = f.resource)
+    RETURNING f AS family, g.props, g.auth_time,
+              oauth.refresh_token_successor(f.chain_key, f.family_id, f.generation, refresh_token) AS successor
+    INTO rotated;
+    IF FOUND THEN
+        family := rotated.family;
+        PERFORM oauth._tokens_issued(family.client_id, family.user_id, family.grant_id, family.family_id,
+                                     'refresh_token', true, now);
+        RETURN oauth._token_response(family, rotated.props, rotated.auth_time,
+            CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL,
+            rotated.successor, now);
+    END IF;
+
+    -- Not rotated: say why, and treat a genuine token that is no longer live as stolen.
+    SELECT * INTO family FROM oauth.refresh_families f WHERE f.family_id = named_family;
+    age := oauth._refresh_token_age(family, refresh_token);
+    IF age IS NULL THEN
+        RETURN oauth._error('invalid_grant', 'refresh token is invalid');
+    END IF;
+    IF family.client_id <> client.client_id THEN
+        RETURN oauth._error('invalid_grant', 'refresh token was issued to another client');
+    END IF;
+    IF family.revoked_at IS NOT NULL THEN
+        RETURN oauth._error('invalid_grant', 'refresh token has been revoked');
+    END IF;
+    IF family.expires_at <= now THEN
+        RETURN oauth._error('invalid_grant', 'refresh token has expired');
+    END IF;
+    IF age = 0 THEN
+        IF NOT requested <@ family.scopes THEN
+            RETURN oauth._error('invalid_scope', 'scope exceeds what was granted');
+        END IF;
+        IF rotate_refresh_token.resource IS NOT NULL AND rotate_refresh_token.resource IS DISTINCT FROM family.resource THEN
+            RETURN oauth._error('invalid_target', 'resource differs from the one this token is bound to');
+        END IF;
+        RETURN oauth._error('invalid_grant', 'the grant has been revoked');
+    END IF;
+
+    -- The token the last rotation retired, presented again within the window after that rotation:
+    -- a parallel request that lost the race, or a retry of a lost response. It gets the live token
+    -- (its successor, derived again, not a new one), so there is never a second live successor and
+    -- nothing is written; the window does not move. Switched on explicitly: a concurrent request
+    -- whose transaction began before the rotation committed carries an earlier now(), so
+    -- `rotated_at > now - '0'` alone would let it through.
+    grace := (oauth._settings()).refresh_reuse_grace;
+    IF age = 1 AND grace > interval '0' AND family.rotated_at > now - grace
+       AND requested <@ family.scopes
+       AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = family.resource) THEN
+        SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = family.grant_id AND g.revoked_at IS NULL;
+        IF FOUND THEN
+            PERFORM oauth._tokens_issued(family.client_id, family.user_id, family.grant_id, family.family_id,
+                                         'refresh_token', true, now);
+            RETURN oauth._token_response(family, granted.props, granted.auth_time,
+                CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL,
+                oauth.refresh_token_successor(family.chain_key, family.family_id, family.generation, refresh_token),
+                now);
+        END IF;
+    END IF;
+
+    -- Otherwise an earlier token came back: reuse (OAuth 2.1 §4.3.1). Revoke the family and the grant.
+    PERFORM oauth._event('refresh_reused', family.client_id, family.user_id, family.grant_id, family.family_id,
+                         pg_catalog.jsonb_build_object('rotations_ago', age), now);
+    PERFORM oauth._revoke_family(family.family_id, 'refresh_token_reused', now);
+    PERFORM oauth._revoke_grant(family.grant_id, 'refresh_token_reused', now);
+    RETURN oauth._error('invalid_grant', 'refresh token was already used; the grant has been revoked');
+END
+$$;
+-- RFC 8628 §3.4–3.5: the device polls. Answers authorization_pending, slow_down, access_denied,
+-- expired_token, or, once approved, the tokens (exactly once).
+CREATE OR REPLACE FUNCTION oauth.poll_device_authorization(
+    client_id text,
+    client_secret text,
+    device_code text,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    authorized record;
+    client oauth.clients;
+    polled record;
+    issued_from oauth.codes;
+    granted oauth.grants;
+    opened record;
+    new_family_id uuid := gen_random_uuid();
+BEGIN
+    authorized := oauth._client_for_grant(client_id, client_secret, 'urn:ietf:params:oauth:grant-type:device_code', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
+    END IF;
+    client := authorized.client;
+    IF device_code IS NULL OR device_code = '' THEN
+        RETURN oauth._error('invalid_request', 'device_code is required');
+    END IF;
+
+    -- One statement records the poll, enforces the interval and redeems an approved authorization:
+    -- concurrent polls serialise on the row lock, so exactly one of them sees 'approved'.
+    WITH before AS (
+        SELECT d.* FROM oauth.device_authorizations d
+         WHERE d.device_code_hash = oauth.token_hash(poll_device_authorization.device_code)
+           AND d.client_id = client.client_id
+           FOR UPDATE)
+    UPDATE oauth.device_authorizations d
+       SET last_polled_at = now,
+           poll_interval = CASE WHEN before.status = 'pending'
+                                     AND before.last_polled_at > now - make_interval(secs => before.poll_interval)
+                                THEN before.poll_interval + 5 ELSE before.poll_interval END,
+           status = CASE WHEN before.status = 'approved' AND before.expires_at > now THEN 'redeemed' ELSE before.status END,
+           family_id = CASE WHEN before.status = 'approved' AND before.expires_at > now
+                            THEN new_family_id ELSE before.family_id END
+      FROM before
+     WHERE d.device_code_hash = before.device_code_hash
+    RETURNING before.status AS previous_status, before.last_polled_at AS previous_poll,
+              before.poll_interval AS previous_interval, d.*
+      INTO polled;
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_grant', 'device_code is invalid');
+    END IF;
+    IF polled.previous_status = 'redeemed' THEN
+        -- A device code is single use; a replay revokes what it issued (as for authorization codes).
+        PERFORM oauth._revoke_family(polled.family_id, 'device_code_replayed', now);
+        RETURN oauth._error('invalid_grant', 'device_code was already used');
+    END IF;
+    IF polled.expires_at <= now THEN
+        RETURN oauth._error('expired_token', 'the device code has expired; start again');
+    END IF;
+    IF polled.previous_status = 'denied' THEN
+        RETURN oauth._error('access_denied', 'the user denied the request');
+    END IF;
+    IF polled.previous_status = 'pending' THEN
+        IF polled.poll_interval > polled.previous_interval THEN
+            RETURN oauth._error('slow_down', pg_catalog.format('poll at most every %s seconds', polled.poll_interval))
+                || jsonb_build_object('interval', polled.poll_interval);
+        END IF;
+        RETURN oauth._error('authorization_pending', 'the user has not yet decided');
+    END IF;
+
+    SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = polled.grant_id AND g.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_grant', 'the grant behind this device code has been revoked');
+    END IF;
+    issued_from.family_id := polled.family_id;
+    issued_from.grant_id := polled.grant_id;
+    issued_from.client_id := polled.client_id;
+    issued_from.user_id := polled.user_id;
+    issued_from.scopes := polled.scopes;
+    issued_from.resource := polled.resource;
+    opened := oauth._open_family(issued_from, 'refresh_token' = ANY (client.grant_types), now);
+    PERFORM oauth._tokens_issued(polled.client_id, polled.user_id, polled.grant_id, polled.family_id,
+                                 'urn:ietf:params:oauth:grant-type:device_code', opened.refresh_token IS NOT NULL, now);
+    RETURN oauth._token_response(opened.family, granted.props, granted.auth_time, polled.scopes, NULL,
+                                 opened.refresh_token, now)
+        || jsonb_build_object('id_token_signed_response_alg', oauth._id_token_alg(client.metadata));
+END
+$$;
+CREATE OR REPLACE FUNCTION oauth.client_credentials_grant(
+    client_id text,
+    client_secret text,
+    scope text,
+    resource text,
+    now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    authorized record;
+    client oauth.clients;
+    resolved record;
+    target record;
+    own_grant oauth.grants;
+BEGIN
+    authorized := oauth._client_for_grant(client_id, client_secret, 'client_credentials', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
+    END IF;
+    client := authorized.client;
+    resolved := oauth._resolve_scopes(scope, client.allowed_scopes);
+    IF resolved.problem IS NOT NULL THEN
+        RETURN resolved.problem;
+    END IF;
+    IF resolved.scopes && oauth._user_only_scopes() THEN
+        RETURN oauth._error('invalid_scope', 'openid and offline_access need a user; client_credentials has none');
+    END IF;
+    target := oauth._resolve_target(resource, client.allowed_resources);
+    IF target.problem IS NOT NULL THEN
+        RETURN target.problem;
+    END IF;
+
+    own_grant := oauth._client_grant(client, now);
+    PERFORM oauth._tokens_issued(client.client_id, own_grant.user_id, own_grant.grant_id, NULL,
+                                 'client_credentials', false, now);
+    -- Tokens of this grant belong to no family: revoking the grant (or deleting the client) kills them.
+    RETURN oauth._access_token_response(own_grant, NULL, client.client_id, resolved.scopes, target.target, now);
+END
+$$;
+CREATE OR REPLACE FUNCTION oauth.settings() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'issuer', s.issuer,
+        'access_token_ttl', floor(date_part('epoch', s.access_token_ttl))::bigint,
+        'code_ttl', floor(date_part('epoch', s.code_ttl))::bigint,
+        'refresh_token_ttl', floor(date_part('epoch', s.refresh_token_ttl))::bigint,
+        'refresh_reuse_grace', floor(date_part('epoch', s.refresh_reuse_grace))::bigint,
+        'scopes_supported', to_jsonb(s.scopes_supported),
+        'default_scopes', to_jsonb(s.default_scopes),
+        'registration_enabled', s.registration_enabled,
+        'registered_client_ttl', floor(date_part('epoch', s.registered_client_ttl))::bigint,
+        'authorization_request_ttl', floor(date_part('epoch', s.authorization_request_ttl))::bigint,
+        'event_retention', floor(date_part('epoch', s.event_retention))::bigint,
+        'record_token_events', s.record_token_events)
+        || oauth._capabilities()
+      FROM oauth._settings() s
+$$;
+-- Removes what can no longer matter, in batches that skip rows other transactions hold, so it can
+-- run while traffic flows. Returns the number of rows removed; call until it returns 0.
+CREATE OR REPLACE FUNCTION oauth.cleanup(now timestamptz DEFAULT now(), batch_size integer DEFAULT 1000) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    retention interval := (oauth._settings()).revoked_retention;
+    event_retention interval := (oauth._settings()).event_retention;
+    removed bigint := 0;
+    n bigint;
+BEGIN
+    DELETE FROM oauth.authorization_requests WHERE request_id IN (
+        SELECT request_id FROM oauth.authorization_requests WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Redeemed codes are kept until they expire, so that a replay is still recognised.
+    DELETE FROM oauth.codes WHERE code_hash IN (
+        SELECT code_hash FROM oauth.codes WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Device codes, like authorization codes, are kept until they expire so that a replay is recognised.
+    DELETE FROM oauth.device_authorizations WHERE device_code_hash IN (
+        SELECT device_code_hash FROM oauth.device_authorizations WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Failed metadata-document fetches once their negative caching is over: anyone can make us
+    -- record one per URL they invent, so they must not accumulate.
+    DELETE FROM oauth.client_documents WHERE client_id IN (
+        SELECT client_id FROM oauth.client_documents WHERE failure IS NOT NULL AND fresh_until <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Expired families, and revoked ones once their audit retention is over (their tokens cascade).
+    DELETE FROM oauth.refresh_families WHERE family_id IN (
+        SELECT family_id FROM oauth.refresh_families
+         WHERE expires_at <= now OR revoked_at <= now - retention
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Used client assertions once they are past their exp: they are refused then anyway.
+    DELETE FROM oauth.client_assertion_jtis WHERE (client_id, jti) IN (
+        SELECT client_id, jti FROM oauth.client_assertion_jtis WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Key sets fetched from a jwks_uri no client uses any more.
+    DELETE FROM oauth.client_jwks WHERE client_id IN (
+        SELECT k.client_id FROM oauth.client_jwks k JOIN oauth.clients c ON c.client_id = k.client_id
+         WHERE c.token_endpoint_auth_method <> 'private_key_jwt' OR c.metadata->>'jwks_uri' IS DISTINCT FROM k.jwks_uri
+         LIMIT batch_size FOR UPDATE OF k SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Access tokens revoked one by one, once the token itself has expired.
+    DELETE FROM oauth.revoked_access_tokens WHERE jti IN (
+        SELECT jti FROM oauth.revoked_access_tokens WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    DELETE FROM oauth.grants WHERE grant_id IN (
+        SELECT grant_id FROM oauth.grants WHERE revoked_at <= now - retention
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Registered clients past their lifetime: revoke what they hold (notifying gateways), then remove.
+    PERFORM oauth.delete_client(c.client_id, now) FROM (
+        SELECT client_id FROM oauth.clients WHERE expires_at <= now
+         LIMIT batch_size FOR UPDATE SKIP LOCKED) c;
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Clients made from metadata documents whose copy went stale longer than `retention` ago and
+    -- that hold no live grant: anyone can have us keep one per URL they serve. Nothing is lost: the
+    -- next authorization fetches the document again.
+    PERFORM oauth.delete_client(c.client_id, now) FROM (
+        SELECT c.client_id FROM oauth.clients c
+          LEFT JOIN oauth.client_documents d ON d.client_id = c.client_id
+         WHERE c.metadata @> '{"metadata_document": true}'
+           AND coalesce(d.fresh_until, c.updated_at) <= now - retention
+           AND NOT EXISTS (SELECT 1 FROM oauth.grants g WHERE g.client_id = c.client_id AND g.revoked_at IS NULL)
+         LIMIT batch_size FOR UPDATE OF c SKIP LOCKED) c;
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Events past their retention, except those a consumer still delivering has not been given: a
+    -- webhook that was down for a while catches up. A consumer that acknowledged nothing for a
+    -- whole retention period holds nothing back (it would keep every event for ever).
+    DELETE FROM oauth.events WHERE event_id IN (
+        SELECT e.event_id FROM oauth.events e
+         WHERE e.occurred_at <= now - event_retention
+           AND NOT EXISTS (
+                SELECT 1 FROM oauth.event_consumers c
+                 WHERE c.delivered_at > now - event_retention
+                   AND e.xid IS NOT NULL AND (c.delivered_xid, c.delivered_event_id) < (e.xid, e.event_id))
+         ORDER BY e.occurred_at
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+    RETURN removed;
+END
+$$;
+DROP FUNCTION oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean, interval, interval);
+-- Operator settings; NULL keeps the current value.
+CREATE FUNCTION oauth.configure(
+    issuer text DEFAULT NULL,
+    access_token_ttl interval DEFAULT NULL,
+    code_ttl interval DEFAULT NULL,
+    refresh_token_ttl interval DEFAULT NULL,
+    refresh_reuse_grace interval DEFAULT NULL,
+    scopes_supported text[] DEFAULT NULL,
+    default_scopes text[] DEFAULT NULL,
+    registration_enabled boolean DEFAULT NULL,
+    registered_client_ttl interval DEFAULT NULL,
+    authorization_request_ttl interval DEFAULT NULL,
+    event_retention interval DEFAULT NULL,
+    record_token_events boolean DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF issuer IS NOT NULL AND (oauth.resource_problem(issuer) IS NOT NULL OR issuer ~ '[?]' OR issuer !~ '^https?://') THEN
+        PERFORM oauth._raise('invalid_request', 'issuer must be an http(s) URL without query or fragment');
+    END IF;
+    INSERT INTO oauth.settings SELECT * FROM oauth.default_settings ON CONFLICT DO NOTHING;
+    UPDATE oauth.settings s SET
+        issuer = coalesce(configure.issuer, s.issuer),
+        access_token_ttl = coalesce(configure.access_token_ttl, s.access_token_ttl),
+        code_ttl = coalesce(configure.code_ttl, s.code_ttl),
+        refresh_token_ttl = coalesce(configure.refresh_token_ttl, s.refresh_token_ttl),
+        refresh_reuse_grace = coalesce(configure.refresh_reuse_grace, s.refresh_reuse_grace),
+        scopes_supported = coalesce(configure.scopes_supported, s.scopes_supported),
+        default_scopes = coalesce(configure.default_scopes, s.default_scopes),
+        registration_enabled = coalesce(configure.registration_enabled, s.registration_enabled),
+        registered_client_ttl = coalesce(configure.registered_client_ttl, s.registered_client_ttl),
+        authorization_request_ttl = coalesce(configure.authorization_request_ttl, s.authorization_request_ttl),
+        event_retention = coalesce(configure.event_retention, s.event_retention),
+        record_token_events = coalesce(configure.record_token_events, s.record_token_events);
+    RETURN oauth.settings();
+END
+$$;
+REVOKE EXECUTE ON FUNCTION oauth._tokens_issued(text, text, uuid, uuid, text, boolean, timestamptz),
+    oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean, interval, interval,
+                    interval, boolean)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean,
+                                          interval, interval, interval, boolean)
+    TO oauth_admin;
+-- end event retention and token events

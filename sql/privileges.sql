@@ -61,7 +61,8 @@ TO oauth_gateway;
 
 GRANT EXECUTE ON FUNCTION
     oauth.settings(),
-    oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean, interval, interval),
+    oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean, interval, interval,
+                    interval, boolean),
     oauth.create_client(text, text[], text[], text, text[], text, text[], jsonb, timestamptz),
     oauth.update_client(text, text, text[], text[], text[], text[], jsonb, timestamptz),
     oauth.rotate_client_secret(text, timestamptz),

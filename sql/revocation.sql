@@ -232,6 +232,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     retention interval := (oauth._settings()).revoked_retention;
+    event_retention interval := (oauth._settings()).event_retention;
     removed bigint := 0;
     n bigint;
 BEGIN
@@ -306,6 +307,20 @@ BEGIN
            AND coalesce(d.fresh_until, c.updated_at) <= now - retention
            AND NOT EXISTS (SELECT 1 FROM oauth.grants g WHERE g.client_id = c.client_id AND g.revoked_at IS NULL)
          LIMIT batch_size FOR UPDATE OF c SKIP LOCKED) c;
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Events past their retention, except those a consumer still delivering has not been given: a
+    -- webhook that was down for a while catches up. A consumer that acknowledged nothing for a
+    -- whole retention period holds nothing back (it would keep every event for ever).
+    DELETE FROM oauth.events WHERE event_id IN (
+        SELECT e.event_id FROM oauth.events e
+         WHERE e.occurred_at <= now - event_retention
+           AND NOT EXISTS (
+                SELECT 1 FROM oauth.event_consumers c
+                 WHERE c.delivered_at > now - event_retention
+                   AND e.xid IS NOT NULL AND (c.delivered_xid, c.delivered_event_id) < (e.xid, e.event_id))
+         ORDER BY e.occurred_at
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
     RETURN removed;
 END

@@ -40,7 +40,12 @@ CREATE TABLE oauth.default_settings (
     -- Lifetime of dynamically registered clients; NULL keeps them until deleted.
     registered_client_ttl interval,
     -- How long revoked grants and families stay visible (audit) before cleanup removes them.
-    revoked_retention interval NOT NULL DEFAULT '7 days'
+    revoked_retention interval NOT NULL DEFAULT '7 days',
+    -- How long oauth.events rows are kept (cleanup removes older ones that every live consumer has
+    -- been given), and whether each token response is an event (`tokens_issued`): at thousands of
+    -- refreshes a second that is the bulk of the table, so an operator may turn it off.
+    event_retention interval NOT NULL DEFAULT '30 days' CHECK (event_retention >= '1 hour'),
+    record_token_events boolean NOT NULL DEFAULT true
 );
 INSERT INTO oauth.default_settings DEFAULT VALUES;
 CREATE TABLE oauth.settings (LIKE oauth.default_settings INCLUDING ALL);

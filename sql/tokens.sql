@@ -147,6 +147,8 @@ BEGIN
     END IF;
 
     opened := oauth._open_family(redeemed, 'refresh_token' = ANY (client.grant_types), now);
+    PERFORM oauth._tokens_issued(redeemed.client_id, redeemed.user_id, redeemed.grant_id, redeemed.family_id,
+                                 'authorization_code', opened.refresh_token IS NOT NULL, now);
     -- The client's row is at hand here, so the gateway learns how to sign the ID token without
     -- another query (and rotation, which issues none, never asks).
     RETURN oauth._token_response(opened.family, granted.props, granted.auth_time, redeemed.scopes,
@@ -215,6 +217,8 @@ BEGIN
     INTO rotated;
     IF FOUND THEN
         family := rotated.family;
+        PERFORM oauth._tokens_issued(family.client_id, family.user_id, family.grant_id, family.family_id,
+                                     'refresh_token', true, now);
         RETURN oauth._token_response(family, rotated.props, rotated.auth_time,
             CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL,
             rotated.successor, now);
@@ -257,6 +261,8 @@ BEGIN
        AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = family.resource) THEN
         SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = family.grant_id AND g.revoked_at IS NULL;
         IF FOUND THEN
+            PERFORM oauth._tokens_issued(family.client_id, family.user_id, family.grant_id, family.family_id,
+                                         'refresh_token', true, now);
             RETURN oauth._token_response(family, granted.props, granted.auth_time,
                 CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL,
                 oauth.refresh_token_successor(family.chain_key, family.family_id, family.generation, refresh_token),

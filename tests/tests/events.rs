@@ -272,3 +272,149 @@ async fn an_event_committed_late_with_a_lower_id_is_still_delivered() {
     );
     assert_eq!(take(&gw, "webhook", "gw", None).await["events"], json!([]));
 }
+
+#[tokio::test]
+async fn every_token_response_is_an_event_with_its_grant_type_unless_turned_off() {
+    // Settings are the database's: a database of its own.
+    let db = TempDb::create().await;
+    let (admin, gw) = (db.admin().await, db.gateway().await);
+    let client = create_client(&admin, ClientSpec::default()).await;
+    let user = unique("user");
+    let issued = tokens_for(&gw, &client, &user).await;
+    let refresh = str_field(&issued, "refresh_token").to_owned();
+    let rotated = rotate(&gw, &client, &refresh).await;
+    assert_ok(&rotated, "rotate");
+    // Presented again within the grace window: the same successor, and again an access token.
+    assert_ok(
+        &rotate(&gw, &client, &refresh).await,
+        "rotate in the grace window",
+    );
+    let machine = create_client(
+        &admin,
+        ClientSpec {
+            grant_types: vec!["client_credentials".into()],
+            ..ClientSpec::default()
+        },
+    )
+    .await;
+    let answer: Value = scalar(
+        &gw,
+        "SELECT oauth.client_credentials_grant($1, $2, 'mcp', NULL)",
+        &[&machine.id, &machine.secret],
+    )
+    .await;
+    assert_ok(&answer, "client_credentials");
+
+    let issued_events = async || -> Vec<String> {
+        column(
+            &admin,
+            "SELECT (detail->>'grant_type') || ':' || (detail->>'refresh_token') || ':' || client_id
+               FROM oauth.events WHERE kind = 'tokens_issued' ORDER BY event_id",
+            &[],
+        )
+        .await
+    };
+    assert_eq!(
+        issued_events().await,
+        [
+            format!("authorization_code:true:{}", client.id),
+            format!("refresh_token:true:{}", client.id),
+            format!("refresh_token:true:{}", client.id),
+            format!("client_credentials:false:{}", machine.id),
+        ]
+    );
+    let tied: bool = scalar(
+        &admin,
+        "SELECT bool_and(user_id = $1 AND grant_id IS NOT NULL AND family_id IS NOT NULL)
+           FROM oauth.events WHERE kind = 'tokens_issued' AND client_id = $2",
+        &[&user, &client.id],
+    )
+    .await;
+    assert!(tied, "each names its user, grant and family");
+    let secrets: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM oauth.events WHERE detail::text LIKE '%' || $1 || '%'",
+        &[&refresh],
+    )
+    .await;
+    assert_eq!(secrets, 0, "no token in any event");
+
+    let settings: Value = scalar(
+        &admin,
+        "SELECT oauth.configure(record_token_events => false)",
+        &[],
+    )
+    .await;
+    assert_eq!(settings["record_token_events"], json!(false));
+    assert_ok(
+        &rotate(&gw, &client, str_field(&rotated, "refresh_token")).await,
+        "rotate",
+    );
+    assert_eq!(issued_events().await.len(), 4, "turned off, none is added");
+}
+
+#[tokio::test]
+async fn cleanup_removes_events_past_retention_but_not_those_a_live_consumer_still_waits_for() {
+    let db = TempDb::create().await;
+    let admin = db.admin().await;
+    let settings: Value = scalar(
+        &admin,
+        "SELECT oauth.configure(event_retention => '1 day')",
+        &[],
+    )
+    .await;
+    assert_eq!(settings["event_retention"], json!(86400));
+    for day in [10, 5, 3] {
+        admin
+            .execute(
+                "INSERT INTO oauth.events (occurred_at, kind) VALUES (now() - make_interval(days => $1), 'old')",
+                &[&day],
+            )
+            .await
+            .unwrap();
+    }
+    admin
+        .execute(
+            "INSERT INTO oauth.events (occurred_at, kind) VALUES (now(), 'recent')",
+            &[],
+        )
+        .await
+        .unwrap();
+    // A webhook that last delivered an hour ago, up to the 5-day-old event: it still waits for
+    // the newer ones, not for those up to its position.
+    admin
+        .execute(
+            "INSERT INTO oauth.event_consumers (consumer, delivered_xid, delivered_event_id, delivered_at)
+             SELECT 'hook', e.xid, e.event_id, now() - interval '1 hour'
+               FROM oauth.events e WHERE e.kind = 'old' ORDER BY e.occurred_at OFFSET 1 LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let kinds = async || -> Vec<String> {
+        column(
+            &admin,
+            "SELECT kind || ':' || extract(day FROM now() - occurred_at)::int FROM oauth.events
+              WHERE kind IN ('old', 'recent') ORDER BY event_id",
+            &[],
+        )
+        .await
+    };
+    let removed: i64 = scalar(&admin, "SELECT oauth.cleanup()", &[]).await;
+    assert!(removed >= 1);
+    assert_eq!(
+        kinds().await,
+        ["old:3", "recent:0"],
+        "the 10- and 5-day-old events were delivered; the 3-day-old one waits for the webhook"
+    );
+    // A consumer that acknowledged nothing for a whole retention period holds nothing back.
+    admin
+        .execute(
+            "UPDATE oauth.event_consumers SET delivered_at = now() - interval '2 days'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let _: i64 = scalar(&admin, "SELECT oauth.cleanup()", &[]).await;
+    assert_eq!(kinds().await, ["recent:0"]);
+}

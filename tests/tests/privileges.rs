@@ -157,7 +157,7 @@ async fn oauth_admin_gets_the_application_functions_and_reads_no_secret() {
     let admin = admin().await;
     let functions = executable_by(&admin, "oauth_admin").await;
     for f in [
-        "configure(text,interval,interval,interval,interval,text[],text[],boolean,interval,interval)",
+        "configure(text,interval,interval,interval,interval,text[],text[],boolean,interval,interval,interval,boolean)",
         "create_client(text,text[],text[],text,text[],text,text[],jsonb,timestamp with time zone)",
         "update_client(text,text,text[],text[],text[],text[],jsonb,timestamp with time zone)",
         "rotate_client_secret(text,timestamp with time zone)",
@@ -169,6 +169,10 @@ async fn oauth_admin_gets_the_application_functions_and_reads_no_secret() {
         "issue_code(text,text,text[],jsonb,timestamp with time zone)",
         "add_resource(text,timestamp with time zone)",
         "remove_resource(text)",
+        "add_signing_key(text,text,jsonb,bytea,text,interval,timestamp with time zone)",
+        "promote_signing_key(text,timestamp with time zone)",
+        "drop_signing_key(text,boolean,timestamp with time zone)",
+        "list_signing_keys(timestamp with time zone)",
     ] {
         assert!(
             functions.contains(f),

@@ -10,37 +10,17 @@ use oauth_provider_tests::*;
 struct Deployment {
     admin: Client,
     gateway: Client,
-    name: String,
+    _db: TempDb,
 }
 
 impl Deployment {
     async fn new() -> Self {
-        let name = unique("signing_keys");
-        let shared = admin().await;
-        shared
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
-        let admin = connect(&with_dbname(&admin_config(), &name)).await;
-        admin
-            .batch_execute("CREATE EXTENSION oauth_provider")
-            .await
-            .expect("create extension");
-        let gateway = connect(&with_dbname(&gateway_config(), &name)).await;
+        let db = TempDb::create().await;
         Self {
-            admin,
-            gateway,
-            name,
+            admin: db.admin().await,
+            gateway: db.gateway().await,
+            _db: db,
         }
-    }
-
-    async fn drop(self) {
-        drop(self.admin);
-        drop(self.gateway);
-        let _ = admin()
-            .await
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .await;
     }
 
     async fn add(&self, kid: &str, alg: &str, lead: &str, at: &str) -> Value {
@@ -213,7 +193,6 @@ async fn a_key_signs_only_after_its_lead_and_its_predecessor_stays_published_unt
     )
     .await;
     assert_eq!(leaked, 0, "events name keys, not their sealing");
-    d.drop().await;
 }
 
 #[tokio::test]
@@ -250,7 +229,6 @@ async fn each_algorithm_has_its_own_current_key_and_the_latest_promoted_leads() 
         .filter(|(_, s)| s == "current")
         .collect();
     assert_eq!(current, pairs(&[("es3", "current"), ("rs", "current")]));
-    d.drop().await;
 }
 
 #[tokio::test]
@@ -336,5 +314,4 @@ async fn bad_keys_and_bad_steps_are_refused_and_a_leaked_key_can_be_dropped_at_o
     ] {
         assert_sqlstate(d.gateway.query(call, &[]).await, "42501", call);
     }
-    d.drop().await;
 }

@@ -2,6 +2,9 @@
 //!
 //!   cargo run --release -p oauth_provider_tests --bin sql_bench -- [--seconds 10] [--connections 1,16]
 //!
+//! The last rows repeat the rotation at the largest connection count with `oauth.cleanup` running
+//! back to back beside it over a backlog of expired events: what scheduled cleanup costs.
+//!
 //! Measures `oauth.rotate_refresh_token` (each connection rotates its own chain, like a client
 //! refreshing) and `oauth.exchange_code` (each call redeems a code minted beforehand), calling the
 //! functions as the gateway does: one statement per call, autocommit, synchronous commit.
@@ -237,6 +240,65 @@ async fn bench_exchange(url: &str, client_id: &str, n: usize, seconds: u64) -> O
     .await
 }
 
+/// What `oauth.cleanup` did while rotations ran beside it.
+struct CleanupRun {
+    removed: i64,
+    calls: usize,
+    busy: Duration,
+}
+
+/// Rotations at `n` connections while another connection runs `oauth.cleanup` back to back over
+/// a backlog of `backlog` events past their retention (as a gateway's scheduled cleanup does after
+/// a long pause): what cleanup costs the hot path, and how fast it clears.
+async fn bench_rotation_under_cleanup(
+    url: &str,
+    client_id: &str,
+    n: usize,
+    seconds: u64,
+    backlog: i64,
+) -> (Outcome, CleanupRun) {
+    let setup = connect(url).await;
+    setup
+        .execute(
+            "INSERT INTO oauth.events (occurred_at, kind)
+             SELECT now() - interval '400 days', 'sql_bench_backlog' FROM generate_series(1, $1::int8)",
+            &[&backlog],
+        )
+        .await
+        .expect("backlog");
+    let cleaner_url = url.to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let cleaner = tokio::spawn(async move {
+        let db = connect(&cleaner_url).await;
+        let mut run = CleanupRun {
+            removed: 0,
+            calls: 0,
+            busy: Duration::ZERO,
+        };
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = Instant::now();
+            let removed: i64 = db
+                .query_one("SELECT oauth.cleanup(now(), 1000)", &[])
+                .await
+                .expect("cleanup")
+                .get(0);
+            run.busy += t.elapsed();
+            run.calls += 1;
+            run.removed += removed;
+            if removed == 0 {
+                // Cleared: as the gateway's schedule would, wait for the next interval.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        run
+    });
+    let outcome = bench_rotation(url, client_id, n, seconds).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let run = cleaner.await.expect("cleaner");
+    (outcome, run)
+}
+
 fn row(name: &str, n: usize, o: &Outcome) {
     let rate = o.calls as f64 / o.elapsed.as_secs_f64();
     println!(
@@ -285,6 +347,24 @@ async fn main() {
         let o = bench_exchange(&args.url, &client_id, n, args.seconds.min(20)).await;
         row("exchange_code", n, &o);
     }
+    let n = args.connections.iter().copied().max().unwrap_or(16);
+    let backlog = 200_000;
+    let (o, cleanup) =
+        bench_rotation_under_cleanup(&args.url, &client_id, n, args.seconds, backlog).await;
+    row("rotate, cleanup beside", n, &o);
+    println!();
+    println!(
+        "oauth.cleanup(now(), 1000) back to back beside it, over {backlog} events past retention:"
+    );
+    println!("| cleanup calls | rows removed | time in cleanup (s) | rows/s in cleanup |");
+    println!("|--------------:|-------------:|--------------------:|------------------:|");
+    println!(
+        "| {:>13} | {:>12} | {:>19.2} | {:>17.0} |",
+        cleanup.calls,
+        cleanup.removed,
+        cleanup.busy.as_secs_f64(),
+        cleanup.removed as f64 / cleanup.busy.as_secs_f64().max(1e-9)
+    );
     admin
         .execute("SELECT oauth.delete_client($1)", &[&client_id])
         .await
