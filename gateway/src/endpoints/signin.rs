@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::pages;
 use crate::app::App;
-use crate::db::{NewSession, NextStep};
+use crate::db::{NewSession, NextStep, Session};
 use crate::error::OAuthError;
 use crate::http::{self, Req, Resp};
 use crate::upstream::Failure;
@@ -162,16 +162,26 @@ pub fn after_authorize(app: &App, headers: &HeaderMap, request_id: &str) -> Resp
     with_cookies(http::redirect(&location, StatusCode::FOUND), cookies)
 }
 
-/// The signed-in user of this browser's session cookie, if the session is live.
-pub async fn session_user(app: &App, headers: &HeaderMap) -> Option<String> {
+/// This browser's session, if its cookie names a live one.
+pub async fn current_session(app: &App, headers: &HeaderMap) -> Option<Session> {
     let secret = read_cookie(app, headers, SESSION)?;
     match app.db.get_session(&secret).await {
-        Ok(session) => session.map(|s| s.user_id),
+        Ok(session) => session,
         Err(e) => {
             tracing::warn!(error = %e.description, "session lookup failed");
             None
         }
     }
+}
+
+/// The signed-in user of this browser's session cookie, if the session is live.
+pub async fn session_user(app: &App, headers: &HeaderMap) -> Option<String> {
+    current_session(app, headers).await.map(|s| s.user_id)
+}
+
+/// `resp`, telling the browser to drop its session cookie: the session behind it has ended.
+pub fn forget_session(app: &App, resp: Resp) -> Resp {
+    with_cookies(resp, vec![clear_cookie(app, SESSION)])
 }
 
 /// `/consent` with an upstream provider.

@@ -106,6 +106,25 @@ strings! {
     apps_revoke_button = "Revoke access",
     /// The navigation landmark's name.
     navigation = "Your account",
+    sessions_title = "Where you are signed in",
+    sessions_intro = "Each browser where you signed in stays signed in until its session expires or you sign out there. Signing out does not disconnect your apps: they keep the access you gave them until you revoke it.",
+    sessions_none = "No browser is signed in as you.",
+    sessions_this_browser = "This browser",
+    sessions_other_browser = "Another browser",
+    sessions_started = "Signed in",
+    /// Followed by the provider's host and how it authenticated the user (`pwd`, `mfa`, …).
+    sessions_through = "Through",
+    sessions_expires = "Expires",
+    /// `{time}`: when that browser signed in, for screen readers (the button's accessible name).
+    sessions_sign_out = "Sign out the browser signed in at {time}",
+    sessions_sign_out_this = "Sign out this browser",
+    sessions_sign_out_button = "Sign out",
+    sessions_everywhere_note = "Sign out every browser listed here, this one included.",
+    sessions_everywhere_button = "Sign out everywhere",
+    signed_out_title = "Signed out",
+    signed_out_detail = "You are signed out of this server.",
+    signed_out_everywhere_title = "Signed out everywhere",
+    signed_out_everywhere_detail = "Every browser where you were signed in is signed out, this one included. Your connected apps keep their access until you revoke it.",
 }
 
 /// The `{name}`s a text fills in.
