@@ -63,7 +63,9 @@ function configure(redirectUri) {
     async findAccount(_ctx, id) {
       return { accountId: id, async claims() { return claimsOf(id); } };
     },
-    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
+    // amr with openid: how the user signed in (the form: pwd), which the gateway keeps with the
+    // session; oidc-provider leaves it out of the ID token unless a scope or the request names it.
+    claims: { openid: ['sub', 'amr'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
     scopes: ['openid', 'email', 'profile', 'groups'],
     pkce: { required: () => true },
     interactions: { policy: signInEveryTime(), url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
