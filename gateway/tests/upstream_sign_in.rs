@@ -193,6 +193,24 @@ async fn signing_in_through_an_openid_provider_starts_a_session_and_the_consent_
     // Without a hint, a confirmation form (a link alone signs no one out).
     let confirm = other.get(&gateway.url("/logout")).await;
     assert_eq!(confirm.status, StatusCode::OK);
+    assert!(
+        confirm
+            .header("content-security-policy")
+            .unwrap()
+            .starts_with("default-src 'none'; style-src 'sha256-"),
+        "the confirmation is a page of the templates: {:?}",
+        confirm.header("content-security-policy")
+    );
+    assert!(
+        confirm.text().contains("<h1>Sign out?</h1>"),
+        "{}",
+        confirm.text()
+    );
+    assert!(
+        confirm
+            .text()
+            .contains("Signed in as <strong>bob</strong>.")
+    );
     let csrf = form_field(&confirm.text(), "csrf_token");
     let out = other
         .post(&gateway.url("/logout"), &[("csrf_token", &csrf)])
@@ -281,6 +299,12 @@ async fn the_relying_party_refuses_bad_state_nonce_iss_and_shows_the_providers_e
     let callback = sign_in_upstream(&mut browser, &url, "outsider").await;
     let resp = browser.get(&callback).await;
     assert_eq!(resp.status, StatusCode::FORBIDDEN, "{}", resp.text());
+    assert!(
+        resp.text().contains("<h1>You may not sign in here</h1>"),
+        "{}",
+        resp.text()
+    );
+    assert!(resp.text().contains("You were signed in, but "));
     assert!(browser.cookie(&gateway.base, "oauth_session").is_none());
 }
 

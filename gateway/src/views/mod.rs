@@ -258,8 +258,9 @@ impl Views {
         PreEscaped(out)
     }
 
-    /// `key`'s text with `{name}`s replaced by plain text (for attributes).
-    fn fill_text(&self, key: Key, parts: &[(&str, &str)]) -> String {
+    /// `key`'s text with `{name}`s replaced by plain text (for attributes, and for pages described
+    /// as words before they are rendered, `Text::Raw`).
+    pub fn fill_text(&self, key: Key, parts: &[(&str, &str)]) -> String {
         parts
             .iter()
             .fold(self.text(key).to_owned(), |text, (n, v)| {
@@ -623,6 +624,35 @@ impl Views {
                     (form(EVERYWHERE, html! {
                         button.primary type="submit" { (self.text(Key::sessions_everywhere_button)) }
                     }))
+                }
+            }
+        };
+        self.layout(title, &[], &[], content)
+    }
+
+    /// RP-Initiated Logout without a hint that names the user: a form, so that a link alone signs
+    /// no one out. `hidden` carries the request's parameters on to the POST.
+    pub fn confirm_sign_out(
+        &self,
+        user: &str,
+        action: &str,
+        hidden: &[(&str, &str)],
+        csrf: &str,
+    ) -> Page {
+        let title = self.text(Key::sign_out_title);
+        let content = html! {
+            div.card {
+                h1 { (title) }
+                p { (self.fill(Key::signed_in_as, &[("user", html! { strong { (user) } })])) }
+                p.muted { (self.text(Key::sign_out_note)) }
+                form method="post" action=(action) {
+                    @for (name, value) in hidden {
+                        input type="hidden" name=(name) value=(value);
+                    }
+                    input type="hidden" name="csrf_token" value=(csrf);
+                    div.actions {
+                        button.primary type="submit" { (self.text(Key::sign_out_button)) }
+                    }
                 }
             }
         };

@@ -125,6 +125,24 @@ strings! {
     signed_out_detail = "You are signed out of this server.",
     signed_out_everywhere_title = "Signed out everywhere",
     signed_out_everywhere_detail = "Every browser where you were signed in is signed out, this one included. Your connected apps keep their access until you revoke it.",
+    sign_out_title = "Sign out?",
+    sign_out_button = "Sign out",
+    sign_out_note = "Your connected apps keep their access; this browser only is signed out.",
+    sign_out_refused_title = "Sign-out request not accepted",
+    sign_in_unavailable_title = "Sign-in is unavailable",
+    sign_in_unavailable_detail = "The sign-in provider could not be reached. Try again in a moment.",
+    sign_in_failed_title = "Sign-in failed",
+    sign_in_no_code_detail = "The provider's answer has no code.",
+    sign_in_not_allowed_title = "You may not sign in here",
+    /// `{reason}`: the rule of this server the account does not meet (the gateway's words).
+    sign_in_not_allowed_detail = "You were signed in, but {reason}.",
+    sign_in_refused_by_provider_title = "The sign-in provider did not sign you in",
+    sign_in_expired_title = "This sign-in is no longer valid",
+    sign_in_expired_detail = "It took too long or was started in another browser. Go back to the application and start again.",
+    sign_in_mismatch_title = "This sign-in is not the one this browser started",
+    start_again_detail = "Go back to the application and start again.",
+    other_browser_title = "This request was started in another browser",
+    other_browser_detail = "Go back to the application and start again from this browser.",
 }
 
 /// The `{name}`s a text fills in.
