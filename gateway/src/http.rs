@@ -475,27 +475,6 @@ pub fn page_error(
     resp
 }
 
-/// Escapes text for HTML by hand. Pages come from `views` (maud escapes every value); this remains
-/// for markup not yet moved there.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-pub fn error_page(status: StatusCode, title: &str, detail: &str) -> Resp {
-    page_error(status, title.into(), detail.into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,190 +5,20 @@
 //! keyboard alone can approve. Each page is saved as a PNG under build/screenshots/.
 
 mod common;
+#[path = "common/webdriver.rs"]
+mod webdriver;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::Locator;
 use fantoccini::key::Key;
-use fantoccini::{Client, ClientBuilder, Locator};
 use hyper::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use webdriver::{Browser, callback_server, received};
 
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
 const BRAND: &str = "#7a1fa2";
-
-/// chromedriver on a free port and one browser session; the process ends with the test.
-struct Browser {
-    driver: Child,
-    client: Client,
-    screenshots: PathBuf,
-}
-
-impl Browser {
-    async fn start() -> Self {
-        assert!(
-            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
-            "the browser tests need Debian's chromium and chromium-driver (scripts/setup installs them)"
-        );
-        let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": CHROMIUM,
-                // As root (CI containers) Chromium needs --no-sandbox.
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1000,900", "--lang=en-US"],
-            }),
-        );
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let client = loop {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector)
-                .capabilities(capabilities.clone())
-                .connect(&url)
-                .await
-            {
-                Ok(client) => break client,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("no WebDriver session: {e}"),
-            }
-        };
-        let screenshots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/screenshots");
-        std::fs::create_dir_all(&screenshots).unwrap();
-        Self {
-            driver,
-            client,
-            screenshots,
-        }
-    }
-
-    async fn screenshot(&self, name: &str) {
-        let png = self.client.screenshot().await.expect("screenshot");
-        assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
-        std::fs::write(self.screenshots.join(format!("{name}.png")), png).unwrap();
-    }
-
-    /// The text of the first element matching `css`, once the page holding it has settled: right
-    /// after a click the old page may still answer, and its element go stale under the read.
-    async fn text(&self, css: &str) -> String {
-        let started = std::time::Instant::now();
-        loop {
-            let read = match self.client.find(Locator::Css(css)).await {
-                Ok(element) => element.text().await,
-                Err(e) => Err(e),
-            };
-            match read {
-                Ok(text) => return text,
-                Err(e) if started.elapsed() > std::time::Duration::from_secs(5) => {
-                    panic!("{css}: {e}")
-                }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-            }
-        }
-    }
-
-    async fn script(&self, script: &str) -> Value {
-        self.client.execute(script, vec![]).await.expect(script)
-    }
-
-    /// The page's own stylesheet ran (its CSP hash matched): the primary button wears the brand.
-    async fn assert_styled(&self, what: &str) {
-        let color = self
-            .script(
-                "const b = document.querySelector('button.primary') || document.querySelector('.brand');
-                 return getComputedStyle(b).borderTopColor;",
-            )
-            .await;
-        assert_eq!(
-            color,
-            json!("rgb(122, 31, 162)"),
-            "{what}: the page's style is applied"
-        );
-    }
-
-    async fn keys(&self, keys: &[Key]) {
-        let mut actions = KeyActions::new("keyboard".into());
-        for key in keys {
-            actions = actions
-                .then(KeyAction::Down {
-                    value: (*key).into(),
-                })
-                .then(KeyAction::Up {
-                    value: (*key).into(),
-                });
-        }
-        self.client.perform_actions(actions).await.expect("keys");
-    }
-
-    async fn wait_for_url(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let url = self.client.current_url().await.unwrap().to_string();
-            if url.starts_with(prefix) {
-                return url;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still at {url}, expected {prefix}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn close(mut self) {
-        let _ = self.client.close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-/// The client's redirect URI: a loopback listener that answers a small page and hands over the
-/// request's query, as a native MCP client's callback server does.
-async fn callback_server() -> (String, mpsc::UnboundedReceiver<String>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 8192];
-            let n = stream.read(&mut buf).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]).to_string();
-            let target = request.split(' ').nth(1).unwrap_or_default().to_owned();
-            if target.starts_with("/callback") {
-                let _ = tx.send(format!("http://{addr}{target}"));
-            }
-            let body = "<!doctype html><title>Signed in</title><p>You can close this window.</p>";
-            let _ = stream
-                .write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .as_bytes(),
-                )
-                .await;
-        }
-    });
-    (format!("http://{addr}/callback"), rx)
-}
+const BRAND_RGB: &str = "rgb(122, 31, 162)";
 
 fn ping() -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})
@@ -251,7 +81,7 @@ async fn a_person_approves_revokes_and_connects_a_device_in_a_real_browser() {
         browser.script("return document.documentElement.lang").await,
         json!("en")
     );
-    browser.assert_styled("consent").await;
+    browser.assert_styled(BRAND_RGB, "consent").await;
     browser.screenshot("consent").await;
     browser.client.set_window_size(412, 915).await.unwrap();
     browser.screenshot("consent-phone").await;
@@ -271,10 +101,7 @@ async fn a_person_approves_revokes_and_connects_a_device_in_a_real_browser() {
     );
     browser.keys(&[Key::Enter]).await;
     // The redirect after the form's POST passes form-action: the client receives its code.
-    let back = tokio::time::timeout(Duration::from_secs(10), codes.recv())
-        .await
-        .expect("the callback was reached")
-        .unwrap();
+    let back = received(&mut codes).await;
     let q = query_of(&back);
     assert_eq!(q.get("state").map(String::as_str), Some("xyz-state"));
     browser.wait_for_url(&callback).await;
@@ -308,7 +135,7 @@ async fn a_person_approves_revokes_and_connects_a_device_in_a_real_browser() {
     assert!(listed.contains(&mcp), "{listed}");
     assert!(listed.contains("Use the Acme tools for you"), "{listed}");
     assert!(listed.contains("UTC"), "{listed}");
-    browser.assert_styled("connected apps").await;
+    browser.assert_styled(BRAND_RGB, "connected apps").await;
     browser.screenshot("connected-apps").await;
     let revoke = browser
         .client
@@ -366,7 +193,7 @@ async fn a_person_approves_revokes_and_connects_a_device_in_a_real_browser() {
         "Code from your device",
         "the field is labelled"
     );
-    browser.assert_styled("device entry").await;
+    browser.assert_styled(BRAND_RGB, "device entry").await;
     browser.screenshot("device-code").await;
     let field = browser.client.find(Locator::Id("user_code")).await.unwrap();
     field
@@ -410,7 +237,7 @@ async fn a_person_approves_revokes_and_connects_a_device_in_a_real_browser() {
         "This sign-in request is no longer valid"
     );
     assert!(browser.text(".brand").await.contains("Acme MCP"));
-    browser.assert_styled("error page").await;
+    browser.assert_styled(BRAND_RGB, "error page").await;
     browser.screenshot("error").await;
 
     browser.close().await;

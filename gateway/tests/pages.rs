@@ -1,10 +1,12 @@
 //! The pages over real HTTP: every page's Content-Security-Policy and that it loads nothing from
 //! elsewhere, escaping of what clients name themselves, logos only for vetted clients, the
-//! deployment's strings and branding (error pages included), and connected apps (a user revokes
-//! only their own grants, with a form issued to them).
+//! deployment's strings and branding (error pages included), connected apps (a user revokes only
+//! their own grants, with a form issued to them), and the sessions page (a user signs out only
+//! their own browsers, one at a time or everywhere) against a real OpenID provider.
 
 mod common;
 
+use common::upstream::*;
 use common::*;
 use hyper::StatusCode;
 use serde_json::json;
@@ -140,6 +142,12 @@ async fn every_page_is_self_contained_under_its_csp_and_escapes_what_clients_say
     let apps = gw.get("/account/apps").await;
     assert_eq!(apps.status, StatusCode::OK);
     assert_self_contained(&apps, &issuer, &[], "connected apps");
+    // No provider signs anyone in here: no sessions page, and no link to one.
+    assert!(!apps.text().contains("<nav"), "{}", apps.text());
+    assert_eq!(
+        gw.get("/account/sessions").await.status,
+        StatusCode::NOT_FOUND
+    );
     let failures = [
         (
             gw.get("/consent?request_id=gone").await,
@@ -384,4 +392,226 @@ async fn last_used_is_the_last_time_tokens_were_issued_under_the_grant() {
         .await;
     assert!(rotated);
     gw.stop().await;
+}
+
+/// Opens `path` in `browser` signed in as nobody: the gateway sends it to the provider, `user`
+/// signs in there, and the browser comes back to `path`; the page.
+async fn sign_in_at(
+    browser: &mut Browser,
+    gateway: &Gateway,
+    upstream: &Upstream,
+    path: &str,
+    user: &str,
+) -> Response {
+    let (_, to_provider) = browser.navigate(&gateway.url(path), &upstream.issuer).await;
+    let callback = sign_in_upstream(browser, &to_provider.location(), user).await;
+    let back = browser.get(&callback).await;
+    assert_eq!(back.status, StatusCode::SEE_OTHER, "{}", back.text());
+    assert_eq!(back.location(), gateway.url(path));
+    let page = browser.get(&back.location()).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    page
+}
+
+/// The sessions listed on a page: (session id, whether it is the browser's own).
+fn listed_sessions(html: &str) -> Vec<(String, bool)> {
+    html.split("<section")
+        .skip(1)
+        .map(|section| {
+            let id = section
+                .split("id=\"session-")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .expect("a session heading")
+                .to_owned();
+            (id, section.contains(">This browser</h2>"))
+        })
+        .collect()
+}
+
+/// Where a browser is sent when it is signed in as nobody: to sign in.
+async fn assert_signed_out(browser: &mut Browser, gateway: &Gateway, what: &str) {
+    let page = browser.get(&gateway.url("/account/sessions")).await;
+    assert_eq!(
+        page.status,
+        StatusCode::SEE_OTHER,
+        "{what}: {}",
+        page.text()
+    );
+    assert_eq!(
+        page.location(),
+        gateway.url("/login?return_to=%2Faccount%2Fsessions"),
+        "{what}"
+    );
+}
+
+#[tokio::test]
+async fn the_sessions_page_signs_out_the_users_own_browsers_one_at_a_time_or_everywhere() {
+    let upstream = Upstream::start().await;
+    let gateway = gateway_with(&upstream, upstream.openid()).await;
+    let client_id = gateway.public_client(&["openid", "mcp"]).await;
+    let live = |user: &'static str| {
+        let gateway = &gateway;
+        async move {
+            gateway
+                .sql_value::<i64>(
+                    "SELECT count(*) FROM oauth.list_user_sessions($1)",
+                    &[&user],
+                )
+                .await
+        }
+    };
+    // Alice signs in from four browsers, bob from one; each starts at the sessions page.
+    let mut alice = Vec::new();
+    for _ in 0..4 {
+        let mut browser = Browser::new();
+        sign_in_at(
+            &mut browser,
+            &gateway,
+            &upstream,
+            "/account/sessions",
+            "alice",
+        )
+        .await;
+        alice.push(browser);
+    }
+    let mut bob = Browser::new();
+    let bobs_page = sign_in_at(&mut bob, &gateway, &upstream, "/account/sessions", "bob").await;
+    let bobs_session = listed_sessions(&bobs_page.text())[0].0.clone();
+    let bobs_csrf = form_field(&bobs_page.text(), "csrf_token");
+
+    let page = alice[0].get(&gateway.url("/account/sessions")).await;
+    assert_self_contained(&page, &gateway.issuer, &[], "sessions");
+    let html = page.text();
+    let sessions = listed_sessions(&html);
+    assert_eq!(
+        sessions.len(),
+        4,
+        "alice's four browsers, not bob's: {html}"
+    );
+    assert_eq!(sessions.iter().filter(|(_, own)| *own).count(), 1, "{html}");
+    assert!(!html.contains(&bobs_session));
+    let provider = upstream.issuer.trim_start_matches("http://");
+    assert!(html.contains(provider), "signed in through: {html}");
+    assert!(html.contains("<code>pwd</code>"), "how: {html}");
+    assert!(html.contains("<time datetime=\""), "{html}");
+    assert!(
+        html.contains("aria-label=\"Sign out this browser\""),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            "<a href=\"{}\" aria-current=\"page\">",
+            gateway.url("/account/sessions")
+        )),
+        "{html}"
+    );
+    let apps = alice[0].get(&gateway.url("/account/apps")).await.text();
+    assert!(
+        apps.contains(&format!(
+            "<a href=\"{}\">",
+            gateway.url("/account/sessions")
+        )),
+        "connected apps link to the sessions: {apps}"
+    );
+    let csrf = form_field(&html, "csrf_token");
+    let sessions_url = gateway.url("/account/sessions");
+
+    // Bob's session, named in alice's form with her token: not hers, not ended.
+    let theirs = alice[0]
+        .post(
+            &sessions_url,
+            &[("session", &bobs_session), ("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::SEE_OTHER, "{}", theirs.text());
+    assert_eq!(theirs.location(), sessions_url);
+    // Nor with bob's token, which was issued to him.
+    let forged = alice[0]
+        .post(
+            &sessions_url,
+            &[("session", &bobs_session), ("csrf_token", &bobs_csrf)],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.text());
+    assert_eq!(live("bob").await, 1);
+    assert_eq!(bob.get(&sessions_url).await.status, StatusCode::OK);
+
+    // Another of her browsers, from the first: that one is signed out, the first is not.
+    let mut fourth = alice.pop().unwrap();
+    let fourths = listed_sessions(&fourth.get(&sessions_url).await.text())
+        .into_iter()
+        .find(|(_, own)| *own)
+        .unwrap()
+        .0;
+    let ended = alice[0]
+        .post(
+            &sessions_url,
+            &[("session", &fourths), ("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(ended.status, StatusCode::SEE_OTHER, "{}", ended.text());
+    assert_signed_out(&mut fourth, &gateway, "the browser signed out from another").await;
+    assert_eq!(
+        listed_sessions(&alice[0].get(&sessions_url).await.text()).len(),
+        3
+    );
+
+    // The third signs itself out: its cookie goes too.
+    let mut third = alice.pop().unwrap();
+    let page = third.get(&sessions_url).await.text();
+    let own = listed_sessions(&page)
+        .into_iter()
+        .find(|(_, own)| *own)
+        .unwrap()
+        .0;
+    let out = third
+        .post(
+            &sessions_url,
+            &[
+                ("session", &own),
+                ("csrf_token", &form_field(&page, "csrf_token")),
+            ],
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{}", out.text());
+    assert!(out.text().contains("<h1>Signed out</h1>"), "{}", out.text());
+    assert!(third.cookie(&gateway.base, "oauth_session").is_none());
+    assert_signed_out(&mut third, &gateway, "the browser that signed itself out").await;
+
+    // Signed in, an authorization goes straight to the consent page.
+    let authorization = Authorization::new(&client_id);
+    let start = format!("{}?{}", gateway.url("/authorize"), authorization.query());
+    let (at, consent) = alice[0].navigate(&start, &upstream.issuer).await;
+    assert_eq!(consent.status, StatusCode::OK, "{}", consent.text());
+    assert!(at.starts_with(&gateway.url("/consent?")), "{at}");
+
+    // Sign out everywhere: both of alice's remaining browsers, none of bob's.
+    assert_eq!(live("alice").await, 2);
+    let everywhere = alice[0]
+        .post(
+            &sessions_url,
+            &[("session", "everywhere"), ("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(everywhere.status, StatusCode::OK, "{}", everywhere.text());
+    assert_self_contained(&everywhere, &gateway.issuer, &[], "signed out everywhere");
+    assert!(everywhere.text().contains("Signed out everywhere"));
+    assert!(alice[0].cookie(&gateway.base, "oauth_session").is_none());
+    assert_eq!(live("alice").await, 0);
+    assert_eq!(live("bob").await, 1);
+    let mut second = alice.pop().unwrap();
+    assert_signed_out(&mut second, &gateway, "the other browser").await;
+    // The next authorization asks for sign-in again, at the provider.
+    let again = start_authorization(&mut alice[0], &gateway, &authorization, &upstream).await;
+    assert!(again.starts_with(&upstream.issuer), "{again}");
+    // A form of the ended session's page signs out nobody: without a session there is no user.
+    let stale = second
+        .post(
+            &sessions_url,
+            &[("session", "everywhere"), ("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::UNAUTHORIZED, "{}", stale.text());
+    assert_eq!(live("bob").await, 1);
 }

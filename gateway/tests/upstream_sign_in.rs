@@ -1,236 +1,15 @@
 //! Sign-in through an upstream identity provider, against a real one: oidc-provider (a certified
-//! OpenID provider, tests/upstream/oidc_provider.mjs, from tests/clients/node_modules after
-//! `npm ci`), driven like a browser with a cookie jar and form posts. The gateway as a strict
+//! OpenID provider, `common::upstream`), driven like a browser with a cookie jar and form posts. The gateway as a strict
 //! relying party (state, nonce, iss, the provider's errors as pages), browser sessions, the
 //! request bound to its browser, prompt=none, the plain OAuth 2.0 shape, RP-Initiated Logout.
 
 mod common;
 
-use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
+use common::upstream::*;
 use common::*;
 use hyper::StatusCode;
 use oauth_gateway::upstream::{RequiredClaim, UpstreamConfig};
 use serde_json::json;
-
-const CLIENT_ID: &str = "oauth-gateway";
-const CLIENT_SECRET: &str = "upstream-client-secret";
-
-/// The upstream provider, ended with the test.
-struct Upstream {
-    child: Child,
-    issuer: String,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Upstream {
-    async fn start() -> Self {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-        assert!(
-            std::path::Path::new(&format!("{root}/tests/clients/node_modules/oidc-provider"))
-                .exists(),
-            "oidc-provider is missing: run `npm ci` in tests/clients"
-        );
-        let port = free_port();
-        let child = Command::new("node")
-            .arg(format!("{root}/tests/upstream/oidc_provider.mjs"))
-            .env("PORT", port.to_string())
-            .env("CLIENT_ID", CLIENT_ID)
-            .env("CLIENT_SECRET", CLIENT_SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node runs");
-        // Owned at once, so that a failed start still ends the process (Drop).
-        let upstream = Self {
-            child,
-            issuer: format!("http://127.0.0.1:{port}"),
-        };
-        let http = Http::new();
-        for _ in 0..100 {
-            if http
-                .client_get_ok(&format!("{}/healthz", upstream.issuer))
-                .await
-                == Some(StatusCode::OK)
-            {
-                return upstream;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the upstream provider did not start");
-    }
-
-    /// The gateway's callback, once the gateway listens.
-    async fn configure(&self, gateway: &Gateway) {
-        let url = format!(
-            "{}/configure?redirect_uri={}",
-            self.issuer,
-            gateway.url("/login/callback")
-        );
-        assert_eq!(Http::new().get(&url, &[]).await.status, StatusCode::OK);
-    }
-
-    fn openid(&self) -> UpstreamConfig {
-        UpstreamConfig {
-            issuer: Some(self.issuer.clone()),
-            client_id: CLIENT_ID.into(),
-            client_secret: Some(CLIENT_SECRET.into()),
-            scopes: ["openid", "email", "profile", "groups"]
-                .map(String::from)
-                .to_vec(),
-            allow_http: true,
-            ..Default::default()
-        }
-    }
-}
-
-/// A gateway signing users in through `config` (no dev_user: only sessions sign anyone in).
-async fn gateway_with(upstream: &Upstream, config: UpstreamConfig) -> Gateway {
-    let gateway = Gateway::start_with(Options {
-        adjust: Some(Box::new(move |c| {
-            c.dev_user = None;
-            c.upstream = Some(config);
-        })),
-        ..Options::default()
-    })
-    .await;
-    upstream.configure(&gateway).await;
-    gateway
-}
-
-/// A browser: cookies per host and port (paths ignored), redirects followed by the test.
-struct Browser {
-    http: Http,
-    jar: HashMap<String, HashMap<String, String>>,
-}
-
-fn authority(url: &str) -> String {
-    let u = url::Url::parse(url).expect("absolute URL");
-    format!(
-        "{}:{}",
-        u.host_str().unwrap(),
-        u.port_or_known_default().unwrap()
-    )
-}
-
-impl Browser {
-    fn new() -> Self {
-        Self {
-            http: Http::new(),
-            jar: HashMap::new(),
-        }
-    }
-
-    fn cookie_header(&self, url: &str) -> String {
-        self.jar
-            .get(&authority(url))
-            .map(|c| {
-                c.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default()
-    }
-
-    fn keep(&mut self, url: &str, resp: &Response) {
-        let jar = self.jar.entry(authority(url)).or_default();
-        for line in resp.headers.get_all("set-cookie") {
-            let line = line.to_str().unwrap();
-            let (pair, attributes) = line.split_once(';').unwrap_or((line, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if attributes.to_ascii_lowercase().contains("max-age=0") || value.is_empty() {
-                jar.remove(name.trim());
-            } else {
-                jar.insert(name.trim().to_owned(), value.to_owned());
-            }
-        }
-    }
-
-    fn cookie(&self, url: &str, name: &str) -> Option<String> {
-        self.jar.get(&authority(url))?.get(name).cloned()
-    }
-
-    async fn get(&mut self, url: &str) -> Response {
-        let cookies = self.cookie_header(url);
-        let resp = self.http.get(url, &[("cookie", &cookies)]).await;
-        self.keep(url, &resp);
-        resp
-    }
-
-    async fn post(&mut self, url: &str, pairs: &[(&str, &str)]) -> Response {
-        let cookies = self.cookie_header(url);
-        let resp = self
-            .http
-            .post_form(url, pairs, &[("cookie", &cookies)])
-            .await;
-        self.keep(url, &resp);
-        resp
-    }
-
-    /// GETs `url` and follows redirects until one leaves for `stop` (returned unfollowed) or a
-    /// page answers: (the last URL, its response).
-    async fn navigate(&mut self, url: &str, stop: &str) -> (String, Response) {
-        let mut url = url.to_owned();
-        for _ in 0..10 {
-            let resp = self.get(&url).await;
-            if !resp.status.is_redirection() {
-                return (url, resp);
-            }
-            let next = url::Url::parse(&url)
-                .unwrap()
-                .join(&resp.location())
-                .unwrap()
-                .to_string();
-            if next.starts_with(stop) {
-                return (url, resp);
-            }
-            url = next;
-        }
-        panic!("too many redirects");
-    }
-}
-
-/// The upstream's sign-in: from its authorization URL, the login form posted as `user`, to the
-/// redirect back to the gateway's callback (returned, not followed).
-async fn sign_in_upstream(browser: &mut Browser, authorize_url: &str, user: &str) -> String {
-    let (form_url, page) = browser.navigate(authorize_url, "\u{0}").await;
-    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
-    assert!(form_url.contains("/interaction/"), "{form_url}");
-    let posted = browser.post(&form_url, &[("login", user)]).await;
-    assert!(posted.status.is_redirection(), "{}", posted.text());
-    let resume = url::Url::parse(&form_url)
-        .unwrap()
-        .join(&posted.location())
-        .unwrap()
-        .to_string();
-    let back = browser.get(&resume).await;
-    assert!(back.status.is_redirection(), "{}", back.text());
-    back.location()
-}
-
-/// /authorize → /consent → the upstream's authorization URL (a browser without a session).
-async fn start_authorization(
-    browser: &mut Browser,
-    gateway: &Gateway,
-    authorization: &Authorization<'_>,
-    upstream: &Upstream,
-) -> String {
-    let start = format!("{}?{}", gateway.url("/authorize"), authorization.query());
-    let (_, resp) = browser.navigate(&start, &upstream.issuer).await;
-    assert_eq!(resp.status, StatusCode::FOUND, "{}", resp.text());
-    let location = resp.location();
-    assert!(location.starts_with(&upstream.issuer), "{location}");
-    location
-}
 
 #[tokio::test]
 async fn signing_in_through_an_openid_provider_starts_a_session_and_the_consent_is_the_users() {
@@ -414,6 +193,24 @@ async fn signing_in_through_an_openid_provider_starts_a_session_and_the_consent_
     // Without a hint, a confirmation form (a link alone signs no one out).
     let confirm = other.get(&gateway.url("/logout")).await;
     assert_eq!(confirm.status, StatusCode::OK);
+    assert!(
+        confirm
+            .header("content-security-policy")
+            .unwrap()
+            .starts_with("default-src 'none'; style-src 'sha256-"),
+        "the confirmation is a page of the templates: {:?}",
+        confirm.header("content-security-policy")
+    );
+    assert!(
+        confirm.text().contains("<h1>Sign out?</h1>"),
+        "{}",
+        confirm.text()
+    );
+    assert!(
+        confirm
+            .text()
+            .contains("Signed in as <strong>bob</strong>.")
+    );
     let csrf = form_field(&confirm.text(), "csrf_token");
     let out = other
         .post(&gateway.url("/logout"), &[("csrf_token", &csrf)])
@@ -502,6 +299,12 @@ async fn the_relying_party_refuses_bad_state_nonce_iss_and_shows_the_providers_e
     let callback = sign_in_upstream(&mut browser, &url, "outsider").await;
     let resp = browser.get(&callback).await;
     assert_eq!(resp.status, StatusCode::FORBIDDEN, "{}", resp.text());
+    assert!(
+        resp.text().contains("<h1>You may not sign in here</h1>"),
+        "{}",
+        resp.text()
+    );
+    assert!(resp.text().contains("You were signed in, but "));
     assert!(browser.cookie(&gateway.base, "oauth_session").is_none());
 }
 

@@ -1,17 +1,21 @@
-// The upstream identity provider of gateway/tests/upstream_sign_in.rs: oidc-provider (panva, a
-// certified OpenID provider) from tests/clients/node_modules, with one confidential client (the
-// gateway under test). Sign-in is a form the test posts like a browser (login=<user>), with consent
-// granted along with it, so no browser is needed. Every account has a verified email at
-// example.com, a name and groups; "outsider" is in no group.
+// The upstream identity provider of the gateway's sign-in tests (gateway/tests/common/upstream.rs)
+// and of scripts/run: oidc-provider (panva, a certified OpenID provider) from
+// tests/clients/node_modules, with one confidential client (the gateway). Sign-in is a form
+// (login=<user>, any name), with consent granted along with it, so a test can post it without a
+// browser. Every account has a verified email at example.com, a name and groups; "outsider" is in
+// no group. The provider keeps no sign-in of its own: every authorization request shows the form,
+// so signing out at the gateway visibly means signing in again.
 //
 //   PORT=4110 CLIENT_ID=gw CLIENT_SECRET=s node tests/upstream/oidc_provider.mjs
 //   curl 'http://127.0.0.1:4110/configure?redirect_uri=http://127.0.0.1:8080/login/callback'
+//
+// or, when the gateway's callback is known before the start, REDIRECT_URI=… instead of /configure.
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { default: Provider } = await import(
+const { default: Provider, interactionPolicy } = await import(
   pathToFileURL(path.join(here, '..', 'clients', 'node_modules', 'oidc-provider', 'lib', 'index.js')).href
 );
 
@@ -26,6 +30,19 @@ function claimsOf(login) {
     name: `User ${login}`,
     groups: login === 'outsider' ? [] : ['mcp-users'],
   };
+}
+
+// A sign-in is asked for on every authorization request, unless this request has just had one
+// (the interaction's result), which a session at the provider would otherwise skip.
+function signInEveryTime() {
+  const { Check, base } = interactionPolicy;
+  const policy = base();
+  policy.get('login').checks.add(new Check(
+    'every_time',
+    'this provider keeps no sign-in of its own',
+    (ctx) => (ctx.oidc.result?.login ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT),
+  ));
+  return policy;
 }
 
 // The gateway's callback URL is known once the gateway listens, after this provider: the test
@@ -46,10 +63,12 @@ function configure(redirectUri) {
     async findAccount(_ctx, id) {
       return { accountId: id, async claims() { return claimsOf(id); } };
     },
-    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
+    // amr with openid: how the user signed in (the form: pwd), which the gateway keeps with the
+    // session; oidc-provider leaves it out of the ID token unless a scope or the request names it.
+    claims: { openid: ['sub', 'amr'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
     scopes: ['openid', 'email', 'profile', 'groups'],
     pkce: { required: () => true },
-    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    interactions: { policy: signInEveryTime(), url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     cookies: { keys: ['upstream-test-cookie-key'] },
     features: { devInteractions: { enabled: false } },
   });
@@ -77,6 +96,19 @@ async function login(req, res) {
   );
 }
 
+const signInPage = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in – test provider</title></head>
+<body><main><h1>Sign in</h1>
+<p>This is the local test provider: any user name signs in, with the email
+<i>name</i>@example.com; the user <code>outsider</code> is in no group.</p>
+<form method="post"><label for="login">User name</label>
+<input id="login" name="login" autocomplete="username" required autofocus>
+<button type="submit">Sign in</button></form></main></body></html>
+`;
+
+if (process.env.REDIRECT_URI) configure(process.env.REDIRECT_URI);
+
 http
   .createServer((req, res) => {
     if (req.url === '/healthz') return res.end('ok');
@@ -90,8 +122,8 @@ http
     }
     if (req.url.startsWith('/interaction/')) {
       if (req.method === 'GET') {
-        res.setHeader('content-type', 'text/html');
-        return res.end('<form method="post"><input name="login"><button>Sign in</button></form>');
+        res.setHeader('content-type', 'text/html; charset=utf-8');
+        return res.end(signInPage);
       }
       return login(req, res).catch((err) => {
         res.statusCode = 400;

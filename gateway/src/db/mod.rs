@@ -14,4 +14,4 @@ mod sessions;
 pub use api::*;
 pub use batch::{RefreshBatcher, RefreshBatching};
 pub use pool::Db;
-pub use sessions::{NewSession, NextStep, Session, StartedSession};
+pub use sessions::{NewSession, NextStep, Session, StartedSession, UserSession};

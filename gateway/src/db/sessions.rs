@@ -21,6 +21,26 @@ pub struct Session {
     pub upstream_subject: Option<String>,
 }
 
+/// Two columns for an instant: RFC 3339 in UTC (a `<time>`'s `datetime`) and as a person reads it.
+fn utc(column: &str) -> String {
+    format!(
+        "to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+         to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"')"
+    )
+}
+
+/// One live session on the sessions page (`oauth.list_user_sessions`); times in UTC as RFC 3339
+/// and as read, like the connected apps'.
+#[derive(Debug, Clone)]
+pub struct UserSession {
+    pub session_id: Uuid,
+    pub upstream_issuer: Option<String>,
+    /// How the provider authenticated the user (RFC 8176 values such as `pwd`, `mfa`).
+    pub amr: Vec<String>,
+    pub started_at: (String, String),
+    pub expires_at: (String, String),
+}
+
 /// A session just started: the cookie's value and when it ends.
 #[derive(Debug, Clone, Deserialize)]
 pub struct StartedSession {
@@ -104,23 +124,23 @@ impl Db {
         Ok(rows.first().map_or(0, |r| r.get::<_, i32>(0)))
     }
 
-    /// The user's live sessions, newest first: (session_id, upstream issuer, auth_time,
-    /// created_at, expires_at), times as seconds since the epoch.
-    pub async fn list_user_sessions(
-        &self,
-        user_id: &str,
-    ) -> Result<Vec<(Uuid, Option<String>, i64, i64, i64)>, OAuthError> {
-        let rows = self
-            .query(
-                "SELECT session_id, upstream_issuer, extract(epoch FROM auth_time)::int8,
-                        extract(epoch FROM created_at)::int8, extract(epoch FROM expires_at)::int8
-                   FROM oauth.list_user_sessions($1)",
-                &[&user_id],
-            )
-            .await?;
+    /// The user's live sessions, newest first (`oauth.list_user_sessions`).
+    pub async fn list_user_sessions(&self, user_id: &str) -> Result<Vec<UserSession>, OAuthError> {
+        let sql = format!(
+            "SELECT session_id, upstream_issuer, amr, {}, {} FROM oauth.list_user_sessions($1)",
+            utc("created_at"),
+            utc("expires_at"),
+        );
+        let rows = self.query(&sql, &[&user_id]).await?;
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .map(|row| UserSession {
+                session_id: row.get(0),
+                upstream_issuer: row.get(1),
+                amr: row.get(2),
+                started_at: (row.get(3), row.get(4)),
+                expires_at: (row.get(5), row.get(6)),
+            })
             .collect())
     }
 

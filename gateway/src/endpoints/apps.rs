@@ -14,7 +14,7 @@ use crate::views::ConnectedApp;
 
 pub async fn handle(app: &App, req: Req) -> Resp {
     let Some(user) = pages::current_user(app, &req).await else {
-        return pages::sign_in_required();
+        return pages::sign_in_first(app, &req);
     };
     match *req.method() {
         Method::GET => show(app, &user).await,
@@ -38,7 +38,8 @@ async fn show(app: &App, user: &str) -> Resp {
     let action = app.config.endpoint("/account/apps");
     http::page(
         StatusCode::OK,
-        app.views.connected_apps(user, &apps, &action),
+        app.views
+            .connected_apps(user, &apps, &action, &pages::account_nav(app)),
     )
 }
 

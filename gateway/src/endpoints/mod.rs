@@ -9,6 +9,7 @@ pub mod metadata;
 mod pages;
 mod register;
 mod revoke;
+mod sessions;
 mod signin;
 mod token;
 mod userinfo;
@@ -42,6 +43,7 @@ enum Route {
     LoginCallback,
     Logout,
     ConnectedApps,
+    Sessions,
 }
 
 impl Route {
@@ -64,6 +66,7 @@ impl Route {
             Route::LoginCallback => "login_callback",
             Route::Logout => "logout",
             Route::ConnectedApps => "connected_apps",
+            Route::Sessions => "sessions",
         }
     }
 
@@ -145,6 +148,7 @@ fn route(app: &App, path: &str) -> Option<Route> {
         "/login/callback" if app.upstream.is_some() => Route::LoginCallback,
         "/logout" if app.upstream.is_some() => Route::Logout,
         "/account/apps" => Route::ConnectedApps,
+        "/account/sessions" if app.upstream.is_some() => Route::Sessions,
         _ => return None,
     })
 }
@@ -246,6 +250,7 @@ async fn respond(app: &App, req: Req) -> Resp {
         Route::LoginCallback => signin::callback(app, req).await,
         Route::Logout => signin::logout(app, req).await,
         Route::ConnectedApps => apps::handle(app, req).await,
+        Route::Sessions => sessions::handle(app, req).await,
     };
     // A failure page described without the deployment's texts gets them now.
     if let Some(pending) = resp.extensions_mut().remove::<crate::views::Pending>() {

@@ -1,9 +1,9 @@
-//! What the browser pages share (consent, device verification, connected apps): the signed-in
+//! What the browser pages share (consent, device verification, the account pages): the signed-in
 //! user, the CSRF token that binds a form to one decision and one user, and the failure pages (their
 //! markup and texts are `views`').
 //!
-//! The user is whoever a trusted authenticating proxy names in `trusted_user_header`, or in
-//! development the configured `dev_user`. Pages can never be framed (clickjacking; `http::html`).
+//! The user is the browser's session where an upstream provider signs people in, whoever a trusted
+//! authenticating proxy names in `trusted_user_header`, or in development the configured `dev_user`. Pages can never be framed (clickjacking; `http::html`).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -13,7 +13,7 @@ use ring::hmac;
 use crate::app::App;
 use crate::error::{ErrorCode, OAuthError};
 use crate::http::{self, Params, PeerAddr, Req, Resp};
-use crate::views::{Key, Text};
+use crate::views::{AccountNav, Key, Text};
 
 /// The signed-in user. The user header counts only from a trusted proxy's address, and only when
 /// it came as one line: behind a proxy that appends its line, a repeat means the client sent one
@@ -55,6 +55,8 @@ pub enum Purpose {
     Device,
     /// Revoking a grant on the connected-apps page.
     Apps,
+    /// Signing out on the sessions page.
+    Sessions,
 }
 
 impl Purpose {
@@ -63,6 +65,7 @@ impl Purpose {
             Purpose::Consent => "consent",
             Purpose::Device => "device",
             Purpose::Apps => "apps",
+            Purpose::Sessions => "sessions",
         }
     }
 }
@@ -106,6 +109,32 @@ pub fn sign_in_required() -> Resp {
         Key::sign_in_required_title,
         Key::sign_in_required_detail,
     )
+}
+
+/// An account page opened by nobody signed in: where the gateway signs people in itself, the
+/// sign-in, returning to the page; otherwise the page saying a sign-in is needed.
+pub fn sign_in_first(app: &App, req: &Req) -> Resp {
+    if app.upstream.is_none() || req.method() != hyper::Method::GET {
+        return sign_in_required();
+    }
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("return_to", req.uri().path())
+        .finish();
+    http::redirect(
+        &format!("{}?{query}", app.config.endpoint("/login")),
+        StatusCode::SEE_OTHER,
+    )
+}
+
+/// The links between the account pages; the sessions page exists where sessions do.
+pub fn account_nav(app: &App) -> AccountNav {
+    AccountNav {
+        apps: app.config.endpoint("/account/apps"),
+        sessions: app
+            .upstream
+            .is_some()
+            .then(|| app.config.endpoint("/account/sessions")),
+    }
 }
 
 /// A form that was not issued to this user for this decision.

@@ -24,10 +24,11 @@ use sha2::{Digest, Sha256};
 
 use super::pages;
 use crate::app::App;
-use crate::db::{NewSession, NextStep};
+use crate::db::{NewSession, NextStep, Session};
 use crate::error::OAuthError;
 use crate::http::{self, Req, Resp};
 use crate::upstream::Failure;
+use crate::views::{Key, Text};
 
 const BROWSER: &str = "oauth_browser";
 const SESSION: &str = "oauth_session";
@@ -121,28 +122,32 @@ fn consent_url(app: &App, request_id: &str, binding: &str) -> String {
     format!("{}?{query}", app.config.endpoint("/consent"))
 }
 
-fn refused_page(title: &str, detail: &str) -> Resp {
-    http::error_page(StatusCode::BAD_REQUEST, title, detail)
+fn refused_page(title: Key, detail: impl Into<Text>) -> Resp {
+    http::page_error(StatusCode::BAD_REQUEST, title.into(), detail.into())
 }
 
-fn failure_page(failure: Failure) -> Resp {
+fn failure_page(app: &App, failure: Failure) -> Resp {
     match failure {
         Failure::Unavailable(why) => {
             tracing::warn!(%why, "upstream provider unreachable");
-            http::error_page(
+            http::page_error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-in is unavailable",
-                "The sign-in provider could not be reached. Try again in a moment.",
+                Key::sign_in_unavailable_title.into(),
+                Key::sign_in_unavailable_detail.into(),
             )
         }
+        // The provider's or its answer's fault, as the relying party found it: shown as it is,
+        // like the protocol's error descriptions.
         Failure::Refused(why) => {
             tracing::info!(%why, "upstream sign-in refused");
-            refused_page("Sign-in failed", &why)
+            refused_page(Key::sign_in_failed_title, why)
         }
-        Failure::NotAllowed(why) => http::error_page(
+        Failure::NotAllowed(why) => http::page_error(
             StatusCode::FORBIDDEN,
-            "You may not sign in here",
-            &format!("You were signed in, but {why}."),
+            Key::sign_in_not_allowed_title.into(),
+            app.views
+                .fill_text(Key::sign_in_not_allowed_detail, &[("reason", &why)])
+                .into(),
         ),
     }
 }
@@ -162,16 +167,26 @@ pub fn after_authorize(app: &App, headers: &HeaderMap, request_id: &str) -> Resp
     with_cookies(http::redirect(&location, StatusCode::FOUND), cookies)
 }
 
-/// The signed-in user of this browser's session cookie, if the session is live.
-pub async fn session_user(app: &App, headers: &HeaderMap) -> Option<String> {
+/// This browser's session, if its cookie names a live one.
+pub async fn current_session(app: &App, headers: &HeaderMap) -> Option<Session> {
     let secret = read_cookie(app, headers, SESSION)?;
     match app.db.get_session(&secret).await {
-        Ok(session) => session.map(|s| s.user_id),
+        Ok(session) => session,
         Err(e) => {
             tracing::warn!(error = %e.description, "session lookup failed");
             None
         }
     }
+}
+
+/// The signed-in user of this browser's session cookie, if the session is live.
+pub async fn session_user(app: &App, headers: &HeaderMap) -> Option<String> {
+    current_session(app, headers).await.map(|s| s.user_id)
+}
+
+/// `resp`, telling the browser to drop its session cookie: the session behind it has ended.
+pub fn forget_session(app: &App, resp: Resp) -> Resp {
+    with_cookies(resp, vec![clear_cookie(app, SESSION)])
 }
 
 /// `/consent` with an upstream provider.
@@ -217,10 +232,7 @@ pub async fn consent(app: &App, req: Req) -> Resp {
         )
     });
     if !bound {
-        return refused_page(
-            "This request was started in another browser",
-            "Go back to the application and start again from this browser.",
-        );
+        return refused_page(Key::other_browser_title, Key::other_browser_detail);
     }
     let step = app
         .db
@@ -292,7 +304,7 @@ async fn begin_login(
     };
     let md = match upstream.metadata().await {
         Ok(md) => md,
-        Err(f) => return failure_page(f),
+        Err(f) => return failure_page(app, f),
     };
     let pending = Pending {
         state: random(),
@@ -368,10 +380,7 @@ pub async fn callback(app: &App, req: Req) -> Resp {
         Err(e) => return with_cookies(pages::failure(&e), clear),
     };
     let Some(pending) = pending_login(app, req.headers()) else {
-        return refused_page(
-            "This sign-in is no longer valid",
-            "It took too long or was started in another browser. Go back to the application and start again.",
-        );
+        return refused_page(Key::sign_in_expired_title, Key::sign_in_expired_detail);
     };
     let state_matches = get(&params, "state").is_some_and(|s| {
         bool::from(subtle::ConstantTimeEq::ct_eq(
@@ -381,32 +390,31 @@ pub async fn callback(app: &App, req: Req) -> Resp {
     });
     if !state_matches {
         return with_cookies(
-            refused_page(
-                "This sign-in is not the one this browser started",
-                "Go back to the application and start again.",
-            ),
+            refused_page(Key::sign_in_mismatch_title, Key::start_again_detail),
             clear,
         );
     }
     let md = match upstream.metadata().await {
         Ok(md) => md,
-        Err(f) => return with_cookies(failure_page(f), clear),
+        Err(f) => return with_cookies(failure_page(app, f), clear),
     };
     // RFC 9207 §2.4: the response names the provider that sent it (mix-up attacks).
     match (get(&params, "iss"), &md.issuer) {
         (Some(iss), Some(issuer)) if iss != issuer => {
             return with_cookies(
-                failure_page(Failure::Refused(
-                    "the answer came from another provider (iss)".into(),
-                )),
+                failure_page(
+                    app,
+                    Failure::Refused("the answer came from another provider (iss)".into()),
+                ),
                 clear,
             );
         }
         (None, Some(_)) if md.iss_parameter_supported => {
             return with_cookies(
-                failure_page(Failure::Refused(
-                    "the provider's answer does not name it (iss)".into(),
-                )),
+                failure_page(
+                    app,
+                    Failure::Refused("the provider's answer does not name it (iss)".into()),
+                ),
                 clear,
             );
         }
@@ -416,15 +424,15 @@ pub async fn callback(app: &App, req: Req) -> Resp {
         let description = get(&params, "error_description").unwrap_or_default();
         return with_cookies(
             refused_page(
-                "The sign-in provider did not sign you in",
-                &format!("{error}: {description}"),
+                Key::sign_in_refused_by_provider_title,
+                format!("{error}: {description}"),
             ),
             clear,
         );
     }
     let Some(code) = get(&params, "code") else {
         return with_cookies(
-            refused_page("Sign-in failed", "The provider's answer has no code."),
+            refused_page(Key::sign_in_failed_title, Key::sign_in_no_code_detail),
             clear,
         );
     };
@@ -439,7 +447,7 @@ pub async fn callback(app: &App, req: Req) -> Resp {
         .await
     {
         Ok(identity) => identity,
-        Err(f) => return with_cookies(failure_page(f), clear),
+        Err(f) => return with_cookies(failure_page(app, f), clear),
     };
     let claims = Value::Object(identity.props.clone());
     let started = app
@@ -509,7 +517,7 @@ pub async fn logout(app: &App, req: Req) -> Resp {
         Some(Some(claims)) => Some(claims),
         Some(None) => {
             return refused_page(
-                "Sign-out request not accepted",
+                Key::sign_out_refused_title,
                 "The id_token_hint is not an ID token this server issued.",
             );
         }
@@ -523,7 +531,7 @@ pub async fn logout(app: &App, req: Req) -> Resp {
     let client_id = match (get(&params, "client_id"), hint_client) {
         (Some(sent), Some(hinted)) if sent != hinted => {
             return refused_page(
-                "Sign-out request not accepted",
+                Key::sign_out_refused_title,
                 "client_id is not the client the id_token_hint was issued to.",
             );
         }
@@ -540,7 +548,7 @@ pub async fn logout(app: &App, req: Req) -> Resp {
                 Ok(Some(location)) => Some(location),
                 Ok(None) => {
                     return refused_page(
-                        "Sign-out request not accepted",
+                        Key::sign_out_refused_title,
                         "post_logout_redirect_uri is not registered for this client.",
                     );
                 }
@@ -549,7 +557,7 @@ pub async fn logout(app: &App, req: Req) -> Resp {
         }
         (Some(_), None) => {
             return refused_page(
-                "Sign-out request not accepted",
+                Key::sign_out_refused_title,
                 "post_logout_redirect_uri needs client_id or id_token_hint.",
             );
         }
@@ -576,7 +584,7 @@ pub async fn logout(app: &App, req: Req) -> Resp {
     }
     let resp = match destination {
         Some(location) => http::redirect(&location, StatusCode::SEE_OTHER),
-        None => pages::message("Signed out", "You are signed out of this server."),
+        None => pages::message(Key::signed_out_title, Key::signed_out_detail),
     };
     with_cookies(resp, vec![clear_cookie(app, SESSION)])
 }
@@ -586,41 +594,23 @@ fn get<'a>(params: &'a http::Params, name: &str) -> Option<&'a str> {
     params.single(name).ok().flatten()
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 fn confirm_logout(app: &App, params: &http::Params, session_id: &str, user: &str) -> Resp {
-    let esc = escape;
-    let mut hidden = String::new();
-    for name in [
+    let hidden: Vec<(&str, &str)> = [
         "post_logout_redirect_uri",
         "state",
         "client_id",
         "id_token_hint",
-    ] {
-        if let Some(value) = get(params, name) {
-            hidden.push_str(&format!(
-                "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
-                esc(value)
-            ));
-        }
-    }
-    http::html(
+    ]
+    .into_iter()
+    .filter_map(|name| Some((name, get(params, name)?)))
+    .collect();
+    http::page(
         StatusCode::OK,
-        format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign out?</title></head>\
-             <body><h1>Sign out?</h1><p>Signed in as <strong>{}</strong>.</p>\
-             <form method=\"post\" action=\"{}\">{hidden}\
-             <input type=\"hidden\" name=\"csrf_token\" value=\"{}\">\
-             <button type=\"submit\">Sign out</button></form></body></html>",
-            esc(user),
-            esc(&app.config.endpoint("/logout")),
-            tag(app, "logout", session_id),
+        app.views.confirm_sign_out(
+            user,
+            &app.config.endpoint("/logout"),
+            &hidden,
+            &tag(app, "logout", session_id),
         ),
     )
 }

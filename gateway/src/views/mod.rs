@@ -99,6 +99,26 @@ pub struct ConnectedApp {
     pub csrf: String,
 }
 
+/// One live browser session on the sessions page.
+pub struct SessionEntry {
+    pub session: crate::db::UserSession,
+    /// The session of the browser showing the page.
+    pub current: bool,
+}
+
+/// Where the account pages are, for the navigation between them. Without sessions (no upstream
+/// provider signs anyone in here) connected apps is the only page, and there is no navigation.
+pub struct AccountNav {
+    pub apps: String,
+    pub sessions: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum AccountPage {
+    Apps,
+    Sessions,
+}
+
 /// A rendered page and the Content-Security-Policy that lets exactly it run.
 pub struct Page {
     pub body: String,
@@ -238,8 +258,9 @@ impl Views {
         PreEscaped(out)
     }
 
-    /// `key`'s text with `{name}`s replaced by plain text (for attributes).
-    fn fill_text(&self, key: Key, parts: &[(&str, &str)]) -> String {
+    /// `key`'s text with `{name}`s replaced by plain text (for attributes, and for pages described
+    /// as words before they are rendered, `Text::Raw`).
+    pub fn fill_text(&self, key: Key, parts: &[(&str, &str)]) -> String {
         parts
             .iter()
             .fold(self.text(key).to_owned(), |text, (n, v)| {
@@ -447,11 +468,40 @@ impl Views {
         )
     }
 
+    /// Links between the account pages; the page shown is marked for screen readers.
+    fn account_nav(&self, nav: &AccountNav, here: AccountPage) -> Markup {
+        let Some(sessions) = &nav.sessions else {
+            return html! {};
+        };
+        let links = [
+            (AccountPage::Apps, &nav.apps, Key::apps_title),
+            (AccountPage::Sessions, sessions, Key::sessions_title),
+        ];
+        html! {
+            nav aria-label=(self.text(Key::navigation)) {
+                ul {
+                    @for (page, href, text) in links {
+                        li {
+                            a href=(href) aria-current=[(page == here).then_some("page")] { (self.text(text)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The signed-in user's live grants, each with a revoke button.
-    pub fn connected_apps(&self, user: &str, apps: &[ConnectedApp], action: &str) -> Page {
+    pub fn connected_apps(
+        &self,
+        user: &str,
+        apps: &[ConnectedApp],
+        action: &str,
+        nav: &AccountNav,
+    ) -> Page {
         let title = self.text(Key::apps_title);
         let logos: Vec<Option<&str>> = apps.iter().map(|a| a.grant.logo_uri.as_deref()).collect();
         let content = html! {
+            (self.account_nav(nav, AccountPage::Apps))
             h1 { (title) }
             p { (self.fill(Key::signed_in_as, &[("user", html! { strong { (user) } })])) }
             p { (self.text(Key::apps_intro)) }
@@ -502,6 +552,129 @@ impl Views {
         };
         self.layout(title, &logos, &[], content)
     }
+
+    /// The signed-in user's live browser sessions, each with a sign-out button, and "sign out
+    /// everywhere". Every form carries the same token (`csrf`, bound to the user): which session
+    /// a form may end is decided by the user's own list, not by the token.
+    pub fn sessions(
+        &self,
+        user: &str,
+        sessions: &[SessionEntry],
+        csrf: &str,
+        action: &str,
+        nav: &AccountNav,
+    ) -> Page {
+        let title = self.text(Key::sessions_title);
+        let form = |session: &str, button: Markup| {
+            html! {
+                form method="post" action=(action) {
+                    input type="hidden" name="session" value=(session);
+                    input type="hidden" name="csrf_token" value=(csrf);
+                    (button)
+                }
+            }
+        };
+        let content = html! {
+            (self.account_nav(nav, AccountPage::Sessions))
+            h1 { (title) }
+            p { (self.fill(Key::signed_in_as, &[("user", html! { strong { (user) } })])) }
+            p { (self.text(Key::sessions_intro)) }
+            @if sessions.is_empty() {
+                p.card { (self.text(Key::sessions_none)) }
+            }
+            @for entry in sessions {
+                @let session = &entry.session;
+                @let heading = format!("session-{}", session.session_id);
+                section.card aria-labelledby=(heading) {
+                    h2 id=(heading) {
+                        @if entry.current {
+                            (self.text(Key::sessions_this_browser))
+                        } @else {
+                            (self.text(Key::sessions_other_browser))
+                        }
+                    }
+                    dl {
+                        dt { (self.text(Key::sessions_started)) }
+                        dd { time datetime=(session.started_at.0) { (session.started_at.1) } }
+                        @if let Some(issuer) = &session.upstream_issuer {
+                            dt { (self.text(Key::sessions_through)) }
+                            dd {
+                                (provider_name(issuer))
+                                @if !session.amr.is_empty() {
+                                    " " span.muted { "(" code { (session.amr.join(", ")) } ")" }
+                                }
+                            }
+                        }
+                        dt { (self.text(Key::sessions_expires)) }
+                        dd { time datetime=(session.expires_at.0) { (session.expires_at.1) } }
+                    }
+                    @let label = if entry.current {
+                        self.text(Key::sessions_sign_out_this).to_owned()
+                    } else {
+                        self.fill_text(Key::sessions_sign_out, &[("time", &session.started_at.1)])
+                    };
+                    (form(&session.session_id.to_string(), html! {
+                        button type="submit" aria-label=(label) { (self.text(Key::sessions_sign_out_button)) }
+                    }))
+                }
+            }
+            @if !sessions.is_empty() {
+                div.card {
+                    p { (self.text(Key::sessions_everywhere_note)) }
+                    (form(EVERYWHERE, html! {
+                        button.primary type="submit" { (self.text(Key::sessions_everywhere_button)) }
+                    }))
+                }
+            }
+        };
+        self.layout(title, &[], &[], content)
+    }
+
+    /// RP-Initiated Logout without a hint that names the user: a form, so that a link alone signs
+    /// no one out. `hidden` carries the request's parameters on to the POST.
+    pub fn confirm_sign_out(
+        &self,
+        user: &str,
+        action: &str,
+        hidden: &[(&str, &str)],
+        csrf: &str,
+    ) -> Page {
+        let title = self.text(Key::sign_out_title);
+        let content = html! {
+            div.card {
+                h1 { (title) }
+                p { (self.fill(Key::signed_in_as, &[("user", html! { strong { (user) } })])) }
+                p.muted { (self.text(Key::sign_out_note)) }
+                form method="post" action=(action) {
+                    @for (name, value) in hidden {
+                        input type="hidden" name=(name) value=(value);
+                    }
+                    input type="hidden" name="csrf_token" value=(csrf);
+                    div.actions {
+                        button.primary type="submit" { (self.text(Key::sign_out_button)) }
+                    }
+                }
+            }
+        };
+        self.layout(title, &[], &[], content)
+    }
+}
+
+/// The sessions form's value for "sign out everywhere" (a session is named by its UUID).
+pub const EVERYWHERE: &str = "everywhere";
+
+/// A provider as a person knows it: its host (and port, if it has one), else what it is called.
+fn provider_name(issuer: &str) -> String {
+    url::Url::parse(issuer)
+        .ok()
+        .and_then(|u| {
+            let host = u.host_str()?.to_owned();
+            Some(match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        })
+        .unwrap_or_else(|| issuer.to_owned())
 }
 
 struct Color {

@@ -106,6 +106,43 @@ strings! {
     apps_revoke_button = "Revoke access",
     /// The navigation landmark's name.
     navigation = "Your account",
+    sessions_title = "Where you are signed in",
+    sessions_intro = "Each browser where you signed in stays signed in until its session expires or you sign out there. Signing out does not disconnect your apps: they keep the access you gave them until you revoke it.",
+    sessions_none = "No browser is signed in as you.",
+    sessions_this_browser = "This browser",
+    sessions_other_browser = "Another browser",
+    sessions_started = "Signed in",
+    /// Followed by the provider's host and how it authenticated the user (`pwd`, `mfa`, …).
+    sessions_through = "Through",
+    sessions_expires = "Expires",
+    /// `{time}`: when that browser signed in, for screen readers (the button's accessible name).
+    sessions_sign_out = "Sign out the browser signed in at {time}",
+    sessions_sign_out_this = "Sign out this browser",
+    sessions_sign_out_button = "Sign out",
+    sessions_everywhere_note = "Sign out every browser listed here, this one included.",
+    sessions_everywhere_button = "Sign out everywhere",
+    signed_out_title = "Signed out",
+    signed_out_detail = "You are signed out of this server.",
+    signed_out_everywhere_title = "Signed out everywhere",
+    signed_out_everywhere_detail = "Every browser where you were signed in is signed out, this one included. Your connected apps keep their access until you revoke it.",
+    sign_out_title = "Sign out?",
+    sign_out_button = "Sign out",
+    sign_out_note = "Your connected apps keep their access; this browser only is signed out.",
+    sign_out_refused_title = "Sign-out request not accepted",
+    sign_in_unavailable_title = "Sign-in is unavailable",
+    sign_in_unavailable_detail = "The sign-in provider could not be reached. Try again in a moment.",
+    sign_in_failed_title = "Sign-in failed",
+    sign_in_no_code_detail = "The provider's answer has no code.",
+    sign_in_not_allowed_title = "You may not sign in here",
+    /// `{reason}`: the rule of this server the account does not meet (the gateway's words).
+    sign_in_not_allowed_detail = "You were signed in, but {reason}.",
+    sign_in_refused_by_provider_title = "The sign-in provider did not sign you in",
+    sign_in_expired_title = "This sign-in is no longer valid",
+    sign_in_expired_detail = "It took too long or was started in another browser. Go back to the application and start again.",
+    sign_in_mismatch_title = "This sign-in is not the one this browser started",
+    start_again_detail = "Go back to the application and start again.",
+    other_browser_title = "This request was started in another browser",
+    other_browser_detail = "Go back to the application and start again from this browser.",
 }
 
 /// The `{name}`s a text fills in.
