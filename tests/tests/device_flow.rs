@@ -291,10 +291,13 @@ async fn cleanup_removes_device_codes_once_they_expire() {
             .await
         }
     };
-    assert_eq!(cleanup(at(599)).await, 0, "still pending");
-    assert_eq!(cleanup(at(600)).await, 1);
-    let left: i64 = row_count(&admin, "oauth.device_authorizations", &[]).await;
-    assert_eq!(left, 0);
+    // Counted in the table: the same cleanup also removes this database's events, which are
+    // past their retention at these times.
+    let left = async || -> i64 { row_count(&admin, "oauth.device_authorizations", &[]).await };
+    cleanup(at(599)).await;
+    assert_eq!(left().await, 1, "still pending");
+    assert!(cleanup(at(600)).await >= 1);
+    assert_eq!(left().await, 0);
 }
 
 async fn get_device(db: &Client, typed: &str, now: &str) -> Result<String, tokio_postgres::Error> {
