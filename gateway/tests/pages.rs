@@ -614,4 +614,5 @@ async fn the_sessions_page_signs_out_the_users_own_browsers_one_at_a_time_or_eve
         .await;
     assert_eq!(stale.status, StatusCode::UNAUTHORIZED, "{}", stale.text());
     assert_eq!(live("bob").await, 1);
+    gateway.stop().await;
 }
