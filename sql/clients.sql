@@ -446,6 +446,29 @@ BEGIN
 
     problem := oauth._client_problem(redirect_uris, coalesce(scopes, (oauth._settings()).scopes_supported),
                                      grant_types, method, app_type, NULL);
+    IF problem IS NOT NULL THEN
+        RETURN;
+    END IF;
+    -- RP-Initiated Logout 1.0 §3.1: where /logout may send the browser afterwards. The same rules as
+    -- redirect URIs (an unchecked one would make /logout an open redirector), compared byte for byte.
+    IF metadata ? 'post_logout_redirect_uris' THEN
+        IF jsonb_typeof(metadata->'post_logout_redirect_uris') <> 'array'
+           OR jsonb_array_length(metadata->'post_logout_redirect_uris') > 20
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'post_logout_redirect_uris') e
+                       WHERE jsonb_typeof(e) <> 'string') THEN
+            problem := oauth._error('invalid_client_metadata',
+                                    'post_logout_redirect_uris must be an array of at most 20 URIs');
+            RETURN;
+        END IF;
+        FOR field IN SELECT e FROM jsonb_array_elements_text(metadata->'post_logout_redirect_uris') e LOOP
+            IF oauth.redirect_uri_problem(field, app_type) IS NOT NULL THEN
+                problem := oauth._error('invalid_client_metadata', format('post_logout_redirect_uri %s: %s',
+                                        left(field, 200), oauth.redirect_uri_problem(field, app_type)));
+                RETURN;
+            END IF;
+        END LOOP;
+        extra := extra || jsonb_build_object('post_logout_redirect_uris', metadata->'post_logout_redirect_uris');
+    END IF;
 END
 $$;
 

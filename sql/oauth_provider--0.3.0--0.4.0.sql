@@ -460,6 +460,29 @@ BEGIN
 END
 $$;
 
+-- Ends one of the user's own sessions (a "sign out" button on the user's sessions page): a session
+-- id from another user's page ends nothing. False when the user had no such live session.
+CREATE FUNCTION oauth.end_user_session(user_id text, session_id uuid, now timestamptz DEFAULT now())
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ended oauth.browser_sessions;
+BEGIN
+    UPDATE oauth.browser_sessions s SET ended_at = now
+     WHERE s.session_id = end_user_session.session_id AND s.user_id = end_user_session.user_id
+       AND s.ended_at IS NULL AND s.expires_at > now
+    RETURNING * INTO ended;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM oauth._event('session_ended', NULL, ended.user_id, NULL, NULL,
+                         jsonb_build_object('session_id', ended.session_id), now);
+    RETURN true;
+END
+$$;
+
 -- "Sign out everywhere": ends every live session of the user; how many there were.
 CREATE FUNCTION oauth.end_user_sessions(user_id text, now timestamptz DEFAULT now()) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
@@ -634,12 +657,193 @@ BEGIN
     RETURN oauth.append_query(redirect_uri, ARRAY['state'], ARRAY[state]);
 END
 $$;
+-- shared: oauth._registration_fields (whole body copied from sql/clients.sql): dynamic registration,
+-- RFC 7592 updates and metadata documents keep post_logout_redirect_uris.
+-- RFC 7591 client metadata, checked field by field for type and value; unknown fields are ignored
+-- (§2). application_type defaults to "native" when any redirect URI is loopback or a private-use
+-- scheme, else "web". Only a native app can receive those (RFC 8252 §7), and it may list claimed
+-- https URIs beside them (§7.2): Cursor registers cursor://, https:// and http://localhost URIs
+-- together and VS Code a loopback and an https URI, both without application_type. An explicit
+-- "web" still refuses them. Shared by registration and RFC 7592 updates.
+CREATE OR REPLACE FUNCTION oauth._registration_fields(
+    metadata jsonb,
+    OUT problem jsonb, OUT client_name text, OUT redirect_uris text[], OUT grant_types text[],
+    OUT method text, OUT app_type text, OUT extra jsonb
+)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    field text;
+    scopes text[];
+BEGIN
+    grant_types := '{authorization_code,refresh_token}';
+    method := 'client_secret_basic';
+    extra := '{}';
+    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+        problem := oauth._error('invalid_client_metadata', 'the registration request must be a JSON object');
+        RETURN;
+    END IF;
+
+    IF metadata ? 'redirect_uris' THEN
+        IF jsonb_typeof(metadata->'redirect_uris') <> 'array'
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'redirect_uris') e WHERE jsonb_typeof(e) <> 'string') THEN
+            problem := oauth._error('invalid_redirect_uri', 'redirect_uris must be an array of strings');
+            RETURN;
+        END IF;
+        SELECT coalesce(array_agg(e), '{}') INTO redirect_uris FROM jsonb_array_elements_text(metadata->'redirect_uris') e;
+    ELSE
+        redirect_uris := '{}';
+    END IF;
+
+    IF metadata ? 'token_endpoint_auth_method' THEN
+        IF jsonb_typeof(metadata->'token_endpoint_auth_method') <> 'string' THEN
+            problem := oauth._error('invalid_client_metadata', 'token_endpoint_auth_method must be a string');
+            RETURN;
+        END IF;
+        method := metadata->>'token_endpoint_auth_method';
+    END IF;
+
+    IF metadata ? 'grant_types' THEN
+        IF jsonb_typeof(metadata->'grant_types') <> 'array'
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'grant_types') e WHERE jsonb_typeof(e) <> 'string') THEN
+            problem := oauth._error('invalid_client_metadata', 'grant_types must be an array of strings');
+            RETURN;
+        END IF;
+        SELECT array_agg(DISTINCT e ORDER BY e) INTO grant_types FROM jsonb_array_elements_text(metadata->'grant_types') e;
+    END IF;
+    -- Anyone may register: a self-registered machine client would get tokens no user ever approved.
+    -- client_credentials clients are made by an administrator (oauth.create_client).
+    IF 'client_credentials' = ANY (grant_types) THEN
+        problem := oauth._error('invalid_client_metadata',
+            'client_credentials cannot be registered; an administrator creates such clients');
+        RETURN;
+    END IF;
+
+    IF metadata ? 'response_types' THEN
+        IF jsonb_typeof(metadata->'response_types') <> 'array'
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'response_types') e WHERE e <> '"code"') THEN
+            problem := oauth._error('invalid_client_metadata', 'response_types may only contain "code"');
+            RETURN;
+        END IF;
+    END IF;
+
+    -- A registered scope list would limit nothing (anyone may register again asking for more), and
+    -- MCP clients register with the scope of their first challenge, then step up (403
+    -- insufficient_scope): a registered client may use every supported scope. The field is still
+    -- checked, so that a malformed or unsupported scope is reported.
+    IF metadata ? 'scope' THEN
+        IF jsonb_typeof(metadata->'scope') <> 'string' THEN
+            problem := oauth._error('invalid_client_metadata', 'scope must be a string');
+            RETURN;
+        END IF;
+        scopes := oauth.parse_scope(metadata->>'scope');
+        IF scopes IS NULL THEN
+            problem := oauth._error('invalid_client_metadata', 'scope is not a space-separated list of scope tokens');
+            RETURN;
+        END IF;
+    END IF;
+
+    IF metadata ? 'application_type' THEN
+        IF jsonb_typeof(metadata->'application_type') <> 'string' THEN
+            problem := oauth._error('invalid_client_metadata', 'application_type must be a string');
+            RETURN;
+        END IF;
+        app_type := metadata->>'application_type';
+    ELSIF EXISTS (
+        SELECT 1 FROM unnest(redirect_uris) u
+         WHERE oauth.is_loopback_redirect(u) OR u !~* '^https?:') THEN
+        app_type := 'native';
+    ELSE
+        app_type := 'web';
+    END IF;
+
+    IF metadata ? 'client_name' THEN
+        IF jsonb_typeof(metadata->'client_name') <> 'string' OR length(metadata->>'client_name') NOT BETWEEN 1 AND 200 THEN
+            problem := oauth._error('invalid_client_metadata', 'client_name must be a string of 1 to 200 characters');
+            RETURN;
+        END IF;
+        client_name := metadata->>'client_name';
+    END IF;
+
+    -- Informational URIs are shown to users, so they must be web URLs, never script.
+    FOREACH field IN ARRAY ARRAY['client_uri', 'logo_uri', 'tos_uri', 'policy_uri'] LOOP
+        IF metadata ? field THEN
+            IF jsonb_typeof(metadata->field) <> 'string' OR oauth.resource_problem(metadata->>field) IS NOT NULL
+               OR (metadata->>field) !~ '^https?://' THEN
+                problem := oauth._error('invalid_client_metadata', format('%s must be an http(s) URL', field));
+                RETURN;
+            END IF;
+            extra := extra || jsonb_build_object(field, metadata->field);
+        END IF;
+    END LOOP;
+    FOREACH field IN ARRAY ARRAY['software_id', 'software_version'] LOOP
+        IF metadata ? field THEN
+            IF jsonb_typeof(metadata->field) <> 'string' OR length(metadata->>field) > 200 THEN
+                problem := oauth._error('invalid_client_metadata', format('%s must be a string of at most 200 characters', field));
+                RETURN;
+            END IF;
+            extra := extra || jsonb_build_object(field, metadata->field);
+        END IF;
+    END LOOP;
+    IF metadata ? 'contacts' THEN
+        IF jsonb_typeof(metadata->'contacts') <> 'array' OR jsonb_array_length(metadata->'contacts') > 10
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'contacts') e
+                       WHERE jsonb_typeof(e) <> 'string' OR length(e #>> '{}') > 200) THEN
+            problem := oauth._error('invalid_client_metadata', 'contacts must be an array of at most 10 strings');
+            RETURN;
+        END IF;
+        extra := extra || jsonb_build_object('contacts', metadata->'contacts');
+    END IF;
+    problem := oauth._id_token_alg_problem(metadata);
+    IF problem IS NOT NULL THEN
+        RETURN;
+    END IF;
+    IF metadata ? 'id_token_signed_response_alg' THEN
+        extra := extra || jsonb_build_object('id_token_signed_response_alg', metadata->'id_token_signed_response_alg');
+    END IF;
+    -- private_key_jwt (RFC 7523 §2.2): the client's public keys, inline or at a URL, and the one
+    -- algorithm it may sign with; no other method takes keys.
+    problem := oauth._client_keys_problem(method, metadata);
+    IF problem IS NOT NULL THEN
+        RETURN;
+    END IF;
+    extra := extra || coalesce((SELECT jsonb_object_agg(f.key, f.value) FROM jsonb_each(metadata) f
+                                 WHERE f.key IN ('jwks', 'jwks_uri', 'token_endpoint_auth_signing_alg')), '{}');
+
+    problem := oauth._client_problem(redirect_uris, coalesce(scopes, (oauth._settings()).scopes_supported),
+                                     grant_types, method, app_type, NULL);
+    IF problem IS NOT NULL THEN
+        RETURN;
+    END IF;
+    -- RP-Initiated Logout 1.0 §3.1: where /logout may send the browser afterwards. The same rules as
+    -- redirect URIs (an unchecked one would make /logout an open redirector), compared byte for byte.
+    IF metadata ? 'post_logout_redirect_uris' THEN
+        IF jsonb_typeof(metadata->'post_logout_redirect_uris') <> 'array'
+           OR jsonb_array_length(metadata->'post_logout_redirect_uris') > 20
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(metadata->'post_logout_redirect_uris') e
+                       WHERE jsonb_typeof(e) <> 'string') THEN
+            problem := oauth._error('invalid_client_metadata',
+                                    'post_logout_redirect_uris must be an array of at most 20 URIs');
+            RETURN;
+        END IF;
+        FOR field IN SELECT e FROM jsonb_array_elements_text(metadata->'post_logout_redirect_uris') e LOOP
+            IF oauth.redirect_uri_problem(field, app_type) IS NOT NULL THEN
+                problem := oauth._error('invalid_client_metadata', format('post_logout_redirect_uri %s: %s',
+                                        left(field, 200), oauth.redirect_uri_problem(field, app_type)));
+                RETURN;
+            END IF;
+        END LOOP;
+        extra := extra || jsonb_build_object('post_logout_redirect_uris', metadata->'post_logout_redirect_uris');
+    END IF;
+END
+$$;
 REVOKE ALL ON oauth.browser_sessions FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION
     oauth._issue_code_for(oauth.authorization_requests, text, text[], jsonb, timestamptz, timestamptz),
     oauth.start_session(text, text, text, timestamptz, text[], jsonb, interval, timestamptz),
     oauth.get_session(text, timestamptz),
     oauth.end_session(uuid, timestamptz),
+    oauth.end_user_session(text, uuid, timestamptz),
     oauth.end_user_sessions(text, timestamptz),
     oauth.list_user_sessions(text, timestamptz),
     oauth._consent_remembered(oauth.authorization_requests, text),
@@ -655,6 +859,7 @@ GRANT EXECUTE ON FUNCTION
 TO oauth_gateway;
 GRANT EXECUTE ON FUNCTION
     oauth.end_session(uuid, timestamptz),
+    oauth.end_user_session(text, uuid, timestamptz),
     oauth.end_user_sessions(text, timestamptz),
     oauth.list_user_sessions(text, timestamptz)
 TO oauth_gateway, oauth_admin;
@@ -1503,6 +1708,13 @@ BEGIN
            AND coalesce(d.fresh_until, c.updated_at) <= now - retention
            AND NOT EXISTS (SELECT 1 FROM oauth.grants g WHERE g.client_id = c.client_id AND g.revoked_at IS NULL)
          LIMIT batch_size FOR UPDATE OF c SKIP LOCKED) c;
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
+    -- Browser sessions once expired, and signed-out ones once the revoked-row retention is over.
+    DELETE FROM oauth.browser_sessions WHERE session_id IN (
+        SELECT session_id FROM oauth.browser_sessions
+         WHERE expires_at <= now OR ended_at <= now - retention
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
 
     -- Events past their retention, except those a consumer still delivering has not been given: a

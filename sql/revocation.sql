@@ -309,6 +309,13 @@ BEGIN
          LIMIT batch_size FOR UPDATE OF c SKIP LOCKED) c;
     GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
 
+    -- Browser sessions once expired, and signed-out ones once the revoked-row retention is over.
+    DELETE FROM oauth.browser_sessions WHERE session_id IN (
+        SELECT session_id FROM oauth.browser_sessions
+         WHERE expires_at <= now OR ended_at <= now - retention
+         LIMIT batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
     -- Events past their retention, except those a consumer still delivering has not been given: a
     -- webhook that was down for a while catches up. A consumer that acknowledged nothing for a
     -- whole retention period holds nothing back (it would keep every event for ever).

@@ -118,6 +118,29 @@ BEGIN
 END
 $$;
 
+-- Ends one of the user's own sessions (a "sign out" button on the user's sessions page): a session
+-- id from another user's page ends nothing. False when the user had no such live session.
+CREATE FUNCTION oauth.end_user_session(user_id text, session_id uuid, now timestamptz DEFAULT now())
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ended oauth.browser_sessions;
+BEGIN
+    UPDATE oauth.browser_sessions s SET ended_at = now
+     WHERE s.session_id = end_user_session.session_id AND s.user_id = end_user_session.user_id
+       AND s.ended_at IS NULL AND s.expires_at > now
+    RETURNING * INTO ended;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM oauth._event('session_ended', NULL, ended.user_id, NULL, NULL,
+                         jsonb_build_object('session_id', ended.session_id), now);
+    RETURN true;
+END
+$$;
+
 -- "Sign out everywhere": ends every live session of the user; how many there were.
 CREATE FUNCTION oauth.end_user_sessions(user_id text, now timestamptz DEFAULT now()) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER

@@ -19,6 +19,7 @@ const GATEWAY_FUNCTIONS: &[&str] = &[
     "deny_authorization(text,text,text,timestamp with time zone)",
     "deny_device_authorization(text,timestamp with time zone)",
     "end_session(uuid,timestamp with time zone)",
+    "end_user_session(text,uuid,timestamp with time zone)",
     "end_user_sessions(text,timestamp with time zone)",
     "error_sqlstate(text)",
     "exchange_code(text,text,text,text,text,text,timestamp with time zone)",

@@ -195,6 +195,30 @@ async fn registration_checks_every_field_for_type_and_value() {
         ("contacts element", json!({"contacts": [1]})),
         ("jwks", json!({"jwks": {"keys": []}})),
         ("jwks_uri", json!({"jwks_uri": "https://app.example/jwks"})),
+        (
+            "post_logout_redirect_uris string",
+            json!({"post_logout_redirect_uris": "https://app.example/bye"}),
+        ),
+        (
+            "post_logout_redirect_uris element",
+            json!({"post_logout_redirect_uris": [1]}),
+        ),
+        (
+            "post_logout_redirect_uri http web",
+            json!({"post_logout_redirect_uris": ["http://app.example/bye"]}),
+        ),
+        (
+            "post_logout_redirect_uri fragment",
+            json!({"post_logout_redirect_uris": ["https://app.example/bye#x"]}),
+        ),
+        (
+            "post_logout_redirect_uri javascript",
+            json!({"post_logout_redirect_uris": ["javascript:alert(1)"]}),
+        ),
+        (
+            "post_logout_redirect_uris too many",
+            json!({"post_logout_redirect_uris": vec!["https://app.example/bye"; 21]}),
+        ),
     ];
     for (code, cases) in [
         (redirect_uri, refused_as_invalid_redirect_uri),
@@ -436,4 +460,81 @@ async fn id_token_signed_response_alg_is_checked_kept_and_told_to_the_gateway() 
     .await;
     let public: Value = scalar(&gw, "SELECT oauth.get_client($1)", &[&device.id]).await;
     assert_eq!(public["id_token_signed_response_alg"], json!("ES256"));
+}
+
+/// RP-Initiated Logout 1.0 §3.1: a client registers where /logout may send the browser back, and
+/// only there (byte for byte, with `state`); an update can change the list.
+#[tokio::test]
+async fn post_logout_redirect_uris_are_kept_at_registration_and_only_they_are_followed() {
+    let gw = gateway().await;
+    let answer = register(
+        &gw,
+        &json!({
+            "redirect_uris": ["https://app.example/cb"],
+            "post_logout_redirect_uris": ["https://app.example/bye", "https://app.example/bye?from=logout"],
+        }),
+    )
+    .await;
+    assert_ok(&answer, "registration");
+    assert_eq!(
+        answer["post_logout_redirect_uris"],
+        json!([
+            "https://app.example/bye",
+            "https://app.example/bye?from=logout"
+        ])
+    );
+    let client_id = str_field(&answer, "client_id").to_owned();
+    let follow = |uri: &'static str, state: Option<&'static str>| {
+        let (gw, client_id) = (&gw, client_id.clone());
+        async move {
+            scalar::<Option<String>>(
+                gw,
+                "SELECT oauth.post_logout_redirect($1, $2, $3)",
+                &[&client_id, &uri, &state],
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        follow("https://app.example/bye", Some("s 1"))
+            .await
+            .as_deref(),
+        Some("https://app.example/bye?state=s+1")
+    );
+    assert_eq!(
+        follow("https://app.example/bye?from=logout", None)
+            .await
+            .as_deref(),
+        Some("https://app.example/bye?from=logout")
+    );
+    for unregistered in [
+        "https://app.example/bye/",
+        "https://APP.example/bye",
+        "https://evil.example/bye",
+        "https://app.example/cb",
+    ] {
+        assert_eq!(follow(unregistered, None).await, None, "{unregistered}");
+    }
+
+    // RFC 7592 update: the new list replaces the old.
+    let token = str_field(&answer, "registration_access_token").to_owned();
+    let updated: Value = scalar(
+        &gw,
+        "SELECT oauth.update_registration($1, $2, $3)",
+        &[
+            &client_id,
+            &token,
+            &json!({"client_id": client_id, "redirect_uris": ["https://app.example/cb"],
+                    "post_logout_redirect_uris": ["https://app.example/signed-out"]}),
+        ],
+    )
+    .await;
+    assert_ok(&updated, "update");
+    assert_eq!(follow("https://app.example/bye", None).await, None);
+    assert_eq!(
+        follow("https://app.example/signed-out", None)
+            .await
+            .as_deref(),
+        Some("https://app.example/signed-out")
+    );
 }

@@ -97,6 +97,86 @@ async fn a_session_is_found_by_its_secret_only_while_live_and_listed_for_its_use
     );
 }
 
+/// The sessions page's "Sign out" button: a user ends their own session only; another user's
+/// session id ends nothing, and an ended or expired session is not ended twice.
+#[tokio::test]
+async fn a_user_ends_only_their_own_session() {
+    let gw = gateway().await;
+    let (alice, mallory) = (unique("alice"), unique("mallory"));
+    let alices = start(&gw, &alice, "1 minute").await;
+    let alices_id = uuid_field(&alices, "session_id");
+    let end = |user: String, session_id: uuid::Uuid, at: &'static str| {
+        let gw = &gw;
+        async move {
+            scalar::<bool>(
+                gw,
+                "SELECT oauth.end_user_session($1, $2, now() + $3::text::interval)",
+                &[&user, &session_id, &at],
+            )
+            .await
+        }
+    };
+    assert!(
+        !end(mallory.clone(), alices_id, "0 seconds").await,
+        "not mallory's"
+    );
+    assert!(
+        get(&gw, str_field(&alices, "secret")).await.is_some(),
+        "alice is still signed in"
+    );
+    assert!(
+        !end(alice.clone(), alices_id, "1 day").await,
+        "expired by then"
+    );
+    assert!(end(alice.clone(), alices_id, "0 seconds").await);
+    assert!(get(&gw, str_field(&alices, "secret")).await.is_none());
+    assert!(
+        !end(alice.clone(), alices_id, "0 seconds").await,
+        "ends once"
+    );
+    let mallorys = start(&gw, &mallory, "1 minute").await;
+    assert!(!end(alice, uuid_field(&mallorys, "session_id"), "0 seconds").await);
+    assert!(get(&gw, str_field(&mallorys, "secret")).await.is_some());
+}
+
+/// oauth.cleanup removes expired sessions at once and signed-out ones after the retention.
+#[tokio::test]
+async fn cleanup_removes_expired_sessions_and_signed_out_ones_after_the_retention() {
+    let db = TempDb::create().await;
+    let gw = db.gateway().await;
+    let admin = db.admin().await;
+    let user = unique("user");
+    let live = uuid_field(&start(&gw, &user, "1 minute").await, "session_id");
+    let signed_out = uuid_field(&start(&gw, &user, "1 minute").await, "session_id");
+    let _: bool = scalar(&gw, "SELECT oauth.end_session($1)", &[&signed_out]).await;
+    let sessions = |at: &'static str| {
+        let admin = &admin;
+        async move {
+            let _: i64 = scalar(
+                admin,
+                "SELECT oauth.cleanup(now() + $1::text::interval)",
+                &[&at],
+            )
+            .await;
+            column::<uuid::Uuid>(
+                admin,
+                "SELECT session_id FROM oauth.browser_sessions ORDER BY created_at, session_id",
+                &[],
+            )
+            .await
+        }
+    };
+    let both = sessions("1 hour").await;
+    assert_eq!(
+        both.len(),
+        2,
+        "a live and a recently signed-out session stay"
+    );
+    assert!(both.contains(&live) && both.contains(&signed_out));
+    // 12 hours later both expired: the live one is gone with its expiry.
+    assert_eq!(sessions("13 hours").await, Vec::<uuid::Uuid>::new());
+}
+
 #[tokio::test]
 async fn start_session_refuses_bad_input() {
     let gw = gateway().await;

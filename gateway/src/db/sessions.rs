@@ -116,6 +116,21 @@ impl Db {
         Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
     }
 
+    /// Ends `session_id` only when it is a live session of `user_id` (a sessions-page button).
+    pub async fn end_user_session(
+        &self,
+        user_id: &str,
+        session_id: Uuid,
+    ) -> Result<bool, OAuthError> {
+        let rows = self
+            .query(
+                "SELECT oauth.end_user_session($1, $2)",
+                &[&user_id, &session_id],
+            )
+            .await?;
+        Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
     /// "Sign out everywhere": how many sessions were live.
     pub async fn end_user_sessions(&self, user_id: &str) -> Result<i32, OAuthError> {
         let rows = self

@@ -2,9 +2,9 @@
 //! in): the signed-in user's live browser sessions (`oauth.list_user_sessions`), each with a
 //! sign-out button, and "sign out everywhere" (`oauth.end_user_sessions`).
 //!
-//! `oauth.end_session` ends whichever session it is given, so the id a form names is ended only
-//! when it is in the user's own list. The forms' CSRF token is bound to the user (and this page),
-//! not to a session: it proves the form was issued to this user, the list decides what they may end.
+//! A form names a session id; `oauth.end_user_session` ends it only when it is the signed-in user's.
+//! The forms' CSRF token is bound to the user (and this page), not to a session: it proves the form
+//! was issued to this user, the extension decides what they may end.
 
 use hyper::{Method, StatusCode};
 use uuid::Uuid;
@@ -87,16 +87,13 @@ async fn sign_out(app: &App, req: Req, user: &str, current: Option<&Session>) ->
     let Ok(session_id) = Uuid::parse_str(&session) else {
         return pages::failure(&OAuthError::invalid_request("session is not a session"));
     };
-    let listed = match app.db.list_user_sessions(user).await {
-        Ok(sessions) => sessions.iter().any(|s| s.session_id == session_id),
+    let ended = match app.db.end_user_session(user, session_id).await {
+        Ok(ended) => ended,
         Err(e) => return pages::failure(&e),
     };
-    // Not the user's, or already ended (another tab, the application): nothing of theirs to end,
+    // Not the user's, or already ended (another tab, the application): nothing of theirs ended,
     // and the list shows what is live.
-    if listed {
-        if let Err(e) = app.db.end_session(session_id).await {
-            return pages::failure(&e);
-        }
+    if ended {
         tracing::info!(session = %session_id, "signed out from the sessions page");
         if current.is_some_and(|c| c.session_id == session_id) {
             return signin::forget_session(
