@@ -43,10 +43,26 @@ $$;
 -- stores it for the consent step. `params` maps each parameter name to its value, or to an array
 -- of values when the parameter was repeated. Until client_id and redirect_uri are validated an
 -- error is never redirected (`"redirect": false`): that would make us an open redirector; nor,
--- for a client no administrator vetted, at all (see _redirect_error).
+-- for a client no administrator vetted, at all (see _redirect_error). A request that names a
+-- request_uri is one the client pushed first (RFC 9126, oauth.push_authorization_request).
 CREATE FUNCTION oauth.begin_authorization(params jsonb, now timestamptz DEFAULT now()) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(params) = 'object' AND params ? 'request_uri' THEN
+        RETURN oauth._begin_pushed_authorization(params, now);
+    END IF;
+    RETURN oauth._begin_authorization(params, NULL, NULL, now);
+END
+$$;
+
+-- The rules of an authorization request, for /authorize and for /par alike: a pushed request
+-- (request_uri_hash set) is stored to be taken by its request_uri until pushed_until.
+CREATE FUNCTION oauth._begin_authorization(params jsonb, request_uri_hash bytea, pushed_until timestamptz,
+                                           now timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql
 AS $$
 DECLARE
     settings oauth.settings := oauth._settings();
@@ -111,8 +127,11 @@ BEGIN
     IF params ? 'request' THEN
         RETURN oauth._redirect_error(redirect_uri, state, 'request_not_supported', 'request objects are not supported', vetted);
     END IF;
-    IF params ? 'request_uri' THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'request_uri_not_supported', 'request_uri is not supported', vetted);
+    -- RFC 9126 §5: a deployment, or a client in its metadata, may require every request pushed.
+    IF request_uri_hash IS NULL AND (settings.require_pushed_authorization_requests
+            OR coalesce(client.metadata->>'require_pushed_authorization_requests', '') = 'true') THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request',
+                                     'authorization requests must be pushed first (PAR)', vetted);
     END IF;
     IF params->>'response_type' IS NULL THEN
         RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'response_type is required', vetted);
@@ -192,10 +211,10 @@ BEGIN
     request_id := oauth.random_token(24);
     INSERT INTO oauth.authorization_requests (request_id, client_id, redirect_uri, redirect_uri_sent, scopes, resource,
                                               state, nonce, code_challenge, prompt, created_at, expires_at,
-                                              max_age, login_hint)
+                                              max_age, login_hint, request_uri_hash, pushed_until)
     VALUES (request_id, client.client_id, redirect_uri, params ? 'redirect_uri', scopes, resource, state,
             params->>'nonce', params->>'code_challenge', prompt, now, now + settings.authorization_request_ttl,
-            (params->>'max_age')::integer, params->>'login_hint');
+            (params->>'max_age')::integer, params->>'login_hint', request_uri_hash, pushed_until);
     RETURN jsonb_build_object('request_id', request_id, 'client_id', client.client_id,
                               'client_name', client.client_name, 'prompt', prompt);
 END

@@ -443,6 +443,15 @@ BEGIN
     END IF;
     extra := extra || coalesce((SELECT jsonb_object_agg(f.key, f.value) FROM jsonb_each(metadata) f
                                  WHERE f.key IN ('jwks', 'jwks_uri', 'token_endpoint_auth_signing_alg')), '{}');
+    -- RFC 9126 §6: a client may ask that its requests be accepted only when pushed.
+    IF metadata ? 'require_pushed_authorization_requests' THEN
+        IF jsonb_typeof(metadata->'require_pushed_authorization_requests') <> 'boolean' THEN
+            problem := oauth._error('invalid_client_metadata', 'require_pushed_authorization_requests must be a boolean');
+            RETURN;
+        END IF;
+        extra := extra || jsonb_build_object('require_pushed_authorization_requests',
+                                             metadata->'require_pushed_authorization_requests');
+    END IF;
 
     problem := oauth._client_problem(redirect_uris, coalesce(scopes, (oauth._settings()).scopes_supported),
                                      grant_types, method, app_type, NULL);
@@ -633,7 +642,9 @@ CREATE FUNCTION oauth.configure(
     registered_client_ttl interval DEFAULT NULL,
     authorization_request_ttl interval DEFAULT NULL,
     event_retention interval DEFAULT NULL,
-    record_token_events boolean DEFAULT NULL
+    record_token_events boolean DEFAULT NULL,
+    require_pushed_authorization_requests boolean DEFAULT NULL,
+    pushed_request_ttl interval DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -655,7 +666,10 @@ BEGIN
         registered_client_ttl = coalesce(configure.registered_client_ttl, s.registered_client_ttl),
         authorization_request_ttl = coalesce(configure.authorization_request_ttl, s.authorization_request_ttl),
         event_retention = coalesce(configure.event_retention, s.event_retention),
-        record_token_events = coalesce(configure.record_token_events, s.record_token_events);
+        record_token_events = coalesce(configure.record_token_events, s.record_token_events),
+        require_pushed_authorization_requests = coalesce(configure.require_pushed_authorization_requests,
+                                                         s.require_pushed_authorization_requests),
+        pushed_request_ttl = coalesce(configure.pushed_request_ttl, s.pushed_request_ttl);
     RETURN oauth.settings();
 END
 $$;
@@ -710,7 +724,9 @@ AS $$
         'registered_client_ttl', floor(date_part('epoch', s.registered_client_ttl))::bigint,
         'authorization_request_ttl', floor(date_part('epoch', s.authorization_request_ttl))::bigint,
         'event_retention', floor(date_part('epoch', s.event_retention))::bigint,
-        'record_token_events', s.record_token_events)
+        'record_token_events', s.record_token_events,
+        'require_pushed_authorization_requests', s.require_pushed_authorization_requests,
+        'pushed_request_ttl', floor(date_part('epoch', s.pushed_request_ttl))::bigint)
         || oauth._capabilities()
       FROM oauth._settings() s
 $$;

@@ -132,167 +132,8 @@ TO oauth_gateway, oauth_admin;
 -- max_age/login_hint kept with a pending request. As in sql/sessions.sql and sql/authorize.sql.
 ALTER TABLE oauth.authorization_requests ADD COLUMN max_age integer, ADD COLUMN login_hint text;
 
--- Validates an authorization request (RFC 6749 §4.1.1, RFC 7636, RFC 8707, OIDC Core §3.1.2.1) and
--- stores it for the consent step. `params` maps each parameter name to its value, or to an array
--- of values when the parameter was repeated. Until client_id and redirect_uri are validated an
--- error is never redirected (`"redirect": false`): that would make us an open redirector; nor,
--- for a client no administrator vetted, at all (see _redirect_error).
-CREATE OR REPLACE FUNCTION oauth.begin_authorization(params jsonb, now timestamptz DEFAULT now()) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    settings oauth.settings := oauth._settings();
-    client oauth.clients;
-    name text;
-    redirect_uri text;
-    state text;
-    scopes text[];
-    resource text;
-    prompt text;
-    request_id text;
-    document_state jsonb;
-    vetted boolean;
-    target record;
-BEGIN
-    IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
-        RETURN oauth._error('invalid_request', 'missing parameters') || '{"redirect": false}';
-    END IF;
-    FOREACH name IN ARRAY ARRAY['client_id', 'redirect_uri'] LOOP
-        IF jsonb_typeof(params->name) = 'array' THEN
-            RETURN oauth._error('invalid_request', format('%s is repeated', name)) || '{"redirect": false}';
-        END IF;
-    END LOOP;
-    IF coalesce(params->>'client_id', '') = '' THEN
-        RETURN oauth._error('invalid_request', 'client_id is required') || '{"redirect": false}';
-    END IF;
-    IF oauth._is_document_client_id(params->>'client_id') THEN
-        document_state := oauth._client_document_state(params->>'client_id', now);
-        IF document_state IS NOT NULL THEN
-            RETURN document_state || '{"redirect": false}';
-        END IF;
-    END IF;
-    SELECT * INTO client FROM oauth.clients c WHERE c.client_id = params->>'client_id'
-       AND (c.expires_at IS NULL OR c.expires_at > now);
-    IF NOT FOUND THEN
-        RETURN oauth._error('invalid_client', 'unknown client') || '{"redirect": false}';
-    END IF;
-    vetted := NOT client.registered_dynamically AND NOT coalesce((client.metadata->>'metadata_document')::boolean, false);
-
-    redirect_uri := params->>'redirect_uri';
-    IF redirect_uri IS NULL THEN
-        -- Only an unambiguous registration lets the parameter be omitted; a loopback one needs its port.
-        IF cardinality(client.redirect_uris) <> 1 OR oauth.is_loopback_redirect(client.redirect_uris[1]) THEN
-            RETURN oauth._error('invalid_request', 'redirect_uri is required') || '{"redirect": false}';
-        END IF;
-        redirect_uri := client.redirect_uris[1];
-    ELSIF NOT oauth.redirect_uri_allowed(client.redirect_uris, redirect_uri) THEN
-        RETURN oauth._error('invalid_request', 'redirect_uri is not registered for this client') || '{"redirect": false}';
-    END IF;
-
-    -- From here on errors go back to the client.
-    IF jsonb_typeof(params->'state') = 'array' THEN
-        RETURN oauth._redirect_error(redirect_uri, NULL, 'invalid_request', 'state is repeated', vetted);
-    END IF;
-    state := params->>'state';
-    FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) = 'array' ORDER BY key LOOP
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is repeated', name), vetted);
-    END LOOP;
-    FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) <> 'string' OR length(value #>> '{}') > 2048 ORDER BY key LOOP
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is not a string of at most 2048 characters', name), vetted);
-    END LOOP;
-    IF params ? 'request' THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'request_not_supported', 'request objects are not supported', vetted);
-    END IF;
-    IF params ? 'request_uri' THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'request_uri_not_supported', 'request_uri is not supported', vetted);
-    END IF;
-    IF params->>'response_type' IS NULL THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'response_type is required', vetted);
-    END IF;
-    IF params->>'response_type' <> 'code' THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'unsupported_response_type', 'only response_type=code is supported', vetted);
-    END IF;
-    IF coalesce(params->>'response_mode', 'query') <> 'query' THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'only response_mode=query is supported', vetted);
-    END IF;
-    IF NOT 'authorization_code' = ANY (client.grant_types) THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'unauthorized_client', 'client may not use the authorization code grant', vetted);
-    END IF;
-    IF params->>'code_challenge' IS NULL THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is required (PKCE)', vetted);
-    END IF;
-    IF coalesce(params->>'code_challenge_method', 'plain') <> 'S256' THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge_method must be S256', vetted);
-    END IF;
-    IF NOT oauth.pkce_challenge_valid(params->>'code_challenge') THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is not a base64url SHA-256 digest', vetted);
-    END IF;
-
-    -- offline_access (OIDC Core §11) is a scope like any other here: granted when the client may
-    -- have it, and it changes nothing, since a refresh token comes with every code exchange of a
-    -- client registered for the refresh_token grant and never to one that is not. OIDC asks that
-    -- it be ignored without prompt=consent, so that a refresh token is never issued without the
-    -- user's consent; here every code follows the user's consent, given on the consent step or
-    -- remembered from a live grant that already holds the scope (oauth.continue_authorization),
-    -- so it is not ignored. Claude sends it.
-    IF params ? 'scope' THEN
-        scopes := oauth.parse_scope(params->>'scope');
-        IF scopes IS NULL THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is malformed', vetted);
-        END IF;
-    END IF;
-    IF scopes IS NULL OR cardinality(scopes) = 0 THEN
-        SELECT coalesce(array_agg(s), '{}') INTO scopes FROM unnest(settings.default_scopes) s WHERE s = ANY (client.allowed_scopes);
-        IF cardinality(scopes) = 0 THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is required', vetted);
-        END IF;
-    ELSIF NOT scopes <@ client.allowed_scopes THEN
-        -- RFC 6749 §3.3 lets the server ignore part of the requested scope, and the token response
-        -- says what was granted. claude.ai asks for every scopes_supported value whatever the
-        -- client may have (a client an administrator created for it with fewer): it gets the
-        -- scopes it may have, and the consent page shows only those. Nothing outside the client's
-        -- scopes is ever granted; a request for none of them is still refused.
-        SELECT coalesce(array_agg(s ORDER BY ord), '{}') INTO scopes
-          FROM unnest(scopes) WITH ORDINALITY AS r(s, ord) WHERE s = ANY (client.allowed_scopes);
-        IF cardinality(scopes) = 0 THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope',
-                'none of the requested scopes is allowed for this client', vetted);
-        END IF;
-    END IF;
-
-    target := oauth._resolve_target(params->>'resource', client.allowed_resources);
-    IF target.problem IS NOT NULL THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', target.problem->>'error_description', vetted);
-    END IF;
-    resource := target.target;
-
-    prompt := params->>'prompt';
-    IF prompt IS NOT NULL THEN
-        IF prompt !~ '^(none|login|consent|select_account)( (none|login|consent|select_account))*$' THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'prompt has an unsupported value', vetted);
-        END IF;
-        -- none with another value cannot be honoured (OIDC Core §3.1.2.1). none alone is decided
-        -- once the browser's session is known (oauth.continue_authorization).
-        IF prompt ~ '\mnone\M' AND prompt <> 'none' THEN
-            RETURN oauth._redirect_error(redirect_uri, state, 'login_required', 'prompt=none cannot be combined', vetted);
-        END IF;
-    END IF;
-    IF params->>'max_age' IS NOT NULL AND params->>'max_age' !~ '^[0-9]{1,9}$' THEN
-        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'max_age must be a number of seconds', vetted);
-    END IF;
-
-    request_id := oauth.random_token(24);
-    INSERT INTO oauth.authorization_requests (request_id, client_id, redirect_uri, redirect_uri_sent, scopes, resource,
-                                              state, nonce, code_challenge, prompt, created_at, expires_at,
-                                              max_age, login_hint)
-    VALUES (request_id, client.client_id, redirect_uri, params ? 'redirect_uri', scopes, resource, state,
-            params->>'nonce', params->>'code_challenge', prompt, now, now + settings.authorization_request_ttl,
-            (params->>'max_age')::integer, params->>'login_hint');
-    RETURN jsonb_build_object('request_id', request_id, 'client_id', client.client_id,
-                              'client_name', client.client_name, 'prompt', prompt);
-END
-$$;
+-- oauth.begin_authorization keeps max_age and login_hint with the pending request: its final form
+-- is in the section "pushed authorization requests" below.
 
 -- A code for a request taken from the pending ones: records (or widens) the user's grant, with
 -- the time the user last authenticated (the ID token's auth_time), and returns the client's
@@ -658,7 +499,8 @@ BEGIN
 END
 $$;
 -- shared: oauth._registration_fields (whole body copied from sql/clients.sql): dynamic registration,
--- RFC 7592 updates and metadata documents keep post_logout_redirect_uris.
+-- RFC 7592 updates and metadata documents keep post_logout_redirect_uris and (RFC 9126 §6)
+-- require_pushed_authorization_requests.
 -- RFC 7591 client metadata, checked field by field for type and value; unknown fields are ignored
 -- (§2). application_type defaults to "native" when any redirect URI is loopback or a private-use
 -- scheme, else "web". Only a native app can receive those (RFC 8252 §7), and it may list claimed
@@ -809,6 +651,15 @@ BEGIN
     END IF;
     extra := extra || coalesce((SELECT jsonb_object_agg(f.key, f.value) FROM jsonb_each(metadata) f
                                  WHERE f.key IN ('jwks', 'jwks_uri', 'token_endpoint_auth_signing_alg')), '{}');
+    -- RFC 9126 §6: a client may ask that its requests be accepted only when pushed.
+    IF metadata ? 'require_pushed_authorization_requests' THEN
+        IF jsonb_typeof(metadata->'require_pushed_authorization_requests') <> 'boolean' THEN
+            problem := oauth._error('invalid_client_metadata', 'require_pushed_authorization_requests must be a boolean');
+            RETURN;
+        END IF;
+        extra := extra || jsonb_build_object('require_pushed_authorization_requests',
+                                             metadata->'require_pushed_authorization_requests');
+    END IF;
 
     problem := oauth._client_problem(redirect_uris, coalesce(scopes, (oauth._settings()).scopes_supported),
                                      grant_types, method, app_type, NULL);
@@ -1781,3 +1632,366 @@ GRANT EXECUTE ON FUNCTION oauth.configure(text, interval, interval, interval, in
                                           interval, interval, interval, boolean)
     TO oauth_admin;
 -- end event retention and token events
+
+-- pushed authorization requests
+-- RFC 9126 (issue 15): oauth.push_authorization_request for /par, a pushed request's request_uri
+-- on the pending request (its digest, until /authorize takes it once), two settings (appended, as
+-- in sql/schema.sql: require_pushed_authorization_requests, pushed_request_ttl) and the functions
+-- that read them, in full: oauth.begin_authorization (now split into the rules,
+-- oauth._begin_authorization, and the two ways in), oauth.configure (two more parameters: a new
+-- signature) and oauth.settings(). As in sql/pushed_requests.sql, sql/authorize.sql, sql/clients.sql.
+ALTER TABLE oauth.default_settings
+    ADD COLUMN require_pushed_authorization_requests boolean NOT NULL DEFAULT false,
+    ADD COLUMN pushed_request_ttl interval NOT NULL DEFAULT '90 seconds',
+    ADD CONSTRAINT default_settings_pushed_request_ttl_check
+        CHECK (pushed_request_ttl BETWEEN '5 seconds' AND '10 minutes');
+ALTER TABLE oauth.settings
+    ADD COLUMN require_pushed_authorization_requests boolean NOT NULL DEFAULT false,
+    ADD COLUMN pushed_request_ttl interval NOT NULL DEFAULT '90 seconds',
+    ADD CONSTRAINT default_settings_pushed_request_ttl_check
+        CHECK (pushed_request_ttl BETWEEN '5 seconds' AND '10 minutes');
+ALTER TABLE oauth.authorization_requests
+    ADD COLUMN request_uri_hash bytea UNIQUE CHECK (octet_length(request_uri_hash) = 32),
+    ADD COLUMN pushed_until timestamptz;
+
+-- Validates an authorization request (RFC 6749 §4.1.1, RFC 7636, RFC 8707, OIDC Core §3.1.2.1) and
+-- stores it for the consent step. `params` maps each parameter name to its value, or to an array
+-- of values when the parameter was repeated. Until client_id and redirect_uri are validated an
+-- error is never redirected (`"redirect": false`): that would make us an open redirector; nor,
+-- for a client no administrator vetted, at all (see _redirect_error). A request that names a
+-- request_uri is one the client pushed first (RFC 9126, oauth.push_authorization_request).
+CREATE OR REPLACE FUNCTION oauth.begin_authorization(params jsonb, now timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(params) = 'object' AND params ? 'request_uri' THEN
+        RETURN oauth._begin_pushed_authorization(params, now);
+    END IF;
+    RETURN oauth._begin_authorization(params, NULL, NULL, now);
+END
+$$;
+
+-- The rules of an authorization request, for /authorize and for /par alike: a pushed request
+-- (request_uri_hash set) is stored to be taken by its request_uri until pushed_until.
+CREATE FUNCTION oauth._begin_authorization(params jsonb, request_uri_hash bytea, pushed_until timestamptz,
+                                           now timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    settings oauth.settings := oauth._settings();
+    client oauth.clients;
+    name text;
+    redirect_uri text;
+    state text;
+    scopes text[];
+    resource text;
+    prompt text;
+    request_id text;
+    document_state jsonb;
+    vetted boolean;
+    target record;
+BEGIN
+    IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
+        RETURN oauth._error('invalid_request', 'missing parameters') || '{"redirect": false}';
+    END IF;
+    FOREACH name IN ARRAY ARRAY['client_id', 'redirect_uri'] LOOP
+        IF jsonb_typeof(params->name) = 'array' THEN
+            RETURN oauth._error('invalid_request', format('%s is repeated', name)) || '{"redirect": false}';
+        END IF;
+    END LOOP;
+    IF coalesce(params->>'client_id', '') = '' THEN
+        RETURN oauth._error('invalid_request', 'client_id is required') || '{"redirect": false}';
+    END IF;
+    IF oauth._is_document_client_id(params->>'client_id') THEN
+        document_state := oauth._client_document_state(params->>'client_id', now);
+        IF document_state IS NOT NULL THEN
+            RETURN document_state || '{"redirect": false}';
+        END IF;
+    END IF;
+    SELECT * INTO client FROM oauth.clients c WHERE c.client_id = params->>'client_id'
+       AND (c.expires_at IS NULL OR c.expires_at > now);
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_client', 'unknown client') || '{"redirect": false}';
+    END IF;
+    vetted := NOT client.registered_dynamically AND NOT coalesce((client.metadata->>'metadata_document')::boolean, false);
+
+    redirect_uri := params->>'redirect_uri';
+    IF redirect_uri IS NULL THEN
+        -- Only an unambiguous registration lets the parameter be omitted; a loopback one needs its port.
+        IF cardinality(client.redirect_uris) <> 1 OR oauth.is_loopback_redirect(client.redirect_uris[1]) THEN
+            RETURN oauth._error('invalid_request', 'redirect_uri is required') || '{"redirect": false}';
+        END IF;
+        redirect_uri := client.redirect_uris[1];
+    ELSIF NOT oauth.redirect_uri_allowed(client.redirect_uris, redirect_uri) THEN
+        RETURN oauth._error('invalid_request', 'redirect_uri is not registered for this client') || '{"redirect": false}';
+    END IF;
+
+    -- From here on errors go back to the client.
+    IF jsonb_typeof(params->'state') = 'array' THEN
+        RETURN oauth._redirect_error(redirect_uri, NULL, 'invalid_request', 'state is repeated', vetted);
+    END IF;
+    state := params->>'state';
+    FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) = 'array' ORDER BY key LOOP
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is repeated', name), vetted);
+    END LOOP;
+    FOR name IN SELECT key FROM jsonb_each(params) WHERE jsonb_typeof(value) <> 'string' OR length(value #>> '{}') > 2048 ORDER BY key LOOP
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', format('%s is not a string of at most 2048 characters', name), vetted);
+    END LOOP;
+    IF params ? 'request' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'request_not_supported', 'request objects are not supported', vetted);
+    END IF;
+    -- RFC 9126 §5: a deployment, or a client in its metadata, may require every request pushed.
+    IF request_uri_hash IS NULL AND (settings.require_pushed_authorization_requests
+            OR coalesce(client.metadata->>'require_pushed_authorization_requests', '') = 'true') THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request',
+                                     'authorization requests must be pushed first (PAR)', vetted);
+    END IF;
+    IF params->>'response_type' IS NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'response_type is required', vetted);
+    END IF;
+    IF params->>'response_type' <> 'code' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'unsupported_response_type', 'only response_type=code is supported', vetted);
+    END IF;
+    IF coalesce(params->>'response_mode', 'query') <> 'query' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'only response_mode=query is supported', vetted);
+    END IF;
+    IF NOT 'authorization_code' = ANY (client.grant_types) THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'unauthorized_client', 'client may not use the authorization code grant', vetted);
+    END IF;
+    IF params->>'code_challenge' IS NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is required (PKCE)', vetted);
+    END IF;
+    IF coalesce(params->>'code_challenge_method', 'plain') <> 'S256' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge_method must be S256', vetted);
+    END IF;
+    IF NOT oauth.pkce_challenge_valid(params->>'code_challenge') THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'code_challenge is not a base64url SHA-256 digest', vetted);
+    END IF;
+
+    -- offline_access (OIDC Core §11) is a scope like any other here: granted when the client may
+    -- have it, and it changes nothing, since a refresh token comes with every code exchange of a
+    -- client registered for the refresh_token grant and never to one that is not. OIDC asks that
+    -- it be ignored without prompt=consent, so that a refresh token is never issued without the
+    -- user's consent; here every code follows the user's consent, given on the consent step or
+    -- remembered from a live grant that already holds the scope (oauth.continue_authorization),
+    -- so it is not ignored. Claude sends it.
+    IF params ? 'scope' THEN
+        scopes := oauth.parse_scope(params->>'scope');
+        IF scopes IS NULL THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is malformed', vetted);
+        END IF;
+    END IF;
+    IF scopes IS NULL OR cardinality(scopes) = 0 THEN
+        SELECT coalesce(array_agg(s), '{}') INTO scopes FROM unnest(settings.default_scopes) s WHERE s = ANY (client.allowed_scopes);
+        IF cardinality(scopes) = 0 THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope', 'scope is required', vetted);
+        END IF;
+    ELSIF NOT scopes <@ client.allowed_scopes THEN
+        -- RFC 6749 §3.3 lets the server ignore part of the requested scope, and the token response
+        -- says what was granted. claude.ai asks for every scopes_supported value whatever the
+        -- client may have (a client an administrator created for it with fewer): it gets the
+        -- scopes it may have, and the consent page shows only those. Nothing outside the client's
+        -- scopes is ever granted; a request for none of them is still refused.
+        SELECT coalesce(array_agg(s ORDER BY ord), '{}') INTO scopes
+          FROM unnest(scopes) WITH ORDINALITY AS r(s, ord) WHERE s = ANY (client.allowed_scopes);
+        IF cardinality(scopes) = 0 THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_scope',
+                'none of the requested scopes is allowed for this client', vetted);
+        END IF;
+    END IF;
+
+    target := oauth._resolve_target(params->>'resource', client.allowed_resources);
+    IF target.problem IS NOT NULL THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_target', target.problem->>'error_description', vetted);
+    END IF;
+    resource := target.target;
+
+    prompt := params->>'prompt';
+    IF prompt IS NOT NULL THEN
+        IF prompt !~ '^(none|login|consent|select_account)( (none|login|consent|select_account))*$' THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'prompt has an unsupported value', vetted);
+        END IF;
+        -- none with another value cannot be honoured (OIDC Core §3.1.2.1). none alone is decided
+        -- once the browser's session is known (oauth.continue_authorization).
+        IF prompt ~ '\mnone\M' AND prompt <> 'none' THEN
+            RETURN oauth._redirect_error(redirect_uri, state, 'login_required', 'prompt=none cannot be combined', vetted);
+        END IF;
+    END IF;
+    IF params->>'max_age' IS NOT NULL AND params->>'max_age' !~ '^[0-9]{1,9}$' THEN
+        RETURN oauth._redirect_error(redirect_uri, state, 'invalid_request', 'max_age must be a number of seconds', vetted);
+    END IF;
+
+    request_id := oauth.random_token(24);
+    INSERT INTO oauth.authorization_requests (request_id, client_id, redirect_uri, redirect_uri_sent, scopes, resource,
+                                              state, nonce, code_challenge, prompt, created_at, expires_at,
+                                              max_age, login_hint, request_uri_hash, pushed_until)
+    VALUES (request_id, client.client_id, redirect_uri, params ? 'redirect_uri', scopes, resource, state,
+            params->>'nonce', params->>'code_challenge', prompt, now, now + settings.authorization_request_ttl,
+            (params->>'max_age')::integer, params->>'login_hint', request_uri_hash, pushed_until);
+    RETURN jsonb_build_object('request_id', request_id, 'client_id', client.client_id,
+                              'client_name', client.client_name, 'prompt', prompt);
+END
+$$;
+
+-- RFC 9126 §2: answers {"request_uri", "expires_in"} (HTTP 201), or an error the gateway returns as
+-- JSON like the token endpoint's: a pushed request is never answered through a redirect.
+CREATE FUNCTION oauth.push_authorization_request(
+    client_id text, client_secret text, params jsonb, now timestamptz DEFAULT now()
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    settings oauth.settings := oauth._settings();
+    authenticated record;
+    request_uri text := 'urn:ietf:params:oauth:request_uri:' || oauth.random_token(32);
+    began jsonb;
+BEGIN
+    IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
+        RETURN oauth._error('invalid_request', 'missing parameters');
+    END IF;
+    -- The client_id parameter names the client as it authenticated; a public client names itself
+    -- with it alone.
+    IF jsonb_typeof(params->'client_id') = 'array' THEN
+        RETURN oauth._error('invalid_request', 'client_id is repeated');
+    END IF;
+    IF params ? 'client_id' AND push_authorization_request.client_id IS DISTINCT FROM params->>'client_id' THEN
+        RETURN oauth._error('invalid_request', 'client_id is not the authenticated client');
+    END IF;
+    authenticated := oauth._client_authentication(push_authorization_request.client_id, client_secret, now);
+    IF authenticated.problem IS NOT NULL THEN
+        RETURN authenticated.problem;
+    END IF;
+    -- §2.1: a pushed request cannot point at another one.
+    IF params ? 'request_uri' THEN
+        RETURN oauth._error('invalid_request', 'request_uri cannot be pushed');
+    END IF;
+    began := oauth._begin_authorization(
+        params || jsonb_build_object('client_id', (authenticated.client).client_id),
+        oauth.token_hash(request_uri), now + settings.pushed_request_ttl, now);
+    IF began ? 'error' THEN
+        RETURN oauth._error(began->>'error', began->>'error_description');
+    END IF;
+    RETURN jsonb_build_object('request_uri', request_uri,
+                              'expires_in', floor(date_part('epoch', settings.pushed_request_ttl))::bigint);
+END
+$$;
+
+-- /authorize?client_id=…&request_uri=…: takes the pushed request (once, before it expires, only by
+-- the client that pushed it) and answers as oauth.begin_authorization does for the parameters it
+-- stands for. Other parameters beside the two are ignored (RFC 9126 §4): the pushed ones are the
+-- request. The pending request's own lifetime starts again here, when a user first sees it.
+CREATE FUNCTION oauth._begin_pushed_authorization(params jsonb, now timestamptz) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    pushed oauth.authorization_requests;
+    client oauth.clients;
+BEGIN
+    IF jsonb_typeof(params->'request_uri') IS DISTINCT FROM 'string'
+       OR jsonb_typeof(params->'client_id') IS DISTINCT FROM 'string' THEN
+        RETURN oauth._error('invalid_request', 'request_uri needs client_id, each given once') || '{"redirect": false}';
+    END IF;
+    UPDATE oauth.authorization_requests r
+       SET request_uri_hash = NULL, pushed_until = NULL,
+           expires_at = now + (oauth._settings()).authorization_request_ttl
+     WHERE r.request_uri_hash = oauth.token_hash(params->>'request_uri')
+       AND r.client_id = params->>'client_id' AND r.pushed_until > now
+    RETURNING * INTO pushed;
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_request_uri', 'request_uri is unknown, expired, already used or another client''s')
+               || '{"redirect": false}';
+    END IF;
+    SELECT * INTO client FROM oauth.clients c
+     WHERE c.client_id = pushed.client_id AND (c.expires_at IS NULL OR c.expires_at > now);
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_client', 'unknown client') || '{"redirect": false}';
+    END IF;
+    RETURN jsonb_build_object('request_id', pushed.request_id, 'client_id', client.client_id,
+                              'client_name', client.client_name, 'prompt', pushed.prompt);
+END
+$$;
+
+DROP FUNCTION oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean, interval, interval,
+                              interval, boolean);
+-- Operator settings; NULL keeps the current value.
+CREATE FUNCTION oauth.configure(
+    issuer text DEFAULT NULL,
+    access_token_ttl interval DEFAULT NULL,
+    code_ttl interval DEFAULT NULL,
+    refresh_token_ttl interval DEFAULT NULL,
+    refresh_reuse_grace interval DEFAULT NULL,
+    scopes_supported text[] DEFAULT NULL,
+    default_scopes text[] DEFAULT NULL,
+    registration_enabled boolean DEFAULT NULL,
+    registered_client_ttl interval DEFAULT NULL,
+    authorization_request_ttl interval DEFAULT NULL,
+    event_retention interval DEFAULT NULL,
+    record_token_events boolean DEFAULT NULL,
+    require_pushed_authorization_requests boolean DEFAULT NULL,
+    pushed_request_ttl interval DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF issuer IS NOT NULL AND (oauth.resource_problem(issuer) IS NOT NULL OR issuer ~ '[?]' OR issuer !~ '^https?://') THEN
+        PERFORM oauth._raise('invalid_request', 'issuer must be an http(s) URL without query or fragment');
+    END IF;
+    INSERT INTO oauth.settings SELECT * FROM oauth.default_settings ON CONFLICT DO NOTHING;
+    UPDATE oauth.settings s SET
+        issuer = coalesce(configure.issuer, s.issuer),
+        access_token_ttl = coalesce(configure.access_token_ttl, s.access_token_ttl),
+        code_ttl = coalesce(configure.code_ttl, s.code_ttl),
+        refresh_token_ttl = coalesce(configure.refresh_token_ttl, s.refresh_token_ttl),
+        refresh_reuse_grace = coalesce(configure.refresh_reuse_grace, s.refresh_reuse_grace),
+        scopes_supported = coalesce(configure.scopes_supported, s.scopes_supported),
+        default_scopes = coalesce(configure.default_scopes, s.default_scopes),
+        registration_enabled = coalesce(configure.registration_enabled, s.registration_enabled),
+        registered_client_ttl = coalesce(configure.registered_client_ttl, s.registered_client_ttl),
+        authorization_request_ttl = coalesce(configure.authorization_request_ttl, s.authorization_request_ttl),
+        event_retention = coalesce(configure.event_retention, s.event_retention),
+        record_token_events = coalesce(configure.record_token_events, s.record_token_events),
+        require_pushed_authorization_requests = coalesce(configure.require_pushed_authorization_requests,
+                                                         s.require_pushed_authorization_requests),
+        pushed_request_ttl = coalesce(configure.pushed_request_ttl, s.pushed_request_ttl);
+    RETURN oauth.settings();
+END
+$$;
+
+CREATE OR REPLACE FUNCTION oauth.settings() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'issuer', s.issuer,
+        'access_token_ttl', floor(date_part('epoch', s.access_token_ttl))::bigint,
+        'code_ttl', floor(date_part('epoch', s.code_ttl))::bigint,
+        'refresh_token_ttl', floor(date_part('epoch', s.refresh_token_ttl))::bigint,
+        'refresh_reuse_grace', floor(date_part('epoch', s.refresh_reuse_grace))::bigint,
+        'scopes_supported', to_jsonb(s.scopes_supported),
+        'default_scopes', to_jsonb(s.default_scopes),
+        'registration_enabled', s.registration_enabled,
+        'registered_client_ttl', floor(date_part('epoch', s.registered_client_ttl))::bigint,
+        'authorization_request_ttl', floor(date_part('epoch', s.authorization_request_ttl))::bigint,
+        'event_retention', floor(date_part('epoch', s.event_retention))::bigint,
+        'record_token_events', s.record_token_events,
+        'require_pushed_authorization_requests', s.require_pushed_authorization_requests,
+        'pushed_request_ttl', floor(date_part('epoch', s.pushed_request_ttl))::bigint)
+        || oauth._capabilities()
+      FROM oauth._settings() s
+$$;
+REVOKE EXECUTE ON FUNCTION
+    oauth._begin_authorization(jsonb, bytea, timestamptz, timestamptz),
+    oauth._begin_pushed_authorization(jsonb, timestamptz),
+    oauth.push_authorization_request(text, text, jsonb, timestamptz),
+    oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean, interval, interval,
+                    interval, boolean, boolean, interval)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth.push_authorization_request(text, text, jsonb, timestamptz) TO oauth_gateway;
+GRANT EXECUTE ON FUNCTION oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean,
+                                          interval, interval, interval, boolean, boolean, interval)
+    TO oauth_admin;
+-- end pushed authorization requests

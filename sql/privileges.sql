@@ -7,6 +7,7 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA oauth FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     oauth.settings(),
     oauth.begin_authorization(jsonb, timestamptz),
+    oauth.push_authorization_request(text, text, jsonb, timestamptz),
     oauth.exchange_code(text, text, text, text, text, text, timestamptz),
     oauth.rotate_refresh_token(text, text, text, text, text, timestamptz),
     oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz),
@@ -63,7 +64,7 @@ TO oauth_gateway;
 GRANT EXECUTE ON FUNCTION
     oauth.settings(),
     oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean, interval, interval,
-                    interval, boolean),
+                    interval, boolean, boolean, interval),
     oauth.create_client(text, text[], text[], text, text[], text, text[], jsonb, timestamptz),
     oauth.update_client(text, text, text[], text[], text[], text[], jsonb, timestamptz),
     oauth.rotate_client_secret(text, timestamptz),

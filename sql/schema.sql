@@ -45,7 +45,12 @@ CREATE TABLE oauth.default_settings (
     -- been given), and whether each token response is an event (`tokens_issued`): at thousands of
     -- refreshes a second that is the bulk of the table, so an operator may turn it off.
     event_retention interval NOT NULL DEFAULT '30 days' CHECK (event_retention >= '1 hour'),
-    record_token_events boolean NOT NULL DEFAULT true
+    record_token_events boolean NOT NULL DEFAULT true,
+    -- RFC 9126: whether every authorization request must be pushed to /par first, and how long a
+    -- pushed request's request_uri may be used at /authorize (§2.2: short, single use).
+    require_pushed_authorization_requests boolean NOT NULL DEFAULT false,
+    pushed_request_ttl interval NOT NULL DEFAULT '90 seconds'
+        CHECK (pushed_request_ttl BETWEEN '5 seconds' AND '10 minutes')
 );
 INSERT INTO oauth.default_settings DEFAULT VALUES;
 CREATE TABLE oauth.settings (LIKE oauth.default_settings INCLUDING ALL);
@@ -91,7 +96,10 @@ CREATE TABLE oauth.authorization_requests (
     expires_at timestamptz NOT NULL,
     -- OIDC Core §3.1.2.1: the longest the user's authentication may date back, in seconds.
     max_age integer,
-    login_hint text
+    login_hint text,
+    -- RFC 9126: a pushed request's request_uri (its SHA-256) until /authorize takes it, once.
+    request_uri_hash bytea UNIQUE CHECK (octet_length(request_uri_hash) = 32),
+    pushed_until timestamptz
 );
 CREATE INDEX ON oauth.authorization_requests (expires_at);
 CREATE INDEX ON oauth.authorization_requests (client_id);

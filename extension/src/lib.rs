@@ -117,4 +117,9 @@ pgrx::extension_sql_file!(
     name = "signing_keys",
     requires = ["events"]
 );
+pgrx::extension_sql_file!(
+    "../sql/pushed_requests.sql",
+    name = "pushed_requests",
+    requires = ["signing_keys"]
+);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

@@ -4,8 +4,8 @@
 use hyper::StatusCode;
 use serde_json::Value;
 
-/// The error codes of RFC 6749 §4.1.2.1/§5.2, RFC 6750 §3.1, RFC 7591 §3.2.2, RFC 8628 §3.5 and
-/// OpenID Connect Core §3.1.2.6 that the gateway or the extension answers with, plus the gateway's
+/// The error codes of RFC 6749 §4.1.2.1/§5.2, RFC 6750 §3.1, RFC 7591 §3.2.2, RFC 8628 §3.5,
+/// RFC 9101 §10.2 (a pushed request's request_uri, RFC 9126) and OpenID Connect Core §3.1.2.6 that the gateway or the extension answers with, plus the gateway's
 /// own `not_found`, `method_not_allowed` and the guard's `upstream_unavailable`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -27,7 +27,7 @@ pub enum ErrorCode {
     ExpiredToken,
     LoginRequired,
     RequestNotSupported,
-    RequestUriNotSupported,
+    InvalidRequestUri,
     NotFound,
     MethodNotAllowed,
     TemporarilyUnavailable,
@@ -55,7 +55,7 @@ impl ErrorCode {
         Self::ExpiredToken,
         Self::LoginRequired,
         Self::RequestNotSupported,
-        Self::RequestUriNotSupported,
+        Self::InvalidRequestUri,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::TemporarilyUnavailable,
@@ -83,7 +83,7 @@ impl ErrorCode {
             Self::ExpiredToken => "expired_token",
             Self::LoginRequired => "login_required",
             Self::RequestNotSupported => "request_not_supported",
-            Self::RequestUriNotSupported => "request_uri_not_supported",
+            Self::InvalidRequestUri => "invalid_request_uri",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::TemporarilyUnavailable => "temporarily_unavailable",

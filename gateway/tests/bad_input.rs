@@ -10,8 +10,9 @@ use http_body_util::Full;
 use hyper::{Method, Request, StatusCode};
 use rand::{Rng, SeedableRng};
 
-const ENDPOINTS: [&str; 11] = [
+const ENDPOINTS: [&str; 12] = [
     "/authorize",
+    "/par",
     "/consent",
     "/token",
     "/register",
@@ -303,7 +304,17 @@ async fn values_postgresql_cannot_store_get_the_endpoints_400_in_every_parameter
     // (method, path, parameters; a GET sends them as its query)
     let forms: Vec<(&str, &str, Vec<(&str, String)>)> = vec![
         ("GET", "/authorize", authorize_pairs.clone()),
-        ("POST", "/authorize", authorize_pairs),
+        ("POST", "/authorize", authorize_pairs.clone()),
+        // RFC 9126: the same parameters pushed, and a request_uri at /authorize.
+        ("POST", "/par", authorize_pairs),
+        (
+            "GET",
+            "/authorize",
+            vec![
+                ("client_id", public.clone()),
+                ("request_uri", "urn:ietf:params:oauth:request_uri:r".into()),
+            ],
+        ),
         (
             "POST",
             "/token",

@@ -47,6 +47,11 @@ async fn metadata_is_served_byte_for_byte_at_path_inserted_urls_without_redirect
             doc["device_authorization_endpoint"],
             endpoint("/device_authorization")
         );
+        assert_eq!(
+            doc["pushed_authorization_request_endpoint"],
+            endpoint("/par")
+        );
+        assert_eq!(doc["require_pushed_authorization_requests"], json!(false));
         assert_eq!(doc["client_id_metadata_document_supported"], json!(true));
         assert!(
             doc["scopes_supported"]

@@ -73,3 +73,70 @@ test('oauth4webapi completes a strict OpenID Connect code flow, refreshes, revok
   assert.equal((await introspect(refreshed.access_token)).active, false, 'revocation is seen at once');
   assert.equal((await introspect(refreshed.refresh_token)).active, false);
 });
+
+test('oauth4webapi pushes its authorization request (RFC 9126) and the browser carries only the request_uri', async () => {
+  const issuer = new URL(stack.issuer);
+  const as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oauth2' }));
+  assert.equal(as.pushed_authorization_request_endpoint, new URL('par', stack.issuer.replace(/\/?$/, '/')).href);
+  assert.equal(as.require_pushed_authorization_requests, false);
+
+  // A confidential client that asks for its requests to be accepted only when pushed (§6).
+  const registered = await register(as, {
+    redirect_uris: [redirectUri], token_endpoint_auth_method: 'client_secret_basic', scope: 'openid mcp',
+    client_name: 'oauth4webapi PAR', require_pushed_authorization_requests: true,
+  });
+  assert.equal(registered.require_pushed_authorization_requests, true);
+  const client = { client_id: registered.client_id };
+  const clientAuth = oauth.ClientSecretBasic(registered.client_secret);
+
+  const verifier = oauth.generateRandomCodeVerifier();
+  const state = oauth.generateRandomState();
+  const nonce = oauth.generateRandomNonce();
+  const parameters = {
+    redirect_uri: redirectUri, response_type: 'code', scope: 'openid mcp', state, nonce,
+    code_challenge: await oauth.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    resource: stack.mcpUrl,
+  };
+
+  // Not pushed: refused, on the server's own page (a dynamically registered client's redirect URI
+  // is not trusted with errors).
+  const direct = new URL(as.authorization_endpoint);
+  direct.search = new URLSearchParams({ client_id: client.client_id, ...parameters }).toString();
+  const refused = await fetch(direct, { redirect: 'manual' });
+  assert.equal(refused.status, 400);
+
+  const pushedResp = await oauth.pushedAuthorizationRequest(as, client, clientAuth, parameters, insecure);
+  assert.equal(pushedResp.status, 201);
+  assert.equal(pushedResp.headers.get('cache-control'), 'no-store');
+  const pushed = await oauth.processPushedAuthorizationResponse(as, client, pushedResp);
+  assert.match(pushed.request_uri, /^urn:ietf:params:oauth:request_uri:/);
+  assert.ok(pushed.expires_in > 0 && pushed.expires_in <= 600);
+
+  const url = new URL(as.authorization_endpoint);
+  url.search = new URLSearchParams({ client_id: client.client_id, request_uri: pushed.request_uri }).toString();
+  const back = await approveInBrowser(url);
+  const params = oauth.validateAuthResponse(as, client, back, state);
+  const codeResp = await oauth.authorizationCodeGrantRequest(as, client, clientAuth, params, redirectUri, verifier, {
+    ...insecure, additionalParameters: { resource: stack.mcpUrl },
+  });
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, codeResp, { expectedNonce: nonce, requireIdToken: true });
+  assert.equal(tokens.scope, 'openid mcp');
+
+  // The request_uri was used: the same URL again is refused.
+  const replay = await fetch(url, { redirect: 'manual' });
+  assert.equal(replay.status, 400);
+  assert.match(await replay.text(), /invalid_request_uri|request_uri/);
+
+  // A push with the wrong secret or a bad request is a JSON error, as at /token.
+  await assert.rejects(
+    oauth.pushedAuthorizationRequest(as, client, oauth.ClientSecretBasic('wrong'), parameters, insecure)
+      .then((resp) => oauth.processPushedAuthorizationResponse(as, client, resp)),
+    // 401 with a Basic challenge (RFC 6749 §5.2), which oauth4webapi reports as the challenge.
+    (e) => e instanceof oauth.WWWAuthenticateChallengeError && e.status === 401 && e.cause[0]?.scheme === 'basic',
+  );
+  await assert.rejects(
+    oauth.pushedAuthorizationRequest(as, client, clientAuth, { ...parameters, code_challenge_method: 'plain' }, insecure)
+      .then((resp) => oauth.processPushedAuthorizationResponse(as, client, resp)),
+    (e) => e.error === 'invalid_request' && e.status === 400,
+  );
+});

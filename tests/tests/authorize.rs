@@ -277,11 +277,6 @@ async fn errors_after_the_redirect_uri_is_validated_go_back_with_state_and_iss()
             "request_not_supported",
         ),
         (
-            "request_uri",
-            json!({"request_uri": "https://x.example/r"}),
-            "request_uri_not_supported",
-        ),
-        (
             "repeated scope",
             json!({"scope": ["mcp", "mcp"]}),
             "invalid_request",

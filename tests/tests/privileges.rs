@@ -6,6 +6,7 @@ use oauth_provider_tests::*;
 
 const GATEWAY_FUNCTIONS: &[&str] = &[
     "begin_authorization(jsonb,timestamp with time zone)",
+    "push_authorization_request(text,text,jsonb,timestamp with time zone)",
     "begin_device_authorization(text,text,text,text,timestamp with time zone)",
     "approve_device_authorization(text,text,text[],jsonb,timestamp with time zone)",
     "canonical_resource(text)",
@@ -158,7 +159,7 @@ async fn oauth_admin_gets_the_application_functions_and_reads_no_secret() {
     let admin = admin().await;
     let functions = executable_by(&admin, "oauth_admin").await;
     for f in [
-        "configure(text,interval,interval,interval,interval,text[],text[],boolean,interval,interval,interval,boolean)",
+        "configure(text,interval,interval,interval,interval,text[],text[],boolean,interval,interval,interval,boolean,boolean,interval)",
         "create_client(text,text[],text[],text,text[],text,text[],jsonb,timestamp with time zone)",
         "update_client(text,text,text[],text[],text[],text[],jsonb,timestamp with time zone)",
         "rotate_client_secret(text,timestamp with time zone)",

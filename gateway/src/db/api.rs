@@ -39,6 +39,9 @@ pub struct Settings {
     #[serde(default)]
     pub introspection_endpoint_auth_signing_alg_values_supported: Vec<String>,
     pub client_id_metadata_document_supported: bool,
+    /// RFC 9126 §5: every authorization request must be pushed to /par first.
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
     /// Seconds a revocation can matter: the longest an access token lives.
     pub revocation_horizon: u64,
 }
@@ -99,6 +102,13 @@ pub struct AuthorizationRequest {
     pub redirect_host: Option<String>,
     /// Every registered redirect URI is loopback: any local program could be this client.
     pub loopback_only: bool,
+}
+
+/// A pushed authorization request's handle (`oauth.push_authorization_request`, RFC 9126 §2.2).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PushedRequest {
+    pub request_uri: String,
+    pub expires_in: u64,
 }
 
 /// A device's codes (`oauth.begin_device_authorization`, RFC 8628 §3.2).
@@ -457,6 +467,19 @@ impl Db {
                 &scope,
                 &subject.jti,
             ],
+        )
+        .await
+    }
+
+    /// RFC 9126 §2: the pushed request's `request_uri` and `expires_in`, or why it was refused.
+    pub async fn push_authorization_request(
+        &self,
+        client: &ClientCredentials,
+        params: &Value,
+    ) -> Result<PushedRequest, OAuthError> {
+        self.answer(
+            "SELECT oauth.push_authorization_request($1, $2, $3)",
+            &[&client.client_id, &client.secret, params],
         )
         .await
     }

@@ -25,6 +25,8 @@ pub fn document(app: &App, settings: &Settings) -> Value {
         "response_modes_supported": settings.response_modes_supported,
         "grant_types_supported": settings.grant_types_supported,
         "device_authorization_endpoint": c.endpoint("/device_authorization"),
+        "pushed_authorization_request_endpoint": c.endpoint("/par"),
+        "require_pushed_authorization_requests": settings.require_pushed_authorization_requests,
         // The extension takes https client ids for documents; this gateway fetches them only while
         // its fetcher is on, and must not promise what it would refuse.
         "client_id_metadata_document_supported": settings.client_id_metadata_document_supported && c.cimd.enabled,

@@ -7,6 +7,7 @@ mod device;
 mod introspect;
 pub mod metadata;
 mod pages;
+mod par;
 mod register;
 mod revoke;
 mod sessions;
@@ -30,6 +31,7 @@ enum Route {
     Metadata,
     Jwks,
     Authorize,
+    PushedAuthorization,
     Consent,
     Token,
     Register,
@@ -53,6 +55,7 @@ impl Route {
             Route::Metadata => "metadata",
             Route::Jwks => "jwks",
             Route::Authorize => "authorize",
+            Route::PushedAuthorization => "par",
             Route::Consent => "consent",
             Route::Token => "token",
             Route::Register => "register",
@@ -74,7 +77,7 @@ impl Route {
     fn limited(self) -> Option<Limited> {
         Some(match self {
             Route::Token => Limited::Token,
-            Route::Authorize => Limited::Authorize,
+            Route::Authorize | Route::PushedAuthorization => Limited::Authorize,
             Route::Register => Limited::Register,
             Route::DeviceAuthorization => Limited::DeviceAuthorization,
             Route::Introspect => Limited::Introspect,
@@ -93,6 +96,7 @@ impl Route {
             Route::Metadata
                 | Route::Jwks
                 | Route::Token
+                | Route::PushedAuthorization
                 | Route::Register
                 | Route::RegistrationConfiguration
                 | Route::Revoke
@@ -128,6 +132,7 @@ fn route(app: &App, path: &str) -> Option<Route> {
     Some(match rest {
         "/.well-known/jwks.json" => Route::Jwks,
         "/authorize" => Route::Authorize,
+        "/par" => Route::PushedAuthorization,
         "/consent" => Route::Consent,
         "/token" => Route::Token,
         "/register" if app.registration_enabled() => Route::Register,
@@ -233,6 +238,7 @@ async fn respond(app: &App, req: Req) -> Resp {
         Route::Metadata => metadata::serve_document(app),
         Route::Jwks => metadata::serve_jwks(app),
         Route::Authorize => authorize::handle(app, req).await,
+        Route::PushedAuthorization => par::handle(app, req).await,
         Route::Consent => consent::handle(app, req).await,
         Route::Token => token::handle(app, req).await,
         Route::Register => register::handle(app, req).await,
