@@ -575,7 +575,13 @@ pub async fn logout(app: &App, req: Req) -> Resp {
         });
     if let Some(s) = &session {
         if !(hinted_user || confirmed) {
-            return confirm_logout(app, &params, &s.session_id.to_string(), &s.user_id);
+            return confirm_logout(
+                app,
+                &params,
+                &s.session_id.to_string(),
+                &s.user_id,
+                destination.as_deref(),
+            );
         }
         if let Err(e) = app.db.end_session(s.session_id).await {
             return pages::failure(&e);
@@ -594,7 +600,13 @@ fn get<'a>(params: &'a http::Params, name: &str) -> Option<&'a str> {
     params.single(name).ok().flatten()
 }
 
-fn confirm_logout(app: &App, params: &http::Params, session_id: &str, user: &str) -> Resp {
+fn confirm_logout(
+    app: &App,
+    params: &http::Params,
+    session_id: &str,
+    user: &str,
+    destination: Option<&str>,
+) -> Resp {
     let hidden: Vec<(&str, &str)> = [
         "post_logout_redirect_uri",
         "state",
@@ -611,6 +623,7 @@ fn confirm_logout(app: &App, params: &http::Params, session_id: &str, user: &str
             &app.config.endpoint("/logout"),
             &hidden,
             &tag(app, "logout", session_id),
+            destination,
         ),
     )
 }

@@ -83,6 +83,15 @@ impl Destination {
         }
     }
 
+    /// Any validated redirect target: http(s) ones by their host, others by their scheme.
+    pub fn of_uri(uri: &str) -> Self {
+        let host = url::Url::parse(uri)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .and_then(|u| u.host_str().map(str::to_owned));
+        Self::of(uri, host)
+    }
+
     /// The CSP source the decision's redirect goes to.
     fn source(&self) -> Option<String> {
         let source = match self {
@@ -638,6 +647,7 @@ impl Views {
         action: &str,
         hidden: &[(&str, &str)],
         csrf: &str,
+        destination: Option<&str>,
     ) -> Page {
         let title = self.text(Key::sign_out_title);
         let content = html! {
@@ -656,7 +666,15 @@ impl Views {
                 }
             }
         };
-        self.layout(title, &[], &[], content)
+        // The form's answer redirects to the client's post-logout URI, and Chromium holds that
+        // redirect to form-action too.
+        let targets: Vec<String> = destination
+            .map(Destination::of_uri)
+            .as_ref()
+            .and_then(Destination::source)
+            .into_iter()
+            .collect();
+        self.layout(title, &[], &targets, content)
     }
 }
 
@@ -813,6 +831,27 @@ mod tests {
             "{}",
             page.csp
         );
+    }
+
+    #[test]
+    fn the_sign_out_form_may_lead_to_the_clients_post_logout_uri_only() {
+        let confirm = |destination| {
+            views()
+                .confirm_sign_out("alice", "https://as.example/logout", &[], "t", destination)
+                .csp
+        };
+        let csp = confirm(Some("http://127.0.0.1:6019/signed-out?state=x"));
+        assert!(
+            csp.contains("form-action 'self' http://127.0.0.1:6019;"),
+            "{csp}"
+        );
+        let csp = confirm(Some("com.example.app:/signed-out"));
+        assert!(
+            csp.contains("form-action 'self' com.example.app:;"),
+            "{csp}"
+        );
+        let csp = confirm(None);
+        assert!(csp.contains("form-action 'self';"), "{csp}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod demo_mcp;
 pub mod upstream;
 
 use std::collections::HashMap;
