@@ -6,7 +6,9 @@
 -- to it, kept only as its SHA-256, usable once, and only for a short while.
 
 -- RFC 9126 §2: answers {"request_uri", "expires_in"} (HTTP 201), or an error the gateway returns as
--- JSON like the token endpoint's: a pushed request is never answered through a redirect.
+-- JSON like the token endpoint's: a pushed request is never answered through a redirect. Or, for a
+-- metadata-document client whose document the database has no fresh copy of,
+-- {"fetch_client_document": url}: the gateway fetches it and pushes again.
 CREATE FUNCTION oauth.push_authorization_request(
     client_id text, client_secret text, params jsonb, now timestamptz DEFAULT now()
 ) RETURNS jsonb
@@ -18,6 +20,7 @@ DECLARE
     authenticated record;
     request_uri text := 'urn:ietf:params:oauth:request_uri:' || oauth.random_token(32);
     began jsonb;
+    document_state jsonb;
 BEGIN
     IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
         RETURN oauth._error('invalid_request', 'missing parameters');
@@ -29,6 +32,14 @@ BEGIN
     END IF;
     IF params ? 'client_id' AND push_authorization_request.client_id IS DISTINCT FROM params->>'client_id' THEN
         RETURN oauth._error('invalid_request', 'client_id is not the authenticated client');
+    END IF;
+    -- A client named by its metadata document pushes first: its document is fetched before it can
+    -- be authenticated, as at /authorize.
+    IF oauth._is_document_client_id(push_authorization_request.client_id) THEN
+        document_state := oauth._client_document_state(push_authorization_request.client_id, now);
+        IF document_state IS NOT NULL THEN
+            RETURN document_state;
+        END IF;
     END IF;
     authenticated := oauth._client_authentication(push_authorization_request.client_id, client_secret, now);
     IF authenticated.problem IS NOT NULL THEN

@@ -375,3 +375,37 @@ async fn par_may_be_required_by_the_deployment_or_by_a_client() {
         "a request_uri lives at most 10 minutes"
     );
 }
+
+/// A client named by its metadata document may push before it ever came to /authorize: the push
+/// asks the gateway to fetch the document first, then authenticates the client it describes.
+#[tokio::test]
+async fn a_metadata_document_client_pushes_once_its_document_is_fetched() {
+    let gw = gateway().await;
+    let url = format!("https://{}.example/client.json", unique("docs"));
+    let document = json!({
+        "client_id": url,
+        "client_name": "Document Client",
+        "redirect_uris": ["http://127.0.0.1/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    });
+    let pkce = Pkce::new();
+    let params = json!({
+        "client_id": url, "response_type": "code", "redirect_uri": "http://127.0.0.1:5000/callback",
+        "scope": "mcp", "state": "s", "code_challenge": pkce.challenge, "code_challenge_method": "S256",
+    });
+    let first = push(&gw, &url, None, &params).await;
+    assert_eq!(first, json!({"fetch_client_document": url}));
+    let stored: Value = scalar(
+        &gw,
+        "SELECT oauth.store_client_document($1, $2, now() + interval '1 hour', now() + interval '5 minutes')",
+        &[&url, &document],
+    )
+    .await;
+    assert_ok(&stored, "store_client_document");
+    let pushed = push(&gw, &url, None, &params).await;
+    assert_ok(&pushed, "the push once the document is known");
+    let begun = authorize_by_uri(&gw, &url, str_field(&pushed, "request_uri"), "0 seconds").await;
+    assert_ok(&begun, "its request_uri");
+}

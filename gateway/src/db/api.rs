@@ -104,11 +104,17 @@ pub struct AuthorizationRequest {
     pub loopback_only: bool,
 }
 
-/// A pushed authorization request's handle (`oauth.push_authorization_request`, RFC 9126 §2.2).
+/// What `oauth.push_authorization_request` answered (RFC 9126 §2.2).
 #[derive(Debug, Clone, Deserialize)]
-pub struct PushedRequest {
-    pub request_uri: String,
-    pub expires_in: u64,
+#[serde(untagged)]
+pub enum Pushed {
+    /// The pushed request's handle.
+    Stored {
+        request_uri: String,
+        expires_in: u64,
+    },
+    /// A URL client_id whose document the database has no fresh copy of.
+    FetchClientDocument { fetch_client_document: String },
 }
 
 /// A device's codes (`oauth.begin_device_authorization`, RFC 8628 §3.2).
@@ -476,7 +482,7 @@ impl Db {
         &self,
         client: &ClientCredentials,
         params: &Value,
-    ) -> Result<PushedRequest, OAuthError> {
+    ) -> Result<Pushed, OAuthError> {
         self.answer(
             "SELECT oauth.push_authorization_request($1, $2, $3)",
             &[&client.client_id, &client.secret, params],
