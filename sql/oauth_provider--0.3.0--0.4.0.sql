@@ -767,7 +767,12 @@ LANGUAGE plpgsql
 AS $$
 BEGIN
     -- One notification per statement, naming the highest id it wrote; listeners read from SQL.
-    PERFORM pg_catalog.pg_notify('oauth_events', (SELECT pg_catalog.max(e.event_id) FROM inserted e)::text);
+    -- Not for token responses alone: a notifying transaction holds a cluster-wide lock from before
+    -- its commit record until it is flushed, so notifying commits cannot share a WAL flush; one per
+    -- refresh halved the rotation rate. Those events are read by polling (take_events, list_events).
+    IF EXISTS (SELECT 1 FROM inserted e WHERE e.kind <> 'tokens_issued') THEN
+        PERFORM pg_catalog.pg_notify('oauth_events', (SELECT pg_catalog.max(e.event_id) FROM inserted e)::text);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -1098,11 +1103,11 @@ GRANT EXECUTE ON FUNCTION oauth.add_signing_key(text, text, jsonb, bytea, text, 
 ALTER TABLE oauth.default_settings
     ADD COLUMN event_retention interval NOT NULL DEFAULT '30 days',
     ADD CONSTRAINT default_settings_event_retention_check CHECK (event_retention >= '1 hour'),
-    ADD COLUMN record_token_events boolean NOT NULL DEFAULT true;
+    ADD COLUMN record_token_events boolean NOT NULL DEFAULT false;
 ALTER TABLE oauth.settings
     ADD COLUMN event_retention interval NOT NULL DEFAULT '30 days',
     ADD CONSTRAINT default_settings_event_retention_check CHECK (event_retention >= '1 hour'),
-    ADD COLUMN record_token_events boolean NOT NULL DEFAULT true;
+    ADD COLUMN record_token_events boolean NOT NULL DEFAULT false;
 
 -- A token response's audit event, unless the deployment turned them off (record_token_events).
 CREATE FUNCTION oauth._tokens_issued(

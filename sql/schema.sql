@@ -43,9 +43,10 @@ CREATE TABLE oauth.default_settings (
     revoked_retention interval NOT NULL DEFAULT '7 days',
     -- How long oauth.events rows are kept (cleanup removes older ones that every live consumer has
     -- been given), and whether each token response is an event (`tokens_issued`): at thousands of
-    -- refreshes a second that is the bulk of the table, so an operator may turn it off.
+    -- refreshes a second that is the bulk of the table and a third of the refresh rate, so it is
+    -- the operator's choice.
     event_retention interval NOT NULL DEFAULT '30 days' CHECK (event_retention >= '1 hour'),
-    record_token_events boolean NOT NULL DEFAULT true,
+    record_token_events boolean NOT NULL DEFAULT false,
     -- RFC 9126: whether every authorization request must be pushed to /par first, and how long a
     -- pushed request's request_uri may be used at /authorize (§2.2: short, single use).
     require_pushed_authorization_requests boolean NOT NULL DEFAULT false,

@@ -278,7 +278,17 @@ async fn every_token_response_is_an_event_with_its_grant_type_unless_turned_off(
     // Settings are the database's: a database of its own.
     let db = TempDb::create().await;
     let (admin, gw) = (db.admin().await, db.gateway().await);
+    let off: Value = scalar(&admin, "SELECT oauth.settings()", &[]).await;
+    assert_eq!(off["record_token_events"], json!(false), "off by default");
+    let _: Value = scalar(
+        &admin,
+        "SELECT oauth.configure(record_token_events => true)",
+        &[],
+    )
+    .await;
     let client = create_client(&admin, ClientSpec::default()).await;
+    let (listener, mut notes) = connect_listening(&db.gateway_config()).await;
+    listener.batch_execute("LISTEN oauth_events").await.unwrap();
     let user = unique("user");
     let issued = tokens_for(&gw, &client, &user).await;
     let refresh = str_field(&issued, "refresh_token").to_owned();
@@ -338,6 +348,20 @@ async fn every_token_response_is_an_event_with_its_grant_type_unless_turned_off(
     )
     .await;
     assert_eq!(secrets, 0, "no token in any event");
+    // Announced: the other events (the consent among them); never a token response's alone.
+    let mut announced = Vec::new();
+    while let Ok(Some(note)) = tokio::time::timeout(Duration::from_millis(300), notes.recv()).await
+    {
+        announced.push(note.payload().parse::<i64>().unwrap());
+    }
+    let kinds: Vec<String> = column(
+        &admin,
+        "SELECT kind FROM oauth.events WHERE event_id = ANY($1) ORDER BY event_id",
+        &[&announced],
+    )
+    .await;
+    assert!(kinds.contains(&"consent_granted".to_owned()), "{kinds:?}");
+    assert!(!kinds.contains(&"tokens_issued".to_owned()), "{kinds:?}");
 
     let settings: Value = scalar(
         &admin,
