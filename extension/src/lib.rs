@@ -117,4 +117,9 @@ pgrx::extension_sql_file!(
     name = "signing_keys",
     requires = ["events"]
 );
+pgrx::extension_sql_file!(
+    "../sql/upstream_tokens.sql",
+    name = "upstream_tokens",
+    requires = ["sessions"]
+);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
