@@ -715,8 +715,14 @@ impl Config {
             let lower = name.to_ascii_lowercase();
             if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()
                 || lower.starts_with("x-oauth-")
-                || ["authorization", "cookie", "host", "content-length", "content-type"]
-                    .contains(&lower.as_str())
+                || [
+                    "authorization",
+                    "cookie",
+                    "host",
+                    "content-length",
+                    "content-type",
+                ]
+                .contains(&lower.as_str())
             {
                 return Err(format!(
                     "route {}: upstream_token_header {name:?} must be a header name of its own \

@@ -143,10 +143,8 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
             crate::upstream::Provider::new(&name, upstream, kek.as_deref()).map(Arc::new)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let guard = guard.with_upstream_tokens(crate::upstream::UpstreamTokens::new(
-        &upstreams,
-        db.clone(),
-    ));
+    let guard =
+        guard.with_upstream_tokens(crate::upstream::UpstreamTokens::new(&upstreams, db.clone()));
     Ok(Arc::new(App {
         upstreams,
         config,

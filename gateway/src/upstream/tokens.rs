@@ -182,9 +182,15 @@ impl IssuedTokens {
         Ok(tokens)
     }
 
-    /// Usable for a request forwarded now.
+    /// Usable for a request forwarded now, with time to spare: otherwise it is refreshed first.
     pub fn fresh(&self) -> bool {
         self.expires_at.is_none_or(|at| at > now() + EXPIRY_MARGIN)
+    }
+
+    /// Not expired. What another refresh just wrote is taken as it is, even from a provider whose
+    /// tokens live less than the margin (refreshing it again would only repeat that refresh).
+    fn unexpired(&self) -> bool {
+        self.expires_at.is_none_or(|at| at > now())
     }
 }
 
@@ -228,13 +234,13 @@ impl UpstreamTokens {
         let token_set_id = Uuid::new_v4();
         let sealed = sealer.seal(token_set_id, user_id, &provider.name, tokens);
         db.store_upstream_tokens(
-                token_set_id,
-                session_id,
-                &provider.name,
-                &sealed,
-                &sealer.fingerprint,
-            )
-            .await
+            token_set_id,
+            session_id,
+            &provider.name,
+            &sealed,
+            &sealer.fingerprint,
+        )
+        .await
     }
 
     fn open(&self, set: &SealedTokenSet) -> Result<(Arc<Provider>, IssuedTokens), Unusable> {
@@ -277,7 +283,7 @@ impl UpstreamTokens {
         };
         let result = {
             let _turn = flight.lock().await;
-            self.refresh(grant).await
+            self.refresh(grant, set.version).await
         };
         {
             let mut flights = self.flights.lock().expect("flights lock");
@@ -289,14 +295,14 @@ impl UpstreamTokens {
         result.map(Some)
     }
 
-    /// Under the set's lock: read again (a refresh may have just finished), refresh at the
-    /// provider, write with a compare-and-swap.
-    async fn refresh(&self, grant: Uuid) -> Result<String, Unusable> {
+    /// Under the set's lock: read again (a refresh may have just finished since `seen` was
+    /// read: then its result is used), refresh at the provider, write with a compare-and-swap.
+    async fn refresh(&self, grant: Uuid, seen: i64) -> Result<String, Unusable> {
         let Some(set) = self.read(grant).await? else {
             return Err(Unusable);
         };
         let (provider, tokens) = self.open(&set)?;
-        if tokens.fresh() {
+        if tokens.fresh() || (set.version != seen && tokens.unexpired()) {
             return Ok(tokens.access_token);
         }
         let sealer = provider.sealer.as_ref().expect("providers with a sealer");
@@ -366,7 +372,7 @@ impl UpstreamTokens {
         }
         let (_, tokens) = self.open(&set)?;
         tokens
-            .fresh()
+            .unexpired()
             .then_some(tokens.access_token)
             .ok_or(Unusable)
     }
@@ -388,10 +394,22 @@ mod tests {
         let sealed = sealer.seal(set, "alice", "default", &tokens);
         assert_eq!(sealer.open(set, "alice", "default", &sealed), Some(tokens));
         assert!(sealer.open(set, "bob", "default", &sealed).is_none());
-        assert!(sealer.open(Uuid::new_v4(), "alice", "default", &sealed).is_none());
+        assert!(
+            sealer
+                .open(Uuid::new_v4(), "alice", "default", &sealed)
+                .is_none()
+        );
         assert!(sealer.open(set, "alice", "other", &sealed).is_none());
-        assert!(Sealer::derive(&[8u8; 32]).open(set, "alice", "default", &sealed).is_none());
-        assert!(sealer.open(set, "alice", "default", &sealed[..20]).is_none());
+        assert!(
+            Sealer::derive(&[8u8; 32])
+                .open(set, "alice", "default", &sealed)
+                .is_none()
+        );
+        assert!(
+            sealer
+                .open(set, "alice", "default", &sealed[..20])
+                .is_none()
+        );
     }
 
     #[test]
