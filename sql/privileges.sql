@@ -57,6 +57,8 @@ GRANT EXECUTE ON FUNCTION
     -- The upstream provider's tokens, sealed by the gateway (sql/upstream_tokens.sql).
     oauth.store_upstream_tokens(uuid, uuid, text, bytea, text, timestamptz),
     oauth.upstream_tokens_for_grant(uuid, timestamptz),
+    oauth.claim_upstream_refresh(uuid, bigint, interval, timestamptz),
+    oauth.release_upstream_refresh(uuid, bigint, timestamptz),
     oauth.replace_upstream_tokens(uuid, bigint, bytea, text, timestamptz),
     oauth.forget_upstream_tokens(uuid, bigint, timestamptz),
     -- The shared signing keys, sealed: every gateway loads and reloads them.

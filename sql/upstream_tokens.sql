@@ -24,6 +24,9 @@ CREATE TABLE oauth.upstream_tokens (
     -- Compare-and-swap: a refresh replaces the version it read, so two gateways refreshing at once
     -- cannot overwrite one provider answer with another.
     version bigint NOT NULL DEFAULT 1,
+    -- One refresh at a time across gateways (oauth.claim_upstream_refresh): a provider that rotates
+    -- refresh tokens takes a second presentation of one for reuse, and may revoke everything.
+    refreshing_until timestamptz,
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL
 );
@@ -185,6 +188,46 @@ AS $$
      WHERE l.grant_id = upstream_tokens_for_grant.grant_id AND g.revoked_at IS NULL AND g.user_id = t.user_id;
 $$;
 
+-- A gateway about to refresh the set at the provider claims it for `lease` (1 to 60 seconds): true
+-- when it may go ahead; false when another gateway is refreshing it (wait for its version) or the
+-- set moved past `expected_version` (read it again). The claim ends with the replacement, with
+-- oauth.release_upstream_refresh after a failure, or when the lease runs out (a gateway that died).
+CREATE FUNCTION oauth.claim_upstream_refresh(
+    token_set_id uuid,
+    expected_version bigint,
+    lease interval DEFAULT '15 seconds',
+    now timestamptz DEFAULT now()
+) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE oauth.upstream_tokens t
+       SET refreshing_until = now + least(greatest(coalesce(lease, interval '15 seconds'), interval '1 second'),
+                                          interval '60 seconds')
+     WHERE t.token_set_id = claim_upstream_refresh.token_set_id AND t.version = expected_version
+       AND (t.refreshing_until IS NULL OR t.refreshing_until <= now);
+    RETURN FOUND;
+END
+$$;
+
+-- Ends a claim whose refresh failed and left the set as it was, so the next request may try again.
+CREATE FUNCTION oauth.release_upstream_refresh(
+    token_set_id uuid,
+    expected_version bigint,
+    now timestamptz DEFAULT now()
+) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE oauth.upstream_tokens t SET refreshing_until = NULL
+     WHERE t.token_set_id = release_upstream_refresh.token_set_id AND t.version = expected_version
+       AND t.refreshing_until > now;
+    RETURN FOUND;
+END
+$$;
+
 -- A refresh's result, written only over the version the gateway refreshed from (one statement: a
 -- compare-and-swap). Returns the new version, or NULL when another gateway replaced it first (the
 -- caller reads the set again and uses that) or the set is gone.
@@ -200,7 +243,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE oauth.upstream_tokens t
        SET sealed = replace_upstream_tokens.sealed, sealed_with = replace_upstream_tokens.sealed_with,
-           version = t.version + 1, updated_at = now
+           version = t.version + 1, refreshing_until = NULL, updated_at = now
      WHERE t.token_set_id = replace_upstream_tokens.token_set_id AND t.version = expected_version
        AND octet_length(replace_upstream_tokens.sealed) BETWEEN 28 AND 32768
        AND length(replace_upstream_tokens.sealed_with) BETWEEN 1 AND 128

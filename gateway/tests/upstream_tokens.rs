@@ -251,6 +251,25 @@ async fn the_mcp_server_gets_the_users_current_upstream_token_refreshed_and_neve
     let elsewhere = handed_on(&call(&gateway.http, &second_url, &token).await).unwrap();
     assert_eq!(userinfo_subject(&upstream, &elsewhere).await, "alice");
     assert_eq!(version(&gateway).await, left + 1);
+
+    // Both gateways at once: one refresh at a time across them (a claim in the database), so the
+    // provider never sees a rotated refresh token twice (it would take that for reuse and revoke).
+    let both: Vec<String> = (0..8)
+        .map(|i| {
+            if i % 2 == 0 {
+                url.clone()
+            } else {
+                second_url.clone()
+            }
+        })
+        .collect();
+    let answers =
+        futures_util::future::join_all(both.iter().map(|u| call(&gateway.http, u, &token))).await;
+    let handed: std::collections::BTreeSet<String> =
+        answers.iter().map(|r| handed_on(r).unwrap()).collect();
+    for token in &handed {
+        assert_eq!(userinfo_subject(&upstream, token).await, "alice");
+    }
     second_gateway
         .shutdown(std::time::Duration::from_secs(2))
         .await;

@@ -54,6 +54,8 @@ const GATEWAY_FUNCTIONS: &[&str] = &[
     // The upstream provider's sealed tokens (sql/upstream_tokens.sql).
     "store_upstream_tokens(uuid,uuid,text,bytea,text,timestamp with time zone)",
     "upstream_tokens_for_grant(uuid,timestamp with time zone)",
+    "claim_upstream_refresh(uuid,bigint,interval,timestamp with time zone)",
+    "release_upstream_refresh(uuid,bigint,timestamp with time zone)",
     "replace_upstream_tokens(uuid,bigint,bytea,text,timestamp with time zone)",
     "forget_upstream_tokens(uuid,bigint,timestamp with time zone)",
 ];

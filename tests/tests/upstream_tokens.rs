@@ -112,6 +112,28 @@ async fn tokens_follow_the_session_into_its_grants_and_are_replaced_only_over_th
         (set, user.as_str(), blob(1), 1)
     );
 
+    // One refresh at a time across gateways: a claim on the version read, until released,
+    // replaced, or its lease runs out.
+    let claim =
+        "SELECT oauth.claim_upstream_refresh($1, $2, '15 seconds', now() + $3::text::interval)";
+    let first: bool = scalar(&gw, claim, &[&set, &1i64, &"0 seconds"]).await;
+    let second: bool = scalar(&gw, claim, &[&set, &1i64, &"1 second"]).await;
+    let stale: bool = scalar(&gw, claim, &[&set, &0i64, &"1 minute"]).await;
+    let after_lease: bool = scalar(&gw, claim, &[&set, &1i64, &"16 seconds"]).await;
+    assert_eq!(
+        (first, second, stale, after_lease),
+        (true, false, false, true)
+    );
+    let released: bool = scalar(
+        &gw,
+        "SELECT oauth.release_upstream_refresh($1, 1, now() + interval '17 seconds')",
+        &[&set],
+    )
+    .await;
+    assert!(released);
+    let again: bool = scalar(&gw, claim, &[&set, &1i64, &"18 seconds"]).await;
+    assert!(again, "released: the next request may try");
+
     // Compare-and-swap: the version read wins once; a writer holding it afterwards loses.
     let replaced: Option<i64> = scalar(
         &gw,

@@ -64,6 +64,36 @@ impl Db {
             })
     }
 
+    /// Whether this gateway may refresh the set now (no other gateway is, and it is still at
+    /// `expected_version`).
+    pub async fn claim_upstream_refresh(
+        &self,
+        token_set_id: Uuid,
+        expected_version: i64,
+    ) -> Result<bool, OAuthError> {
+        let rows = self
+            .query(
+                "SELECT oauth.claim_upstream_refresh($1, $2)",
+                &[&token_set_id, &expected_version],
+            )
+            .await?;
+        Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
+    pub async fn release_upstream_refresh(
+        &self,
+        token_set_id: Uuid,
+        expected_version: i64,
+    ) -> Result<bool, OAuthError> {
+        let rows = self
+            .query(
+                "SELECT oauth.release_upstream_refresh($1, $2)",
+                &[&token_set_id, &expected_version],
+            )
+            .await?;
+        Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
     /// The new version, or `None` when the set moved past `expected_version` (or is gone).
     pub async fn replace_upstream_tokens(
         &self,

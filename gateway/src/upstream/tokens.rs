@@ -2,9 +2,11 @@
 //! here with AES-256-GCM and stored by the extension as opaque bytes (`sql/upstream_tokens.sql`),
 //! handed to routes with `upstream_token_header`, and refreshed at the provider when they expire.
 //!
-//! Refreshing is single-flight per token set within a gateway (a lock per set, the set read again
-//! under it), and the result is written with a compare-and-swap on the set's version
-//! (`oauth.replace_upstream_tokens`): a gateway that lost the race reads the winner's tokens
+//! Refreshing is single-flight per token set: within a gateway a lock per set (the set read again
+//! under it), across gateways a short claim in the database (`oauth.claim_upstream_refresh`; the
+//! others wait for the new version), because a provider that rotates refresh tokens takes a second
+//! presentation of one for reuse. The result is written with a compare-and-swap on the set's
+//! version (`oauth.replace_upstream_tokens`): a gateway that lost a race reads the winner's tokens
 //! instead of overwriting them with its own provider answer.
 
 use std::collections::HashMap;
@@ -24,6 +26,9 @@ use crate::db::{Db, SealedTokenSet};
 /// A refresh happens this long before the access token's end, so a request forwarded now does
 /// not reach the MCP server (and the provider's API behind it) with a token that just expired.
 const EXPIRY_MARGIN: i64 = 30;
+/// How long a request waits for another gateway's refresh of the same set, and how often it looks.
+const WAIT_FOR_OTHER: std::time::Duration = std::time::Duration::from_secs(5);
+const LOOK_AGAIN: std::time::Duration = std::time::Duration::from_millis(100);
 /// Tokens larger than this are not kept (the column holds at most 32 KiB sealed).
 const MAX_PLAINTEXT: usize = 24 * 1024;
 
@@ -306,6 +311,18 @@ impl UpstreamTokens {
             return Ok(tokens.access_token);
         }
         let sealer = provider.sealer.as_ref().expect("providers with a sealer");
+        match self
+            .db
+            .claim_upstream_refresh(set.token_set_id, set.version)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return self.wait_for_other(grant, set.version).await,
+            Err(e) => {
+                tracing::warn!(error = %e.description, "could not claim the upstream refresh");
+                return Err(Unusable);
+            }
+        }
         match provider.refresh(&tokens).await {
             Ok(renewed) => {
                 let sealed = sealer.seal(set.token_set_id, &set.user_id, &set.upstream, &renewed);
@@ -359,9 +376,29 @@ impl UpstreamTokens {
                     }
                     Failure::NotAllowed(_) => {}
                 }
+                // The set is as it was: the next request may try again at once.
+                let _ = self
+                    .db
+                    .release_upstream_refresh(set.token_set_id, set.version)
+                    .await;
                 Err(Unusable)
             }
         }
+    }
+
+    /// Another gateway claimed the refresh: its result, once written.
+    async fn wait_for_other(&self, grant: Uuid, version: i64) -> Result<String, Unusable> {
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(LOOK_AGAIN).await;
+            let Some(set) = self.read(grant).await? else {
+                return Err(Unusable);
+            };
+            if set.version != version {
+                return self.winner(grant, version).await;
+            }
+        }
+        Err(Unusable)
     }
 
     /// The set as another refresh left it, if it moved past `version` and is fresh.
