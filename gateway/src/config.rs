@@ -764,6 +764,69 @@ mod tests {
     use super::{Config, IpRange};
 
     #[test]
+    fn several_upstreams_are_named_distinct_and_kept_tokens_need_a_key() {
+        let base = || {
+            Config::from_toml(
+                r#"
+                issuer = "https://auth.example"
+                [[keys]]
+                path = "/dev/null"
+                alg = "ES256"
+                [upstream]
+                issuer = "https://one.example"
+                client_id = "gw"
+                client_secret = "s"
+                [upstreams.two]
+                issuer = "https://two.example"
+                client_id = "gw"
+                client_secret = "s"
+                [[routes]]
+                prefix = "/mcp"
+                upstream = "http://127.0.0.1:9/mcp"
+                "#,
+            )
+            .unwrap()
+        };
+        let config = base();
+        assert!(config.validate().is_ok(), "{:?}", config.validate());
+        let names: Vec<String> = config.all_upstreams().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["default", "two"]);
+
+        let mut same_issuer = base();
+        same_issuer.upstreams.get_mut("two").unwrap().issuer = Some("https://one.example".into());
+        assert!(same_issuer.validate().unwrap_err().contains("same issuer"));
+        let mut twice = base();
+        let again = twice.upstreams["two"].clone();
+        twice.upstreams.insert("default".into(), again);
+        assert!(twice.validate().is_err());
+        let mut bad_name = base();
+        let two = bad_name.upstreams.remove("two").unwrap();
+        bad_name.upstreams.insert("two words".into(), two);
+        assert!(bad_name.validate().is_err());
+
+        let mut header = base();
+        header.routes[0].upstream_token_header = Some("X-Upstream-Access-Token".into());
+        assert!(header.validate().unwrap_err().contains("store_tokens"));
+        header.upstreams.get_mut("two").unwrap().store_tokens = true;
+        assert!(
+            header
+                .validate()
+                .unwrap_err()
+                .contains("token_encryption_key")
+        );
+        header
+            .upstreams
+            .get_mut("two")
+            .unwrap()
+            .token_encryption_key = Some(crate::keyring::Kek::generate());
+        assert!(header.validate().is_ok(), "{:?}", header.validate());
+        for spoofable in ["X-OAuth-Subject", "Authorization", "bad header"] {
+            header.routes[0].upstream_token_header = Some(spoofable.into());
+            assert!(header.validate().is_err(), "{spoofable}");
+        }
+    }
+
+    #[test]
     fn trusted_proxy_ranges_match_by_prefix_and_default_to_loopback() {
         let block = IpRange::parse("10.1.0.0/16").unwrap();
         assert!(block.contains("10.1.255.3".parse().unwrap()));
