@@ -56,6 +56,13 @@ GRANT EXECUTE ON FUNCTION
     oauth.list_user_sessions(text, timestamptz),
     oauth.continue_authorization(text, text, text, boolean, boolean, timestamptz),
     oauth.post_logout_redirect(text, text, text, timestamptz),
+    -- The upstream provider's tokens, sealed by the gateway (sql/upstream_tokens.sql).
+    oauth.store_upstream_tokens(uuid, uuid, text, bytea, text, timestamptz),
+    oauth.upstream_tokens_for_grant(uuid, timestamptz),
+    oauth.claim_upstream_refresh(uuid, bigint, interval, timestamptz),
+    oauth.release_upstream_refresh(uuid, bigint, timestamptz),
+    oauth.replace_upstream_tokens(uuid, bigint, bytea, text, timestamptz),
+    oauth.forget_upstream_tokens(uuid, bigint, timestamptz),
     -- The shared signing keys, sealed: every gateway loads and reloads them.
     oauth.signing_keys(timestamptz),
     oauth.error_sqlstate(text)

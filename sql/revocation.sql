@@ -316,6 +316,17 @@ BEGIN
          LIMIT batch_size FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
 
+    -- Sealed upstream tokens no live grant uses once their session is over (ended, expired or
+    -- removed above): nobody can use them any more.
+    DELETE FROM oauth.upstream_tokens WHERE token_set_id IN (
+        SELECT t.token_set_id FROM oauth.upstream_tokens t
+         WHERE NOT EXISTS (SELECT 1 FROM oauth.grant_upstream_tokens l JOIN oauth.grants g USING (grant_id)
+                            WHERE l.token_set_id = t.token_set_id AND g.revoked_at IS NULL)
+           AND NOT EXISTS (SELECT 1 FROM oauth.browser_sessions s
+                            WHERE s.session_id = t.session_id AND s.ended_at IS NULL AND s.expires_at > now)
+         LIMIT batch_size FOR UPDATE OF t SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT; removed := removed + n;
+
     -- Events past their retention, except those a consumer still delivering has not been given: a
     -- webhook that was down for a while catches up. A consumer that acknowledged nothing for a
     -- whole retention period holds nothing back (it would keep every event for ever).

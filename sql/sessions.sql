@@ -279,10 +279,13 @@ BEGIN
     IF consented OR (remember_consent AND coalesce(request.prompt, '') !~ '\mconsent\M'
                      AND oauth._consent_remembered(request, who)) THEN
         request := oauth._take_request(request.request_id, now);
-        RETURN jsonb_build_object('action', 'redirect', 'location',
+        answer := jsonb_build_object('action', 'redirect', 'location',
             oauth._issue_code_for(request, who, request.scopes,
                                   CASE WHEN session.session_id IS NOT NULL THEN session.claims END,
                                   coalesce(session.auth_time, now), now));
+        -- The upstream tokens of this sign-in follow the user into the grant (sql/upstream_tokens.sql).
+        PERFORM oauth._attach_upstream_tokens(session.session_id, who, request.client_id, now);
+        RETURN answer;
     END IF;
     IF request.prompt = 'none' THEN
         RETURN oauth._end_request_with(request, 'consent_required', 'the user has not consented to this request', now);

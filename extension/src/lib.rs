@@ -122,4 +122,9 @@ pgrx::extension_sql_file!(
     name = "pushed_requests",
     requires = ["signing_keys"]
 );
+pgrx::extension_sql_file!(
+    "../sql/upstream_tokens.sql",
+    name = "upstream_tokens",
+    requires = ["sessions"]
+);
 pgrx::extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

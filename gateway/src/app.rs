@@ -40,8 +40,9 @@ pub struct App {
     pub client_keys: crate::client_keys::ClientKeys,
     /// The pages, with the deployment's branding, texts and scope descriptions.
     pub views: Arc<crate::views::Views>,
-    /// Sign-in through an upstream identity provider (`[upstream]`).
-    pub upstream: Option<Arc<crate::upstream::Provider>>,
+    /// Sign-in through upstream identity providers (`[upstream]`, `[upstreams.*]`), in the order
+    /// the choice page lists them.
+    pub upstreams: Vec<Arc<crate::upstream::Provider>>,
     /// Wrong user codes entered per signed-in user on the device verification page.
     pub user_code_misses: crate::budget::Budget,
     /// Requests per client and per address (`[rate_limits]`).
@@ -54,6 +55,16 @@ pub struct App {
 impl App {
     pub fn settings(&self) -> Option<Arc<Settings>> {
         self.settings.read().expect("settings lock").clone()
+    }
+
+    /// Whether people sign in through an upstream provider (and so hold browser sessions).
+    pub fn has_upstream(&self) -> bool {
+        !self.upstreams.is_empty()
+    }
+
+    /// The provider configured under `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<crate::upstream::Provider>> {
+        self.upstreams.iter().find(|p| p.name == name)
     }
 
     pub fn registration_enabled(&self) -> bool {

@@ -34,6 +34,10 @@ pub struct RouteConfig {
     /// or resource) name.
     #[serde(default)]
     pub tool_scopes: Vec<ToolScope>,
+    /// The header carrying the signed-in user's current access token at the upstream identity
+    /// provider (`store_tokens`), e.g. `X-Upstream-Access-Token`; a client's own copy is removed.
+    #[serde(default)]
+    pub upstream_token_header: Option<String>,
 }
 
 impl Default for RouteConfig {
@@ -44,6 +48,7 @@ impl Default for RouteConfig {
             scopes: default_route_scopes(),
             resource: None,
             tool_scopes: Vec::new(),
+            upstream_token_header: None,
         }
     }
 }
@@ -190,6 +195,9 @@ pub struct Config {
     /// Sign-in through an upstream identity provider (OpenID Connect or plain OAuth 2.0): the
     /// pages' users are whoever it authenticated, held in browser sessions (`[upstream]`).
     pub upstream: Option<crate::upstream::UpstreamConfig>,
+    /// Several providers to choose from at sign-in (`[upstreams.<name>]`), besides or instead of
+    /// `[upstream]` (which is named `default`).
+    pub upstreams: std::collections::BTreeMap<String, crate::upstream::UpstreamConfig>,
     /// Skip the consent page when the signed-in user's live grant for the client already holds
     /// the requested scopes and resource (never for loopback or private-use-scheme clients).
     pub remember_consent: bool,
@@ -406,6 +414,7 @@ impl Default for Config {
             upstream_timeout: Duration::from_secs(30),
             cimd: CimdConfig::default(),
             upstream: None,
+            upstreams: Default::default(),
             remember_consent: false,
             refresh_batching: Default::default(),
             audit_webhook: Default::default(),
@@ -476,9 +485,7 @@ impl Config {
                     .into(),
             );
         }
-        if let Some(upstream) = &self.upstream {
-            upstream.validate()?;
-        }
+        self.validate_upstreams()?;
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
         }
@@ -645,6 +652,95 @@ impl IpRange {
 /// Whether `text` can be an RFC 8707 resource indicator here: an absolute http(s) URL without a
 /// fragment (the extension's `resource_problem` decides; this is the part a configuration can get
 /// wrong).
+/// The name `[upstream]` goes by among `[upstreams.*]` (and in sealed token sets).
+pub const DEFAULT_UPSTREAM: &str = "default";
+
+impl Config {
+    /// Every sign-in provider, `[upstream]` first (as `default`), then `[upstreams.*]` by name.
+    pub fn all_upstreams(&self) -> Vec<(String, crate::upstream::UpstreamConfig)> {
+        self.upstream
+            .iter()
+            .map(|u| (DEFAULT_UPSTREAM.to_owned(), u.clone()))
+            .chain(self.upstreams.iter().map(|(n, u)| (n.clone(), u.clone())))
+            .collect()
+    }
+
+    fn validate_upstreams(&self) -> Result<(), String> {
+        if self.upstream.is_some() && self.upstreams.contains_key(DEFAULT_UPSTREAM) {
+            return Err(format!(
+                "[upstream] is named {DEFAULT_UPSTREAM:?}: [upstreams.{DEFAULT_UPSTREAM}] would be a second one"
+            ));
+        }
+        let mut providers = std::collections::BTreeSet::new();
+        let mut keeps_tokens = false;
+        for (name, upstream) in self.all_upstreams() {
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "upstreams.{name}: a name is 1 to 64 letters, digits, - or _"
+                ));
+            }
+            upstream
+                .validate()
+                .map_err(|e| format!("upstreams.{name}: {e}"))?;
+            // A session records its provider by issuer (or authorization endpoint): two providers
+            // sharing one could not be told apart on the sessions page.
+            let provider = upstream
+                .issuer
+                .clone()
+                .or(upstream.authorization_endpoint.clone())
+                .unwrap_or_default();
+            if !providers.insert(provider) {
+                return Err(format!(
+                    "upstreams.{name}: another upstream has the same issuer (or authorization endpoint)"
+                ));
+            }
+            if upstream.store_tokens {
+                keeps_tokens = true;
+                if upstream.token_encryption_key.is_none() && self.key_encryption_key.is_none() {
+                    return Err(format!(
+                        "upstreams.{name}: store_tokens needs token_encryption_key (or key_encryption_key)"
+                    ));
+                }
+            }
+        }
+        for route in &self.routes {
+            let Some(name) = &route.upstream_token_header else {
+                continue;
+            };
+            let lower = name.to_ascii_lowercase();
+            if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || lower.starts_with("x-oauth-")
+                || [
+                    "authorization",
+                    "cookie",
+                    "host",
+                    "content-length",
+                    "content-type",
+                ]
+                .contains(&lower.as_str())
+            {
+                return Err(format!(
+                    "route {}: upstream_token_header {name:?} must be a header name of its own \
+                     (not an x-oauth-* identity header or one HTTP gives a meaning)",
+                    route.prefix
+                ));
+            }
+            if !keeps_tokens {
+                return Err(format!(
+                    "route {}: upstream_token_header needs an upstream with store_tokens = true",
+                    route.prefix
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 pub fn is_resource_indicator(text: &str) -> bool {
     url::Url::parse(text)
         .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.fragment().is_none())
@@ -666,6 +762,69 @@ pub(crate) mod seconds {
 #[cfg(test)]
 mod tests {
     use super::{Config, IpRange};
+
+    #[test]
+    fn several_upstreams_are_named_distinct_and_kept_tokens_need_a_key() {
+        let base = || {
+            Config::from_toml(
+                r#"
+                issuer = "https://auth.example"
+                [[keys]]
+                path = "/dev/null"
+                alg = "ES256"
+                [upstream]
+                issuer = "https://one.example"
+                client_id = "gw"
+                client_secret = "s"
+                [upstreams.two]
+                issuer = "https://two.example"
+                client_id = "gw"
+                client_secret = "s"
+                [[routes]]
+                prefix = "/mcp"
+                upstream = "http://127.0.0.1:9/mcp"
+                "#,
+            )
+            .unwrap()
+        };
+        let config = base();
+        assert!(config.validate().is_ok(), "{:?}", config.validate());
+        let names: Vec<String> = config.all_upstreams().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["default", "two"]);
+
+        let mut same_issuer = base();
+        same_issuer.upstreams.get_mut("two").unwrap().issuer = Some("https://one.example".into());
+        assert!(same_issuer.validate().unwrap_err().contains("same issuer"));
+        let mut twice = base();
+        let again = twice.upstreams["two"].clone();
+        twice.upstreams.insert("default".into(), again);
+        assert!(twice.validate().is_err());
+        let mut bad_name = base();
+        let two = bad_name.upstreams.remove("two").unwrap();
+        bad_name.upstreams.insert("two words".into(), two);
+        assert!(bad_name.validate().is_err());
+
+        let mut header = base();
+        header.routes[0].upstream_token_header = Some("X-Upstream-Access-Token".into());
+        assert!(header.validate().unwrap_err().contains("store_tokens"));
+        header.upstreams.get_mut("two").unwrap().store_tokens = true;
+        assert!(
+            header
+                .validate()
+                .unwrap_err()
+                .contains("token_encryption_key")
+        );
+        header
+            .upstreams
+            .get_mut("two")
+            .unwrap()
+            .token_encryption_key = Some(crate::keyring::Kek::generate());
+        assert!(header.validate().is_ok(), "{:?}", header.validate());
+        for spoofable in ["X-OAuth-Subject", "Authorization", "bad header"] {
+            header.routes[0].upstream_token_header = Some(spoofable.into());
+            assert!(header.validate().is_err(), "{spoofable}");
+        }
+    }
 
     #[test]
     fn trusted_proxy_ranges_match_by_prefix_and_default_to_loopback() {

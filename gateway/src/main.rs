@@ -153,6 +153,12 @@ impl ConfigArgs {
             // A provider on this machine over http, in development only.
             upstream.allow_http |= config.dev_mode;
         }
+        // From the environment only, like the key-encryption key.
+        if let Ok(key) = std::env::var("OAUTH_UPSTREAM_TOKEN_ENCRYPTION_KEY")
+            && let Some(upstream) = config.upstream.as_mut()
+        {
+            upstream.token_encryption_key = Some(key);
+        }
         config.remember_consent |= self.remember_consent;
         if let Some(v) = self.pool_size {
             config.pool_size = v;

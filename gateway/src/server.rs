@@ -136,12 +136,17 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         rejected: limiter.rejected.clone(),
         feed: guard.feed_counters(),
     });
-    let upstream = match &config.upstream {
-        Some(upstream) => Some(Arc::new(crate::upstream::Provider::new(upstream.clone())?)),
-        None => None,
-    };
+    let upstreams = config
+        .all_upstreams()
+        .into_iter()
+        .map(|(name, upstream)| {
+            crate::upstream::Provider::new(&name, upstream, kek.as_deref()).map(Arc::new)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let guard =
+        guard.with_upstream_tokens(crate::upstream::UpstreamTokens::new(&upstreams, db.clone()));
     Ok(Arc::new(App {
-        upstream,
+        upstreams,
         config,
         keys,
         kek,

@@ -53,6 +53,13 @@ const GATEWAY_FUNCTIONS: &[&str] = &[
     "store_client_document(text,jsonb,timestamp with time zone,timestamp with time zone,timestamp with time zone)",
     "update_registration(text,text,jsonb,timestamp with time zone)",
     "userinfo(uuid,uuid,uuid,timestamp with time zone)",
+    // The upstream provider's sealed tokens (sql/upstream_tokens.sql).
+    "store_upstream_tokens(uuid,uuid,text,bytea,text,timestamp with time zone)",
+    "upstream_tokens_for_grant(uuid,timestamp with time zone)",
+    "claim_upstream_refresh(uuid,bigint,interval,timestamp with time zone)",
+    "release_upstream_refresh(uuid,bigint,timestamp with time zone)",
+    "replace_upstream_tokens(uuid,bigint,bytea,text,timestamp with time zone)",
+    "forget_upstream_tokens(uuid,bigint,timestamp with time zone)",
 ];
 
 async fn executable_by(admin: &Client, role: &str) -> BTreeSet<String> {

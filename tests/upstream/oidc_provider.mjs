@@ -10,6 +10,11 @@
 //   curl 'http://127.0.0.1:4110/configure?redirect_uri=http://127.0.0.1:8080/login/callback'
 //
 // or, when the gateway's callback is known before the start, REDIRECT_URI=… instead of /configure.
+//
+// REFRESH_TOKENS=1: the gateway's client may refresh, and every code exchange brings a refresh
+// token (no offline_access and prompt=consent needed: the tests of kept upstream tokens want one
+// from the plain sign-in), rotated at each use and outliving the provider's own session;
+// ACCESS_TOKEN_TTL=<seconds> shortens access tokens so that a test sees them expire.
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -20,6 +25,8 @@ const { default: Provider, interactionPolicy } = await import(
 );
 
 const port = Number(process.env.PORT);
+const refreshTokens = process.env.REFRESH_TOKENS === '1';
+const accessTokenTtl = Number(process.env.ACCESS_TOKEN_TTL ?? 3600);
 const issuer = `http://127.0.0.1:${port}`;
 
 function claimsOf(login) {
@@ -55,7 +62,7 @@ function configure(redirectUri) {
         client_id: process.env.CLIENT_ID,
         client_secret: process.env.CLIENT_SECRET,
         redirect_uris: [redirectUri],
-        grant_types: ['authorization_code'],
+        grant_types: refreshTokens ? ['authorization_code', 'refresh_token'] : ['authorization_code'],
         response_types: ['code'],
         token_endpoint_auth_method: 'client_secret_basic',
       },
@@ -70,6 +77,12 @@ function configure(redirectUri) {
     pkce: { required: () => true },
     interactions: { policy: signInEveryTime(), url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     cookies: { keys: ['upstream-test-cookie-key'] },
+    ttl: { AccessToken: accessTokenTtl },
+    ...(refreshTokens ? {
+      issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+      rotateRefreshToken: () => true,
+      expiresWithSession: async () => false,
+    } : {}),
     features: { devInteractions: { enabled: false } },
   });
   callback = provider.callback();

@@ -10,8 +10,10 @@ pub mod cleanup;
 pub mod feed;
 mod pool;
 mod sessions;
+mod upstream_tokens;
 
 pub use api::*;
 pub use batch::{RefreshBatcher, RefreshBatching};
 pub use pool::Db;
 pub use sessions::{NewSession, NextStep, Session, StartedSession, UserSession};
+pub use upstream_tokens::SealedTokenSet;

@@ -23,7 +23,7 @@ pub async fn handle(app: &App, req: Req) -> Resp {
     // Read before a form body consumes the request: the browser's cookies (the request is bound
     // to this browser) and, without an upstream provider, the user a proxy names (prompt=none).
     let headers = req.headers().clone();
-    let proxy_user = if app.upstream.is_none() {
+    let proxy_user = if !app.has_upstream() {
         pages::current_user(app, &req).await
     } else {
         None
@@ -74,7 +74,7 @@ pub async fn handle(app: &App, req: Req) -> Resp {
             ));
         }
     };
-    if app.upstream.is_some() {
+    if app.has_upstream() {
         return super::signin::after_authorize(app, &headers, &request_id);
     }
     // prompt=none: no page may be shown, so the extension answers now, from who is signed in.

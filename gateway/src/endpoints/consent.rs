@@ -13,7 +13,7 @@ use crate::views::{Approval, Destination};
 pub async fn handle(app: &App, req: Req) -> Resp {
     // Signed in through the upstream provider: the browser's session, and the request bound to
     // the browser that started it (`signin`).
-    if app.upstream.is_some() {
+    if app.has_upstream() {
         return super::signin::consent(app, req).await;
     }
     let Some(user) = pages::current_user(app, &req).await else {
@@ -40,7 +40,7 @@ pub(super) async fn show(app: &App, req: Req, user: &str) -> Resp {
     }
     // A user named by the proxy (or dev_user) whose grant already covers the request; with a
     // session, `signin::consent` asked this already.
-    if app.config.remember_consent && app.upstream.is_none() {
+    if app.config.remember_consent && !app.has_upstream() {
         match app
             .db
             .continue_authorization(&request_id, None, Some(user), false, true)

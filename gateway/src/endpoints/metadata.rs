@@ -46,7 +46,7 @@ pub fn document(app: &App, settings: &Settings) -> Value {
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
     });
     // RP-Initiated Logout 1.0 §2.1: sessions exist when users sign in through the upstream provider.
-    if app.upstream.is_some()
+    if app.has_upstream()
         && let Some(fields) = doc.as_object_mut()
     {
         fields.insert("end_session_endpoint".into(), json!(c.endpoint("/logout")));

@@ -149,11 +149,11 @@ fn route(app: &App, path: &str) -> Option<Route> {
         }
         "/introspect" => Route::Introspect,
         "/userinfo" => Route::Userinfo,
-        "/login" if app.upstream.is_some() => Route::Login,
-        "/login/callback" if app.upstream.is_some() => Route::LoginCallback,
-        "/logout" if app.upstream.is_some() => Route::Logout,
+        "/login" if app.has_upstream() => Route::Login,
+        "/login/callback" if app.has_upstream() => Route::LoginCallback,
+        "/logout" if app.has_upstream() => Route::Logout,
         "/account/apps" => Route::ConnectedApps,
-        "/account/sessions" if app.upstream.is_some() => Route::Sessions,
+        "/account/sessions" if app.has_upstream() => Route::Sessions,
         _ => return None,
     })
 }

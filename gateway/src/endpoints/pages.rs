@@ -21,7 +21,7 @@ use crate::views::{AccountNav, Key, Text};
 /// out (it is not passed over for `dev_user`).
 pub async fn current_user(app: &App, req: &Req) -> Option<String> {
     // Signed in through the upstream provider: the browser's live session.
-    if app.upstream.is_some()
+    if app.has_upstream()
         && let Some(user) = super::signin::session_user(app, req.headers()).await
     {
         return Some(user);
@@ -114,7 +114,7 @@ pub fn sign_in_required() -> Resp {
 /// An account page opened by nobody signed in: where the gateway signs people in itself, the
 /// sign-in, returning to the page; otherwise the page saying a sign-in is needed.
 pub fn sign_in_first(app: &App, req: &Req) -> Resp {
-    if app.upstream.is_none() || req.method() != hyper::Method::GET {
+    if !app.has_upstream() || req.method() != hyper::Method::GET {
         return sign_in_required();
     }
     let query = form_urlencoded::Serializer::new(String::new())
@@ -131,8 +131,7 @@ pub fn account_nav(app: &App) -> AccountNav {
     AccountNav {
         apps: app.config.endpoint("/account/apps"),
         sessions: app
-            .upstream
-            .is_some()
+            .has_upstream()
             .then(|| app.config.endpoint("/account/sessions")),
     }
 }

@@ -27,7 +27,7 @@ use crate::app::App;
 use crate::db::{NewSession, NextStep, Session};
 use crate::error::OAuthError;
 use crate::http::{self, Req, Resp};
-use crate::upstream::Failure;
+use crate::upstream::{Failure, NotAllowed, Provider};
 use crate::views::{Key, Text};
 
 const BROWSER: &str = "oauth_browser";
@@ -142,13 +142,24 @@ fn failure_page(app: &App, failure: Failure) -> Resp {
             tracing::info!(%why, "upstream sign-in refused");
             refused_page(Key::sign_in_failed_title, why)
         }
-        Failure::NotAllowed(why) => http::page_error(
-            StatusCode::FORBIDDEN,
-            Key::sign_in_not_allowed_title.into(),
-            app.views
-                .fill_text(Key::sign_in_not_allowed_detail, &[("reason", &why)])
-                .into(),
-        ),
+        Failure::NotAllowed(why) => {
+            let reason = match &why {
+                NotAllowed::EmailUnverified => {
+                    app.views.fill_text(Key::not_allowed_email_unverified, &[])
+                }
+                NotAllowed::EmailDomain => app.views.fill_text(Key::not_allowed_email_domain, &[]),
+                NotAllowed::Claim(claim) => app
+                    .views
+                    .fill_text(Key::not_allowed_claim, &[("claim", claim)]),
+            };
+            http::page_error(
+                StatusCode::FORBIDDEN,
+                Key::sign_in_not_allowed_title.into(),
+                app.views
+                    .fill_text(Key::sign_in_not_allowed_detail, &[("reason", &reason)])
+                    .into(),
+            )
+        }
     }
 }
 
@@ -253,15 +264,18 @@ pub async fn consent(app: &App, req: Req) -> Resp {
             max_age,
             force,
         }) => {
-            begin_login(
+            sign_in(
                 app,
-                Return::Request {
-                    request_id,
-                    binding: presented,
+                Choice {
+                    to: Return::Request {
+                        request_id,
+                        binding: presented,
+                    },
+                    login_hint,
+                    force,
+                    max_age,
+                    exp: jsonwebtoken::get_current_timestamp() + LOGIN_TTL,
                 },
-                login_hint.as_deref(),
-                force,
-                max_age,
             )
             .await
         }
@@ -277,9 +291,23 @@ enum Return {
     Path { path: String },
 }
 
+/// A sign-in to begin once the user has chosen a provider: carried, signed, in the choice page's
+/// links, so that choosing changes nothing but the provider.
+#[derive(Serialize, Deserialize)]
+struct Choice {
+    #[serde(rename = "return")]
+    to: Return,
+    login_hint: Option<String>,
+    force: bool,
+    max_age: Option<i64>,
+    exp: u64,
+}
+
 /// What the login cookie holds: this browser's sign-in in progress.
 #[derive(Serialize, Deserialize)]
 struct Pending {
+    /// The provider's configured name.
+    upstream: String,
     state: String,
     nonce: String,
     verifier: String,
@@ -292,21 +320,61 @@ fn callback_url(app: &App) -> String {
     app.config.endpoint("/login/callback")
 }
 
-async fn begin_login(
-    app: &App,
-    to: Return,
-    login_hint: Option<&str>,
-    force: bool,
-    max_age: Option<i64>,
-) -> Resp {
-    let Some(upstream) = &app.upstream else {
-        return pages::sign_in_required();
-    };
+fn signed(app: &App, purpose: &str, value: &impl Serialize) -> String {
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("serializable"));
+    let tag = tag(app, purpose, &payload);
+    format!("{payload}.{tag}")
+}
+
+fn verified<T: serde::de::DeserializeOwned>(app: &App, purpose: &str, value: &str) -> Option<T> {
+    let (payload, presented) = value.split_once('.')?;
+    if !tag_valid(app, purpose, payload, presented) {
+        return None;
+    }
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+}
+
+/// To the provider, when there is one; else the choice page, whose links come back to `/login`
+/// with the provider chosen.
+async fn sign_in(app: &App, choice: Choice) -> Resp {
+    match app.upstreams.as_slice() {
+        [] => pages::sign_in_required(),
+        [only] => begin_login(app, only, choice).await,
+        several => {
+            let carried = signed(app, "choice", &choice);
+            let links: Vec<(String, String)> = several
+                .iter()
+                .map(|p| {
+                    let query = form_urlencoded::Serializer::new(String::new())
+                        .append_pair("upstream", &p.name)
+                        .append_pair("continue", &carried)
+                        .finish();
+                    (
+                        p.display_name(),
+                        format!("{}?{query}", app.config.endpoint("/login")),
+                    )
+                })
+                .collect();
+            http::page(StatusCode::OK, app.views.choose_provider(&links))
+        }
+    }
+}
+
+async fn begin_login(app: &App, upstream: &Provider, choice: Choice) -> Resp {
+    let Choice {
+        to,
+        login_hint,
+        force,
+        max_age,
+        ..
+    } = choice;
+    let login_hint = login_hint.as_deref();
     let md = match upstream.metadata().await {
         Ok(md) => md,
         Err(f) => return failure_page(app, f),
     };
     let pending = Pending {
+        upstream: upstream.name.clone(),
         state: random(),
         nonce: random(),
         verifier: random(),
@@ -324,8 +392,7 @@ async fn begin_login(
         force,
         max_age,
     );
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&pending).expect("serializable"));
-    let value = format!("{payload}.{}", tag(app, "login", &payload));
+    let value = signed(app, "login", &pending);
     with_cookies(
         http::redirect(&location, StatusCode::FOUND),
         vec![set_cookie(app, LOGIN, &value, LOGIN_TTL)],
@@ -334,11 +401,7 @@ async fn begin_login(
 
 fn pending_login(app: &App, headers: &HeaderMap) -> Option<Pending> {
     let value = read_cookie(app, headers, LOGIN)?;
-    let (payload, presented) = value.split_once('.')?;
-    if !tag_valid(app, "login", payload, presented) {
-        return None;
-    }
-    let pending: Pending = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    let pending: Pending = verified(app, "login", &value)?;
     (pending.exp > jsonwebtoken::get_current_timestamp()).then_some(pending)
 }
 
@@ -352,7 +415,9 @@ fn local_path(app: &App, path: &str) -> Option<String> {
         .then(|| path.to_owned())
 }
 
-/// `/login?return_to=/path`: sign in without an authorization request (the account pages).
+/// `/login?return_to=/path`: sign in without an authorization request (the account pages);
+/// `/login?upstream=<name>&continue=…`: the choice page's links, the sign-in it carries begun at
+/// the chosen provider.
 pub async fn login(app: &App, req: Req) -> Resp {
     if *req.method() != Method::GET {
         return pages::method_not_allowed();
@@ -361,25 +426,47 @@ pub async fn login(app: &App, req: Req) -> Resp {
         Ok(p) => p,
         Err(e) => return pages::failure(&e),
     };
-    let base = app.config.base_path();
-    let default = format!("{base}/");
-    let path = get(&params, "return_to")
-        .and_then(|p| local_path(app, p))
-        .unwrap_or(default);
-    begin_login(app, Return::Path { path }, None, false, None).await
+    let now = jsonwebtoken::get_current_timestamp();
+    let choice = match get(&params, "continue") {
+        Some(carried) => match verified::<Choice>(app, "choice", carried) {
+            Some(choice) if choice.exp > now => choice,
+            _ => return refused_page(Key::sign_in_expired_title, Key::sign_in_expired_detail),
+        },
+        None => {
+            let base = app.config.base_path();
+            let default = format!("{base}/");
+            let path = get(&params, "return_to")
+                .and_then(|p| local_path(app, p))
+                .unwrap_or(default);
+            Choice {
+                to: Return::Path { path },
+                login_hint: None,
+                force: false,
+                max_age: None,
+                exp: now + LOGIN_TTL,
+            }
+        }
+    };
+    match get(&params, "upstream").map(|name| app.upstream(name)) {
+        Some(Some(provider)) => begin_login(app, provider, choice).await,
+        // An unknown name (a link from an older configuration): choose again.
+        Some(None) | None => sign_in(app, choice).await,
+    }
 }
 
 /// `/login/callback`: the provider's answer (RFC 6749 §4.1.2).
 pub async fn callback(app: &App, req: Req) -> Resp {
-    let Some(upstream) = &app.upstream else {
+    if !app.has_upstream() {
         return pages::sign_in_required();
-    };
+    }
     let clear = vec![clear_cookie(app, LOGIN)];
     let params = match pages::query(&req) {
         Ok(p) => p,
         Err(e) => return with_cookies(pages::failure(&e), clear),
     };
-    let Some(pending) = pending_login(app, req.headers()) else {
+    let Some((pending, upstream)) = pending_login(app, req.headers())
+        .and_then(|p| app.upstream(&p.upstream).cloned().map(|u| (p, u)))
+    else {
         return refused_page(Key::sign_in_expired_title, Key::sign_in_expired_detail);
     };
     let state_matches = get(&params, "state").is_some_and(|s| {
@@ -466,7 +553,22 @@ pub async fn callback(app: &App, req: Req) -> Resp {
         Ok(started) => started,
         Err(e) => return with_cookies(pages::failure(&e), clear),
     };
-    tracing::info!(user = %identity.user_id, session = %started.session_id, "signed in");
+    if let Some(tokens) = &identity.tokens
+        && let Err(e) = crate::upstream::UpstreamTokens::store(
+            &app.db,
+            &upstream,
+            started.session_id,
+            &identity.user_id,
+            tokens,
+        )
+        .await
+    {
+        // Signed in without them, the user's grants would reach their MCP server without the
+        // provider's token: better to say so now than to fail every call later.
+        let _ = app.db.end_session(started.session_id).await;
+        return with_cookies(pages::failure(&e), clear);
+    }
+    tracing::info!(user = %identity.user_id, session = %started.session_id, upstream = %upstream.name, "signed in");
     let lifetime = (started.expires_at - jsonwebtoken::get_current_timestamp() as i64).max(0);
     let location = match pending.to {
         Return::Request {

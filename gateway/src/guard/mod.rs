@@ -56,6 +56,9 @@ pub struct Guard {
     body_limits: BodyLimits,
     /// Whether the routes' resources are listed in the database (`declare_resources`).
     declared: AtomicBool,
+    /// The signed-in users' tokens at the upstream identity provider, for routes with
+    /// `upstream_token_header`.
+    upstream_tokens: Option<Arc<crate::upstream::UpstreamTokens>>,
 }
 
 /// A request that passed authentication and authorisation: who it is from.
@@ -135,6 +138,14 @@ impl Guard {
                 ..body_limits
             },
             declared: AtomicBool::new(false),
+            upstream_tokens: None,
+        }
+    }
+
+    pub fn with_upstream_tokens(self, tokens: crate::upstream::UpstreamTokens) -> Self {
+        Self {
+            upstream_tokens: Some(Arc::new(tokens)),
+            ..self
         }
     }
 
@@ -316,6 +327,7 @@ impl Guard {
         let claims = self.authenticate(&req, at)?;
         let (mut req, extra) = self.inspect(req, route).await?;
         let identity = self.authorise(route, claims, &extra).await?;
+        let grant = identity.grant;
         let uri = forward::upstream_uri(route, path, req.uri().query()).ok_or_else(|| {
             self.refuse(route, ErrorCode::InvalidRequest, "malformed request target")
         })?;
@@ -329,8 +341,53 @@ impl Guard {
                 "the token names an identity that cannot be passed to the resource",
             )
         })?;
+        let upstream_token = self.upstream_token(route, grant).await?;
         forward::rewrite(&mut req, uri, headers, self.issuer.starts_with("https"));
+        if let Some(name) = &route.upstream_token_header {
+            // Only the guard says what the user's upstream token is: a client's copy goes.
+            req.headers_mut().remove(name.as_str());
+            if let Some(value) = upstream_token {
+                req.headers_mut().insert(
+                    hyper::header::HeaderName::from_bytes(name.as_bytes())
+                        .expect("validated header name"),
+                    value,
+                );
+            }
+        }
         self.forward(req, route).await
+    }
+
+    /// The header value for a route with `upstream_token_header`: the grant's current access token
+    /// at the upstream provider, refreshed when expired; none when the grant holds no upstream
+    /// tokens. A refresh that fails is RFC 6750 invalid_token (the client authorizes again, and
+    /// the user signs in again), never a server error.
+    async fn upstream_token(
+        &self,
+        route: &RouteConfig,
+        grant: Uuid,
+    ) -> Result<Option<HeaderValue>, OAuthError> {
+        if route.upstream_token_header.is_none() {
+            return Ok(None);
+        }
+        let Some(tokens) = &self.upstream_tokens else {
+            return Ok(None);
+        };
+        let unusable = || {
+            self.refuse(
+                route,
+                ErrorCode::InvalidToken,
+                "the sign-in provider's authorization behind this token has ended; authorize again",
+            )
+        };
+        match tokens.access_token(grant).await {
+            Ok(None) => Ok(None),
+            Ok(Some(token)) => {
+                let mut value = HeaderValue::from_str(&token).map_err(|_| unusable())?;
+                value.set_sensitive(true);
+                Ok(Some(value))
+            }
+            Err(_) => Err(unusable()),
+        }
     }
 
     /// A token in the Authorization header, valid for this route's resource.

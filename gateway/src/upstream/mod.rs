@@ -4,6 +4,8 @@
 //! browser-facing steps are in `endpoints::signin`; this is the protocol with the upstream and
 //! the rule turning its claims into a user of this server.
 
+mod tokens;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use url::Url;
 
 pub use crate::outbound::url_allowed;
 use crate::outbound::{Answer, Fetch};
+pub use tokens::{IssuedTokens, Sealer, UpstreamTokens};
 
 /// `[upstream]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +58,12 @@ pub struct UpstreamConfig {
     pub session_lifetime: u64,
     /// Each request to the provider, in seconds.
     pub timeout: u64,
+    /// Keep the provider's access and refresh tokens (sealed, `oauth.upstream_tokens`) so that
+    /// routes with `upstream_token_header` hand the current access token to their MCP server.
+    pub store_tokens: bool,
+    /// The key sealing them (32 bytes, base64; `oauth-gateway keys kek` prints one); without it,
+    /// a key derived from `key_encryption_key`.
+    pub token_encryption_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -84,6 +93,8 @@ impl Default for UpstreamConfig {
             extra_ca_file: None,
             session_lifetime: 12 * 3600,
             timeout: 10,
+            store_tokens: false,
+            token_encryption_key: None,
         }
     }
 }
@@ -146,6 +157,10 @@ impl UpstreamConfig {
         if !(60..=90 * 86400).contains(&self.session_lifetime) {
             return Err("upstream.session_lifetime is between 60 seconds and 90 days".into());
         }
+        if let Some(key) = &self.token_encryption_key {
+            crate::keyring::Kek::parse(key)
+                .map_err(|e| format!("upstream.token_encryption_key: {e}"))?;
+        }
         Ok(())
     }
 }
@@ -157,7 +172,17 @@ pub enum Failure {
     Unavailable(String),
     Refused(String),
     /// Authenticated, but not allowed to sign in here (allow rules).
-    NotAllowed(String),
+    NotAllowed(NotAllowed),
+}
+
+/// Which allow rule an account does not meet: the page says it in the deployment's words
+/// (`views::strings`, `not_allowed_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotAllowed {
+    EmailUnverified,
+    EmailDomain,
+    /// The claim (e.g. `groups`) that holds none of the required values.
+    Claim(String),
 }
 
 /// The provider's endpoints, from discovery or configuration.
@@ -182,6 +207,8 @@ pub struct Identity {
     pub auth_time: Option<i64>,
     pub amr: Vec<String>,
     pub props: Map<String, Value>,
+    /// The provider's tokens, when `store_tokens` (else never kept in memory past the sign-in).
+    pub tokens: Option<IssuedTokens>,
 }
 
 type Cached<T> = RwLock<Option<(Instant, Arc<T>)>>;
@@ -195,7 +222,11 @@ const LEEWAY: u64 = 60;
 const MAX_ID_TOKEN_AGE: u64 = 600;
 
 pub struct Provider {
+    /// The configuration's name for it (`default` for `[upstream]`), as sealed token sets name it.
+    pub name: String,
     pub config: UpstreamConfig,
+    /// Seals and opens its tokens, when `store_tokens`.
+    pub sealer: Option<Sealer>,
     fetch: Fetch,
     metadata: Cached<Metadata>,
     jwks: Cached<Value>,
@@ -208,14 +239,36 @@ fn parse_url(what: &str, value: Option<&str>) -> Result<Url, Failure> {
 }
 
 impl Provider {
-    pub fn new(config: UpstreamConfig) -> Result<Self, String> {
+    /// `kek`: the deployment's key-encryption key, from which the tokens' key is derived when the
+    /// upstream names no `token_encryption_key` of its own.
+    pub fn new(
+        name: &str,
+        config: UpstreamConfig,
+        kek: Option<&crate::keyring::Kek>,
+    ) -> Result<Self, String> {
         config.validate()?;
         let fetch = Fetch::new(
             config.extra_ca_file.as_deref(),
             config.allow_http,
             Duration::from_secs(config.timeout.max(1)),
         )?;
+        let sealer = if config.store_tokens {
+            let material = match (&config.token_encryption_key, kek) {
+                (Some(key), _) => crate::keyring::Kek::parse(key)?.material().to_vec(),
+                (None, Some(kek)) => kek.material().to_vec(),
+                (None, None) => {
+                    return Err(format!(
+                        "upstream {name}: store_tokens needs token_encryption_key (or key_encryption_key)"
+                    ));
+                }
+            };
+            Some(Sealer::derive(&material))
+        } else {
+            None
+        };
         Ok(Self {
+            name: name.to_owned(),
+            sealer,
             config,
             fetch,
             metadata: RwLock::default(),
@@ -374,31 +427,18 @@ impl Provider {
         redirect_uri: &str,
         nonce: &str,
     ) -> Result<Identity, Failure> {
-        let secret = self.config.client_secret.as_deref().unwrap_or_default();
-        let post = self.config.token_endpoint_auth_method == "client_secret_post";
-        let form = {
-            let mut form = form_urlencoded::Serializer::new(String::new());
-            form.append_pair("grant_type", "authorization_code")
-                .append_pair("code", code)
-                .append_pair("redirect_uri", redirect_uri)
-                .append_pair("code_verifier", code_verifier);
-            if post {
-                form.append_pair("client_id", &self.config.client_id)
-                    .append_pair("client_secret", secret);
-            }
-            form.finish()
-        };
-        // RFC 6749 §2.3.1: each part form-encoded before joining.
-        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let basic = (!post)
-            .then(|| STANDARD.encode(format!("{}:{}", enc(&self.config.client_id), enc(secret))));
-        let answer = self
-            .fetch
-            .post_form(&md.token_endpoint, form, basic)
-            .await
-            .map_err(Failure::Unavailable)?;
-        let tokens = json_of(&answer, &md.token_endpoint)?;
-        if answer.status != hyper::StatusCode::OK || tokens.get("error").is_some() {
+        let (status, tokens) = self
+            .token_request(
+                md,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", code),
+                    ("redirect_uri", redirect_uri),
+                    ("code_verifier", code_verifier),
+                ],
+            )
+            .await?;
+        if status != hyper::StatusCode::OK || tokens.get("error").is_some() {
             return Err(Failure::Refused(format!(
                 "the provider refused the code: {} {}",
                 tokens["error"].as_str().unwrap_or("error"),
@@ -445,7 +485,77 @@ impl Provider {
                 }
             }
         }
-        self.identify(&issuer, &claims)
+        let mut identity = self.identify(&issuer, &claims)?;
+        if self.config.store_tokens {
+            identity.tokens = Some(IssuedTokens::from_answer(&tokens, None)?);
+        }
+        Ok(identity)
+    }
+
+    /// A request to the provider's token endpoint, authenticated as the configured client.
+    async fn token_request(
+        &self,
+        md: &Metadata,
+        pairs: &[(&str, &str)],
+    ) -> Result<(hyper::StatusCode, Value), Failure> {
+        let secret = self.config.client_secret.as_deref().unwrap_or_default();
+        let post = self.config.token_endpoint_auth_method == "client_secret_post";
+        let form = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            for (name, value) in pairs {
+                form.append_pair(name, value);
+            }
+            if post {
+                form.append_pair("client_id", &self.config.client_id)
+                    .append_pair("client_secret", secret);
+            }
+            form.finish()
+        };
+        // RFC 6749 §2.3.1: each part form-encoded before joining.
+        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let basic = (!post)
+            .then(|| STANDARD.encode(format!("{}:{}", enc(&self.config.client_id), enc(secret))));
+        let answer = self
+            .fetch
+            .post_form(&md.token_endpoint, form, basic)
+            .await
+            .map_err(Failure::Unavailable)?;
+        Ok((answer.status, json_of(&answer, &md.token_endpoint)?))
+    }
+
+    /// RFC 6749 §6: new tokens for `current`'s refresh token. `Refused(code)` carries the
+    /// provider's error code alone (`invalid_grant`: that refresh token will never work again).
+    pub async fn refresh(&self, current: &IssuedTokens) -> Result<IssuedTokens, Failure> {
+        let refresh_token = current
+            .refresh_token
+            .as_deref()
+            .ok_or_else(|| Failure::Refused("invalid_grant: no refresh token was issued".into()))?;
+        let md = self.metadata().await?;
+        let (status, answer) = self
+            .token_request(
+                &md,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token),
+                ],
+            )
+            .await?;
+        if status != hyper::StatusCode::OK || answer.get("error").is_some() {
+            // The provider's error code only: its description might quote what it was sent.
+            let code = answer["error"].as_str().unwrap_or("error");
+            let code: String = code
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            return Err(if status.is_server_error() {
+                Failure::Unavailable(format!("the provider answered {status} to a refresh"))
+            } else {
+                Failure::Refused(code)
+            });
+        }
+        // RFC 6749 §6: without a new refresh token, the one presented stays valid.
+        IssuedTokens::from_answer(&answer, current.refresh_token.as_deref())
     }
 
     async fn key_set(&self, md: &Metadata, refetch: bool) -> Result<Arc<Value>, Failure> {
@@ -551,9 +661,7 @@ impl Provider {
         let email_verified = claims.get("email_verified") == Some(&Value::Bool(true));
         let user_id = if config.user_claim == "email" {
             if !email_verified {
-                return Err(Failure::NotAllowed(
-                    "the provider has not verified your email address".into(),
-                ));
+                return Err(Failure::NotAllowed(NotAllowed::EmailUnverified));
             }
             text("email")
         } else {
@@ -576,9 +684,7 @@ impl Provider {
                     .iter()
                     .any(|a| a.eq_ignore_ascii_case(&d))
             }) {
-                return Err(Failure::NotAllowed(
-                    "your account's verified email address is not at a domain allowed here".into(),
-                ));
+                return Err(Failure::NotAllowed(NotAllowed::EmailDomain));
             }
         }
         if let Some(rule) = &config.required_claim {
@@ -588,10 +694,7 @@ impl Provider {
                 _ => Vec::new(),
             };
             if !held.iter().any(|h| rule.values.iter().any(|v| v == h)) {
-                return Err(Failure::NotAllowed(format!(
-                    "your account's {} does not allow signing in here",
-                    rule.name
-                )));
+                return Err(Failure::NotAllowed(NotAllowed::Claim(rule.name.clone())));
             }
         }
         let props = config
@@ -614,6 +717,7 @@ impl Provider {
                 })
                 .unwrap_or_default(),
             props,
+            tokens: None,
         })
     }
 }
@@ -668,7 +772,7 @@ mod tests {
             ..Default::default()
         };
         change(&mut config);
-        Provider::new(config).unwrap()
+        Provider::new("default", config, None).unwrap()
     }
 
     fn claims(value: Value) -> Map<String, Value> {
@@ -681,7 +785,7 @@ mod tests {
         let unverified = claims(json!({"sub": "1", "email": "a@corp.example"}));
         assert!(matches!(
             by_email.identify("i", &unverified),
-            Err(Failure::NotAllowed(_))
+            Err(Failure::NotAllowed(NotAllowed::EmailUnverified))
         ));
         let verified = claims(
             json!({"sub": "1", "email": "a@corp.example", "email_verified": true, "groups": ["eng"]}),

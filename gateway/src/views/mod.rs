@@ -678,6 +678,31 @@ impl Views {
     }
 }
 
+impl Views {
+    /// The sign-in choice, when several upstream providers are configured: a link per provider
+    /// (each a plain link, so keyboard and screen reader reach it like any other), in a list
+    /// named by the page's heading.
+    pub fn choose_provider(&self, choices: &[(String, String)]) -> Page {
+        let title = self.text(Key::choose_provider_title);
+        let content = html! {
+            div.card {
+                h1 #choose-provider { (title) }
+                p { (self.text(Key::choose_provider_intro)) }
+                ul.choices aria-labelledby="choose-provider" {
+                    @for (name, href) in choices {
+                        li {
+                            a.button href=(href) {
+                                (self.fill(Key::sign_in_with, &[("provider", html! { (name) })]))
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        self.layout(title, &[], &[], content)
+    }
+}
+
 /// The sessions form's value for "sign out everywhere" (a session is named by its UUID).
 pub const EVERYWHERE: &str = "everywhere";
 

@@ -134,8 +134,16 @@ strings! {
     sign_in_failed_title = "Sign-in failed",
     sign_in_no_code_detail = "The provider's answer has no code.",
     sign_in_not_allowed_title = "You may not sign in here",
-    /// `{reason}`: the rule of this server the account does not meet (the gateway's words).
+    /// `{reason}`: the rule of this server the account does not meet, one of the `not_allowed_*`.
     sign_in_not_allowed_detail = "You were signed in, but {reason}.",
+    not_allowed_email_unverified = "the provider has not verified your email address",
+    not_allowed_email_domain = "your account's verified email address is not at a domain allowed here",
+    /// `{claim}`: the claim of the account (e.g. `groups`) that holds none of the values required here.
+    not_allowed_claim = "your account's {claim} does not allow signing in here",
+    choose_provider_title = "Sign in",
+    choose_provider_intro = "Choose where you have an account.",
+    /// `{provider}`: the provider's name (`display_name`, else its host).
+    sign_in_with = "Sign in with {provider}",
     sign_in_refused_by_provider_title = "The sign-in provider did not sign you in",
     sign_in_expired_title = "This sign-in is no longer valid",
     sign_in_expired_detail = "It took too long or was started in another browser. Go back to the application and start again.",

@@ -18,6 +18,10 @@ pub const CLIENT_SECRET: &str = "upstream-client-secret";
 pub struct Upstream {
     child: Child,
     pub issuer: String,
+    port: u16,
+    env: Vec<(String, String)>,
+    /// The gateway callback it was configured with, for a restart.
+    redirect_uri: std::sync::Mutex<Option<String>>,
 }
 
 impl Drop for Upstream {
@@ -29,35 +33,75 @@ impl Drop for Upstream {
 
 impl Upstream {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// With the provider's options (`REFRESH_TOKENS`, `ACCESS_TOKEN_TTL`: tests/upstream/oidc_provider.mjs).
+    pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let port = free_port();
+        let child = Self::spawn(port, &env, None);
+        // Owned at once, so that a failed start still ends the process (Drop).
+        let upstream = Self {
+            child,
+            issuer: format!("http://127.0.0.1:{port}"),
+            port,
+            env,
+            redirect_uri: Default::default(),
+        };
+        upstream.wait_ready().await;
+        upstream
+    }
+
+    /// A new process on the same port: same issuer and client, none of the tokens it issued.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let redirect_uri = self.redirect_uri.lock().unwrap().clone();
+        self.child = Self::spawn(self.port, &self.env, redirect_uri.as_deref());
+        self.wait_ready().await;
+    }
+
+    /// Ends the process (as a provider out of reach).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(port: u16, env: &[(String, String)], redirect_uri: Option<&str>) -> Child {
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
         assert!(
             std::path::Path::new(&format!("{root}/tests/clients/node_modules/oidc-provider"))
                 .exists(),
             "oidc-provider is missing: run `npm ci` in tests/clients"
         );
-        let port = free_port();
-        let child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg(format!("{root}/tests/upstream/oidc_provider.mjs"))
             .env("PORT", port.to_string())
             .env("CLIENT_ID", CLIENT_ID)
             .env("CLIENT_SECRET", CLIENT_SECRET)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node runs");
-        // Owned at once, so that a failed start still ends the process (Drop).
-        let upstream = Self {
-            child,
-            issuer: format!("http://127.0.0.1:{port}"),
-        };
+            .stderr(Stdio::null());
+        if let Some(uri) = redirect_uri {
+            command.env("REDIRECT_URI", uri);
+        }
+        command.spawn().expect("node runs")
+    }
+
+    async fn wait_ready(&self) {
         let http = Http::new();
         for _ in 0..100 {
             if http
-                .client_get_ok(&format!("{}/healthz", upstream.issuer))
+                .client_get_ok(&format!("{}/healthz", self.issuer))
                 .await
                 == Some(StatusCode::OK)
             {
-                return upstream;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -66,11 +110,9 @@ impl Upstream {
 
     /// The gateway's callback, once the gateway listens.
     pub async fn configure(&self, gateway: &Gateway) {
-        let url = format!(
-            "{}/configure?redirect_uri={}",
-            self.issuer,
-            gateway.url("/login/callback")
-        );
+        let callback = gateway.url("/login/callback");
+        *self.redirect_uri.lock().unwrap() = Some(callback.clone());
+        let url = format!("{}/configure?redirect_uri={callback}", self.issuer);
         assert_eq!(Http::new().get(&url, &[]).await.status, StatusCode::OK);
     }
 
