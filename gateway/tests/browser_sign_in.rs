@@ -10,9 +10,7 @@ mod common;
 #[path = "common/webdriver.rs"]
 mod webdriver;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
+use common::demo_mcp::DemoMcp;
 use common::upstream::Upstream;
 use common::*;
 use hyper::StatusCode;
@@ -21,45 +19,6 @@ use webdriver::{Browser, callback_server, received};
 
 const BRAND: &str = "#005f73";
 const BRAND_RGB: &str = "rgb(0, 95, 115)";
-
-/// The demo MCP server on a free port, ended with the test.
-struct DemoMcp {
-    child: Child,
-    url: String,
-}
-
-impl Drop for DemoMcp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl DemoMcp {
-    async fn start() -> Self {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_oauth-demo-mcp"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start oauth-demo-mcp");
-        // Owned at once, so that a failed start still ends the process (Drop).
-        let demo = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}/mcp"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "oauth-demo-mcp did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        demo
-    }
-}
 
 /// What an MCP client learns before it sends anyone to sign in: from the server's 401 to the
 /// protected-resource metadata, the authorization server's metadata, and its own registration.
@@ -230,8 +189,8 @@ async fn a_person_signs_in_at_the_provider_in_a_real_browser_and_the_tool_call_i
     browser.screenshot("sessions").await;
 
     // RP-Initiated Logout, started by the client with its ID token as the hint: the session ends
-    // at once, without asking. (No post_logout_redirect_uri: dynamic registration keeps only the
-    // metadata fields the extension knows, and post_logout_redirect_uris is not one of them.)
+    // at once, without asking. (The return to a registered post_logout_redirect_uri is
+    // browser_mcp_sdk.rs's.)
     let logout = format!(
         "{}?{}",
         gw.url("/logout"),
