@@ -61,7 +61,8 @@ CREATE FUNCTION oauth.client_credentials_grant(
     client_secret text,
     scope text,
     resource text,
-    now timestamptz DEFAULT now()
+    now timestamptz DEFAULT now(),
+    dpop_jkt text DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -78,6 +79,9 @@ BEGIN
         RETURN authorized.problem;
     END IF;
     client := authorized.client;
+    IF oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
+        RETURN oauth._dpop_problem(client, dpop_jkt);
+    END IF;
     resolved := oauth._resolve_scopes(scope, client.allowed_scopes);
     IF resolved.problem IS NOT NULL THEN
         RETURN resolved.problem;

@@ -452,6 +452,18 @@ BEGIN
         extra := extra || jsonb_build_object('require_pushed_authorization_requests',
                                              metadata->'require_pushed_authorization_requests');
     END IF;
+    -- RFC 9449 §5.2: a client may ask that every token it gets be bound to a DPoP key.
+    IF metadata ? 'dpop_bound_access_tokens' THEN
+        IF jsonb_typeof(metadata->'dpop_bound_access_tokens') <> 'boolean' THEN
+            problem := oauth._error('invalid_client_metadata', 'dpop_bound_access_tokens must be a boolean');
+            RETURN;
+        END IF;
+        IF (metadata->>'dpop_bound_access_tokens')::boolean AND NOT (oauth._settings()).dpop_supported THEN
+            problem := oauth._error('invalid_client_metadata', 'this server does not bind tokens to DPoP keys');
+            RETURN;
+        END IF;
+        extra := extra || jsonb_build_object('dpop_bound_access_tokens', metadata->'dpop_bound_access_tokens');
+    END IF;
 
     problem := oauth._client_problem(redirect_uris, coalesce(scopes, (oauth._settings()).scopes_supported),
                                      grant_types, method, app_type, NULL);
@@ -644,7 +656,8 @@ CREATE FUNCTION oauth.configure(
     event_retention interval DEFAULT NULL,
     record_token_events boolean DEFAULT NULL,
     require_pushed_authorization_requests boolean DEFAULT NULL,
-    pushed_request_ttl interval DEFAULT NULL
+    pushed_request_ttl interval DEFAULT NULL,
+    dpop_supported boolean DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -669,7 +682,8 @@ BEGIN
         record_token_events = coalesce(configure.record_token_events, s.record_token_events),
         require_pushed_authorization_requests = coalesce(configure.require_pushed_authorization_requests,
                                                          s.require_pushed_authorization_requests),
-        pushed_request_ttl = coalesce(configure.pushed_request_ttl, s.pushed_request_ttl);
+        pushed_request_ttl = coalesce(configure.pushed_request_ttl, s.pushed_request_ttl),
+        dpop_supported = coalesce(configure.dpop_supported, s.dpop_supported);
     RETURN oauth.settings();
 END
 $$;
@@ -726,7 +740,11 @@ AS $$
         'event_retention', floor(date_part('epoch', s.event_retention))::bigint,
         'record_token_events', s.record_token_events,
         'require_pushed_authorization_requests', s.require_pushed_authorization_requests,
-        'pushed_request_ttl', floor(date_part('epoch', s.pushed_request_ttl))::bigint)
+        'pushed_request_ttl', floor(date_part('epoch', s.pushed_request_ttl))::bigint,
+        'dpop_supported', s.dpop_supported,
+        -- What the gateway's proof check accepts (oauth_rules::dpop), when DPoP is on.
+        'dpop_signing_alg_values_supported',
+            CASE WHEN s.dpop_supported THEN to_jsonb(oauth.dpop_signing_algs()) ELSE '[]'::jsonb END)
         || oauth._capabilities()
       FROM oauth._settings() s
 $$;

@@ -183,7 +183,8 @@ CREATE FUNCTION oauth.poll_device_authorization(
     client_id text,
     client_secret text,
     device_code text,
-    now timestamptz DEFAULT now()
+    now timestamptz DEFAULT now(),
+    dpop_jkt text DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -202,6 +203,9 @@ BEGIN
         RETURN authorized.problem;
     END IF;
     client := authorized.client;
+    IF oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
+        RETURN oauth._dpop_problem(client, dpop_jkt);
+    END IF;
     IF device_code IS NULL OR device_code = '' THEN
         RETURN oauth._error('invalid_request', 'device_code is required');
     END IF;
@@ -258,7 +262,8 @@ BEGIN
     issued_from.user_id := polled.user_id;
     issued_from.scopes := polled.scopes;
     issued_from.resource := polled.resource;
-    opened := oauth._open_family(issued_from, 'refresh_token' = ANY (client.grant_types), now);
+    opened := oauth._open_family(issued_from, 'refresh_token' = ANY (client.grant_types), now,
+                                 CASE WHEN client.token_endpoint_auth_method = 'none' THEN dpop_jkt END);
     PERFORM oauth._tokens_issued(polled.client_id, polled.user_id, polled.grant_id, polled.family_id,
                                  'urn:ietf:params:oauth:grant-type:device_code', opened.refresh_token IS NOT NULL, now);
     RETURN oauth._token_response(opened.family, granted.props, granted.auth_time, polled.scopes, NULL,

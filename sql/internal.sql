@@ -197,6 +197,22 @@ BEGIN
 END
 $$;
 
+-- RFC 9449: a token request's DPoP key (the thumbprint of the key whose proof the gateway checked,
+-- NULL without a proof) is usable here, or the problem: a client registered with
+-- dpop_bound_access_tokens gets no token without one (§5.2).
+CREATE FUNCTION oauth._dpop_problem(client oauth.clients, dpop_jkt text) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE
+        WHEN dpop_jkt IS NOT NULL AND dpop_jkt !~ '^[A-Za-z0-9_-]{43}$' THEN
+            oauth._error('invalid_dpop_proof', 'dpop_jkt must be a SHA-256 JWK thumbprint (RFC 7638)')
+        WHEN dpop_jkt IS NOT NULL AND NOT (oauth._settings()).dpop_supported THEN
+            oauth._error('invalid_dpop_proof', 'this server does not bind tokens to DPoP keys')
+        WHEN dpop_jkt IS NULL AND coalesce((client.metadata->>'dpop_bound_access_tokens')::boolean, false) THEN
+            oauth._error('invalid_dpop_proof', 'this client''s tokens must be bound to a DPoP key: send a DPoP proof')
+    END
+$$;
+
 CREATE FUNCTION oauth._notify_revocation(grant_id uuid, family_id uuid) RETURNS void
 LANGUAGE plpgsql
 AS $$

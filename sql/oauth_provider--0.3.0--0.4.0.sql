@@ -660,6 +660,18 @@ BEGIN
         extra := extra || jsonb_build_object('require_pushed_authorization_requests',
                                              metadata->'require_pushed_authorization_requests');
     END IF;
+    -- RFC 9449 §5.2: a client may ask that every token it gets be bound to a DPoP key.
+    IF metadata ? 'dpop_bound_access_tokens' THEN
+        IF jsonb_typeof(metadata->'dpop_bound_access_tokens') <> 'boolean' THEN
+            problem := oauth._error('invalid_client_metadata', 'dpop_bound_access_tokens must be a boolean');
+            RETURN;
+        END IF;
+        IF (metadata->>'dpop_bound_access_tokens')::boolean AND NOT (oauth._settings()).dpop_supported THEN
+            problem := oauth._error('invalid_client_metadata', 'this server does not bind tokens to DPoP keys');
+            RETURN;
+        END IF;
+        extra := extra || jsonb_build_object('dpop_bound_access_tokens', metadata->'dpop_bound_access_tokens');
+    END IF;
 
     problem := oauth._client_problem(redirect_uris, coalesce(scopes, (oauth._settings()).scopes_supported),
                                      grant_types, method, app_type, NULL);
@@ -2022,6 +2034,573 @@ GRANT EXECUTE ON FUNCTION oauth.configure(text, interval, interval, interval, in
                                           interval, interval, interval, boolean, boolean, interval)
     TO oauth_admin;
 -- end pushed authorization requests
+
+-- DPoP (RFC 9449, issue 15): a deployment setting, a public client's refresh family bound to the
+-- DPoP key of the request that opened it, and the token endpoint's functions taking that key's
+-- thumbprint (`dpop_jkt`, last and optional, so existing calls keep working). The same text as
+-- sql/tokens.sql, sql/device.sql, sql/client_credentials.sql and sql/clients.sql.
+ALTER TABLE oauth.default_settings ADD COLUMN dpop_supported boolean NOT NULL DEFAULT false;
+ALTER TABLE oauth.settings ADD COLUMN dpop_supported boolean NOT NULL DEFAULT false;
+ALTER TABLE oauth.refresh_families ADD COLUMN dpop_jkt text CHECK (dpop_jkt ~ '^[A-Za-z0-9_-]{43}$');
+
+CREATE FUNCTION oauth."dpop_signing_algs"() RETURNS TEXT[] /* alloc::vec::Vec<alloc::string::String> */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'dpop_signing_algs_wrapper';
+
+
+-- RFC 9449: a token request's DPoP key (the thumbprint of the key whose proof the gateway checked,
+-- NULL without a proof) is usable here, or the problem: a client registered with
+-- dpop_bound_access_tokens gets no token without one (§5.2).
+CREATE FUNCTION oauth._dpop_problem(client oauth.clients, dpop_jkt text) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE
+        WHEN dpop_jkt IS NOT NULL AND dpop_jkt !~ '^[A-Za-z0-9_-]{43}$' THEN
+            oauth._error('invalid_dpop_proof', 'dpop_jkt must be a SHA-256 JWK thumbprint (RFC 7638)')
+        WHEN dpop_jkt IS NOT NULL AND NOT (oauth._settings()).dpop_supported THEN
+            oauth._error('invalid_dpop_proof', 'this server does not bind tokens to DPoP keys')
+        WHEN dpop_jkt IS NULL AND coalesce((client.metadata->>'dpop_bound_access_tokens')::boolean, false) THEN
+            oauth._error('invalid_dpop_proof', 'this client''s tokens must be bound to a DPoP key: send a DPoP proof')
+    END
+$$;
+
+DROP FUNCTION oauth._open_family(oauth.codes, boolean, timestamptz);
+
+-- Opens a family for a redeemed code; with a refresh token when the client may refresh.
+-- A public client's family is bound to the DPoP key of the request (RFC 9449 §5); a confidential
+-- client's refresh tokens are bound to its authentication already.
+CREATE FUNCTION oauth._open_family(code oauth.codes, with_refresh boolean, now timestamptz, dpop_jkt text,
+                                   OUT family oauth.refresh_families, OUT refresh_token text)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF with_refresh THEN
+        refresh_token := oauth.refresh_token_first(code.family_id);
+    END IF;
+    INSERT INTO oauth.refresh_families (family_id, grant_id, client_id, user_id, scopes, resource, current_hash,
+                                        created_at, expires_at, chain_key, dpop_jkt)
+    VALUES (code.family_id, code.grant_id, code.client_id, code.user_id, code.scopes, code.resource, oauth.token_hash(refresh_token),
+            now, now + (oauth._settings()).refresh_token_ttl, oauth.refresh_chain_key(), dpop_jkt)
+    RETURNING * INTO family;
+END
+$$;
+
+DROP FUNCTION oauth.exchange_code(text, text, text, text, text, text, timestamptz);
+
+CREATE FUNCTION oauth.exchange_code(
+    client_id text,
+    client_secret text,
+    code text,
+    code_verifier text,
+    redirect_uri text,
+    resource text,
+    now timestamptz DEFAULT now(),
+    dpop_jkt text DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    authorized record;
+    client oauth.clients;
+    redeemed oauth.codes;
+    previous oauth.codes;
+    granted oauth.grants;
+    opened record;
+    -- Named before redemption so that the one redeeming statement also records what it will issue.
+    new_family_id uuid := gen_random_uuid();
+BEGIN
+    authorized := oauth._client_for_grant(client_id, client_secret, 'authorization_code', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
+    END IF;
+    client := authorized.client;
+    IF oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
+        RETURN oauth._dpop_problem(client, dpop_jkt);
+    END IF;
+    IF code IS NULL OR code = '' THEN
+        RETURN oauth._error('invalid_request', 'code is required');
+    END IF;
+    IF code_verifier IS NULL OR code_verifier = '' THEN
+        RETURN oauth._error('invalid_request', 'code_verifier is required (PKCE)');
+    END IF;
+
+    -- Single use is decided here, by one statement: of concurrent redemptions exactly one sees
+    -- redeemed_at IS NULL. A failed check below still burns the code, so a verifier cannot be guessed.
+    UPDATE oauth.codes c SET redeemed_at = now, family_id = new_family_id
+     WHERE c.code_hash = oauth.token_hash(exchange_code.code) AND c.redeemed_at IS NULL
+    RETURNING * INTO redeemed;
+    IF NOT FOUND THEN
+        SELECT * INTO previous FROM oauth.codes c WHERE c.code_hash = oauth.token_hash(exchange_code.code);
+        IF FOUND AND previous.client_id = client.client_id THEN
+            -- RFC 6749 §4.1.2: a replayed code revokes what it issued.
+            IF previous.family_id IS NOT NULL THEN
+                PERFORM oauth._revoke_family(previous.family_id, 'code_replayed', now);
+            END IF;
+            PERFORM oauth._event('code_replayed', previous.client_id, previous.user_id, previous.grant_id,
+                                 previous.family_id, NULL, now);
+        END IF;
+        RETURN oauth._error('invalid_grant', 'code is invalid, expired or already used');
+    END IF;
+    IF redeemed.client_id <> client.client_id THEN
+        RETURN oauth._error('invalid_grant', 'code was issued to another client');
+    END IF;
+    IF redeemed.expires_at <= now THEN
+        RETURN oauth._error('invalid_grant', 'code is invalid, expired or already used');
+    END IF;
+    IF redeemed.redirect_uri_sent OR exchange_code.redirect_uri IS NOT NULL THEN
+        IF exchange_code.redirect_uri IS DISTINCT FROM redeemed.redirect_uri THEN
+            RETURN oauth._error('invalid_grant', 'redirect_uri does not match the authorization request');
+        END IF;
+    END IF;
+    IF NOT oauth.pkce_s256_matches(code_verifier, redeemed.code_challenge) THEN
+        RETURN oauth._error('invalid_grant', 'code_verifier does not match the code_challenge');
+    END IF;
+    -- RFC 8707 §2.2: the token request may repeat the authorized resource, never add one; in any
+    -- spelling this server lists it under (Claude Code repeats the bare origin it authorized with).
+    IF exchange_code.resource IS NOT NULL
+       AND oauth.canonical_resource(exchange_code.resource) IS DISTINCT FROM redeemed.resource THEN
+        RETURN oauth._error('invalid_target', 'resource was not part of the authorization request');
+    END IF;
+    SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = redeemed.grant_id AND g.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_grant', 'the grant behind this code has been revoked');
+    END IF;
+
+    opened := oauth._open_family(redeemed, 'refresh_token' = ANY (client.grant_types), now,
+                                 CASE WHEN client.token_endpoint_auth_method = 'none' THEN dpop_jkt END);
+    PERFORM oauth._tokens_issued(redeemed.client_id, redeemed.user_id, redeemed.grant_id, redeemed.family_id,
+                                 'authorization_code', opened.refresh_token IS NOT NULL, now);
+    -- The client's row is at hand here, so the gateway learns how to sign the ID token without
+    -- another query (and rotation, which issues none, never asks).
+    RETURN oauth._token_response(opened.family, granted.props, granted.auth_time, redeemed.scopes,
+                                 redeemed.nonce, opened.refresh_token, now)
+        || jsonb_build_object('id_token_signed_response_alg', oauth._id_token_alg(client.metadata));
+END
+$$;
+
+DROP FUNCTION oauth.rotate_refresh_token(text, text, text, text, text, timestamptz);
+
+CREATE FUNCTION oauth.rotate_refresh_token(
+    client_id text,
+    client_secret text,
+    refresh_token text,
+    scope text,
+    resource text,
+    now timestamptz DEFAULT now(),
+    dpop_jkt text DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    authorized record;
+    client oauth.clients;
+    requested text[];
+    named_family uuid;
+    family oauth.refresh_families;
+    rotated record;
+    granted oauth.grants;
+    age integer;
+    grace interval;
+BEGIN
+    authorized := oauth._client_for_grant(client_id, client_secret, 'refresh_token', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
+    END IF;
+    client := authorized.client;
+    IF oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
+        RETURN oauth._dpop_problem(client, dpop_jkt);
+    END IF;
+    IF refresh_token IS NULL OR refresh_token = '' THEN
+        RETURN oauth._error('invalid_request', 'refresh_token is required');
+    END IF;
+    requested := oauth.parse_scope(scope);
+    IF requested IS NULL THEN
+        RETURN oauth._error('invalid_scope', 'scope is malformed');
+    END IF;
+    named_family := oauth._refresh_token_family(refresh_token);
+    -- The resource as this server lists it, as the code exchange compares it.
+    rotate_refresh_token.resource := oauth.canonical_resource(rotate_refresh_token.resource);
+
+    -- Rotation is decided by this one statement on the family's one row: the live token is swapped
+    -- for its successor only if the presented token is still that live token, so concurrent
+    -- rotations of one token cannot both succeed. Scope may narrow (this response only) and the
+    -- resource may repeat.
+    UPDATE oauth.refresh_families f
+       SET current_hash = oauth.token_hash(
+               oauth.refresh_token_successor(f.chain_key, f.family_id, f.generation + 1, refresh_token)),
+           previous_hash = f.current_hash, generation = f.generation + 1, rotated_at = now
+      FROM oauth.grants g
+     WHERE f.family_id = named_family
+       AND f.current_hash = oauth.token_hash(refresh_token)
+       AND g.grant_id = f.grant_id
+       AND f.client_id = client.client_id
+       AND f.revoked_at IS NULL AND g.revoked_at IS NULL
+       AND f.expires_at > now
+       AND requested <@ f.scopes
+       AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = f.resource)
+       AND (f.dpop_jkt IS NULL OR f.dpop_jkt = rotate_refresh_token.dpop_jkt)
+    RETURNING f AS family, g.props, g.auth_time,
+              oauth.refresh_token_successor(f.chain_key, f.family_id, f.generation, refresh_token) AS successor
+    INTO rotated;
+    IF FOUND THEN
+        family := rotated.family;
+        PERFORM oauth._tokens_issued(family.client_id, family.user_id, family.grant_id, family.family_id,
+                                     'refresh_token', true, now);
+        RETURN oauth._token_response(family, rotated.props, rotated.auth_time,
+            CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL,
+            rotated.successor, now);
+    END IF;
+
+    -- Not rotated: say why, and treat a genuine token that is no longer live as stolen.
+    SELECT * INTO family FROM oauth.refresh_families f WHERE f.family_id = named_family;
+    age := oauth._refresh_token_age(family, refresh_token);
+    IF age IS NULL THEN
+        RETURN oauth._error('invalid_grant', 'refresh token is invalid');
+    END IF;
+    IF family.client_id <> client.client_id THEN
+        RETURN oauth._error('invalid_grant', 'refresh token was issued to another client');
+    END IF;
+    IF family.revoked_at IS NOT NULL THEN
+        RETURN oauth._error('invalid_grant', 'refresh token has been revoked');
+    END IF;
+    IF family.expires_at <= now THEN
+        RETURN oauth._error('invalid_grant', 'refresh token has expired');
+    END IF;
+    IF age = 0 THEN
+        -- The live token without its key: refused, and the family stays (the key's holder may
+        -- still use it).
+        IF family.dpop_jkt IS NOT NULL AND family.dpop_jkt IS DISTINCT FROM rotate_refresh_token.dpop_jkt THEN
+            RETURN oauth._error('invalid_grant', 'refresh token is bound to a DPoP key: send a proof made with that key');
+        END IF;
+        IF NOT requested <@ family.scopes THEN
+            RETURN oauth._error('invalid_scope', 'scope exceeds what was granted');
+        END IF;
+        IF rotate_refresh_token.resource IS NOT NULL AND rotate_refresh_token.resource IS DISTINCT FROM family.resource THEN
+            RETURN oauth._error('invalid_target', 'resource differs from the one this token is bound to');
+        END IF;
+        RETURN oauth._error('invalid_grant', 'the grant has been revoked');
+    END IF;
+
+    -- The token the last rotation retired, presented again within the window after that rotation:
+    -- a parallel request that lost the race, or a retry of a lost response. It gets the live token
+    -- (its successor, derived again, not a new one), so there is never a second live successor and
+    -- nothing is written; the window does not move. Switched on explicitly: a concurrent request
+    -- whose transaction began before the rotation committed carries an earlier now(), so
+    -- `rotated_at > now - '0'` alone would let it through.
+    grace := (oauth._settings()).refresh_reuse_grace;
+    IF age = 1 AND grace > interval '0' AND family.rotated_at > now - grace
+       AND (family.dpop_jkt IS NULL OR family.dpop_jkt = rotate_refresh_token.dpop_jkt)
+       AND requested <@ family.scopes
+       AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = family.resource) THEN
+        SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = family.grant_id AND g.revoked_at IS NULL;
+        IF FOUND THEN
+            PERFORM oauth._tokens_issued(family.client_id, family.user_id, family.grant_id, family.family_id,
+                                         'refresh_token', true, now);
+            RETURN oauth._token_response(family, granted.props, granted.auth_time,
+                CASE WHEN cardinality(requested) = 0 THEN family.scopes ELSE requested END, NULL,
+                oauth.refresh_token_successor(family.chain_key, family.family_id, family.generation, refresh_token),
+                now);
+        END IF;
+    END IF;
+
+    -- Otherwise an earlier token came back: reuse (OAuth 2.1 §4.3.1). Revoke the family and the grant.
+    PERFORM oauth._event('refresh_reused', family.client_id, family.user_id, family.grant_id, family.family_id,
+                         pg_catalog.jsonb_build_object('rotations_ago', age), now);
+    PERFORM oauth._revoke_family(family.family_id, 'refresh_token_reused', now);
+    PERFORM oauth._revoke_grant(family.grant_id, 'refresh_token_reused', now);
+    RETURN oauth._error('invalid_grant', 'refresh token was already used; the grant has been revoked');
+END
+$$;
+
+DROP FUNCTION oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz);
+
+-- Concurrent refreshes that the gateway coalesced: each element is decided by
+-- oauth.rotate_refresh_token exactly as a call of its own would be, in one transaction, so a burst
+-- costs one round trip and one commit instead of one per request. Answers come back as a jsonb
+-- array in the order of the arguments; an expected failure is that element's own answer and does
+-- not touch the others. Families are rotated in the order of their ids, so batches running on
+-- different connections lock rows in one order and cannot deadlock each other.
+CREATE FUNCTION oauth.rotate_refresh_tokens(
+    client_ids text[],
+    client_secrets text[],
+    refresh_tokens text[],
+    scopes text[],
+    resources text[],
+    now timestamptz DEFAULT now(),
+    dpop_jkts text[] DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := cardinality(refresh_tokens);
+    answers jsonb[];
+    i integer;
+BEGIN
+    IF cardinality(client_ids) IS DISTINCT FROM n OR cardinality(client_secrets) IS DISTINCT FROM n
+       OR cardinality(scopes) IS DISTINCT FROM n OR cardinality(resources) IS DISTINCT FROM n
+       OR (dpop_jkts IS NOT NULL AND cardinality(dpop_jkts) IS DISTINCT FROM n) THEN
+        PERFORM oauth._raise('invalid_request', 'the batch''s arrays differ in length');
+    END IF;
+    answers := array_fill(NULL::jsonb, ARRAY[n]);
+    FOR i IN SELECT t.i FROM unnest(refresh_tokens) WITH ORDINALITY AS t(token, i)
+              ORDER BY oauth._refresh_token_family(t.token) NULLS LAST, t.i
+    LOOP
+        answers[i] := oauth.rotate_refresh_token(client_ids[i], client_secrets[i], refresh_tokens[i],
+                                                 scopes[i], resources[i], now, dpop_jkts[i]);
+    END LOOP;
+    RETURN to_jsonb(answers);
+END
+$$;
+
+DROP FUNCTION oauth.poll_device_authorization(text, text, text, timestamptz);
+
+-- RFC 8628 §3.4–3.5: the device polls. Answers authorization_pending, slow_down, access_denied,
+-- expired_token, or, once approved, the tokens (exactly once).
+CREATE FUNCTION oauth.poll_device_authorization(
+    client_id text,
+    client_secret text,
+    device_code text,
+    now timestamptz DEFAULT now(),
+    dpop_jkt text DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    authorized record;
+    client oauth.clients;
+    polled record;
+    issued_from oauth.codes;
+    granted oauth.grants;
+    opened record;
+    new_family_id uuid := gen_random_uuid();
+BEGIN
+    authorized := oauth._client_for_grant(client_id, client_secret, 'urn:ietf:params:oauth:grant-type:device_code', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
+    END IF;
+    client := authorized.client;
+    IF oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
+        RETURN oauth._dpop_problem(client, dpop_jkt);
+    END IF;
+    IF device_code IS NULL OR device_code = '' THEN
+        RETURN oauth._error('invalid_request', 'device_code is required');
+    END IF;
+
+    -- One statement records the poll, enforces the interval and redeems an approved authorization:
+    -- concurrent polls serialise on the row lock, so exactly one of them sees 'approved'.
+    WITH before AS (
+        SELECT d.* FROM oauth.device_authorizations d
+         WHERE d.device_code_hash = oauth.token_hash(poll_device_authorization.device_code)
+           AND d.client_id = client.client_id
+           FOR UPDATE)
+    UPDATE oauth.device_authorizations d
+       SET last_polled_at = now,
+           poll_interval = CASE WHEN before.status = 'pending'
+                                     AND before.last_polled_at > now - make_interval(secs => before.poll_interval)
+                                THEN before.poll_interval + 5 ELSE before.poll_interval END,
+           status = CASE WHEN before.status = 'approved' AND before.expires_at > now THEN 'redeemed' ELSE before.status END,
+           family_id = CASE WHEN before.status = 'approved' AND before.expires_at > now
+                            THEN new_family_id ELSE before.family_id END
+      FROM before
+     WHERE d.device_code_hash = before.device_code_hash
+    RETURNING before.status AS previous_status, before.last_polled_at AS previous_poll,
+              before.poll_interval AS previous_interval, d.*
+      INTO polled;
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_grant', 'device_code is invalid');
+    END IF;
+    IF polled.previous_status = 'redeemed' THEN
+        -- A device code is single use; a replay revokes what it issued (as for authorization codes).
+        PERFORM oauth._revoke_family(polled.family_id, 'device_code_replayed', now);
+        RETURN oauth._error('invalid_grant', 'device_code was already used');
+    END IF;
+    IF polled.expires_at <= now THEN
+        RETURN oauth._error('expired_token', 'the device code has expired; start again');
+    END IF;
+    IF polled.previous_status = 'denied' THEN
+        RETURN oauth._error('access_denied', 'the user denied the request');
+    END IF;
+    IF polled.previous_status = 'pending' THEN
+        IF polled.poll_interval > polled.previous_interval THEN
+            RETURN oauth._error('slow_down', pg_catalog.format('poll at most every %s seconds', polled.poll_interval))
+                || jsonb_build_object('interval', polled.poll_interval);
+        END IF;
+        RETURN oauth._error('authorization_pending', 'the user has not yet decided');
+    END IF;
+
+    SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = polled.grant_id AND g.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN oauth._error('invalid_grant', 'the grant behind this device code has been revoked');
+    END IF;
+    issued_from.family_id := polled.family_id;
+    issued_from.grant_id := polled.grant_id;
+    issued_from.client_id := polled.client_id;
+    issued_from.user_id := polled.user_id;
+    issued_from.scopes := polled.scopes;
+    issued_from.resource := polled.resource;
+    opened := oauth._open_family(issued_from, 'refresh_token' = ANY (client.grant_types), now,
+                                 CASE WHEN client.token_endpoint_auth_method = 'none' THEN dpop_jkt END);
+    PERFORM oauth._tokens_issued(polled.client_id, polled.user_id, polled.grant_id, polled.family_id,
+                                 'urn:ietf:params:oauth:grant-type:device_code', opened.refresh_token IS NOT NULL, now);
+    RETURN oauth._token_response(opened.family, granted.props, granted.auth_time, polled.scopes, NULL,
+                                 opened.refresh_token, now)
+        || jsonb_build_object('id_token_signed_response_alg', oauth._id_token_alg(client.metadata));
+END
+$$;
+
+DROP FUNCTION oauth.client_credentials_grant(text, text, text, text, timestamptz);
+
+CREATE FUNCTION oauth.client_credentials_grant(
+    client_id text,
+    client_secret text,
+    scope text,
+    resource text,
+    now timestamptz DEFAULT now(),
+    dpop_jkt text DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    authorized record;
+    client oauth.clients;
+    resolved record;
+    target record;
+    own_grant oauth.grants;
+BEGIN
+    authorized := oauth._client_for_grant(client_id, client_secret, 'client_credentials', now);
+    IF authorized.problem IS NOT NULL THEN
+        RETURN authorized.problem;
+    END IF;
+    client := authorized.client;
+    IF oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
+        RETURN oauth._dpop_problem(client, dpop_jkt);
+    END IF;
+    resolved := oauth._resolve_scopes(scope, client.allowed_scopes);
+    IF resolved.problem IS NOT NULL THEN
+        RETURN resolved.problem;
+    END IF;
+    IF resolved.scopes && oauth._user_only_scopes() THEN
+        RETURN oauth._error('invalid_scope', 'openid and offline_access need a user; client_credentials has none');
+    END IF;
+    target := oauth._resolve_target(resource, client.allowed_resources);
+    IF target.problem IS NOT NULL THEN
+        RETURN target.problem;
+    END IF;
+
+    own_grant := oauth._client_grant(client, now);
+    PERFORM oauth._tokens_issued(client.client_id, own_grant.user_id, own_grant.grant_id, NULL,
+                                 'client_credentials', false, now);
+    -- Tokens of this grant belong to no family: revoking the grant (or deleting the client) kills them.
+    RETURN oauth._access_token_response(own_grant, NULL, client.client_id, resolved.scopes, target.target, now);
+END
+$$;
+
+DROP FUNCTION oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean, interval, interval,
+                              interval, boolean, boolean, interval);
+
+-- Operator settings; NULL keeps the current value.
+CREATE FUNCTION oauth.configure(
+    issuer text DEFAULT NULL,
+    access_token_ttl interval DEFAULT NULL,
+    code_ttl interval DEFAULT NULL,
+    refresh_token_ttl interval DEFAULT NULL,
+    refresh_reuse_grace interval DEFAULT NULL,
+    scopes_supported text[] DEFAULT NULL,
+    default_scopes text[] DEFAULT NULL,
+    registration_enabled boolean DEFAULT NULL,
+    registered_client_ttl interval DEFAULT NULL,
+    authorization_request_ttl interval DEFAULT NULL,
+    event_retention interval DEFAULT NULL,
+    record_token_events boolean DEFAULT NULL,
+    require_pushed_authorization_requests boolean DEFAULT NULL,
+    pushed_request_ttl interval DEFAULT NULL,
+    dpop_supported boolean DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF issuer IS NOT NULL AND (oauth.resource_problem(issuer) IS NOT NULL OR issuer ~ '[?]' OR issuer !~ '^https?://') THEN
+        PERFORM oauth._raise('invalid_request', 'issuer must be an http(s) URL without query or fragment');
+    END IF;
+    INSERT INTO oauth.settings SELECT * FROM oauth.default_settings ON CONFLICT DO NOTHING;
+    UPDATE oauth.settings s SET
+        issuer = coalesce(configure.issuer, s.issuer),
+        access_token_ttl = coalesce(configure.access_token_ttl, s.access_token_ttl),
+        code_ttl = coalesce(configure.code_ttl, s.code_ttl),
+        refresh_token_ttl = coalesce(configure.refresh_token_ttl, s.refresh_token_ttl),
+        refresh_reuse_grace = coalesce(configure.refresh_reuse_grace, s.refresh_reuse_grace),
+        scopes_supported = coalesce(configure.scopes_supported, s.scopes_supported),
+        default_scopes = coalesce(configure.default_scopes, s.default_scopes),
+        registration_enabled = coalesce(configure.registration_enabled, s.registration_enabled),
+        registered_client_ttl = coalesce(configure.registered_client_ttl, s.registered_client_ttl),
+        authorization_request_ttl = coalesce(configure.authorization_request_ttl, s.authorization_request_ttl),
+        event_retention = coalesce(configure.event_retention, s.event_retention),
+        record_token_events = coalesce(configure.record_token_events, s.record_token_events),
+        require_pushed_authorization_requests = coalesce(configure.require_pushed_authorization_requests,
+                                                         s.require_pushed_authorization_requests),
+        pushed_request_ttl = coalesce(configure.pushed_request_ttl, s.pushed_request_ttl),
+        dpop_supported = coalesce(configure.dpop_supported, s.dpop_supported);
+    RETURN oauth.settings();
+END
+$$;
+
+CREATE OR REPLACE FUNCTION oauth.settings() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'issuer', s.issuer,
+        'access_token_ttl', floor(date_part('epoch', s.access_token_ttl))::bigint,
+        'code_ttl', floor(date_part('epoch', s.code_ttl))::bigint,
+        'refresh_token_ttl', floor(date_part('epoch', s.refresh_token_ttl))::bigint,
+        'refresh_reuse_grace', floor(date_part('epoch', s.refresh_reuse_grace))::bigint,
+        'scopes_supported', to_jsonb(s.scopes_supported),
+        'default_scopes', to_jsonb(s.default_scopes),
+        'registration_enabled', s.registration_enabled,
+        'registered_client_ttl', floor(date_part('epoch', s.registered_client_ttl))::bigint,
+        'authorization_request_ttl', floor(date_part('epoch', s.authorization_request_ttl))::bigint,
+        'event_retention', floor(date_part('epoch', s.event_retention))::bigint,
+        'record_token_events', s.record_token_events,
+        'require_pushed_authorization_requests', s.require_pushed_authorization_requests,
+        'pushed_request_ttl', floor(date_part('epoch', s.pushed_request_ttl))::bigint,
+        'dpop_supported', s.dpop_supported,
+        -- What the gateway's proof check accepts (oauth_rules::dpop), when DPoP is on.
+        'dpop_signing_alg_values_supported',
+            CASE WHEN s.dpop_supported THEN to_jsonb(oauth.dpop_signing_algs()) ELSE '[]'::jsonb END)
+        || oauth._capabilities()
+      FROM oauth._settings() s
+$$;
+
+REVOKE EXECUTE ON FUNCTION
+    oauth.dpop_signing_algs(),
+    oauth._dpop_problem(oauth.clients, text),
+    oauth._open_family(oauth.codes, boolean, timestamptz, text),
+    oauth.exchange_code(text, text, text, text, text, text, timestamptz, text),
+    oauth.rotate_refresh_token(text, text, text, text, text, timestamptz, text),
+    oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz, text[]),
+    oauth.poll_device_authorization(text, text, text, timestamptz, text),
+    oauth.client_credentials_grant(text, text, text, text, timestamptz, text),
+    oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean, interval, interval,
+                    interval, boolean, boolean, interval, boolean)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    oauth.exchange_code(text, text, text, text, text, text, timestamptz, text),
+    oauth.rotate_refresh_token(text, text, text, text, text, timestamptz, text),
+    oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz, text[]),
+    oauth.poll_device_authorization(text, text, text, timestamptz, text),
+    oauth.client_credentials_grant(text, text, text, text, timestamptz, text)
+TO oauth_gateway;
+GRANT EXECUTE ON FUNCTION oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean,
+                                          interval, interval, interval, boolean, boolean, interval, boolean)
+    TO oauth_admin;
+-- end DPoP
 
 -- upstream tokens (issue 13)
 -- The upstream provider's access and refresh tokens, sealed by the gateway: two tables, the

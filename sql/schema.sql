@@ -51,7 +51,10 @@ CREATE TABLE oauth.default_settings (
     -- pushed request's request_uri may be used at /authorize (§2.2: short, single use).
     require_pushed_authorization_requests boolean NOT NULL DEFAULT false,
     pushed_request_ttl interval NOT NULL DEFAULT '90 seconds'
-        CHECK (pushed_request_ttl BETWEEN '5 seconds' AND '10 minutes')
+        CHECK (pushed_request_ttl BETWEEN '5 seconds' AND '10 minutes'),
+    -- RFC 9449: whether token requests may bind tokens to a DPoP key (and clients may register
+    -- dpop_bound_access_tokens). The gateway checks the proofs; bindings are kept here.
+    dpop_supported boolean NOT NULL DEFAULT false
 );
 INSERT INTO oauth.default_settings DEFAULT VALUES;
 CREATE TABLE oauth.settings (LIKE oauth.default_settings INCLUDING ALL);
@@ -153,7 +156,10 @@ CREATE TABLE oauth.refresh_families (
     expires_at timestamptz NOT NULL,
     revoked_at timestamptz,
     revoked_reason text,
-    chain_key bytea NOT NULL CHECK (octet_length(chain_key) = 32)
+    chain_key bytea NOT NULL CHECK (octet_length(chain_key) = 32),
+    -- RFC 9449 §5: a public client's refresh tokens are bound to the DPoP key (its RFC 7638
+    -- thumbprint) of the request that opened the family; rotation needs a proof by that key.
+    dpop_jkt text CHECK (dpop_jkt ~ '^[A-Za-z0-9_-]{43}$')
 ) WITH (fillfactor = 70);
 CREATE INDEX ON oauth.refresh_families (grant_id);
 CREATE INDEX ON oauth.refresh_families (expires_at);

@@ -2,7 +2,9 @@
 -- refresh token (RFC 6749 §6, OAuth 2.1 §4.3.1). Each returns what the gateway needs to mint tokens.
 
 -- Opens a family for a redeemed code; with a refresh token when the client may refresh.
-CREATE FUNCTION oauth._open_family(code oauth.codes, with_refresh boolean, now timestamptz,
+-- A public client's family is bound to the DPoP key of the request (RFC 9449 §5); a confidential
+-- client's refresh tokens are bound to its authentication already.
+CREATE FUNCTION oauth._open_family(code oauth.codes, with_refresh boolean, now timestamptz, dpop_jkt text,
                                    OUT family oauth.refresh_families, OUT refresh_token text)
 LANGUAGE plpgsql
 AS $$
@@ -11,9 +13,9 @@ BEGIN
         refresh_token := oauth.refresh_token_first(code.family_id);
     END IF;
     INSERT INTO oauth.refresh_families (family_id, grant_id, client_id, user_id, scopes, resource, current_hash,
-                                        created_at, expires_at, chain_key)
+                                        created_at, expires_at, chain_key, dpop_jkt)
     VALUES (code.family_id, code.grant_id, code.client_id, code.user_id, code.scopes, code.resource, oauth.token_hash(refresh_token),
-            now, now + (oauth._settings()).refresh_token_ttl, oauth.refresh_chain_key())
+            now, now + (oauth._settings()).refresh_token_ttl, oauth.refresh_chain_key(), dpop_jkt)
     RETURNING * INTO family;
 END
 $$;
@@ -77,7 +79,8 @@ CREATE FUNCTION oauth.exchange_code(
     code_verifier text,
     redirect_uri text,
     resource text,
-    now timestamptz DEFAULT now()
+    now timestamptz DEFAULT now(),
+    dpop_jkt text DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -97,6 +100,9 @@ BEGIN
         RETURN authorized.problem;
     END IF;
     client := authorized.client;
+    IF oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
+        RETURN oauth._dpop_problem(client, dpop_jkt);
+    END IF;
     IF code IS NULL OR code = '' THEN
         RETURN oauth._error('invalid_request', 'code is required');
     END IF;
@@ -146,7 +152,8 @@ BEGIN
         RETURN oauth._error('invalid_grant', 'the grant behind this code has been revoked');
     END IF;
 
-    opened := oauth._open_family(redeemed, 'refresh_token' = ANY (client.grant_types), now);
+    opened := oauth._open_family(redeemed, 'refresh_token' = ANY (client.grant_types), now,
+                                 CASE WHEN client.token_endpoint_auth_method = 'none' THEN dpop_jkt END);
     PERFORM oauth._tokens_issued(redeemed.client_id, redeemed.user_id, redeemed.grant_id, redeemed.family_id,
                                  'authorization_code', opened.refresh_token IS NOT NULL, now);
     -- The client's row is at hand here, so the gateway learns how to sign the ID token without
@@ -163,7 +170,8 @@ CREATE FUNCTION oauth.rotate_refresh_token(
     refresh_token text,
     scope text,
     resource text,
-    now timestamptz DEFAULT now()
+    now timestamptz DEFAULT now(),
+    dpop_jkt text DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -184,6 +192,9 @@ BEGIN
         RETURN authorized.problem;
     END IF;
     client := authorized.client;
+    IF oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
+        RETURN oauth._dpop_problem(client, dpop_jkt);
+    END IF;
     IF refresh_token IS NULL OR refresh_token = '' THEN
         RETURN oauth._error('invalid_request', 'refresh_token is required');
     END IF;
@@ -212,6 +223,7 @@ BEGIN
        AND f.expires_at > now
        AND requested <@ f.scopes
        AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = f.resource)
+       AND (f.dpop_jkt IS NULL OR f.dpop_jkt = rotate_refresh_token.dpop_jkt)
     RETURNING f AS family, g.props, g.auth_time,
               oauth.refresh_token_successor(f.chain_key, f.family_id, f.generation, refresh_token) AS successor
     INTO rotated;
@@ -240,6 +252,11 @@ BEGIN
         RETURN oauth._error('invalid_grant', 'refresh token has expired');
     END IF;
     IF age = 0 THEN
+        -- The live token without its key: refused, and the family stays (the key's holder may
+        -- still use it).
+        IF family.dpop_jkt IS NOT NULL AND family.dpop_jkt IS DISTINCT FROM rotate_refresh_token.dpop_jkt THEN
+            RETURN oauth._error('invalid_grant', 'refresh token is bound to a DPoP key: send a proof made with that key');
+        END IF;
         IF NOT requested <@ family.scopes THEN
             RETURN oauth._error('invalid_scope', 'scope exceeds what was granted');
         END IF;
@@ -257,6 +274,7 @@ BEGIN
     -- `rotated_at > now - '0'` alone would let it through.
     grace := (oauth._settings()).refresh_reuse_grace;
     IF age = 1 AND grace > interval '0' AND family.rotated_at > now - grace
+       AND (family.dpop_jkt IS NULL OR family.dpop_jkt = rotate_refresh_token.dpop_jkt)
        AND requested <@ family.scopes
        AND (rotate_refresh_token.resource IS NULL OR rotate_refresh_token.resource = family.resource) THEN
         SELECT * INTO granted FROM oauth.grants g WHERE g.grant_id = family.grant_id AND g.revoked_at IS NULL;
@@ -291,7 +309,8 @@ CREATE FUNCTION oauth.rotate_refresh_tokens(
     refresh_tokens text[],
     scopes text[],
     resources text[],
-    now timestamptz DEFAULT now()
+    now timestamptz DEFAULT now(),
+    dpop_jkts text[] DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -302,7 +321,8 @@ DECLARE
     i integer;
 BEGIN
     IF cardinality(client_ids) IS DISTINCT FROM n OR cardinality(client_secrets) IS DISTINCT FROM n
-       OR cardinality(scopes) IS DISTINCT FROM n OR cardinality(resources) IS DISTINCT FROM n THEN
+       OR cardinality(scopes) IS DISTINCT FROM n OR cardinality(resources) IS DISTINCT FROM n
+       OR (dpop_jkts IS NOT NULL AND cardinality(dpop_jkts) IS DISTINCT FROM n) THEN
         PERFORM oauth._raise('invalid_request', 'the batch''s arrays differ in length');
     END IF;
     answers := array_fill(NULL::jsonb, ARRAY[n]);
@@ -310,7 +330,7 @@ BEGIN
               ORDER BY oauth._refresh_token_family(t.token) NULLS LAST, t.i
     LOOP
         answers[i] := oauth.rotate_refresh_token(client_ids[i], client_secrets[i], refresh_tokens[i],
-                                                 scopes[i], resources[i], now);
+                                                 scopes[i], resources[i], now, dpop_jkts[i]);
     END LOOP;
     RETURN to_jsonb(answers);
 END

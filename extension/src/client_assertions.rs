@@ -83,3 +83,13 @@ fn client_assertion_signing_algs() -> Vec<String> {
         .map(|alg| (*alg).to_owned())
         .collect()
 }
+
+/// The algorithms a DPoP proof may be signed with (RFC 9449 §5.1
+/// `dpop_signing_alg_values_supported`): what the gateway's proof check accepts.
+#[pg_extern(immutable, parallel_safe)]
+fn dpop_signing_algs() -> Vec<String> {
+    oauth_rules::dpop::SIGNING_ALGS
+        .iter()
+        .map(|alg| (*alg).to_owned())
+        .collect()
+}

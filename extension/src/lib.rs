@@ -36,7 +36,8 @@ pgrx::extension_sql_file!(
         client_assertions::verify_client_assertion,
         client_assertions::jwks_problem,
         client_assertions::jwks_uri_problem,
-        client_assertions::client_assertion_signing_algs
+        client_assertions::client_assertion_signing_algs,
+        client_assertions::dpop_signing_algs
     ]
 );
 pgrx::extension_sql_file!(

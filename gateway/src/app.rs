@@ -27,6 +27,8 @@ pub struct App {
     /// key's bytes (never a signature: ECDSA's are randomized), so every gateway sharing the keys
     /// accepts every other gateway's forms.
     pub csrf_key: hmac::Key,
+    /// DPoP proofs: the replay cache and the nonces (shared with the guard).
+    pub dpop: Arc<crate::dpop::Dpop>,
     /// Peers allowed to name the user in `trusted_user_header`.
     pub trusted_proxies: Vec<crate::config::IpRange>,
     /// Verifies the access tokens this deployment issued (token exchange, revocation,

@@ -201,6 +201,10 @@ pub struct Config {
     /// Skip the consent page when the signed-in user's live grant for the client already holds
     /// the requested scopes and resource (never for loopback or private-use-scheme clients).
     pub remember_consent: bool,
+    /// RFC 9449 §8: DPoP proofs must carry a nonce this server handed out (`DPoP-Nonce`), at the
+    /// token endpoint and the guard, so a proof made ahead of time is worthless. DPoP itself is
+    /// the extension's setting (`oauth.configure(dpop_supported => true)`).
+    pub dpop_require_nonce: bool,
     /// Concurrent refreshes coalesced into one database call (`db::batch`).
     pub refresh_batching: crate::db::RefreshBatching,
     /// The audit feed's webhook (`ops::webhook`); off without a url.
@@ -416,6 +420,7 @@ impl Default for Config {
             upstream: None,
             upstreams: Default::default(),
             remember_consent: false,
+            dpop_require_nonce: false,
             refresh_batching: Default::default(),
             audit_webhook: Default::default(),
             branding: Default::default(),

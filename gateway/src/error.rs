@@ -5,7 +5,8 @@ use hyper::StatusCode;
 use serde_json::Value;
 
 /// The error codes of RFC 6749 §4.1.2.1/§5.2, RFC 6750 §3.1, RFC 7591 §3.2.2, RFC 8628 §3.5,
-/// RFC 9101 §10.2 (a pushed request's request_uri, RFC 9126) and OpenID Connect Core §3.1.2.6 that the gateway or the extension answers with, plus the gateway's
+/// RFC 9101 §10.2 (a pushed request's request_uri, RFC 9126), RFC 9449 §12.2 (DPoP) and OpenID
+/// Connect Core §3.1.2.6 that the gateway or the extension answers with, plus the gateway's
 /// own `not_found`, `method_not_allowed` and the guard's `upstream_unavailable`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -28,6 +29,8 @@ pub enum ErrorCode {
     LoginRequired,
     RequestNotSupported,
     InvalidRequestUri,
+    InvalidDpopProof,
+    UseDpopNonce,
     NotFound,
     MethodNotAllowed,
     TemporarilyUnavailable,
@@ -36,7 +39,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 24] = [
+    const ALL: [ErrorCode; 26] = [
         Self::InvalidRequest,
         Self::InvalidClient,
         Self::InvalidGrant,
@@ -56,6 +59,8 @@ impl ErrorCode {
         Self::LoginRequired,
         Self::RequestNotSupported,
         Self::InvalidRequestUri,
+        Self::InvalidDpopProof,
+        Self::UseDpopNonce,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::TemporarilyUnavailable,
@@ -84,6 +89,8 @@ impl ErrorCode {
             Self::LoginRequired => "login_required",
             Self::RequestNotSupported => "request_not_supported",
             Self::InvalidRequestUri => "invalid_request_uri",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
@@ -134,6 +141,8 @@ pub struct BearerChallenge {
     /// How much of the error the challenge names: nothing when the request carried no token
     /// (RFC 6750 §3.1).
     pub names: ChallengeNames,
+    /// RFC 9449 §7.1: a `DPoP` challenge instead, naming the proof algorithms accepted.
+    pub dpop_algs: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -147,6 +156,9 @@ pub enum ChallengeNames {
 impl BearerChallenge {
     pub fn header_value(&self, error: &OAuthError) -> String {
         let mut attributes = Vec::new();
+        if let Some(algs) = &self.dpop_algs {
+            attributes.push(format!("algs=\"{algs}\""));
+        }
         if let Some(url) = &self.resource_metadata {
             attributes.push(format!("resource_metadata=\"{url}\""));
         }
@@ -159,10 +171,15 @@ impl BearerChallenge {
         if self.names == ChallengeNames::CodeAndDescription {
             attributes.push(format!("error_description=\"{}\"", error.description));
         }
-        if attributes.is_empty() {
-            "Bearer".to_owned()
+        let scheme = if self.dpop_algs.is_some() {
+            "DPoP"
         } else {
-            format!("Bearer {}", attributes.join(", "))
+            "Bearer"
+        };
+        if attributes.is_empty() {
+            scheme.to_owned()
+        } else {
+            format!("{scheme} {}", attributes.join(", "))
         }
     }
 }
@@ -190,6 +207,8 @@ pub struct OAuthError {
     /// Seconds the client should wait before trying again (`Retry-After`): rate limits, and 1 on
     /// every 503.
     pub retry_after: Option<u64>,
+    /// RFC 9449 §8: a nonce the client must put in its next DPoP proof (`DPoP-Nonce`).
+    pub dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -202,6 +221,7 @@ impl OAuthError {
                 basic_challenge: false,
             },
             retry_after: None,
+            dpop_nonce: None,
         }
     }
 
@@ -310,6 +330,7 @@ mod tests {
             resource_metadata: Some("https://rs/.well-known/oauth-protected-resource".into()),
             scope: Some("mcp".into()),
             names: ChallengeNames::CodeAndDescription,
+            dpop_algs: None,
         };
         assert_eq!(
             guard.header_value(&error),

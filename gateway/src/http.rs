@@ -331,12 +331,31 @@ fn assertion_credentials(
 
 /// The bearer token of an `Authorization: Bearer` header (RFC 6750 §2.1).
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    match access_token(headers)? {
+        (TokenScheme::Bearer, token) => Some(token),
+        (TokenScheme::Dpop, _) => None,
+    }
+}
+
+/// How an access token is presented: RFC 6750 §2.1 or RFC 9449 §7.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScheme {
+    Bearer,
+    Dpop,
+}
+
+/// The access token in the Authorization header, and its scheme (case-insensitive, RFC 9110 §11.1).
+pub fn access_token(headers: &HeaderMap) -> Option<(TokenScheme, &str)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        TokenScheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        TokenScheme::Dpop
+    } else {
+        return None;
+    };
+    Some((scheme, token.trim())).filter(|(_, t)| !t.is_empty())
 }
 
 fn base(status: StatusCode) -> hyper::http::response::Builder {
@@ -379,6 +398,13 @@ pub fn error(err: &OAuthError) -> Resp {
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     let headers = resp.headers_mut();
+    if let Some(nonce) = err.dpop_nonce.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+        headers.insert("dpop-nonce", nonce);
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("WWW-Authenticate, DPoP-Nonce"),
+        );
+    }
     match &err.rendering {
         // RFC 6749 §5.2: a failed client authentication by Basic is answered with its challenge.
         Rendering::Json {
@@ -394,7 +420,7 @@ pub fn error(err: &OAuthError) -> Resp {
                 headers.insert(header::WWW_AUTHENTICATE, value);
             }
             // Browser-based MCP clients must read the challenge to find the resource's metadata.
-            if challenge.resource_metadata.is_some() {
+            if challenge.resource_metadata.is_some() && err.dpop_nonce.is_none() {
                 headers.insert(
                     header::ACCESS_CONTROL_EXPOSE_HEADERS,
                     HeaderValue::from_static("WWW-Authenticate"),

@@ -8,6 +8,7 @@ pub mod app;
 mod budget;
 pub mod cimd;
 mod client_keys;
+pub mod dpop;
 pub mod config;
 pub mod db;
 mod endpoints;

@@ -62,6 +62,9 @@ struct ConfigArgs {
     /// Skip the consent page when the user's live grant already covers the request.
     #[arg(long, env = "OAUTH_REMEMBER_CONSENT")]
     remember_consent: bool,
+    /// DPoP proofs must carry a nonce this server handed out (RFC 9449 §8).
+    #[arg(long, env = "OAUTH_DPOP_REQUIRE_NONCE")]
+    dpop_require_nonce: bool,
     #[arg(long, env = "OAUTH_POOL_SIZE")]
     pool_size: Option<usize>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served, apart from the public listener.
@@ -160,6 +163,7 @@ impl ConfigArgs {
             upstream.token_encryption_key = Some(key);
         }
         config.remember_consent |= self.remember_consent;
+        config.dpop_require_nonce |= self.dpop_require_nonce;
         if let Some(v) = self.pool_size {
             config.pool_size = v;
         }

@@ -126,6 +126,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
             .await;
     }
     let csrf_key = csrf_key(&config, kek.as_deref())?;
+    let dpop = Arc::new(crate::dpop::Dpop::new(&csrf_key, config.dpop_require_nonce));
     let refreshes = crate::db::RefreshBatcher::start(db.clone(), config.refresh_batching);
     let trusted_proxies = config.trusted_proxy_ranges()?;
     let views = Arc::new(config.views()?);
@@ -143,8 +144,9 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
             crate::upstream::Provider::new(&name, upstream, kek.as_deref()).map(Arc::new)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let guard =
-        guard.with_upstream_tokens(crate::upstream::UpstreamTokens::new(&upstreams, db.clone()));
+    let guard = guard
+        .with_upstream_tokens(crate::upstream::UpstreamTokens::new(&upstreams, db.clone()))
+        .with_dpop(dpop.clone());
     Ok(Arc::new(App {
         upstreams,
         config,
@@ -154,6 +156,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         refreshes,
         settings: std::sync::RwLock::new(settings.map(Arc::new)),
         csrf_key,
+        dpop,
         trusted_proxies,
         tokens,
         guard,

@@ -26,6 +26,15 @@ pub struct AccessClaims {
     /// RFC 8693 §4.1: who acts on the subject's behalf (nested for delegation chains).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Value>,
+    /// RFC 9449 §6.1: the DPoP key the token is bound to; such a token is refused as a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// RFC 7800 confirmation, by JWK SHA-256 thumbprint (RFC 9449 §6.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub jkt: String,
 }
 
 impl AccessClaims {
@@ -35,6 +44,11 @@ impl AccessClaims {
 
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes().any(|s| s == scope)
+    }
+
+    /// The DPoP key thumbprint the token is bound to.
+    pub fn dpop_jkt(&self) -> Option<&str> {
+        self.cnf.as_ref().map(|c| c.jkt.as_str())
     }
 
     /// The jti as the extension keys revoked tokens by (this gateway mints UUIDs).

@@ -82,7 +82,7 @@ fn invalid(reason: impl Into<String>) -> Refusal {
     Refusal::Invalid(reason.into())
 }
 
-fn decode_json(segment: &str) -> Option<Map<String, Value>> {
+pub(crate) fn decode_json(segment: &str) -> Option<Map<String, Value>> {
     let bytes = URL_SAFE_NO_PAD.decode(segment).ok()?;
     match serde_json::from_slice(&bytes).ok()? {
         Value::Object(map) => Some(map),
@@ -141,7 +141,7 @@ pub fn unverified_kid(assertion: &str) -> Option<String> {
 }
 
 /// How a JWK must look to verify `alg`.
-fn key_fits(jwk: &Map<String, Value>, alg: &str) -> bool {
+pub(crate) fn key_fits(jwk: &Map<String, Value>, alg: &str) -> bool {
     let text = |name: &str| jwk.get(name).and_then(Value::as_str);
     let shape = match alg {
         "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" => text("kty") == Some("RSA"),
@@ -169,7 +169,12 @@ fn member_bytes(jwk: &Map<String, Value>, name: &str) -> Option<Vec<u8>> {
 }
 
 /// Whether `signature` over `message` verifies with `jwk` under `alg` (the key fits `alg`).
-fn signature_verifies(jwk: &Map<String, Value>, alg: &str, message: &[u8], sig: &[u8]) -> bool {
+pub(crate) fn signature_verifies(
+    jwk: &Map<String, Value>,
+    alg: &str,
+    message: &[u8],
+    sig: &[u8],
+) -> bool {
     let rsa = |params: &'static signature::RsaParameters| match (
         member_bytes(jwk, "n"),
         member_bytes(jwk, "e"),
@@ -401,7 +406,7 @@ pub fn verify(assertion: &str, jwks: &Value, expected: &Expected) -> Result<Veri
 }
 
 /// Members that hold private or symmetric key material (RFC 7518 §6.2.2, §6.3.2, §6.4).
-const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+pub(crate) const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// Why `jwks` cannot be a client's key set for `private_key_jwt`, or `None`: a JWK Set of at most
 /// [`MAX_KEYS`] public keys, at least one of which can verify an accepted algorithm. Keys of other

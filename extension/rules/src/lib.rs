@@ -5,3 +5,4 @@
 
 pub mod client_assertion;
 pub mod client_id;
+pub mod dpop;

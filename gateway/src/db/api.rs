@@ -42,6 +42,11 @@ pub struct Settings {
     /// RFC 9126 §5: every authorization request must be pushed to /par first.
     #[serde(default)]
     pub require_pushed_authorization_requests: bool,
+    /// RFC 9449: tokens are bound to the DPoP key of a request's proof.
+    #[serde(default)]
+    pub dpop_supported: bool,
+    #[serde(default)]
+    pub dpop_signing_alg_values_supported: Vec<String>,
     /// Seconds a revocation can matter: the longest an access token lives.
     pub revocation_horizon: u64,
 }
@@ -74,6 +79,8 @@ pub struct RefreshRequest {
     pub refresh_token: String,
     pub scope: Option<String>,
     pub resource: Option<String>,
+    /// The thumbprint of the key whose DPoP proof came with the request (RFC 9449).
+    pub dpop_jkt: Option<String>,
 }
 
 /// `oauth.begin_authorization`'s answer.
@@ -322,9 +329,10 @@ impl Db {
         code_verifier: &str,
         redirect_uri: Option<&str>,
         resource: Option<&str>,
+        dpop_jkt: Option<&str>,
     ) -> Result<Issued, OAuthError> {
         self.answer(
-            "SELECT oauth.exchange_code($1, $2, $3, $4, $5, $6)",
+            "SELECT oauth.exchange_code($1, $2, $3, $4, $5, $6, dpop_jkt => $7)",
             &[
                 &client.client_id,
                 &client.secret,
@@ -332,6 +340,7 @@ impl Db {
                 &code_verifier,
                 &redirect_uri,
                 &resource,
+                &dpop_jkt,
             ],
         )
         .await
@@ -342,13 +351,14 @@ impl Db {
         request: &RefreshRequest,
     ) -> Result<Issued, OAuthError> {
         self.answer(
-            "SELECT oauth.rotate_refresh_token($1, $2, $3, $4, $5)",
+            "SELECT oauth.rotate_refresh_token($1, $2, $3, $4, $5, dpop_jkt => $6)",
             &[
                 &request.client_id,
                 &request.secret,
                 &request.refresh_token,
                 &request.scope,
                 &request.resource,
+                &request.dpop_jkt,
             ],
         )
         .await
@@ -409,9 +419,13 @@ impl Db {
         let tokens: Vec<&str> = requests.iter().map(|r| r.refresh_token.as_str()).collect();
         let scopes: Vec<Option<&str>> = requests.iter().map(|r| r.scope.as_deref()).collect();
         let resources: Vec<Option<&str>> = requests.iter().map(|r| r.resource.as_deref()).collect();
-        const SQL: &str = "SELECT oauth.rotate_refresh_tokens($1, $2, $3, $4, $5)";
+        let keys: Vec<Option<&str>> = requests.iter().map(|r| r.dpop_jkt.as_deref()).collect();
+        const SQL: &str = "SELECT oauth.rotate_refresh_tokens($1, $2, $3, $4, $5, dpop_jkts => $6)";
         let value = self
-            .call(SQL, &[&client_ids, &secrets, &tokens, &scopes, &resources])
+            .call(
+                SQL,
+                &[&client_ids, &secrets, &tokens, &scopes, &resources, &keys],
+            )
             .await?;
         let Value::Array(answers) = value else {
             tracing::error!("rotate_refresh_tokens answered no array");
@@ -431,10 +445,11 @@ impl Db {
         client: &ClientCredentials,
         scope: Option<&str>,
         resource: Option<&str>,
+        dpop_jkt: Option<&str>,
     ) -> Result<Issued, OAuthError> {
         self.answer(
-            "SELECT oauth.client_credentials_grant($1, $2, $3, $4)",
-            &[&client.client_id, &client.secret, &scope, &resource],
+            "SELECT oauth.client_credentials_grant($1, $2, $3, $4, dpop_jkt => $5)",
+            &[&client.client_id, &client.secret, &scope, &resource, &dpop_jkt],
         )
         .await
     }
@@ -443,10 +458,11 @@ impl Db {
         &self,
         client: &ClientCredentials,
         device_code: &str,
+        dpop_jkt: Option<&str>,
     ) -> Result<Issued, OAuthError> {
         self.answer(
-            "SELECT oauth.poll_device_authorization($1, $2, $3)",
-            &[&client.client_id, &client.secret, &device_code],
+            "SELECT oauth.poll_device_authorization($1, $2, $3, dpop_jkt => $4)",
+            &[&client.client_id, &client.secret, &device_code, &dpop_jkt],
         )
         .await
     }

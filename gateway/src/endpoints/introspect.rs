@@ -31,13 +31,20 @@ struct ActiveAccessToken {
     grant_id: Option<uuid::Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     family_id: Option<uuid::Uuid>,
+    /// RFC 9449 §6.2: the DPoP key a bound token needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<crate::tokens::Confirmation>,
 }
 
 impl From<AccessClaims> for ActiveAccessToken {
     fn from(claims: AccessClaims) -> Self {
         Self {
             active: true,
-            token_type: "Bearer",
+            token_type: if claims.cnf.is_some() {
+                "DPoP"
+            } else {
+                "Bearer"
+            },
             iss: claims.iss,
             sub: claims.sub,
             aud: claims.aud,
@@ -48,6 +55,7 @@ impl From<AccessClaims> for ActiveAccessToken {
             jti: claims.jti,
             grant_id: claims.grant_id,
             family_id: claims.family_id,
+            cnf: claims.cnf,
         }
     }
 }

@@ -51,6 +51,15 @@ pub fn document(app: &App, settings: &Settings) -> Value {
     {
         fields.insert("end_session_endpoint".into(), json!(c.endpoint("/logout")));
     }
+    // RFC 9449 §5.1: only when tokens are bound to DPoP keys.
+    if settings.dpop_supported
+        && let Some(fields) = doc.as_object_mut()
+    {
+        fields.insert(
+            "dpop_signing_alg_values_supported".into(),
+            json!(settings.dpop_signing_alg_values_supported),
+        );
+    }
     if settings.registration_enabled
         && let Some(fields) = doc.as_object_mut()
     {

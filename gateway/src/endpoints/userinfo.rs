@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::app::App;
 use crate::error::{BearerChallenge, ChallengeNames, ErrorCode, OAuthError};
-use crate::http::{self, Req, Resp};
+use crate::http::{self, Req, Resp, TokenScheme};
 
 const PROFILE_CLAIMS: [&str; 8] = [
     "name",
@@ -48,7 +48,7 @@ async fn respond(app: &App, req: Req) -> Result<Map<String, Value>, OAuthError> 
     if req.method() != Method::GET && req.method() != Method::POST {
         return Err(OAuthError::invalid_request("use GET or POST"));
     }
-    let Some(token) = http::bearer_token(req.headers()) else {
+    let Some((scheme, token)) = http::access_token(req.headers()) else {
         return Err(bearer_error(
             ErrorCode::InvalidToken,
             "a bearer access token is required",
@@ -60,6 +60,31 @@ async fn respond(app: &App, req: Req) -> Result<Map<String, Value>, OAuthError> 
         .tokens
         .verify(token, None, true)
         .map_err(|e| bearer_error(ErrorCode::InvalidToken, &e.to_string(), named))?;
+    // RFC 9449 §7: a bound token only with a proof by its key; an unbound one only as Bearer.
+    match (scheme, claims.dpop_jkt()) {
+        (TokenScheme::Bearer, None) => {}
+        (TokenScheme::Dpop, Some(jkt)) => {
+            let url = app.config.endpoint("/userinfo");
+            let proof = app
+                .dpop
+                .check(req.headers(), req.method().as_str(), &url, Some(token))?;
+            if proof.is_none_or(|p| p.jkt != jkt) {
+                return Err(bearer_error(
+                    ErrorCode::InvalidDpopProof,
+                    "a DPoP proof made with the token's key is required",
+                    named,
+                )
+                .with_status(StatusCode::UNAUTHORIZED));
+            }
+        }
+        _ => {
+            return Err(bearer_error(
+                ErrorCode::InvalidToken,
+                "the token's scheme does not match its binding (DPoP-bound tokens use DPoP)",
+                named,
+            ));
+        }
+    }
     if !claims.has_scope("openid") {
         return Err(bearer_error(
             ErrorCode::InsufficientScope,

@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::config::RouteConfig;
 use crate::db::Db;
 use crate::error::{BearerChallenge, ChallengeNames, ErrorCode, OAuthError};
-use crate::http::{self, BodyLimits, Req, Resp};
+use crate::http::{self, BodyLimits, Req, Resp, TokenScheme};
 use crate::tokens::{AccessClaims, TokenVerifier};
 pub use revoked::{FeedCounters, FeedState};
 
@@ -59,6 +59,8 @@ pub struct Guard {
     /// The signed-in users' tokens at the upstream identity provider, for routes with
     /// `upstream_token_header`.
     upstream_tokens: Option<Arc<crate::upstream::UpstreamTokens>>,
+    /// Checks the DPoP proofs that DPoP-bound tokens come with (RFC 9449 §7).
+    dpop: Option<Arc<crate::dpop::Dpop>>,
 }
 
 /// A request that passed authentication and authorisation: who it is from.
@@ -139,6 +141,14 @@ impl Guard {
             },
             declared: AtomicBool::new(false),
             upstream_tokens: None,
+            dpop: None,
+        }
+    }
+
+    pub fn with_dpop(self, dpop: Arc<crate::dpop::Dpop>) -> Self {
+        Self {
+            dpop: Some(dpop),
+            ..self
         }
     }
 
@@ -319,6 +329,7 @@ impl Guard {
             resource_metadata: Some(format!("{}{}", self.origin, metadata_path(route))),
             scope: Some(scopes.join(" ")),
             names,
+            dpop_algs: None,
         })
     }
 
@@ -408,9 +419,46 @@ impl Guard {
             let missing = OAuthError::new(ErrorCode::InvalidToken, "an access token is required");
             return Err(self.challenge(route, missing, ChallengeNames::Nothing));
         }
-        let token = http::bearer_token(req.headers()).ok_or_else(|| {
-            self.refuse(route, ErrorCode::InvalidRequest, "use the Bearer scheme")
+        let (scheme, token) = http::access_token(req.headers()).ok_or_else(|| {
+            self.refuse(
+                route,
+                ErrorCode::InvalidRequest,
+                "use the Bearer or DPoP scheme",
+            )
         })?;
+        let claims = self.verified_claims(route, at, token)?;
+        match (scheme, claims.dpop_jkt()) {
+            (TokenScheme::Bearer, None) => Ok(claims),
+            // RFC 9449 §7.2: a bound token is never a bearer token.
+            (TokenScheme::Bearer, Some(_)) => Err(self.dpop_refusal(
+                route,
+                OAuthError::new(
+                    ErrorCode::InvalidToken,
+                    "this token is bound to a DPoP key: present it with the DPoP scheme and a proof",
+                ),
+            )),
+            (TokenScheme::Dpop, None) => Err(self.dpop_refusal(
+                route,
+                OAuthError::new(
+                    ErrorCode::InvalidToken,
+                    "this token is not bound to a DPoP key: present it with the Bearer scheme",
+                ),
+            )),
+            (TokenScheme::Dpop, Some(jkt)) => {
+                self.check_proof(req, token, jkt)
+                    .map_err(|e| self.dpop_refusal(route, e))?;
+                Ok(claims)
+            }
+        }
+    }
+
+    /// The token's claims, verified for this route's resource (cached per token and route).
+    fn verified_claims(
+        &self,
+        route: &RouteConfig,
+        at: usize,
+        token: &str,
+    ) -> Result<AccessClaims, OAuthError> {
         let cache_key = (Sha256::digest(token.as_bytes()).into(), at);
         // Read before verifying: a set replaced meanwhile leaves this entry stale, not trusted.
         let generation = self.verifier.keys.generation();
@@ -423,6 +471,45 @@ impl Guard {
             .map_err(|e| self.refuse(route, ErrorCode::InvalidToken, &e.to_string()))?;
         self.verified.insert(cache_key, claims.clone(), generation);
         Ok(claims)
+    }
+
+    /// RFC 9449 §7.1: the request's proof is for this request (method, URL as the client
+    /// addressed it, the token's hash) and made with the key the token is bound to.
+    fn check_proof(&self, req: &Req, token: &str, jkt: &str) -> Result<(), OAuthError> {
+        let Some(dpop) = &self.dpop else {
+            return Err(OAuthError::unavailable());
+        };
+        let url = format!("{}{}", self.origin, req.uri().path());
+        let proof = dpop
+            .check(req.headers(), req.method().as_str(), &url, Some(token))?
+            .ok_or_else(|| {
+                OAuthError::new(
+                    ErrorCode::InvalidDpopProof,
+                    "a DPoP-bound token needs a DPoP proof",
+                )
+            })?;
+        if proof.jkt != jkt {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidDpopProof,
+                "the DPoP proof is made with another key than the one the token is bound to",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A refusal of a DPoP request with RFC 9449 §7.1's challenge (401, the accepted algorithms);
+    /// a server error stays what it is.
+    fn dpop_refusal(&self, route: &RouteConfig, error: OAuthError) -> OAuthError {
+        if error.is_unavailable_or_server_error() {
+            return error;
+        }
+        let error = error.with_status(StatusCode::UNAUTHORIZED);
+        error.with_bearer_challenge(BearerChallenge {
+            resource_metadata: Some(format!("{}{}", self.origin, metadata_path(route))),
+            scope: Some(needed(route).join(" ")),
+            names: ChallengeNames::CodeAndDescription,
+            dpop_algs: Some(oauth_rules::dpop::SIGNING_ALGS.join(" ")),
+        })
     }
 
     /// The request as it will be forwarded, and the scopes the route's `tool_scopes` add for it:

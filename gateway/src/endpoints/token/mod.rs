@@ -13,10 +13,36 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::http::{self, Req, Resp};
 use crate::jwt;
 use crate::keys::Alg;
-use crate::tokens::AccessClaims;
+use crate::tokens::{AccessClaims, Confirmation};
 
 pub async fn handle(app: &App, req: Req) -> Resp {
-    http::json_or_error(StatusCode::OK, respond(app, req).await)
+    let mut resp = http::json_or_error(StatusCode::OK, respond(app, req).await);
+    // RFC 9449 §8.2: a fresh nonce with every answer, so a client rarely meets use_dpop_nonce.
+    if dpop_supported(app)
+        && let Some(nonce) = app.dpop.nonce()
+        && let Ok(value) = hyper::header::HeaderValue::from_str(&nonce)
+    {
+        resp.headers_mut().insert("dpop-nonce", value);
+    }
+    resp
+}
+
+fn dpop_supported(app: &App) -> bool {
+    app.settings().is_some_and(|s| s.dpop_supported)
+}
+
+/// RFC 9449 §5: the thumbprint of the key whose proof came with the token request, when this
+/// deployment binds tokens to DPoP keys (otherwise the header is ignored, §5.1, and the tokens are
+/// bearer tokens).
+fn dpop_key(app: &App, headers: &hyper::HeaderMap) -> Result<Option<String>, OAuthError> {
+    if !dpop_supported(app) {
+        return Ok(None);
+    }
+    let url = app.config.endpoint("/token");
+    Ok(app
+        .dpop
+        .check(headers, "POST", &url, None)?
+        .map(|proof| proof.jkt))
 }
 
 const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -35,6 +61,8 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
     let (headers, params) = http::read_form(req, app.config.body_limits()).await?;
     let grant_type = params.required("grant_type")?;
     let client = http::client_credentials(&headers, &params)?;
+    let jkt = dpop_key(app, &headers)?;
+    let jkt = jkt.as_deref();
     crate::client_keys::ensure(app, &client).await?;
     let db = &app.db;
     // An ID token is issued where a user signed in (RFC 6749 §4.1.3 with PKCE, RFC 8628 §3.4), not
@@ -45,7 +73,7 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
             let verifier = params.required("code_verifier")?;
             let redirect_uri = params.single("redirect_uri")?;
             let resource = params.single("resource")?;
-            let issued = db.exchange_code(&client, code, verifier, redirect_uri, resource);
+            let issued = db.exchange_code(&client, code, verifier, redirect_uri, resource, jkt);
             (issued.await, true)
         }
         "refresh_token" => {
@@ -58,20 +86,21 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
                 refresh_token: refresh_token.to_owned(),
                 scope: scope.map(str::to_owned),
                 resource: resource.map(str::to_owned),
+                dpop_jkt: jkt.map(str::to_owned),
             };
             (app.refreshes.rotate(request).await, false)
         }
         "client_credentials" => {
             let scope = params.single("scope")?;
             let resource = params.single("resource")?;
-            let issued = db.client_credentials_grant(&client, scope, resource);
+            let issued = db.client_credentials_grant(&client, scope, resource, jkt);
             (issued.await, false)
         }
         // Pending, slow_down, denial, expiry and single use are the extension's.
         DEVICE_CODE => {
             let device_code = params.required("device_code")?;
             (
-                db.poll_device_authorization(&client, device_code).await,
+                db.poll_device_authorization(&client, device_code, jkt).await,
                 true,
             )
         }
@@ -88,17 +117,19 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
         }
     };
     let issued = issued.map_err(|e| client.challenged(e))?;
-    Ok(token_response(app, &issued, with_id_token))
+    Ok(token_response(app, &issued, with_id_token, jkt))
 }
 
 /// An RFC 9068 access token for what the extension issued. `act` (RFC 8693 §4.1) names who acts
-/// on the subject's behalf; `not_after` caps `exp` (an exchanged token never outlives its subject).
+/// on the subject's behalf; `not_after` caps `exp` (an exchanged token never outlives its subject);
+/// `dpop_jkt` binds it to a DPoP key (RFC 9449 §6.1).
 pub fn access_token(
     app: &App,
     issued: &Issued,
     now: u64,
     act: Option<Value>,
     not_after: Option<u64>,
+    dpop_jkt: Option<&str>,
 ) -> (String, u64) {
     let ttl = issued.access_token_ttl;
     let exp = not_after.map_or(now + ttl, |limit| limit.min(now + ttl));
@@ -119,6 +150,9 @@ pub fn access_token(
         grant_id: Some(issued.grant_id),
         family_id: issued.family_id,
         act,
+        cnf: dpop_jkt.map(|jkt| Confirmation {
+            jkt: jkt.to_owned(),
+        }),
     };
     (
         jwt::sign(app.keys.load().signing(), "at+jwt", &json!(claims)),
@@ -157,10 +191,15 @@ struct IdClaims<'a> {
 /// The token response for what the extension issued: an RFC 9068 access token (signed by the first
 /// key), the refresh token the extension minted, and an ID token when `openid` was granted to a
 /// user in a code exchange (signed in the client's `id_token_signed_response_alg`, its `at_hash`
-/// with that algorithm's hash).
-pub fn token_response(app: &App, issued: &Issued, with_id_token: bool) -> Value {
+/// with that algorithm's hash). Bound to `dpop_jkt`, the access token is a DPoP token (RFC 9449 §5).
+pub fn token_response(
+    app: &App,
+    issued: &Issued,
+    with_id_token: bool,
+    dpop_jkt: Option<&str>,
+) -> Value {
     let now = jsonwebtoken::get_current_timestamp();
-    let (access_token, expires_in) = access_token(app, issued, now, None, None);
+    let (access_token, expires_in) = access_token(app, issued, now, None, None, dpop_jkt);
     let id_token = (with_id_token && issued.scope.split(' ').any(|s| s == "openid")).then(|| {
         // OIDC Registration §2: a client that registered no algorithm gets RS256.
         let alg = issued.id_token_signed_response_alg.unwrap_or(Alg::RS256);
@@ -181,7 +220,7 @@ pub fn token_response(app: &App, issued: &Issued, with_id_token: bool) -> Value 
     });
     json!(TokenResponse {
         access_token,
-        token_type: "Bearer",
+        token_type: if dpop_jkt.is_some() { "DPoP" } else { "Bearer" },
         expires_in,
         scope: &issued.scope,
         refresh_token: issued.refresh_token.as_deref(),

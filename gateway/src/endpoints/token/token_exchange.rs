@@ -70,7 +70,7 @@ pub async fn exchange(
     };
     let now = jsonwebtoken::get_current_timestamp();
     let (access_token, expires_in) =
-        super::access_token(app, &issued, now, Some(act), Some(subject.exp));
+        super::access_token(app, &issued, now, Some(act), Some(subject.exp), None);
     Ok(json!({
         "access_token": access_token,
         "issued_token_type": ACCESS_TOKEN_TYPE,
