@@ -43,8 +43,9 @@ async function waitFor(child, text) {
   });
 }
 
-// `extraToml` is appended to the gateway's configuration file (e.g. a [cimd] section).
-export async function startStack({ extraToml = '' } = {}) {
+// `extraToml` is appended to the gateway's configuration file (e.g. a [cimd] section), `settings`
+// to oauth.configure's arguments (e.g. "dpop_supported => true"), `args` to the gateway's.
+export async function startStack({ extraToml = '', settings = '', args = [] } = {}) {
   const admin = env('OAUTH_TEST_DATABASE_URL');
   const gatewayUrl = env('OAUTH_TEST_GATEWAY_DATABASE_URL');
   const db = `js_${randomBytes(5).toString('hex')}`;
@@ -53,7 +54,7 @@ export async function startStack({ extraToml = '' } = {}) {
   psql(dbAdmin, 'CREATE EXTENSION oauth_provider');
   const [port, demoPort] = [await freePort(), await freePort()];
   const issuer = `http://127.0.0.1:${port}`;
-  psql(dbAdmin, `SELECT oauth.configure(issuer => '${issuer}')`);
+  psql(dbAdmin, `SELECT oauth.configure(issuer => '${issuer}'${settings ? `, ${settings}` : ''})`);
   const dir = mkdtempSync(join(tmpdir(), 'oauth-js-'));
   // As scripts/run: ES256 signs access tokens, RS256 the ID tokens of clients that name no
   // id_token_signed_response_alg (OpenID Connect's default, which strict clients check).
@@ -81,7 +82,7 @@ ${extraToml}
     'serve', '--config', join(dir, 'gateway.toml'), '--issuer', issuer, '--listen', `127.0.0.1:${port}`,
     '--database-url', `${gatewayUrl} dbname=${db}`, '--key', `ES256:${join(dir, 'key.pem')}`,
     '--key', `RS256:${join(dir, 'rs256.pem')}`,
-    '--dev-mode', '--dev-user', 'alice',
+    '--dev-mode', '--dev-user', 'alice', ...args,
   ]);
   await waitFor(gateway, 'listening');
   return {
