@@ -179,7 +179,10 @@ mod tests {
         assert!(b.nonce_is_fresh(&nonce, now));
         assert!(b.nonce_is_fresh(&nonce, now + 4 * 60));
         assert!(!b.nonce_is_fresh(&nonce, now + 6 * 60));
-        assert!(!b.nonce_is_fresh(&a.nonce_at(now + 120), now), "from the future");
+        assert!(
+            !b.nonce_is_fresh(&a.nonce_at(now + 120), now),
+            "from the future"
+        );
         let other = Dpop::new(&hmac::Key::new(hmac::HMAC_SHA256, b"other"), true);
         assert!(!other.nonce_is_fresh(&nonce, now));
         for junk in ["", ".", "x.y", "1.", &format!("{}.AAAA", now / 60)] {

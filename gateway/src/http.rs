@@ -398,7 +398,11 @@ pub fn error(err: &OAuthError) -> Resp {
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     let headers = resp.headers_mut();
-    if let Some(nonce) = err.dpop_nonce.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+    if let Some(nonce) = err
+        .dpop_nonce
+        .as_deref()
+        .and_then(|n| HeaderValue::from_str(n).ok())
+    {
         headers.insert("dpop-nonce", nonce);
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,

@@ -449,7 +449,13 @@ impl Db {
     ) -> Result<Issued, OAuthError> {
         self.answer(
             "SELECT oauth.client_credentials_grant($1, $2, $3, $4, dpop_jkt => $5)",
-            &[&client.client_id, &client.secret, &scope, &resource, &dpop_jkt],
+            &[
+                &client.client_id,
+                &client.secret,
+                &scope,
+                &resource,
+                &dpop_jkt,
+            ],
         )
         .await
     }

@@ -100,7 +100,8 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
         DEVICE_CODE => {
             let device_code = params.required("device_code")?;
             (
-                db.poll_device_authorization(&client, device_code, jkt).await,
+                db.poll_device_authorization(&client, device_code, jkt)
+                    .await,
                 true,
             )
         }
