@@ -657,7 +657,8 @@ CREATE FUNCTION oauth.configure(
     record_token_events boolean DEFAULT NULL,
     require_pushed_authorization_requests boolean DEFAULT NULL,
     pushed_request_ttl interval DEFAULT NULL,
-    dpop_supported boolean DEFAULT NULL
+    dpop_supported boolean DEFAULT NULL,
+    announce_events boolean DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -683,7 +684,8 @@ BEGIN
         require_pushed_authorization_requests = coalesce(configure.require_pushed_authorization_requests,
                                                          s.require_pushed_authorization_requests),
         pushed_request_ttl = coalesce(configure.pushed_request_ttl, s.pushed_request_ttl),
-        dpop_supported = coalesce(configure.dpop_supported, s.dpop_supported);
+        dpop_supported = coalesce(configure.dpop_supported, s.dpop_supported),
+        announce_events = coalesce(configure.announce_events, s.announce_events);
     RETURN oauth.settings();
 END
 $$;
@@ -742,6 +744,7 @@ AS $$
         'require_pushed_authorization_requests', s.require_pushed_authorization_requests,
         'pushed_request_ttl', floor(date_part('epoch', s.pushed_request_ttl))::bigint,
         'dpop_supported', s.dpop_supported,
+        'announce_events', s.announce_events,
         -- What the gateway's proof check accepts (oauth_rules::dpop), when DPoP is on.
         'dpop_signing_alg_values_supported',
             CASE WHEN s.dpop_supported THEN to_jsonb(oauth.dpop_signing_algs()) ELSE '[]'::jsonb END)

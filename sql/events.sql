@@ -29,10 +29,10 @@ LANGUAGE plpgsql
 AS $$
 BEGIN
     -- One notification per statement, naming the highest id it wrote; listeners read from SQL.
-    -- Not for token responses alone: a notifying transaction holds a cluster-wide lock from before
-    -- its commit record until it is flushed, so notifying commits cannot share a WAL flush; one per
-    -- refresh halved the rotation rate. Those events are read by polling (take_events, list_events).
-    IF EXISTS (SELECT 1 FROM inserted e WHERE e.kind <> 'tokens_issued') THEN
+    -- Only where the deployment asked for them (settings.announce_events: notifying commits cannot
+    -- share a WAL flush), and never for token responses alone (one per refresh halved the rotation
+    -- rate). Everything can be read by polling (take_events, list_events).
+    IF (oauth._settings()).announce_events AND EXISTS (SELECT 1 FROM inserted e WHERE e.kind <> 'tokens_issued') THEN
         PERFORM pg_catalog.pg_notify('oauth_events', (SELECT pg_catalog.max(e.event_id) FROM inserted e)::text);
     END IF;
     RETURN NULL;

@@ -779,10 +779,10 @@ LANGUAGE plpgsql
 AS $$
 BEGIN
     -- One notification per statement, naming the highest id it wrote; listeners read from SQL.
-    -- Not for token responses alone: a notifying transaction holds a cluster-wide lock from before
-    -- its commit record until it is flushed, so notifying commits cannot share a WAL flush; one per
-    -- refresh halved the rotation rate. Those events are read by polling (take_events, list_events).
-    IF EXISTS (SELECT 1 FROM inserted e WHERE e.kind <> 'tokens_issued') THEN
+    -- Only where the deployment asked for them (settings.announce_events: notifying commits cannot
+    -- share a WAL flush), and never for token responses alone (one per refresh halved the rotation
+    -- rate). Everything can be read by polling (take_events, list_events).
+    IF (oauth._settings()).announce_events AND EXISTS (SELECT 1 FROM inserted e WHERE e.kind <> 'tokens_issued') THEN
         PERFORM pg_catalog.pg_notify('oauth_events', (SELECT pg_catalog.max(e.event_id) FROM inserted e)::text);
     END IF;
     RETURN NULL;
@@ -2037,11 +2037,16 @@ GRANT EXECUTE ON FUNCTION oauth.configure(text, interval, interval, interval, in
 
 -- DPoP (RFC 9449, issue 15): a deployment setting, a public client's refresh family bound to the
 -- DPoP key of the request that opened it, and the token endpoint's functions taking that key's
--- thumbprint (`dpop_jkt`, last and optional, so existing calls keep working). The same text as
--- sql/tokens.sql, sql/device.sql, sql/client_credentials.sql and sql/clients.sql.
+-- thumbprint (`dpop_jkt`, last and optional, so existing calls keep working); beside it the
+-- setting announce_events. The same text as sql/tokens.sql, sql/device.sql,
+-- sql/client_credentials.sql and sql/clients.sql.
 ALTER TABLE oauth.default_settings ADD COLUMN dpop_supported boolean NOT NULL DEFAULT false;
 ALTER TABLE oauth.settings ADD COLUMN dpop_supported boolean NOT NULL DEFAULT false;
 ALTER TABLE oauth.refresh_families ADD COLUMN dpop_jkt text CHECK (dpop_jkt ~ '^[A-Za-z0-9_-]{43}$');
+-- And whether statements adding events NOTIFY oauth_events (oauth._announce_events): off unless
+-- asked for, since notifying commits cannot share a WAL flush.
+ALTER TABLE oauth.default_settings ADD COLUMN announce_events boolean NOT NULL DEFAULT false;
+ALTER TABLE oauth.settings ADD COLUMN announce_events boolean NOT NULL DEFAULT false;
 
 CREATE FUNCTION oauth."dpop_signing_algs"() RETURNS TEXT[] /* alloc::vec::Vec<alloc::string::String> */
 IMMUTABLE STRICT PARALLEL SAFE
@@ -2520,7 +2525,8 @@ CREATE FUNCTION oauth.configure(
     record_token_events boolean DEFAULT NULL,
     require_pushed_authorization_requests boolean DEFAULT NULL,
     pushed_request_ttl interval DEFAULT NULL,
-    dpop_supported boolean DEFAULT NULL
+    dpop_supported boolean DEFAULT NULL,
+    announce_events boolean DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -2546,7 +2552,8 @@ BEGIN
         require_pushed_authorization_requests = coalesce(configure.require_pushed_authorization_requests,
                                                          s.require_pushed_authorization_requests),
         pushed_request_ttl = coalesce(configure.pushed_request_ttl, s.pushed_request_ttl),
-        dpop_supported = coalesce(configure.dpop_supported, s.dpop_supported);
+        dpop_supported = coalesce(configure.dpop_supported, s.dpop_supported),
+        announce_events = coalesce(configure.announce_events, s.announce_events);
     RETURN oauth.settings();
 END
 $$;
@@ -2571,6 +2578,7 @@ AS $$
         'require_pushed_authorization_requests', s.require_pushed_authorization_requests,
         'pushed_request_ttl', floor(date_part('epoch', s.pushed_request_ttl))::bigint,
         'dpop_supported', s.dpop_supported,
+        'announce_events', s.announce_events,
         -- What the gateway's proof check accepts (oauth_rules::dpop), when DPoP is on.
         'dpop_signing_alg_values_supported',
             CASE WHEN s.dpop_supported THEN to_jsonb(oauth.dpop_signing_algs()) ELSE '[]'::jsonb END)
@@ -2588,7 +2596,7 @@ REVOKE EXECUTE ON FUNCTION
     oauth.poll_device_authorization(text, text, text, timestamptz, text),
     oauth.client_credentials_grant(text, text, text, text, timestamptz, text),
     oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean, interval, interval,
-                    interval, boolean, boolean, interval, boolean)
+                    interval, boolean, boolean, interval, boolean, boolean)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     oauth.exchange_code(text, text, text, text, text, text, timestamptz, text),
@@ -2598,7 +2606,7 @@ GRANT EXECUTE ON FUNCTION
     oauth.client_credentials_grant(text, text, text, text, timestamptz, text)
 TO oauth_gateway;
 GRANT EXECUTE ON FUNCTION oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean,
-                                          interval, interval, interval, boolean, boolean, interval, boolean)
+                                          interval, interval, interval, boolean, boolean, interval, boolean, boolean)
     TO oauth_admin;
 -- end DPoP
 

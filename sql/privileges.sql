@@ -71,7 +71,7 @@ TO oauth_gateway;
 GRANT EXECUTE ON FUNCTION
     oauth.settings(),
     oauth.configure(text, interval, interval, interval, interval, text[], text[], boolean, interval, interval,
-                    interval, boolean, boolean, interval, boolean),
+                    interval, boolean, boolean, interval, boolean, boolean),
     oauth.create_client(text, text[], text[], text, text[], text, text[], jsonb, timestamptz),
     oauth.update_client(text, text, text[], text[], text[], text[], jsonb, timestamptz),
     oauth.rotate_client_secret(text, timestamptz),

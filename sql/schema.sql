@@ -54,7 +54,12 @@ CREATE TABLE oauth.default_settings (
         CHECK (pushed_request_ttl BETWEEN '5 seconds' AND '10 minutes'),
     -- RFC 9449: whether token requests may bind tokens to a DPoP key (and clients may register
     -- dpop_bound_access_tokens). The gateway checks the proofs; bindings are kept here.
-    dpop_supported boolean NOT NULL DEFAULT false
+    dpop_supported boolean NOT NULL DEFAULT false,
+    -- Whether statements that add events NOTIFY oauth_events. Off unless an application listens: a
+    -- notifying transaction holds a cluster-wide lock from before its commit record until it is
+    -- flushed, so notifying commits never share a WAL flush (a consent per code flow then capped
+    -- the whole flow at one flush each: a fifth of the commit rate, measured with pgbench).
+    announce_events boolean NOT NULL DEFAULT false
 );
 INSERT INTO oauth.default_settings DEFAULT VALUES;
 CREATE TABLE oauth.settings (LIKE oauth.default_settings INCLUDING ALL);

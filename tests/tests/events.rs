@@ -82,6 +82,15 @@ async fn events_are_listed_by_user_client_and_id_and_announced() {
     let admin = db.admin().await;
     let (listener, mut notes) = connect_listening(&db.gateway_config()).await;
     listener.batch_execute("LISTEN oauth_events").await.unwrap();
+    // Off by default: a notifying commit cannot share a WAL flush with others.
+    create_client(&admin, ClientSpec::default()).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), notes.recv())
+            .await
+            .is_err(),
+        "no announcement unless asked for"
+    );
+    configure(&admin, "announce_events => true").await;
     let client = create_client(&admin, ClientSpec::default()).await;
     let note = tokio::time::timeout(Duration::from_secs(5), notes.recv())
         .await
@@ -282,7 +291,7 @@ async fn every_token_response_is_an_event_with_its_grant_type_unless_turned_off(
     assert_eq!(off["record_token_events"], json!(false), "off by default");
     let _: Value = scalar(
         &admin,
-        "SELECT oauth.configure(record_token_events => true)",
+        "SELECT oauth.configure(record_token_events => true, announce_events => true)",
         &[],
     )
     .await;

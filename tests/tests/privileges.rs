@@ -166,7 +166,7 @@ async fn oauth_admin_gets_the_application_functions_and_reads_no_secret() {
     let admin = admin().await;
     let functions = executable_by(&admin, "oauth_admin").await;
     for f in [
-        "configure(text,interval,interval,interval,interval,text[],text[],boolean,interval,interval,interval,boolean,boolean,interval,boolean)",
+        "configure(text,interval,interval,interval,interval,text[],text[],boolean,interval,interval,interval,boolean,boolean,interval,boolean,boolean)",
         "create_client(text,text[],text[],text,text[],text,text[],jsonb,timestamp with time zone)",
         "update_client(text,text,text[],text[],text[],text[],jsonb,timestamp with time zone)",
         "rotate_client_secret(text,timestamp with time zone)",
