@@ -212,7 +212,7 @@ async fn when_the_batch_call_fails_each_request_is_answered_by_its_own_call() {
     let gw = batching_gateway().await;
     gw.admin
         .batch_execute(
-            "REVOKE EXECUTE ON FUNCTION oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz) FROM oauth_gateway",
+            "REVOKE EXECUTE ON FUNCTION oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz, text[]) FROM oauth_gateway",
         )
         .await
         .unwrap();
