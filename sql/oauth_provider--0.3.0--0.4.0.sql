@@ -2038,7 +2038,7 @@ GRANT EXECUTE ON FUNCTION oauth.configure(text, interval, interval, interval, in
 -- DPoP (RFC 9449, issue 15): a deployment setting, a public client's refresh family bound to the
 -- DPoP key of the request that opened it, and the token endpoint's functions taking that key's
 -- thumbprint (`dpop_jkt`, last and optional, so existing calls keep working); beside it the
--- setting announce_events. The same text as sql/tokens.sql, sql/device.sql,
+-- setting announce_events and oauth.exchange_codes (code exchanges coalesced like refreshes). The same text as sql/tokens.sql, sql/device.sql,
 -- sql/client_credentials.sql and sql/clients.sql.
 ALTER TABLE oauth.default_settings ADD COLUMN dpop_supported boolean NOT NULL DEFAULT false;
 ALTER TABLE oauth.settings ADD COLUMN dpop_supported boolean NOT NULL DEFAULT false;
@@ -2182,6 +2182,45 @@ BEGIN
     RETURN oauth._token_response(opened.family, granted.props, granted.auth_time, redeemed.scopes,
                                  redeemed.nonce, opened.refresh_token, now)
         || jsonb_build_object('id_token_signed_response_alg', oauth._id_token_alg(client.metadata));
+END
+$$;
+
+-- Concurrent code exchanges that the gateway coalesced, like oauth.rotate_refresh_tokens: each
+-- element is decided by oauth.exchange_code exactly as a call of its own would be, in one
+-- transaction, answered in order. Codes are redeemed in the order of their hashes, so batches on
+-- different connections presenting the same codes lock them in one order and cannot deadlock.
+CREATE FUNCTION oauth.exchange_codes(
+    client_ids text[],
+    client_secrets text[],
+    codes text[],
+    code_verifiers text[],
+    redirect_uris text[],
+    resources text[],
+    now timestamptz DEFAULT now(),
+    dpop_jkts text[] DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := cardinality(codes);
+    answers jsonb[];
+    i integer;
+BEGIN
+    IF cardinality(client_ids) IS DISTINCT FROM n OR cardinality(client_secrets) IS DISTINCT FROM n
+       OR cardinality(code_verifiers) IS DISTINCT FROM n OR cardinality(redirect_uris) IS DISTINCT FROM n
+       OR cardinality(resources) IS DISTINCT FROM n
+       OR (dpop_jkts IS NOT NULL AND cardinality(dpop_jkts) IS DISTINCT FROM n) THEN
+        PERFORM oauth._raise('invalid_request', 'the batch''s arrays differ in length');
+    END IF;
+    answers := array_fill(NULL::jsonb, ARRAY[n]);
+    FOR i IN SELECT t.i FROM unnest(codes) WITH ORDINALITY AS t(code, i)
+              ORDER BY oauth.token_hash(t.code) NULLS LAST, t.i
+    LOOP
+        answers[i] := oauth.exchange_code(client_ids[i], client_secrets[i], codes[i], code_verifiers[i],
+                                          redirect_uris[i], resources[i], now, dpop_jkts[i]);
+    END LOOP;
+    RETURN to_jsonb(answers);
 END
 $$;
 
@@ -2591,6 +2630,7 @@ REVOKE EXECUTE ON FUNCTION
     oauth._dpop_problem(oauth.clients, text),
     oauth._open_family(oauth.codes, boolean, timestamptz, text),
     oauth.exchange_code(text, text, text, text, text, text, timestamptz, text),
+    oauth.exchange_codes(text[], text[], text[], text[], text[], text[], timestamptz, text[]),
     oauth.rotate_refresh_token(text, text, text, text, text, timestamptz, text),
     oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz, text[]),
     oauth.poll_device_authorization(text, text, text, timestamptz, text),
@@ -2600,6 +2640,7 @@ REVOKE EXECUTE ON FUNCTION
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     oauth.exchange_code(text, text, text, text, text, text, timestamptz, text),
+    oauth.exchange_codes(text[], text[], text[], text[], text[], text[], timestamptz, text[]),
     oauth.rotate_refresh_token(text, text, text, text, text, timestamptz, text),
     oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz, text[]),
     oauth.poll_device_authorization(text, text, text, timestamptz, text),

@@ -9,6 +9,7 @@ GRANT EXECUTE ON FUNCTION
     oauth.begin_authorization(jsonb, timestamptz),
     oauth.push_authorization_request(text, text, jsonb, timestamptz),
     oauth.exchange_code(text, text, text, text, text, text, timestamptz, text),
+    oauth.exchange_codes(text[], text[], text[], text[], text[], text[], timestamptz, text[]),
     oauth.rotate_refresh_token(text, text, text, text, text, timestamptz, text),
     oauth.rotate_refresh_tokens(text[], text[], text[], text[], text[], timestamptz, text[]),
     -- The audit feed's webhook delivery.

@@ -164,6 +164,45 @@ BEGIN
 END
 $$;
 
+-- Concurrent code exchanges that the gateway coalesced, like oauth.rotate_refresh_tokens: each
+-- element is decided by oauth.exchange_code exactly as a call of its own would be, in one
+-- transaction, answered in order. Codes are redeemed in the order of their hashes, so batches on
+-- different connections presenting the same codes lock them in one order and cannot deadlock.
+CREATE FUNCTION oauth.exchange_codes(
+    client_ids text[],
+    client_secrets text[],
+    codes text[],
+    code_verifiers text[],
+    redirect_uris text[],
+    resources text[],
+    now timestamptz DEFAULT now(),
+    dpop_jkts text[] DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := cardinality(codes);
+    answers jsonb[];
+    i integer;
+BEGIN
+    IF cardinality(client_ids) IS DISTINCT FROM n OR cardinality(client_secrets) IS DISTINCT FROM n
+       OR cardinality(code_verifiers) IS DISTINCT FROM n OR cardinality(redirect_uris) IS DISTINCT FROM n
+       OR cardinality(resources) IS DISTINCT FROM n
+       OR (dpop_jkts IS NOT NULL AND cardinality(dpop_jkts) IS DISTINCT FROM n) THEN
+        PERFORM oauth._raise('invalid_request', 'the batch''s arrays differ in length');
+    END IF;
+    answers := array_fill(NULL::jsonb, ARRAY[n]);
+    FOR i IN SELECT t.i FROM unnest(codes) WITH ORDINALITY AS t(code, i)
+              ORDER BY oauth.token_hash(t.code) NULLS LAST, t.i
+    LOOP
+        answers[i] := oauth.exchange_code(client_ids[i], client_secrets[i], codes[i], code_verifiers[i],
+                                          redirect_uris[i], resources[i], now, dpop_jkts[i]);
+    END LOOP;
+    RETURN to_jsonb(answers);
+END
+$$;
+
 CREATE FUNCTION oauth.rotate_refresh_token(
     client_id text,
     client_secret text,

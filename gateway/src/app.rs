@@ -19,6 +19,8 @@ pub struct App {
     pub db: Db,
     /// Refresh requests, coalesced into batches under load (`db::batch`).
     pub refreshes: crate::db::RefreshBatcher,
+    /// Code exchanges, coalesced the same way.
+    pub exchanges: crate::db::ExchangeBatcher,
     /// The extension's settings (scopes, registration switch, capabilities) for metadata, refreshed in
     /// the background so an operator's `oauth.configure` reaches every gateway without a restart;
     /// `None` until the database has answered once.

@@ -128,6 +128,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
     let csrf_key = csrf_key(&config, kek.as_deref())?;
     let dpop = Arc::new(crate::dpop::Dpop::new(&csrf_key, config.dpop_require_nonce));
     let refreshes = crate::db::RefreshBatcher::start(db.clone(), config.refresh_batching);
+    let exchanges = crate::db::ExchangeBatcher::start(db.clone(), config.refresh_batching);
     let trusted_proxies = config.trusted_proxy_ranges()?;
     let views = Arc::new(config.views()?);
     let limiter = crate::ops::limits::Limiter::new(config.rate_limits.effective(config.dev_mode));
@@ -154,6 +155,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, String> {
         kek,
         db,
         refreshes,
+        exchanges,
         settings: std::sync::RwLock::new(settings.map(Arc::new)),
         csrf_key,
         dpop,

@@ -24,6 +24,7 @@ const GATEWAY_FUNCTIONS: &[&str] = &[
     "end_user_sessions(text,timestamp with time zone)",
     "error_sqlstate(text)",
     "exchange_code(text,text,text,text,text,text,timestamp with time zone,text)",
+    "exchange_codes(text[],text[],text[],text[],text[],text[],timestamp with time zone,text[])",
     "exchange_token(text,text,uuid,uuid,text,text,text,text,uuid,timestamp with time zone)",
     "get_authorization_request(text,timestamp with time zone)",
     "get_client(text,timestamp with time zone)",

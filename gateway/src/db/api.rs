@@ -83,6 +83,19 @@ pub struct RefreshRequest {
     pub dpop_jkt: Option<String>,
 }
 
+/// One authorization code redemption (RFC 6749 §4.1.3), as `oauth.exchange_code` takes it.
+#[derive(Debug, Clone)]
+pub struct ExchangeRequest {
+    pub client_id: String,
+    /// The secret or client assertion, as in `ClientCredentials`.
+    pub secret: Option<String>,
+    pub code: String,
+    pub code_verifier: String,
+    pub redirect_uri: Option<String>,
+    pub resource: Option<String>,
+    pub dpop_jkt: Option<String>,
+}
+
 /// `oauth.begin_authorization`'s answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BeganAuthorization {
@@ -322,28 +335,46 @@ impl Db {
         text_column("deny_authorization", &rows)
     }
 
-    pub async fn exchange_code(
-        &self,
-        client: &ClientCredentials,
-        code: &str,
-        code_verifier: &str,
-        redirect_uri: Option<&str>,
-        resource: Option<&str>,
-        dpop_jkt: Option<&str>,
-    ) -> Result<Issued, OAuthError> {
+    pub async fn exchange_code(&self, request: &ExchangeRequest) -> Result<Issued, OAuthError> {
         self.answer(
             "SELECT oauth.exchange_code($1, $2, $3, $4, $5, $6, dpop_jkt => $7)",
             &[
-                &client.client_id,
-                &client.secret,
-                &code,
-                &code_verifier,
-                &redirect_uri,
-                &resource,
-                &dpop_jkt,
+                &request.client_id,
+                &request.secret,
+                &request.code,
+                &request.code_verifier,
+                &request.redirect_uri,
+                &request.resource,
+                &request.dpop_jkt,
             ],
         )
         .await
+    }
+
+    /// Several code exchanges in one call (`db::batch`), like `rotate_refresh_tokens`.
+    pub(super) async fn exchange_codes(
+        &self,
+        requests: &[&ExchangeRequest],
+    ) -> Result<Vec<Result<Issued, OAuthError>>, OAuthError> {
+        let texts = |f: fn(&ExchangeRequest) -> Option<&str>| -> Vec<Option<&str>> {
+            requests.iter().map(|r| f(r)).collect()
+        };
+        const SQL: &str = "SELECT oauth.exchange_codes($1, $2, $3, $4, $5, $6, dpop_jkts => $7)";
+        let value = self
+            .call(
+                SQL,
+                &[
+                    &texts(|r| Some(&r.client_id)),
+                    &texts(|r| r.secret.as_deref()),
+                    &texts(|r| Some(&r.code)),
+                    &texts(|r| Some(&r.code_verifier)),
+                    &texts(|r| r.redirect_uri.as_deref()),
+                    &texts(|r| r.resource.as_deref()),
+                    &texts(|r| r.dpop_jkt.as_deref()),
+                ],
+            )
+            .await?;
+        batch_answers(SQL, value)
     }
 
     pub async fn rotate_refresh_token(
@@ -427,17 +458,7 @@ impl Db {
                 &[&client_ids, &secrets, &tokens, &scopes, &resources, &keys],
             )
             .await?;
-        let Value::Array(answers) = value else {
-            tracing::error!("rotate_refresh_tokens answered no array");
-            return Err(OAuthError::server_error());
-        };
-        Ok(answers
-            .into_iter()
-            .map(|answer| match error_answer(&answer) {
-                Some(error) => Err(error),
-                None => decode(SQL, answer),
-            })
-            .collect())
+        batch_answers(SQL, value)
     }
 
     pub async fn client_credentials_grant(
@@ -908,4 +929,22 @@ pub struct StoredSigningKey {
     pub public_jwk: Value,
     pub sealed_private_key: Vec<u8>,
     pub sealed_with: String,
+}
+
+/// A batch function's answers, one per element in order: each its own success or error.
+fn batch_answers(
+    sql: &'static str,
+    value: Value,
+) -> Result<Vec<Result<Issued, OAuthError>>, OAuthError> {
+    let Value::Array(answers) = value else {
+        tracing::error!(sql, "the batch function answered no array");
+        return Err(OAuthError::server_error());
+    };
+    Ok(answers
+        .into_iter()
+        .map(|answer| match error_answer(&answer) {
+            Some(error) => Err(error),
+            None => decode(sql, answer),
+        })
+        .collect())
 }

@@ -13,7 +13,7 @@ mod sessions;
 mod upstream_tokens;
 
 pub use api::*;
-pub use batch::{RefreshBatcher, RefreshBatching};
+pub use batch::{ExchangeBatcher, RefreshBatcher, RefreshBatching};
 pub use pool::Db;
 pub use sessions::{NewSession, NextStep, Session, StartedSession, UserSession};
 pub use upstream_tokens::SealedTokenSet;

@@ -69,12 +69,16 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
     // on refresh (rotation per OAuth 2.1 §4.3.1) or for a client's own token (RFC 6749 §4.4).
     let (issued, with_id_token) = match grant_type {
         "authorization_code" => {
-            let code = params.required("code")?;
-            let verifier = params.required("code_verifier")?;
-            let redirect_uri = params.single("redirect_uri")?;
-            let resource = params.single("resource")?;
-            let issued = db.exchange_code(&client, code, verifier, redirect_uri, resource, jkt);
-            (issued.await, true)
+            let request = crate::db::ExchangeRequest {
+                client_id: client.client_id.clone(),
+                secret: client.secret.clone(),
+                code: params.required("code")?.to_owned(),
+                code_verifier: params.required("code_verifier")?.to_owned(),
+                redirect_uri: params.single("redirect_uri")?.map(str::to_owned),
+                resource: params.single("resource")?.map(str::to_owned),
+                dpop_jkt: jkt.map(str::to_owned),
+            };
+            (app.exchanges.decide(request).await, true)
         }
         "refresh_token" => {
             let refresh_token = params.required("refresh_token")?;
@@ -88,7 +92,7 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
                 resource: resource.map(str::to_owned),
                 dpop_jkt: jkt.map(str::to_owned),
             };
-            (app.refreshes.rotate(request).await, false)
+            (app.refreshes.decide(request).await, false)
         }
         "client_credentials" => {
             let scope = params.single("scope")?;
