@@ -727,7 +727,7 @@ AS $$
         'record_token_events', s.record_token_events,
         'require_pushed_authorization_requests', s.require_pushed_authorization_requests,
         'pushed_request_ttl', floor(date_part('epoch', s.pushed_request_ttl))::bigint)
-        || oauth._capabilities()
+        || oauth._with_assertion_grants(oauth._capabilities())
       FROM oauth._settings() s
 $$;
 

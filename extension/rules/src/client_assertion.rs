@@ -91,14 +91,14 @@ fn decode_json(segment: &str) -> Option<Map<String, Value>> {
 }
 
 /// The three segments of a compact JWS, with the header and claims decoded (nothing verified).
-struct Parts<'a> {
-    header: Map<String, Value>,
-    claims: Map<String, Value>,
-    signing_input: &'a str,
-    signature: Vec<u8>,
+pub(crate) struct Parts<'a> {
+    pub(crate) header: Map<String, Value>,
+    pub(crate) claims: Map<String, Value>,
+    pub(crate) signing_input: &'a str,
+    pub(crate) signature: Vec<u8>,
 }
 
-fn split(assertion: &str) -> Result<Parts<'_>, Refusal> {
+pub(crate) fn split(assertion: &str) -> Result<Parts<'_>, Refusal> {
     if assertion.len() > MAX_ASSERTION_BYTES {
         return Err(invalid(format!(
             "the client assertion is longer than {MAX_ASSERTION_BYTES} bytes"
@@ -141,7 +141,7 @@ pub fn unverified_kid(assertion: &str) -> Option<String> {
 }
 
 /// How a JWK must look to verify `alg`.
-fn key_fits(jwk: &Map<String, Value>, alg: &str) -> bool {
+pub(crate) fn key_fits(jwk: &Map<String, Value>, alg: &str) -> bool {
     let text = |name: &str| jwk.get(name).and_then(Value::as_str);
     let shape = match alg {
         "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" => text("kty") == Some("RSA"),
@@ -169,7 +169,12 @@ fn member_bytes(jwk: &Map<String, Value>, name: &str) -> Option<Vec<u8>> {
 }
 
 /// Whether `signature` over `message` verifies with `jwk` under `alg` (the key fits `alg`).
-fn signature_verifies(jwk: &Map<String, Value>, alg: &str, message: &[u8], sig: &[u8]) -> bool {
+pub(crate) fn signature_verifies(
+    jwk: &Map<String, Value>,
+    alg: &str,
+    message: &[u8],
+    sig: &[u8],
+) -> bool {
     let rsa = |params: &'static signature::RsaParameters| match (
         member_bytes(jwk, "n"),
         member_bytes(jwk, "e"),
@@ -215,7 +220,7 @@ fn signature_verifies(jwk: &Map<String, Value>, alg: &str, message: &[u8], sig: 
 }
 
 /// The keys of a JWK Set (`{"keys": [...]}`), as objects; anything else is no key.
-fn keys_of(jwks: &Value) -> Vec<&Map<String, Value>> {
+pub(crate) fn keys_of(jwks: &Value) -> Vec<&Map<String, Value>> {
     jwks.get("keys")
         .and_then(Value::as_array)
         .map(|keys| keys.iter().filter_map(Value::as_object).collect())
@@ -223,7 +228,10 @@ fn keys_of(jwks: &Value) -> Vec<&Map<String, Value>> {
 }
 
 /// A NumericDate claim (RFC 7519 §2) as whole seconds, or why it is unusable.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Refusal> {
+pub(crate) fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<i64>, Refusal> {
     match claims.get(name) {
         None => Ok(None),
         Some(value) => value

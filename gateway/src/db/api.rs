@@ -42,6 +42,10 @@ pub struct Settings {
     /// RFC 9126 §5: every authorization request must be pushed to /par first.
     #[serde(default)]
     pub require_pushed_authorization_requests: bool,
+    /// JWT authorization grant profiles (draft-ietf-oauth-identity-assertion-authz-grant): the
+    /// ID-JAG's while an id-jag issuer is trusted (sql/trusted_issuers.sql).
+    #[serde(default)]
+    pub authorization_grant_profiles_supported: Vec<String>,
     /// Seconds a revocation can matter: the longest an access token lives.
     pub revocation_horizon: u64,
 }
