@@ -102,7 +102,7 @@ DECLARE
 BEGIN
     entry := ROW(issuer, profile, jwks, jwks_uri, algorithms, client_ids, allowed_resources, allowed_scopes,
                user_claim, subjects, expires_at, now, now)::oauth.trusted_issuers;
-    problem := oauth._trusted_issuer_problem(row);
+    problem := oauth._trusted_issuer_problem(entry);
     IF problem IS NOT NULL THEN
         PERFORM oauth._raise('invalid_request', problem);
     END IF;
@@ -153,7 +153,7 @@ BEGIN
     entry.subjects := coalesce(update_trusted_issuer.subjects, entry.subjects);
     entry.expires_at := coalesce(update_trusted_issuer.expires_at, entry.expires_at);
     entry.updated_at := now;
-    problem := oauth._trusted_issuer_problem(row);
+    problem := oauth._trusted_issuer_problem(entry);
     IF problem IS NOT NULL THEN
         PERFORM oauth._raise('invalid_request', problem);
     END IF;
@@ -447,10 +447,10 @@ BEGIN
 
     -- Single use (RFC 7523 §3 item 7): the one INSERT that decides between two requests presenting it.
     IF claims ? 'jti' THEN
-        INSERT INTO oauth.assertion_grant_jtis (issuer, jti, expires_at)
+        INSERT INTO oauth.assertion_grant_jtis AS used (issuer, jti, expires_at)
         VALUES (trusted.issuer, claims->>'jti', to_timestamp((verified->>'replay_until')::bigint))
         ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = EXCLUDED.expires_at
-         WHERE oauth.assertion_grant_jtis.expires_at <= now;
+         WHERE used.expires_at <= now;
         IF NOT FOUND THEN
             RETURN oauth._error('invalid_grant', 'this assertion was already used (its jti)');
         END IF;
