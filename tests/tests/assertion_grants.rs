@@ -606,3 +606,128 @@ async fn trusted_issuers_are_managed_from_sql() {
     .await;
     assert_eq!(events, 3);
 }
+
+#[tokio::test]
+async fn an_issuers_keys_at_a_jwks_uri_are_fetched_when_missing_or_rotated_and_refused_when_unusable()
+ {
+    let (db, admin) = database().await;
+    let gw = db.gateway().await;
+    let client = confidential_client(&admin).await;
+    let key = Key::rsa("idp-1");
+    let keys_url = "https://idp.example/oauth2/v1/keys";
+    admin
+        .execute(
+            "SELECT oauth.add_trusted_issuer($1, 'id-jag', ARRAY[$2], '{mcp}', jwks_uri => $3,
+                                             algorithms => '{RS256}')",
+            &[&IDP, &client.id, &keys_url],
+        )
+        .await
+        .unwrap();
+    let to_fetch = |assertion: String, later: i32| {
+        let gw = &gw;
+        async move {
+            scalar::<Option<Value>>(
+                gw,
+                "SELECT oauth.trusted_issuer_jwks_to_fetch($1, now() + make_interval(secs => $2))",
+                &[&assertion, &(later as f64)],
+            )
+            .await
+        }
+    };
+    let wanted = json!({"issuer": IDP, "jwks_uri": keys_url});
+    // No copy yet: the gateway is asked to fetch, and the grant waits for the keys.
+    assert_eq!(
+        to_fetch(key.id_jag(&id_jag_claims(&client.id)), 0).await,
+        Some(wanted.clone())
+    );
+    assert_refused(
+        &grant(
+            &gw,
+            &client,
+            &key.id_jag(&id_jag_claims(&client.id)),
+            None,
+            None,
+        )
+        .await,
+        "invalid_grant",
+        "keys are not available",
+        "no copy of the keys",
+    );
+    // Another issuer's JWTs, or an unknown one's, ask for nothing.
+    let stranger = key.id_jag(&changed(
+        &id_jag_claims(&client.id),
+        json!({"iss": "https://stranger.example"}),
+    ));
+    assert_eq!(to_fetch(stranger, 0).await, None);
+
+    // A key set with a private key is refused and negatively cached until retry_at.
+    let mut private = key.jwk.clone();
+    private["d"] = json!("AAAA");
+    let stored: Value = scalar(
+        &gw,
+        "SELECT oauth.store_trusted_issuer_jwks($1, $2, $3, now() + interval '1 hour', now() + interval '5 minutes')",
+        &[&IDP, &keys_url, &json!({"keys": [private]})],
+    )
+    .await;
+    assert_refused(
+        &stored,
+        "invalid_grant",
+        "unusable",
+        "a private key in the set",
+    );
+    assert_eq!(
+        to_fetch(key.id_jag(&id_jag_claims(&client.id)), 60).await,
+        None
+    );
+    assert_eq!(
+        to_fetch(key.id_jag(&id_jag_claims(&client.id)), 301).await,
+        Some(wanted.clone())
+    );
+    // Only the issuer's own jwks_uri is stored.
+    let elsewhere: Value = scalar(
+        &gw,
+        "SELECT oauth.store_trusted_issuer_jwks($1, 'https://evil.example/keys', $2, now() + interval '1 hour', now())",
+        &[&IDP, &key.jwks()],
+    )
+    .await;
+    assert_error(&elsewhere, "invalid_request", "another jwks_uri");
+
+    // The good set: fresh, the grant verifies, nothing more to fetch.
+    let stored: Value = scalar(
+        &gw,
+        "SELECT oauth.store_trusted_issuer_jwks($1, $2, $3, now() + interval '1 hour', now() + interval '5 minutes')",
+        &[&IDP, &keys_url, &key.jwks()],
+    )
+    .await;
+    assert_eq!(stored, json!({}));
+    assert_eq!(
+        to_fetch(key.id_jag(&id_jag_claims(&client.id)), 0).await,
+        None
+    );
+    assert_ok(
+        &grant(
+            &gw,
+            &client,
+            &key.id_jag(&id_jag_claims(&client.id)),
+            None,
+            None,
+        )
+        .await,
+        "with the fetched keys",
+    );
+    // The IdP rotated its key: a new kid is looked for, but at most once a minute.
+    let rotated = Key::rsa("idp-2");
+    assert_eq!(
+        to_fetch(rotated.id_jag(&id_jag_claims(&client.id)), 0).await,
+        None
+    );
+    assert_eq!(
+        to_fetch(rotated.id_jag(&id_jag_claims(&client.id)), 61).await,
+        Some(wanted.clone())
+    );
+    // Stale after its freshness: fetched again.
+    assert_eq!(
+        to_fetch(key.id_jag(&id_jag_claims(&client.id)), 3601).await,
+        Some(wanted)
+    );
+}
