@@ -3007,11 +3007,13 @@ BEGIN
             SELECT * INTO granted FROM oauth.grants g
              WHERE g.subject_type = kind AND g.user_id = who AND g.client_id = client.client_id
                AND g.revoked_at IS NULL;
+        ELSE
+            -- Recorded (and announced) once per grant; each token is a tokens_issued event when the
+            -- deployment records those (record_token_events), as for the other grants.
+            PERFORM oauth._event('assertion_grant_created', client.client_id, who, granted.grant_id, NULL,
+                                 jsonb_build_object('issuer', trusted.issuer, 'profile', trusted.profile), now);
         END IF;
     END IF;
-    PERFORM oauth._event('assertion_grant_used', client.client_id, who, granted.grant_id, NULL,
-                         jsonb_build_object('issuer', trusted.issuer, 'profile', trusted.profile,
-                                            'resource', target.target, 'scopes', to_jsonb(issued)), now);
     PERFORM oauth._tokens_issued(client.client_id, who, granted.grant_id, NULL,
                                  'urn:ietf:params:oauth:grant-type:jwt-bearer', false, now);
     RETURN oauth._access_token_response(granted, NULL, client.client_id, issued, target.target, now);

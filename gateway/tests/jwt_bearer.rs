@@ -363,6 +363,27 @@ async fn an_id_jag_and_a_workload_token_become_access_tokens_the_guard_accepts()
     .await
     .assert_error(StatusCode::UNAUTHORIZED, "invalid_client", "wrong secret");
 
+    // The client revokes its token (RFC 7009): that token alone, the user's grant stays.
+    let revoked = gw.revoke(&access_token, &client.basic()).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text());
+    assert_eq!(
+        gw.introspect(&access_token, &client.basic()).await["active"],
+        json!(false)
+    );
+    let second_token = post(
+        request(key.sign(Some("oauth-id-jag+jwt"), &id_jag_claims("jag-7"))),
+        Some(client.basic()),
+    )
+    .await
+    .ok_json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        gw.introspect(&second_token, &client.basic()).await["active"],
+        json!(true)
+    );
+
     // Workload identity: a public client made for the workload presents its service-account token.
     let cluster = docs.url("/cluster");
     let cluster_key = IssuerKey::new("sa-key");

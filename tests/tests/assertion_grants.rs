@@ -346,6 +346,16 @@ async fn an_id_jag_gets_a_user_token_for_its_resource_and_nothing_else() {
     )
     .await;
     assert_eq!(recorded, 4, "only the accepted grants' jtis are recorded");
+    let created = row_count(
+        &admin,
+        "oauth.events WHERE kind = 'assertion_grant_created' AND user_id = '00u-alice'",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        created, 1,
+        "one grant for the user and client, recorded once"
+    );
 }
 
 #[tokio::test]
