@@ -266,6 +266,8 @@ async fn an_id_jag_gets_a_user_token_for_its_resource_and_nothing_else() {
         ("no jti", key.id_jag(&changed(&base, json!({"jti": null}))), "invalid_grant", "jti"),
         ("no iat", key.id_jag(&changed(&base, json!({"iat": null}))), "invalid_grant", "iat"),
         ("expired", key.id_jag(&changed(&base, json!({"iat": now - 900, "exp": now - 300}))), "invalid_grant", "expired"),
+        ("not yet valid", key.id_jag(&changed(&base, json!({"nbf": now + 600, "exp": now + 900}))), "invalid_grant", "nbf"),
+        ("several resources", key.id_jag(&changed(&base, json!({"resource": [MCP, OTHER_MCP]}))), "invalid_grant", "one resource"),
         ("issued in the future", key.id_jag(&changed(&base, json!({"iat": now + 600, "exp": now + 900}))), "invalid_grant", "future"),
         ("lives too long", key.id_jag(&changed(&base, json!({"exp": now + 7200}))), "invalid_grant", "at most"),
         ("key-bound (cnf)", key.id_jag(&changed(&base, json!({"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}))), "invalid_grant", "cnf"),
