@@ -748,7 +748,7 @@ AS $$
         -- What the gateway's proof check accepts (oauth_rules::dpop), when DPoP is on.
         'dpop_signing_alg_values_supported',
             CASE WHEN s.dpop_supported THEN to_jsonb(oauth.dpop_signing_algs()) ELSE '[]'::jsonb END)
-        || oauth._capabilities()
+        || oauth._with_assertion_grants(oauth._capabilities())
       FROM oauth._settings() s
 $$;
 

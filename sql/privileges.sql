@@ -66,6 +66,11 @@ GRANT EXECUTE ON FUNCTION
     oauth.forget_upstream_tokens(uuid, bigint, timestamptz),
     -- The shared signing keys, sealed: every gateway loads and reloads them.
     oauth.signing_keys(timestamptz),
+    -- JWT authorization grants from trusted issuers (sql/assertion_grants.sql) and their keys.
+    oauth.jwt_bearer_grant(text, text, text, text, text, timestamptz),
+    oauth.trusted_issuer_jwks_to_fetch(text, timestamptz),
+    oauth.store_trusted_issuer_jwks(text, text, jsonb, timestamptz, timestamptz, timestamptz),
+    oauth.record_trusted_issuer_jwks_failure(text, text, text, timestamptz, timestamptz),
     oauth.error_sqlstate(text)
 TO oauth_gateway;
 
@@ -107,12 +112,19 @@ GRANT EXECUTE ON FUNCTION
     oauth.drop_signing_key(text, boolean, timestamptz),
     oauth.list_signing_keys(timestamptz),
     oauth.signing_keys(timestamptz),
+    oauth.add_trusted_issuer(text, text, text[], text[], jsonb, text, text[], text[], text, text[], timestamptz,
+                             timestamptz),
+    oauth.update_trusted_issuer(text, text[], text[], jsonb, text, text[], text[], text, text[], timestamptz,
+                                timestamptz),
+    oauth.remove_trusted_issuer(text, timestamptz),
+    oauth.list_trusted_issuers(),
     oauth.error_sqlstate(text)
 TO oauth_admin;
 
 -- Applications read consent and audit rows in their own queries (secret digests stay hidden).
 GRANT SELECT ON oauth.grants, oauth.events, oauth.token_exchange_policies, oauth.client_documents,
-    oauth.client_jwks, oauth.resources, oauth.event_consumers TO oauth_admin;
+    oauth.client_jwks, oauth.resources, oauth.event_consumers, oauth.trusted_issuers, oauth.trusted_issuer_jwks
+    TO oauth_admin;
 GRANT SELECT (client_id, client_name, redirect_uris, allowed_scopes, grant_types, token_endpoint_auth_method,
               application_type, allowed_resources, metadata, registered_dynamically, created_at, updated_at,
               expires_at)

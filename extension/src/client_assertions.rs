@@ -93,3 +93,60 @@ fn dpop_signing_algs() -> Vec<String> {
         .map(|alg| (*alg).to_owned())
         .collect()
 }
+
+/// The unverified `iss` of a JWT: which trusted issuer a JWT authorization grant claims to come
+/// from, so the extension knows whose keys and rules to judge it by (and the gateway whose keys to
+/// fetch). Nothing is verified here.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn assertion_issuer(assertion: &str) -> Option<String> {
+    client_assertion::unverified_issuer(assertion)
+}
+
+/// Verifies a JWT authorization grant (RFC 7523 §2.1, `oauth_rules::assertion_grant`) from
+/// trusted issuer `issuer` with profile `profile` (`id-jag` or `workload`) against its key set
+/// `jwks`, allowed `algorithms`, and `audience` (this server's issuer). Answers `{"claims",
+/// "replay_until"}` or `{"problem", "unknown_key"}`.
+#[pg_extern(immutable, parallel_safe)]
+fn verify_authorization_grant(
+    assertion: Option<&str>,
+    jwks: Option<JsonB>,
+    profile: Option<&str>,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+    algorithms: Option<Vec<String>>,
+    now: Option<TimestampWithTimeZone>,
+) -> JsonB {
+    use oauth_rules::assertion_grant::{self, Profile};
+    let refused = |problem: &str, unknown_key: bool| {
+        JsonB(json!({ "problem": problem, "unknown_key": unknown_key }))
+    };
+    let (Some(assertion), Some(profile), Some(issuer), Some(audience), Some(algorithms)) = (
+        assertion,
+        profile.and_then(Profile::parse),
+        issuer,
+        audience,
+        algorithms,
+    ) else {
+        return refused("no assertion", false);
+    };
+    let Some(now) = now.and_then(unix_seconds) else {
+        return refused("no time to judge the assertion by", false);
+    };
+    let Some(JsonB(jwks)) = jwks else {
+        return refused("the issuer's keys are not available", true);
+    };
+    let expected = assertion_grant::Expected {
+        profile,
+        issuer,
+        audience,
+        algorithms: &algorithms,
+        now,
+    };
+    match assertion_grant::verify(assertion, &jwks, &expected) {
+        Ok(verified) => JsonB(json!({
+            "claims": verified.claims,
+            "replay_until": verified.replay_until,
+        })),
+        Err(refusal) => refused(refusal.reason(), matches!(refusal, Refusal::UnknownKey(_))),
+    }
+}

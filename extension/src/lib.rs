@@ -41,9 +41,14 @@ pgrx::extension_sql_file!(
     ]
 );
 pgrx::extension_sql_file!(
+    "../sql/trusted_issuers.sql",
+    name = "trusted_issuers",
+    requires = ["internal"]
+);
+pgrx::extension_sql_file!(
     "../sql/clients.sql",
     name = "clients",
-    requires = ["internal"]
+    requires = ["internal", "trusted_issuers"]
 );
 pgrx::extension_sql_file!(
     "../sql/authorize.sql",
@@ -122,6 +127,15 @@ pgrx::extension_sql_file!(
     "../sql/pushed_requests.sql",
     name = "pushed_requests",
     requires = ["signing_keys"]
+);
+pgrx::extension_sql_file!(
+    "../sql/assertion_grants.sql",
+    name = "assertion_grants",
+    requires = [
+        "pushed_requests",
+        client_assertions::assertion_issuer,
+        client_assertions::verify_authorization_grant
+    ]
 );
 pgrx::extension_sql_file!(
     "../sql/upstream_tokens.sql",

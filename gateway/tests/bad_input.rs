@@ -68,6 +68,11 @@ fn bodies(rng: &mut rand::rngs::StdRng) -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "application/x-www-form-urlencoded",
+            b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=a.b.c&client_id=x"
+                .to_vec(),
+        ),
+        (
+            "application/x-www-form-urlencoded",
             b"user_code=%00%FF&csrf_token=&decision=approve".to_vec(),
         ),
         (
@@ -368,6 +373,19 @@ async fn values_postgresql_cannot_store_get_the_endpoints_400_in_every_parameter
                 ("resource", RESOURCE.into()),
                 ("audience", RESOURCE.into()),
                 ("scope", "mcp".into()),
+            ]),
+        ),
+        (
+            "POST",
+            "/token",
+            authenticated(vec![
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:jwt-bearer".into(),
+                ),
+                ("assertion", "eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.".into()),
+                ("scope", "mcp".into()),
+                ("resource", RESOURCE.into()),
             ]),
         ),
         (

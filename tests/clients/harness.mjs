@@ -44,8 +44,9 @@ async function waitFor(child, text) {
 }
 
 // `extraToml` is appended to the gateway's configuration file (e.g. a [cimd] section), `settings`
-// to oauth.configure's arguments (e.g. "dpop_supported => true"), `args` to the gateway's.
-export async function startStack({ extraToml = '', settings = '', args = [] } = {}) {
+// to oauth.configure's arguments (e.g. "dpop_supported => true"), `args` to the gateway's; `setup`
+// runs SQL (its argument) on the database before the gateway starts and reads its settings.
+export async function startStack({ extraToml = '', settings = '', args = [], setup } = {}) {
   const admin = env('OAUTH_TEST_DATABASE_URL');
   const gatewayUrl = env('OAUTH_TEST_GATEWAY_DATABASE_URL');
   const db = `js_${randomBytes(5).toString('hex')}`;
@@ -55,6 +56,7 @@ export async function startStack({ extraToml = '', settings = '', args = [] } = 
   const [port, demoPort] = [await freePort(), await freePort()];
   const issuer = `http://127.0.0.1:${port}`;
   psql(dbAdmin, `SELECT oauth.configure(issuer => '${issuer}'${settings ? `, ${settings}` : ''})`);
+  const setupResult = setup ? await setup((query) => psql(dbAdmin, query), issuer) : undefined;
   const dir = mkdtempSync(join(tmpdir(), 'oauth-js-'));
   // As scripts/run: ES256 signs access tokens, RS256 the ID tokens of clients that name no
   // id_token_signed_response_alg (OpenID Connect's default, which strict clients check).
@@ -90,6 +92,7 @@ ${extraToml}
     mcpUrl: `${issuer}/mcp`,
     adminUrl: `${issuer}/mcp/admin`,
     sql: (query) => psql(dbAdmin, query),
+    setupResult,
     async stop() {
       gateway.kill('SIGTERM');
       demo.kill('SIGTERM');

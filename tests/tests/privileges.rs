@@ -61,6 +61,11 @@ const GATEWAY_FUNCTIONS: &[&str] = &[
     "release_upstream_refresh(uuid,bigint,timestamp with time zone)",
     "replace_upstream_tokens(uuid,bigint,bytea,text,timestamp with time zone)",
     "forget_upstream_tokens(uuid,bigint,timestamp with time zone)",
+    // JWT authorization grants from trusted issuers (sql/assertion_grants.sql).
+    "jwt_bearer_grant(text,text,text,text,text,timestamp with time zone)",
+    "trusted_issuer_jwks_to_fetch(text,timestamp with time zone)",
+    "store_trusted_issuer_jwks(text,text,jsonb,timestamp with time zone,timestamp with time zone,timestamp with time zone)",
+    "record_trusted_issuer_jwks_failure(text,text,text,timestamp with time zone,timestamp with time zone)",
 ];
 
 async fn executable_by(admin: &Client, role: &str) -> BTreeSet<String> {
@@ -183,6 +188,10 @@ async fn oauth_admin_gets_the_application_functions_and_reads_no_secret() {
         "promote_signing_key(text,timestamp with time zone)",
         "drop_signing_key(text,boolean,timestamp with time zone)",
         "list_signing_keys(timestamp with time zone)",
+        "add_trusted_issuer(text,text,text[],text[],jsonb,text,text[],text[],text,text[],timestamp with time zone,timestamp with time zone)",
+        "update_trusted_issuer(text,text[],text[],jsonb,text,text[],text[],text,text[],timestamp with time zone,timestamp with time zone)",
+        "remove_trusted_issuer(text,timestamp with time zone)",
+        "list_trusted_issuers()",
     ] {
         assert!(
             functions.contains(f),
@@ -197,6 +206,7 @@ async fn oauth_admin_gets_the_application_functions_and_reads_no_secret() {
         "random_token",
         "_revoke_grant",
         "declare_resources",
+        "jwt_bearer_grant",
     ] {
         assert!(
             !functions.iter().any(|g| g.starts_with(&format!("{f}("))),

@@ -91,14 +91,14 @@ pub(crate) fn decode_json(segment: &str) -> Option<Map<String, Value>> {
 }
 
 /// The three segments of a compact JWS, with the header and claims decoded (nothing verified).
-struct Parts<'a> {
-    header: Map<String, Value>,
-    claims: Map<String, Value>,
-    signing_input: &'a str,
-    signature: Vec<u8>,
+pub(crate) struct Parts<'a> {
+    pub(crate) header: Map<String, Value>,
+    pub(crate) claims: Map<String, Value>,
+    pub(crate) signing_input: &'a str,
+    pub(crate) signature: Vec<u8>,
 }
 
-fn split(assertion: &str) -> Result<Parts<'_>, Refusal> {
+pub(crate) fn split(assertion: &str) -> Result<Parts<'_>, Refusal> {
     if assertion.len() > MAX_ASSERTION_BYTES {
         return Err(invalid(format!(
             "the client assertion is longer than {MAX_ASSERTION_BYTES} bytes"
@@ -220,7 +220,7 @@ pub(crate) fn signature_verifies(
 }
 
 /// The keys of a JWK Set (`{"keys": [...]}`), as objects; anything else is no key.
-fn keys_of(jwks: &Value) -> Vec<&Map<String, Value>> {
+pub(crate) fn keys_of(jwks: &Value) -> Vec<&Map<String, Value>> {
     jwks.get("keys")
         .and_then(Value::as_array)
         .map(|keys| keys.iter().filter_map(Value::as_object).collect())
@@ -228,7 +228,10 @@ fn keys_of(jwks: &Value) -> Vec<&Map<String, Value>> {
 }
 
 /// A NumericDate claim (RFC 7519 §2) as whole seconds, or why it is unusable.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Refusal> {
+pub(crate) fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<i64>, Refusal> {
     match claims.get(name) {
         None => Ok(None),
         Some(value) => value

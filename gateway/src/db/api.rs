@@ -47,6 +47,10 @@ pub struct Settings {
     pub dpop_supported: bool,
     #[serde(default)]
     pub dpop_signing_alg_values_supported: Vec<String>,
+    /// JWT authorization grant profiles (draft-ietf-oauth-identity-assertion-authz-grant): the
+    /// ID-JAG's while an id-jag issuer is trusted (sql/trusted_issuers.sql).
+    #[serde(default)]
+    pub authorization_grant_profiles_supported: Vec<String>,
     /// Seconds a revocation can matter: the longest an access token lives.
     pub revocation_horizon: u64,
 }

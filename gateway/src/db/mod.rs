@@ -5,6 +5,7 @@
 
 pub mod admin;
 mod api;
+mod assertion_grants;
 mod batch;
 pub mod cleanup;
 pub mod feed;
@@ -13,6 +14,7 @@ mod sessions;
 mod upstream_tokens;
 
 pub use api::*;
+pub use assertion_grants::IssuerKeysToFetch;
 pub use batch::{ExchangeBatcher, RefreshBatcher, RefreshBatching};
 pub use pool::Db;
 pub use sessions::{NewSession, NextStep, Session, StartedSession, UserSession};

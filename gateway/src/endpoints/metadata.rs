@@ -68,6 +68,14 @@ pub fn document(app: &App, settings: &Settings) -> Value {
             json!(c.endpoint("/register")),
         );
     }
+    if !settings.authorization_grant_profiles_supported.is_empty()
+        && let Some(fields) = doc.as_object_mut()
+    {
+        fields.insert(
+            "authorization_grant_profiles_supported".into(),
+            json!(settings.authorization_grant_profiles_supported),
+        );
+    }
     doc
 }
 

@@ -1,6 +1,7 @@
 //! The token endpoint (RFC 6749 §3.2): the extension decides each grant, this module mints the
 //! JWTs for what it decided.
 
+mod jwt_bearer;
 mod token_exchange;
 
 use hyper::StatusCode;
@@ -48,12 +49,13 @@ fn dpop_key(app: &App, headers: &hyper::HeaderMap) -> Result<Option<String>, OAu
 const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Every grant type this endpoint serves.
-const GRANT_TYPES: [&str; 5] = [
+const GRANT_TYPES: [&str; 6] = [
     "authorization_code",
     "refresh_token",
     "client_credentials",
     DEVICE_CODE,
     token_exchange::GRANT_TYPE,
+    jwt_bearer::GRANT_TYPE,
 ];
 
 async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
@@ -111,6 +113,11 @@ async fn respond(app: &App, req: Req) -> Result<Value, OAuthError> {
         }
         token_exchange::GRANT_TYPE => {
             return token_exchange::exchange(app, &client, &params)
+                .await
+                .map_err(|e| client.challenged(e));
+        }
+        jwt_bearer::GRANT_TYPE => {
+            return jwt_bearer::grant(app, &client, &params)
                 .await
                 .map_err(|e| client.challenged(e));
         }
