@@ -236,3 +236,93 @@ async fn when_the_batch_call_fails_each_request_is_answered_by_its_own_call() {
     assert_eq!(live, 32);
     Gateway::stop_shared(gw).await;
 }
+
+/// Code exchanges go through the same coalescing (`oauth.exchange_codes`): concurrent ones share
+/// transactions, and each gets its own tokens or its own error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_code_exchanges_share_transactions_and_each_gets_its_own_answer() {
+    const FLOWS: usize = 40;
+    let gw = batching_gateway().await;
+    gw.admin
+        .batch_execute(
+            "CREATE TABLE public.exchange_xacts (xid xid8 NOT NULL);
+             CREATE FUNCTION public.note_exchange() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO public.exchange_xacts VALUES (pg_catalog.pg_current_xact_id());
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER note_exchange AFTER INSERT ON oauth.refresh_families
+                 FOR EACH ROW EXECUTE FUNCTION public.note_exchange();",
+        )
+        .await
+        .unwrap();
+    let client_id = gw.public_client(&["mcp"]).await;
+    let authorizations: Vec<Authorization> =
+        (0..FLOWS).map(|_| Authorization::new(&client_id)).collect();
+    let mut codes = Vec::new();
+    for authorization in &authorizations {
+        codes.push(gw.code(authorization).await);
+    }
+    let presented: Vec<(String, String)> = authorizations
+        .iter()
+        .zip(&codes)
+        .enumerate()
+        .map(|(i, (authorization, code))| {
+            // Every fourth one presents a wrong verifier: refused alone.
+            let verifier = if i % 4 == 3 {
+                "x".repeat(43)
+            } else {
+                authorization.pkce.verifier.clone()
+            };
+            (code.clone(), verifier)
+        })
+        .collect();
+    let responses = at_once(FLOWS, |i| {
+        let (gw, client_id, (code, verifier)) =
+            (gw.clone(), client_id.clone(), presented[i].clone());
+        async move {
+            gw.token(&TokenRequest {
+                grant_type: "authorization_code",
+                code: &code,
+                code_verifier: &verifier,
+                redirect_uri: CALLBACK,
+                client_id: &client_id,
+                ..TokenRequest::default()
+            })
+            .await
+        }
+    })
+    .await;
+    let mut refresh_tokens = BTreeSet::new();
+    for (i, r) in responses.iter().enumerate() {
+        if i % 4 == 3 {
+            r.assert_error(StatusCode::BAD_REQUEST, "invalid_grant", "a wrong verifier");
+        } else {
+            assert_eq!(r.status, StatusCode::OK, "{i}: {}", r.text());
+            refresh_tokens.insert(r.json()["refresh_token"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        refresh_tokens.len(),
+        FLOWS - FLOWS / 4,
+        "one family per code"
+    );
+    let (families, transactions): (i64, i64) = {
+        let row = gw
+            .admin
+            .query_one(
+                "SELECT count(*), count(DISTINCT xid) FROM public.exchange_xacts",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    println!("{FLOWS} concurrent code exchanges took {transactions} transactions");
+    assert_eq!(families, (FLOWS - FLOWS / 4) as i64);
+    assert!(
+        transactions * 2 <= families,
+        "{families} concurrent exchanges took {transactions} transactions"
+    );
+    Gateway::stop_shared(gw).await;
+}
