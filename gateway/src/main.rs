@@ -259,6 +259,8 @@ enum KeysCommand {
     Promote {
         #[command(flatten)]
         shared: SharedKeysArgs,
+        /// A kid is base64url, so one in 64 begins with `-`: never an option here.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
     /// Remove a key from the JWKS once no token it signed can be in use (`--force`: now, after a
@@ -266,6 +268,7 @@ enum KeysCommand {
     Drop {
         #[command(flatten)]
         shared: SharedKeysArgs,
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         #[arg(long)]
         force: bool,
@@ -515,6 +518,41 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("oauth-gateway: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kid_beginning_with_a_hyphen_is_a_kid() {
+        for args in [
+            ["keys", "promote", "--admin-database-url", "x", "-iXq2"].as_slice(),
+            [
+                "keys",
+                "drop",
+                "--admin-database-url",
+                "x",
+                "-iXq2",
+                "--force",
+            ]
+            .as_slice(),
+        ] {
+            let cli =
+                Cli::try_parse_from(std::iter::once("oauth-gateway").chain(args.iter().copied()));
+            let Ok(Cli {
+                command:
+                    Command::Keys {
+                        command: KeysCommand::Promote { kid, .. } | KeysCommand::Drop { kid, .. },
+                    },
+                ..
+            }) = cli
+            else {
+                panic!("{args:?} did not parse as a key command");
+            };
+            assert_eq!(kid, "-iXq2");
         }
     }
 }
