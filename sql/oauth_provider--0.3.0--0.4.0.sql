@@ -1786,7 +1786,9 @@ BEGIN
         RETURN authorized.problem;
     END IF;
     client := authorized.client;
-    IF oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
+    -- Evaluated only where DPoP can matter, so the common request pays nothing for it.
+    IF (dpop_jkt IS NOT NULL OR client.metadata ? 'dpop_bound_access_tokens')
+       AND oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
         RETURN oauth._dpop_problem(client, dpop_jkt);
     END IF;
     IF code IS NULL OR code = '' THEN
@@ -1919,7 +1921,9 @@ BEGIN
         RETURN authorized.problem;
     END IF;
     client := authorized.client;
-    IF oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
+    -- Evaluated only where DPoP can matter, so the common request pays nothing for it.
+    IF (dpop_jkt IS NOT NULL OR client.metadata ? 'dpop_bound_access_tokens')
+       AND oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
         RETURN oauth._dpop_problem(client, dpop_jkt);
     END IF;
     IF refresh_token IS NULL OR refresh_token = '' THEN
@@ -2093,7 +2097,9 @@ BEGIN
         RETURN authorized.problem;
     END IF;
     client := authorized.client;
-    IF oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
+    -- Evaluated only where DPoP can matter, so the common request pays nothing for it.
+    IF (dpop_jkt IS NOT NULL OR client.metadata ? 'dpop_bound_access_tokens')
+       AND oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
         RETURN oauth._dpop_problem(client, dpop_jkt);
     END IF;
     IF device_code IS NULL OR device_code = '' THEN
@@ -2187,7 +2193,9 @@ BEGIN
         RETURN authorized.problem;
     END IF;
     client := authorized.client;
-    IF oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
+    -- Evaluated only where DPoP can matter, so the common request pays nothing for it.
+    IF (dpop_jkt IS NOT NULL OR client.metadata ? 'dpop_bound_access_tokens')
+       AND oauth._dpop_problem(client, dpop_jkt) IS NOT NULL THEN
         RETURN oauth._dpop_problem(client, dpop_jkt);
     END IF;
     resolved := oauth._resolve_scopes(scope, client.allowed_scopes);
