@@ -370,8 +370,8 @@ impl Guard {
 
     /// The header value for a route with `upstream_token_header`: the grant's current access token
     /// at the upstream provider, refreshed when expired; none when the grant holds no upstream
-    /// tokens. A refresh that fails is RFC 6750 invalid_token (the client authorizes again, and
-    /// the user signs in again), never a server error.
+    /// tokens. A refresh the provider refuses is RFC 6750 invalid_token (the client authorizes
+    /// again, and the user signs in again); a provider or database out of reach is a 503.
     async fn upstream_token(
         &self,
         route: &RouteConfig,
@@ -397,7 +397,8 @@ impl Guard {
                 value.set_sensitive(true);
                 Ok(Some(value))
             }
-            Err(_) => Err(unusable()),
+            Err(crate::upstream::Unusable::Unavailable) => Err(OAuthError::unavailable()),
+            Err(crate::upstream::Unusable::Ended) => Err(unusable()),
         }
     }
 

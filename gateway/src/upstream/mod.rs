@@ -20,7 +20,7 @@ use url::Url;
 
 pub use crate::outbound::url_allowed;
 use crate::outbound::{Answer, Fetch};
-pub use tokens::{IssuedTokens, Sealer, UpstreamTokens};
+pub use tokens::{IssuedTokens, Sealer, Unusable, UpstreamTokens};
 
 /// `[upstream]`.
 #[derive(Debug, Clone, Deserialize)]

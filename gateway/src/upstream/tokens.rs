@@ -199,10 +199,17 @@ impl IssuedTokens {
     }
 }
 
-/// Why no upstream access token could be handed on: the request gets a 401 (RFC 6750
-/// invalid_token) saying so, never the reason's details (they stay in the log, without tokens).
-#[derive(Debug)]
-pub struct Unusable;
+/// Why no upstream access token could be handed on, never with the reason's details (they stay in
+/// the log, without tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// The authorization behind the tokens is over (refused, forgotten, unopenable): the request
+    /// gets a 401 (RFC 6750 invalid_token), and the next authorization signs in again.
+    Ended,
+    /// The database or the provider could not be asked now: a 503; the tokens stay, and the same
+    /// request may succeed later.
+    Unavailable,
+}
 
 /// The guard's side: the current access token of a grant, refreshed when it has expired.
 pub struct UpstreamTokens {
@@ -252,7 +259,7 @@ impl UpstreamTokens {
         let Some(provider) = self.providers.get(&set.upstream) else {
             tracing::warn!(token_set = %set.token_set_id, upstream = %set.upstream,
                 "upstream tokens of a provider this gateway does not keep tokens for");
-            return Err(Unusable);
+            return Err(Unusable::Ended);
         };
         let sealer = provider.sealer.as_ref().expect("providers with a sealer");
         match sealer.open(set.token_set_id, &set.user_id, &set.upstream, &set.sealed) {
@@ -260,7 +267,7 @@ impl UpstreamTokens {
             None => {
                 tracing::error!(token_set = %set.token_set_id, sealed_with = %set.sealed_with,
                     key = %sealer.fingerprint, "sealed upstream tokens do not open (another key, or moved)");
-                Err(Unusable)
+                Err(Unusable::Ended)
             }
         }
     }
@@ -268,7 +275,7 @@ impl UpstreamTokens {
     async fn read(&self, grant: Uuid) -> Result<Option<SealedTokenSet>, Unusable> {
         self.db.upstream_tokens_for_grant(grant).await.map_err(|e| {
             tracing::warn!(error = %e.description, "upstream tokens could not be read");
-            Unusable
+            Unusable::Unavailable
         })
     }
 
@@ -304,7 +311,7 @@ impl UpstreamTokens {
     /// read: then its result is used), refresh at the provider, write with a compare-and-swap.
     async fn refresh(&self, grant: Uuid, seen: i64) -> Result<String, Unusable> {
         let Some(set) = self.read(grant).await? else {
-            return Err(Unusable);
+            return Err(Unusable::Ended);
         };
         let (provider, tokens) = self.open(&set)?;
         if tokens.fresh() || (set.version != seen && tokens.unexpired()) {
@@ -320,7 +327,7 @@ impl UpstreamTokens {
             Ok(false) => return self.wait_for_other(grant, set.version).await,
             Err(e) => {
                 tracing::warn!(error = %e.description, "could not claim the upstream refresh");
-                return Err(Unusable);
+                return Err(Unusable::Unavailable);
             }
         }
         match provider.refresh(&tokens).await {
@@ -344,7 +351,7 @@ impl UpstreamTokens {
                     Ok(None) => self.winner(grant, set.version).await,
                     Err(e) => {
                         tracing::warn!(error = %e.description, "refreshed upstream tokens could not be stored");
-                        Err(Unusable)
+                        Err(Unusable::Unavailable)
                     }
                 }
             }
@@ -354,6 +361,10 @@ impl UpstreamTokens {
                 if let Ok(token) = self.winner(grant, set.version).await {
                     return Ok(token);
                 }
+                let outcome = match failure {
+                    Failure::Unavailable(_) => Unusable::Unavailable,
+                    _ => Unusable::Ended,
+                };
                 match failure {
                     Failure::Refused(code) if code == "invalid_grant" => {
                         tracing::info!(token_set = %set.token_set_id,
@@ -381,7 +392,7 @@ impl UpstreamTokens {
                     .db
                     .release_upstream_refresh(set.token_set_id, set.version)
                     .await;
-                Err(Unusable)
+                Err(outcome)
             }
         }
     }
@@ -392,26 +403,26 @@ impl UpstreamTokens {
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(LOOK_AGAIN).await;
             let Some(set) = self.read(grant).await? else {
-                return Err(Unusable);
+                return Err(Unusable::Ended);
             };
             if set.version != version {
                 return self.winner(grant, version).await;
             }
         }
-        Err(Unusable)
+        Err(Unusable::Ended)
     }
 
     /// The set as another refresh left it, if it moved past `version` and is fresh.
     async fn winner(&self, grant: Uuid, version: i64) -> Result<String, Unusable> {
-        let set = self.read(grant).await?.ok_or(Unusable)?;
+        let set = self.read(grant).await?.ok_or(Unusable::Ended)?;
         if set.version == version {
-            return Err(Unusable);
+            return Err(Unusable::Ended);
         }
         let (_, tokens) = self.open(&set)?;
         tokens
             .unexpired()
             .then_some(tokens.access_token)
-            .ok_or(Unusable)
+            .ok_or(Unusable::Ended)
     }
 }
 
