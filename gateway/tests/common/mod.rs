@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod demo_mcp;
+pub mod document_server;
 pub mod upstream;
 
 use std::collections::HashMap;
